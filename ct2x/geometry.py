@@ -126,9 +126,14 @@ class CArm:
                 f"the source-to-isocenter distance ({sid:g} mm) must be smaller than the "
                 f"source-to-detector distance ({sdd:g} mm): the patient lies between source and detector"
             )
-        shape = tuple(int(n) for n in self.detector_shape)
+        try:
+            shape = tuple(int(n) for n in self.detector_shape)
+        except (TypeError, ValueError):
+            shape = ()
         if len(shape) != 2 or min(shape) < 1 or shape != tuple(self.detector_shape):
-            raise CT2XError(f"the detector size must be two positive whole numbers of pixels, got {self.detector_shape!r}")
+            raise CT2XError(
+                f"the detector size must be two positive whole numbers of pixels, got {self.detector_shape!r}"
+            )
         spacing = tuple(_positive_finite("the detector pixel spacing", s) for s in self.pixel_spacing)
         if len(spacing) != 2:
             raise CT2XError(f"the detector pixel spacing must be (row, column) in mm, got {self.pixel_spacing!r}")
@@ -297,4 +302,4 @@ def views(
             f"got {len(primaries)} primary angles but {len(secondaries)} secondary angles: "
             "give one secondary angle for all views or one per view"
         )
-    return [CArm(primary=p, secondary=s, **chain) for p, s in zip(primaries, secondaries)]
+    return [CArm(primary=p, secondary=s, **chain) for p, s in zip(primaries, secondaries, strict=True)]
