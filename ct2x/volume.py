@@ -6,13 +6,45 @@ position of voxel ``(0, 0, 0)``'s centre, and the direction matrix whose columns
 unit LPS directions of the i, j and k axes. ``ijk_to_lps`` maps a voxel index to its
 centre in LPS millimetres; every resampled output keeps this so it can be put back into
 the patient's space.
+
+Reading (:func:`read_ct`) goes through SimpleITK, whose physical space is LPS: NIfTI files
+(stored in RAS by convention) are converted to LPS by ITK's NIfTI reader, DICOM rescale
+slope/intercept and NIfTI ``scl_slope``/``scl_inter`` are applied, so values are HU.
+
+Resampling (:func:`resample_isotropic`, :func:`resample_to_grid`, :func:`preprocess`) always
+produces an axis-aligned LPS grid (identity direction) placed from the input's physical
+bounding box, so the output depends only on where the voxels are in the patient, not on
+how the input file ordered or oriented its axes.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
+import numbers
+import os
+import re
+import struct
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
+
+from ct2x.errors import CT2XError
+
+#: HU given to output voxels that fall outside the input volume (air).
+OUTSIDE_HU = -1024.0
+
+#: A CT holds air (about -1000 HU); an image with no value below this is probably not a CT in HU.
+NOT_CT_MIN_HU = -500.0
+
+_FORMATS = ".nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd or a DICOM series folder"
+
+
+class NotCTWarning(UserWarning):
+    """The image read does not look like a CT in Hounsfield units (no air below -500 HU)."""
 
 
 @dataclass(frozen=True)
@@ -62,3 +94,308 @@ class CTVolume:
     def center_lps(self) -> np.ndarray:
         """Centre of the volume's bounding box, LPS mm (the default isocenter)."""
         return self.corners_lps.mean(axis=0)
+
+
+# --------------------------------------------------------------------------- SimpleITK
+
+
+def to_sitk(volume: CTVolume) -> sitk.Image:
+    """The volume as a float32 SimpleITK image with the same LPS placement (origin, spacing, direction)."""
+    image = sitk.GetImageFromArray(np.asarray(volume.array, dtype=np.float32))
+    image.SetSpacing([float(s) for s in volume.spacing])
+    image.SetOrigin([float(o) for o in volume.origin])
+    image.SetDirection([float(d) for d in np.asarray(volume.direction, dtype=np.float64).ravel()])
+    return image
+
+
+def from_sitk(image: sitk.Image) -> CTVolume:
+    """A 3D scalar SimpleITK image (LPS physical space) as a :class:`CTVolume`, values cast to float32."""
+    return CTVolume(
+        array=sitk.GetArrayFromImage(image).astype(np.float32, copy=False),
+        spacing=np.array(image.GetSpacing(), dtype=np.float64),
+        origin=np.array(image.GetOrigin(), dtype=np.float64),
+        direction=np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3),
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTVolume:
+    """Read a CT volume in HU with its LPS placement.
+
+    Args:
+        path: a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage
+            (``.mha``, ``.mhd``) file, or a folder holding a DICOM series (searched
+            recursively).
+        series_uid: the Series Instance UID to read when the folder holds several DICOM
+            series; leave ``None`` when it holds one.
+
+    Returns:
+        float32 HU (rescale slope/intercept applied), origin/spacing/direction in LPS mm
+        exactly as SimpleITK reports them (NIfTI's RAS is converted to LPS by ITK).
+
+    Raises:
+        CT2XError: the path is missing or unreadable, the image is not a single 3D scalar
+            volume, its spacing is not positive, it holds NaN or infinite values, or the
+            DICOM folder holds no series, several series without ``series_uid``, or not
+            the series asked for.
+
+    Warns:
+        NotCTWarning: no voxel is below -500 HU, so the image is probably not a CT in HU.
+
+    The input is only read, never written.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CT2XError(f"no file or folder at '{path}': check the path (a CT is a {_FORMATS})")
+    if not os.access(path, os.R_OK):
+        raise CT2XError(f"cannot read '{path}': permission denied; make it readable for your user")
+    if path.is_dir():
+        image = _read_dicom_folder(path, series_uid)
+    elif series_uid is not None:
+        raise CT2XError(f"series_uid is only for a DICOM folder, but '{path}' is a file: drop series_uid")
+    else:
+        image = _read_image_file(path)
+    volume = from_sitk(image)
+    bad = int(np.count_nonzero(~np.isfinite(volume.array)))
+    if bad:
+        raise CT2XError(
+            f"'{path}' holds {bad} NaN or infinite voxel values: replace them with valid HU "
+            f"(e.g. {OUTSIDE_HU:g} for air) and save the volume again"
+        )
+    lowest = float(volume.array.min())
+    if lowest >= NOT_CT_MIN_HU:
+        warnings.warn(
+            NotCTWarning(
+                f"'{path}' does not look like a CT in HU: no value below {NOT_CT_MIN_HU:g} (lowest {lowest:g}), "
+                "but a CT holds air near -1000 HU; check the modality and the rescale slope/intercept"
+            ),
+            stacklevel=2,
+        )
+    return volume
+
+
+def _itk_reason(error: RuntimeError) -> str:
+    """The first ITK/SimpleITK error line of ``error``, without the C++ location and object address."""
+    for line in str(error).splitlines():
+        if "ERROR:" in line:
+            reason = line.split("ERROR:", 1)[1].strip()
+            return re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
+    return str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
+
+
+def _check_geometry(source: str, size: tuple[int, ...], components: int, spacing: tuple[float, ...]) -> None:
+    """Raise CT2XError unless the image is one 3D scalar volume with positive finite spacing (mm).
+
+    ``source`` names the input in messages, already quoted (e.g. ``"'ct.nii.gz'"``).
+    """
+    dims = len(size)
+    shape = " x ".join(str(n) for n in size)
+    if dims == 2 or (dims == 3 and min(size) < 2):
+        raise CT2XError(
+            f"{source} is a 2D image ({shape} voxels) but a CT must be a 3D volume: pass the whole "
+            "volume (for DICOM, the folder holding all slices of the series)"
+        )
+    if dims != 3:
+        raise CT2XError(
+            f"{source} is a {dims}D image ({shape} voxels) but a CT must be one 3D volume: extract the "
+            "3D volume you want (e.g. one time point) and save it on its own"
+        )
+    if components != 1:
+        raise CT2XError(
+            f"{source} has {components} values per voxel (vector or color pixels) but a CT has one HU "
+            "value per voxel: save a single-component (scalar) volume"
+        )
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise CT2XError(
+            f"{source} has voxel spacing ({', '.join(f'{s:g}' for s in spacing)}) mm, but every spacing "
+            "must be positive: fix the spacing in the file's header and save it again"
+        )
+
+
+def _read_image_file(path: Path) -> sitk.Image:
+    """Read one image file after checking its header; ITK errors become CT2XError."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    damaged = f"cannot read '{path}': it is damaged, truncated or not a {_FORMATS}"
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
+    _check_geometry(f"'{path}'", reader.GetSize(), reader.GetNumberOfComponents(), reader.GetSpacing())
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise CT2XError if a single-file NIfTI holds fewer bytes than its header announces.
+
+    ITK's NIfTI reader silently fills the missing part of a truncated file with zeros.
+    """
+    truncated = f"'{path}' is truncated or damaged: it holds less image data than its header announces; copy it again"
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(540)
+            expected = _nifti_expected_bytes(header)
+            if expected is None:
+                return
+            total = len(header)
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise CT2XError(f"{truncated} ({error})") from None
+    if total < expected:
+        raise CT2XError(truncated)
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Bytes a single-file NIfTI-1/-2 must hold (header offset + voxel data), or None if not recognised."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    if not 1 <= dims[0] <= 7:
+        return None
+    return offset + math.prod(max(n, 1) for n in dims[1 : dims[0] + 1]) * bitpix // 8
+
+
+def _dicom_series(folder: Path) -> dict[str, list[str]]:
+    """Series Instance UID -> its files sorted along the slice normal, for every series under ``folder``."""
+    uids: list[str] = []
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for every folder without DICOM
+    try:
+        for directory, _, files in sorted(os.walk(folder)):
+            if files:
+                uids.extend(u for u in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) if u not in uids)
+        return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, True)) for uid in uids}
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _series_description(files: list[str]) -> str:
+    """The Series Description (0008,103E) of a series' first file, or '' when absent."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.ReadImageInformation()
+    return reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
+
+
+def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
+    """Read the (chosen) DICOM series under ``folder``; rescale slope/intercept are applied by GDCM."""
+    series = _dicom_series(folder)
+    if not series:
+        what = "is empty" if not any(folder.iterdir()) else "holds no DICOM files"
+        raise CT2XError(
+            f"folder '{folder}' {what}: pass the folder holding the CT's DICOM series, or its "
+            ".nii/.nii.gz, .nrrd/.nhdr or .mha/.mhd file"
+        )
+
+    def listing() -> str:
+        return "; ".join(
+            f"{uid} '{_series_description(files)}' ({len(files)} slices, "
+            f"in '{os.path.commonpath([os.path.dirname(f) for f in files])}')"
+            for uid, files in series.items()
+        )
+
+    if series_uid is None:
+        if len(series) > 1:
+            raise CT2XError(
+                f"folder '{folder}' holds {len(series)} DICOM series: {listing()}; choose one by passing "
+                "that series' folder, or its UID (ct2x --series UID; read_ct(path, series_uid=...) in Python)"
+            )
+        series_uid = next(iter(series))
+    elif series_uid not in series:
+        raise CT2XError(f"folder '{folder}' holds no DICOM series {series_uid}; it holds: {listing()}")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series[series_uid])
+    source = f"series {series_uid} in '{folder}'"
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise CT2XError(
+            f"cannot read {source}: a slice is damaged or not an image (SimpleITK: {_itk_reason(error)}); "
+            "export the series again"
+        ) from None
+    _check_geometry(source, image.GetSize(), image.GetNumberOfComponentsPerPixel(), image.GetSpacing())
+    return image
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def _resample(volume: CTVolume, origin: np.ndarray, spacing_mm: float, size: np.ndarray) -> CTVolume:
+    """Linear resampling onto the axis-aligned LPS grid (origin = first voxel centre, mm); outside = OUTSIDE_HU."""
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetOutputOrigin([float(o) for o in origin])
+    resampler.SetOutputSpacing([float(spacing_mm)] * 3)
+    resampler.SetOutputDirection([float(d) for d in np.eye(3).ravel()])
+    resampler.SetSize([int(n) for n in size])
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(OUTSIDE_HU)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    return from_sitk(resampler.Execute(to_sitk(volume)))
+
+
+def _bounding_box(volume: CTVolume) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, extent) of the axis-aligned LPS box around the voxel grid's outer corners, mm."""
+    corners = volume.corners_lps
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    return (low + high) / 2, high - low
+
+
+def resample_isotropic(volume: CTVolume, spacing_mm: float = 1.0) -> CTVolume:
+    """Resample onto an axis-aligned LPS grid with isotropic ``spacing_mm`` (mm), linear interpolation.
+
+    The grid (identity direction) is centred on the centre of the volume's physical bounding
+    box (the axis-aligned LPS box around the outer voxel corners) and has the fewest voxels
+    per axis that cover it, ``ceil(extent / spacing_mm)``; voxels outside the input are
+    ``OUTSIDE_HU``. Flipping or permuting the input's axes does not change the result.
+    """
+    if isinstance(spacing_mm, bool) or not isinstance(spacing_mm, numbers.Real) or not 0 < spacing_mm < math.inf:
+        raise CT2XError(f"the resampling spacing must be a positive number of mm, got {spacing_mm!r}")
+    spacing_mm = float(spacing_mm)
+    centre, extent = _bounding_box(volume)
+    size = np.maximum(1, np.ceil(extent / spacing_mm - 1e-6)).astype(int)
+    return _resample(volume, centre - (size - 1) / 2 * spacing_mm, spacing_mm, size)
+
+
+def resample_to_grid(volume: CTVolume, size: int = 128) -> CTVolume:
+    """Resample into a ``size``^3 cube on an axis-aligned LPS grid that holds the whole volume.
+
+    The cube (identity direction) is centred on the centre of the volume's physical bounding
+    box; its isotropic spacing is the box's largest extent / ``size`` (mm), so the longest
+    axis fits exactly and the others are padded with ``OUTSIDE_HU``. Linear interpolation.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise CT2XError(f"the grid size must be a positive whole number of voxels, got {size!r}")
+    centre, extent = _bounding_box(volume)
+    spacing_mm = float(extent.max()) / int(size)
+    return _resample(volume, centre - (size - 1) / 2 * spacing_mm, spacing_mm, np.full(3, int(size)))
+
+
+def preprocess(volume: CTVolume, spacing_mm: float = 1.0, size: int = 128) -> CTVolume:
+    """The paper's CT preprocessing: resample to ``spacing_mm`` isotropic (1 mm), then into a ``size``^3 cube (128).
+
+    Both steps are linear and axis-aligned in LPS and keep the bounding-box centre, so the
+    output is a ``size``^3 float32 HU volume with identity direction, spacing
+    ``ceil(largest extent / spacing_mm) * spacing_mm / size`` mm and centre at the input's
+    :attr:`CTVolume.center_lps`; its ``ijk_to_lps`` puts it back into patient space.
+    HU are not clipped or scaled here.
+    """
+    return resample_to_grid(resample_isotropic(volume, spacing_mm), size)

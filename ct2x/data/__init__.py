@@ -1,0 +1,1 @@
+"""Training data: dataset preparation from CT folders, and real radiograph folders."""

@@ -1,0 +1,138 @@
+"""Real radiographs: the unpaired X-ray style references of CT2X-GAN.
+
+Accepted: PNG and JPEG (8- or 16-bit, grey, grey+alpha, RGB or palette), TIFF, and DICOM
+CR/DX/DR files (``.dcm`` or no extension). Every image becomes a float32 ``(S, S)`` array
+in ``[0, 1]`` where brighter means more attenuation (bone white), the usual display of a
+radiograph: DICOM ``MONOCHROME1`` is inverted, the DICOM VOI LUT / window is applied when
+present. The image is resized so its shorter side is ``S`` (area-averaging), then
+centre-cropped to a square. Pixel spacing is not used: these are style references, not
+geometry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ct2x.errors import CT2XError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+
+
+class ColourImageWarning(UserWarning):
+    """A style reference has clearly coloured pixels: it is probably a photograph, not a radiograph."""
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array.astype(np.float64)
+    except Exception as error:  # pydicom raises many types for bad files
+        raise CT2XError(f"cannot read the DICOM radiograph {path}: {error}") from None
+    if pixels.ndim != 2:
+        raise CT2XError(f"the DICOM file {path} holds {pixels.ndim}D pixels; a radiograph is one 2D frame")
+    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+        pixels = apply_voi_lut(pixels, dataset).astype(np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    return pixels
+
+
+def _read_picture(path: Path, warn_colour: bool) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                pixels = np.asarray(image, dtype=np.float64)
+                bits_max = 65535.0 if pixels.max() > 255 else 255.0
+                return np.clip(pixels / bits_max, 0, 1)
+            if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA", "PA"):
+                rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+                if warn_colour and np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean() > 0.02:
+                    warnings.warn(
+                        f"{path.name} looks like a colour photograph, not a radiograph; it was converted to grey",
+                        ColourImageWarning,
+                        stacklevel=3,
+                    )
+                return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+            return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise CT2XError(f"cannot read the image {path}: {error}") from None
+
+
+def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (area-averaging), then centre-crop to ``size x size``."""
+    height, width = pixels.shape
+    scale = size / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    resized = Image.fromarray(pixels.astype(np.float32)).resize((new_w, new_h), Image.Resampling.BOX)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return np.asarray(resized, dtype=np.float32)[top : top + size, left : left + size]
+
+
+def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True) -> np.ndarray:
+    """Read one radiograph as float32 ``(size, size)`` in [0, 1] (bright = attenuating)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CT2XError(f"radiograph {path} does not exist")
+    if size < 8:
+        raise CT2XError(f"the radiograph size must be at least 8 pixels, got {size}")
+    is_dicom = path.suffix.lower() in DICOM_SUFFIXES and _looks_like_dicom(path)
+    pixels = _read_dicom(path) if is_dicom else _read_picture(path, warn_colour)
+    if min(pixels.shape) < 2:
+        raise CT2XError(f"the image {path} is too small ({pixels.shape[1]} x {pixels.shape[0]} pixels)")
+    return square_resize(pixels, size)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    with path.open("rb") as handle:
+        header = handle.read(132)
+    return len(header) == 132 and header[128:132] == b"DICM"
+
+
+@dataclass
+class RadiographFolder:
+    """The radiographs found under a folder, and the files that were skipped with the reason."""
+
+    paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def find_radiographs(folder: str | Path, size: int = 256) -> RadiographFolder:
+    """List every readable radiograph under ``folder`` (recursively, sorted), checking each opens.
+
+    Unreadable files are reported in ``skipped`` and never stop the scan. A folder with no
+    readable radiograph is a CT2XError.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise CT2XError(f"radiograph folder {root} does not exist or is not a folder")
+    found = RadiographFolder(paths=[])
+    candidates = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for path in candidates:
+        suffix = path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES and not (suffix in DICOM_SUFFIXES and _looks_like_dicom(path)):
+            continue
+        try:
+            read_radiograph(path, size=8, warn_colour=False)
+        except CT2XError as error:
+            found.skipped.append((path, str(error)))
+            continue
+        found.paths.append(path)
+    if not found.paths:
+        why = f" ({len(found.skipped)} unreadable)" if found.skipped else ""
+        raise CT2XError(
+            f"no readable radiograph (PNG, JPEG, TIFF or DICOM) in {root}{why}: "
+            "point --xray at a folder of X-ray images"
+        )
+    return found
