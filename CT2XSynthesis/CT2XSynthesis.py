@@ -1,0 +1,320 @@
+"""CT2XSynthesis: C-arm X-ray views of a CT, placed on their detector planes in the 3D scene.
+
+Thin Slicer module: the GUI (``Resources/UI/CT2XSynthesis.ui``, bound to a
+``parameterNodeWrapper`` parameter node) and dialogs live here; all computation is in
+``CT2XSynthesisLib`` (no Qt), which the pytest suite tests against a real MRML scene.
+
+This version renders **DRRs with DeepDRR's physics** (``ct2x.drr``); the learned CT2X-GAN
+synthesis (trained model + style reference) plugs into the same renderer slot later.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from CT2XSynthesisLib.dependencies import (
+    TORCH_VERSION_REQUIREMENT,
+    TORCHVISION_VERSION_REQUIREMENT,
+    plan_dependencies,
+)
+from CT2XSynthesisLib.logic import (
+    DRR_PHYSICS_MODE,
+    SynthesisLogic,
+    SynthesisParameters,
+    parse_angles,
+    physics_drr_renderer,
+)
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_DETECTOR_WIDTH_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm
+
+#: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
+PREVIEW_STEP = 1.0
+MODEL_SOURCES = ["Bundled model", "Model file"]
+STYLE_SOURCES = ["DRR style", "Loaded 2D volume", "Image file"]
+
+
+class CT2XSynthesis(ScriptedLoadableModule):
+    """Module description shown in Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "CT2X Synthesis"
+        self.parent.categories = ["Simulation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CT2X maintainers"]
+        self.parent.helpText = (
+            "Synthesize C-arm X-ray views of a CT volume. Each view is a single-slice volume placed on the "
+            "detector plane (RAS), named by its angles (LAO/RAO, CRAN/CAUD, degrees), with its geometry in the "
+            "node's CT2X.* attributes. This version renders DRRs with DeepDRR's physics; the learned CT2X-GAN "
+            "synthesis comes later."
+        )
+        self.parent.acknowledgementText = (
+            "Implements CT2X-GAN (ACM Multimedia 2024) on a pure-PyTorch core; DRR physics after DeepDRR."
+        )
+
+
+@parameterNodeWrapper
+class CT2XSynthesisParameterNode:
+    """GUI state. Angles in degrees, distances in mm; the angle list is text such as "-30, 0, 30/15"."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    modelSource: Annotated[str, Choice(MODEL_SOURCES)] = MODEL_SOURCES[0]
+    modelFile: Path
+    styleSource: Annotated[str, Choice(STYLE_SOURCES)] = STYLE_SOURCES[0]
+    styleVolume: vtkMRMLScalarVolumeNode
+    styleFile: Path
+    angles: str = "-60, -30, 0, 30, 60"
+    primary: Annotated[float, WithinRange(-180.0, 180.0)] = 0.0
+    secondary: Annotated[float, WithinRange(-90.0, 90.0)] = 0.0
+    livePreview: bool = False
+    sdd: Annotated[float, WithinRange(100.0, 3000.0)] = DEFAULT_SDD_MM
+    sid: Annotated[float, WithinRange(50.0, 3000.0)] = DEFAULT_SID_MM
+    detectorPixels: Annotated[int, WithinRange(8, 2048)] = DEFAULT_DETECTOR_PIXELS
+    detectorWidth: Annotated[float, WithinRange(10.0, 1000.0)] = DEFAULT_DETECTOR_WIDTH_MM
+    addMarkups: bool = False
+
+
+def ensureDependencies() -> bool:
+    """First use: make torch (PyTorch extension) and the core's other packages importable.
+
+    Shows the dialogs; returns False if the user declined or the PyTorch extension is missing.
+    """
+    plan = plan_dependencies()
+    if plan.pytorch_extension_missing:
+        slicer.util.errorDisplay(
+            "CT2X needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
+            "and try again."
+        )
+        return False
+    if plan.install_torch:
+        import PyTorchUtils
+
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=True,
+            torchVersionRequirement=TORCH_VERSION_REQUIREMENT,
+            torchvisionVersionRequirement=TORCHVISION_VERSION_REQUIREMENT,
+        )
+        if torch is None:
+            return False
+    if plan.pip_requirements:
+        if not slicer.util.confirmOkCancelDisplay(
+            "CT2X needs these Python packages, which will now be downloaded and installed:\n\n"
+            + "\n".join(plan.pip_requirements)
+            + "\n\nSlicer's own numpy, vtk, SimpleITK and PyTorch's torch are not touched.",
+            windowTitle="CT2X: install Python packages",
+        ):
+            return False
+        with slicer.util.WaitCursor():
+            slicer.util.pip_install(" ".join(plan.pip_requirements))
+    return True
+
+
+class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: parameters, live preview, Synthesize."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._previewTimer = None
+        self._previewRenderer = physics_drr_renderer(step=PREVIEW_STEP)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CT2XSynthesis.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.modeLabel.text = f"Renderer: {DRR_PHYSICS_MODE}"
+
+        self.logic = CT2XSynthesisLogic()
+        self._previewTimer = qt.QTimer()
+        self._previewTimer.setSingleShot(True)
+        self._previewTimer.setInterval(250)
+        self._previewTimer.timeout.connect(self.updatePreview)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.synthesizeButton.connect("clicked(bool)", self.onSynthesizeButton)
+        self.ui.primarySliderWidget.connect("valueChanged(double)", self.schedulePreview)
+        self.ui.secondarySliderWidget.connect("valueChanged(double)", self.schedulePreview)
+        self.ui.livePreviewCheckBox.connect("toggled(bool)", self.onLivePreviewToggled)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._previewTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode: CT2XSynthesisParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.synthesizeButton.enabled = ready
+        self.ui.synthesizeButton.toolTip = "Render the views" if ready else "Select a CT volume first"
+
+    def _chain(self, angles: tuple[tuple[float, float], ...]) -> SynthesisParameters:
+        p = self._parameterNode
+        return SynthesisParameters(
+            angles=angles,
+            sdd=p.sdd,
+            sid=p.sid,
+            detector_pixels=p.detectorPixels,
+            detector_width_mm=p.detectorWidth,
+            add_markups=p.addMarkups,
+        )
+
+    # ------------------------------------------------------------- preview
+    def onLivePreviewToggled(self, enabled: bool) -> None:
+        if enabled and not ensureDependencies():
+            self.ui.livePreviewCheckBox.checked = False
+            return
+        self.schedulePreview()
+
+    def schedulePreview(self, *_args) -> None:
+        if self._parameterNode and self._parameterNode.livePreview and self._parameterNode.inputVolume:
+            self._previewTimer.start()
+
+    def updatePreview(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("CT2X could not render the preview.", waitCursor=True):
+            chain = self._chain(((p.primary, p.secondary),))
+            node = self.logic.update_preview(p.inputVolume, chain, renderer=self._previewRenderer)
+            showInSliceView(node)
+
+    # ---------------------------------------------------------- synthesize
+    def onSynthesizeButton(self) -> None:
+        if not ensureDependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("CT2X could not synthesize the views.", waitCursor=True):
+            parameters = self._chain(parse_angles(p.angles, default_secondary=p.secondary))
+            dialog = slicer.util.createProgressDialog(
+                windowTitle="CT2X Synthesis", labelText="Reading the CT", maximum=len(parameters.angles)
+            )
+            dialog.setCancelButton(None)
+
+            def progress(done: int, total: int, text: str) -> None:
+                dialog.labelText = text
+                dialog.value = done
+                slicer.app.processEvents()
+
+            try:
+                result = self.logic.synthesize(p.inputVolume, parameters, progress)
+            finally:
+                dialog.close()
+            showInSliceView(result.volumes[-1])
+
+
+def showInSliceView(node: vtkMRMLScalarVolumeNode) -> None:
+    """Show a view node in the red slice view, turned to the image's own plane."""
+    slicer.util.setSliceViewerLayers(background=node, fit=False)
+    sliceWidget = slicer.app.layoutManager().sliceWidget("Red")
+    sliceWidget.mrmlSliceNode().RotateToVolumePlane(node)
+    sliceWidget.sliceLogic().FitSliceToAll()
+
+
+class CT2XSynthesisLogic(ScriptedLoadableModuleLogic, SynthesisLogic):
+    """Slicer's logic class: the parameter node, plus :class:`SynthesisLogic` with the physics DRR."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        SynthesisLogic.__init__(self, physics_drr_renderer())
+
+    def getParameterNode(self) -> CT2XSynthesisParameterNode:
+        return CT2XSynthesisParameterNode(super().getParameterNode())
+
+
+class CT2XSynthesisTest(ScriptedLoadableModuleTest):
+    """Self-test run inside Slicer (ctest): logic on a synthetic CT, then the widget."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_views_lie_on_their_detector_planes()
+        self.setUp()
+        self.test_widget_binds_the_parameter_node()
+
+    def test_views_lie_on_their_detector_planes(self) -> None:
+        ct = slicer.util.addVolumeFromArray(
+            np.full((20, 24, 28), -1000.0, np.float32), np.diag([-2.0, -2.0, 2.0, 1.0]), name="CT"
+        )
+        before = slicer.util.arrayFromVolume(ct).copy()
+
+        def columnIndex(volume, views):
+            h, w = views[0].detector_shape
+            return np.broadcast_to(np.arange(w, dtype=np.float32), (len(views), h, w))
+
+        angles = ((-30.0, 0.0), (0.0, 0.0), (30.0, 10.0))
+        result = SynthesisLogic(columnIndex).synthesize(ct, SynthesisParameters(angles=angles, detector_pixels=32))
+        self.assertEqual(len(result.volumes), 3)
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(ct), before))
+        center = np.array([27.0, 23.0, 19.0])  # CT bounding-box centre, LPS (RAS (-27, -23, 19))
+        for (primary, secondary), node in zip(angles, result.volumes, strict=True):
+            view = CArm(primary, secondary, detector_shape=(32, 32),
+                        pixel_spacing=(DEFAULT_DETECTOR_WIDTH_MM / 32,) * 2, isocenter=tuple(center))  # fmt: skip
+            matrix = vtk.vtkMatrix4x4()
+            node.GetIJKToRASMatrix(matrix)
+            middle = matrix.MultiplyPoint([15.5, 15.5, 0.0, 1.0])[:3]
+            expected = np.diag([-1.0, -1.0, 1.0]) @ view.detector_center
+            self.assertTrue(np.allclose(middle, expected, atol=1e-6), f"{node.GetName()}: {middle} != {expected}")
+            self.assertEqual(slicer.util.arrayFromVolume(node).dtype, np.float32)
+        logging.info("CT2XSynthesis logic test passed")
+
+    def test_widget_binds_the_parameter_node(self) -> None:
+        slicer.util.selectModule("CT2XSynthesis")
+        widget = slicer.util.getModuleWidget("CT2XSynthesis")
+        parameters = widget.logic.getParameterNode()
+        parameters.sdd = 1100.0
+        self.assertAlmostEqual(widget.ui.sddSpinBox.value, 1100.0)
+        parameters.angles = "10, 20"
+        self.assertEqual(widget.ui.anglesLineEdit.text, "10, 20")

@@ -1,0 +1,1 @@
+"""GUI-free logic of the CT2XSynthesis Slicer module (no ``qt``, no ``ScriptedLoadableModule``)."""

@@ -1,0 +1,89 @@
+"""First use inside 3D Slicer: decide which Python packages the CT2X modules must install.
+
+The decision is made here, without Qt, so it can be tested; the module widgets show the
+dialogs and run the installers. Rules (DESIGN.md, "Slicer facts"):
+
+* ``torch`` and ``torchvision`` come from the **PyTorch** extension
+  (``PyTorchUtils.PyTorchUtilsLogic().installTorch``); if that extension is absent, the
+  user is told to install it from the Extensions Manager.
+* Slicer's own ``numpy``, ``vtk`` and ``SimpleITK`` (and PyTorch's ``torch`` and
+  ``torchvision``) are never pip-installed or upgraded.
+* Every other package the ``ct2x`` core needs is pip-installed, after a confirmation
+  dialog, only when it cannot be imported (a package Slicer already bundles, such as
+  ``pydicom``, is left alone).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Distributions that belong to Slicer itself or to the PyTorch extension (lower case).
+PROTECTED_DISTRIBUTIONS = frozenset({"numpy", "vtk", "simpleitk", "torch", "torchvision"})
+
+#: Version requirements passed to ``PyTorchUtilsLogic.installTorch`` (match pyproject.toml).
+TORCH_VERSION_REQUIREMENT = ">=2.4"
+TORCHVISION_VERSION_REQUIREMENT = ">=0.19"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A pip requirement of the ``ct2x`` core and the module name that proves it is installed."""
+
+    pip: str
+    module: str
+
+
+#: The core's dependencies (pyproject.toml) that may be pip-installed into Slicer: all of
+#: them except :data:`PROTECTED_DISTRIBUTIONS` (a test keeps the two lists in step).
+PIP_REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("spekpy>=2.0.9", "spekpy"),
+    Requirement("xraydb>=4.5", "xraydb"),
+    Requirement("safetensors>=0.4", "safetensors"),
+    Requirement("tqdm>=4.66", "tqdm"),
+    Requirement("Pillow>=10", "PIL"),
+    Requirement("PyYAML>=6", "yaml"),
+    Requirement("pydicom>=2.4", "pydicom"),
+    Requirement("lpips>=0.1.4", "lpips"),
+    Requirement("torchmetrics>=1.4", "torchmetrics"),
+)
+
+
+def module_importable(name: str) -> bool:
+    """Whether ``import name`` would find a module, without importing it."""
+    return importlib.util.find_spec(name) is not None
+
+
+@dataclass(frozen=True)
+class DependencyPlan:
+    """What first use must do before the core can run.
+
+    Attributes:
+        pytorch_extension_missing: torch is absent and so is the PyTorch extension; the
+            user must install the extension (nothing else can be done from here).
+        install_torch: torch (or torchvision) is absent and the PyTorch extension is
+            present: call its ``installTorch``.
+        pip_requirements: requirement specifiers to pip-install after confirmation.
+    """
+
+    pytorch_extension_missing: bool
+    install_torch: bool
+    pip_requirements: tuple[str, ...]
+
+    @property
+    def ready(self) -> bool:
+        """Nothing to install."""
+        return not (self.pytorch_extension_missing or self.install_torch or self.pip_requirements)
+
+
+def plan_dependencies(importable: Callable[[str], bool] = module_importable) -> DependencyPlan:
+    """Decide what to install; ``importable(module_name)`` says whether a module is present."""
+    torch_missing = not (importable("torch") and importable("torchvision"))
+    has_extension = importable("PyTorchUtils")
+    pip_requirements = tuple(r.pip for r in PIP_REQUIREMENTS if not importable(r.module))
+    return DependencyPlan(
+        pytorch_extension_missing=torch_missing and not has_extension,
+        install_torch=torch_missing and has_extension,
+        pip_requirements=pip_requirements,
+    )

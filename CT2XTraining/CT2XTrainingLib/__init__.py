@@ -1,0 +1,1 @@
+"""GUI-free logic of the CT2XTraining Slicer module (no ``qt``, no ``ScriptedLoadableModule``)."""

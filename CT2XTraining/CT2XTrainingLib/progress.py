@@ -1,0 +1,154 @@
+"""Read progress from the output of ``ct2x prepare`` and ``ct2x train``.
+
+Two kinds of lines are understood:
+
+1. **tqdm bars**, e.g. `` 45%|####5     | 45/100 [00:10<00:12, 4.50it/s]`` (each ``\\r``
+   update arrives as its own line, see :mod:`CT2XTrainingLib.runner`).
+2. **CT2X machine lines**, which the core prints for the modules (one line each, on
+   stdout, flushed)::
+
+       CT2X-PROGRESS step=45 total=100 loss_g=0.53 loss_d=1.21 stage=train
+       CT2X-CHECKPOINT step=45 path=/runs/a/checkpoint-000045.safetensors
+
+   A machine line is the tag, then space-separated ``key=value`` fields. Values that
+   contain spaces are quoted as a POSIX shell would (Python's ``shlex.quote``). Numbers
+   are read as floats (``step`` and ``total`` as integers). ``CT2X-PROGRESS`` must carry
+   ``step`` (steps done) and ``total`` (steps planned); any other field (losses, ``stage``,
+   ``epoch``...) is shown in the log. ``CT2X-CHECKPOINT`` must carry ``path``, the file
+   that ``--resume`` continues from and that CT2XSynthesis can load.
+
+Everything else is log text.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROGRESS_TAG = "CT2X-PROGRESS"
+CHECKPOINT_TAG = "CT2X-CHECKPOINT"
+
+_TQDM = re.compile(
+    r"(?P<percent>\d{1,3})%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+)"
+    r"(?:\s*\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+)(?:,\s*(?P<rate>[^\]]*))?\])?"
+)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report.
+
+    Attributes:
+        step: work items done (steps, volumes...).
+        total: work items planned.
+        remaining_s: estimated seconds left (tqdm only), ``None`` when unknown.
+        fields: other values of a machine line (losses, stage...), or tqdm's ``rate``.
+    """
+
+    step: int
+    total: int
+    remaining_s: float | None = None
+    fields: dict[str, float | str] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Done fraction in [0, 1] (0 when the total is unknown)."""
+        return min(1.0, max(0.0, self.step / self.total)) if self.total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint the job has written (``path``) after ``step`` steps (``None`` if not said)."""
+
+    path: str
+    step: int | None = None
+
+
+def _seconds(clock: str) -> float | None:
+    """``"01:02:03"`` or ``"02:03"`` -> seconds; ``None`` for tqdm's ``"?"``."""
+    if "?" in clock:
+        return None
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+def _value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_machine_fields(line: str, tag: str) -> dict[str, float | str] | None:
+    """The ``key=value`` fields of a machine line with ``tag``, or ``None`` if the line is not one."""
+    stripped = line.strip()
+    if not (stripped == tag or stripped.startswith(tag + " ")):
+        return None
+    try:
+        tokens = shlex.split(stripped[len(tag) :])
+    except ValueError:
+        return None
+    fields: dict[str, float | str] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            return None
+        fields[key] = value if key == "path" else _value(value)
+    return fields
+
+
+def parse_progress(line: str) -> Progress | None:
+    """A :class:`Progress` from a ``CT2X-PROGRESS`` line or a tqdm bar, else ``None``."""
+    fields = parse_machine_fields(line, PROGRESS_TAG)
+    if fields is not None:
+        step, total = fields.pop("step", None), fields.pop("total", None)
+        if isinstance(step, float) and isinstance(total, float):
+            return Progress(int(step), int(total), None, fields)
+        return None
+    match = _TQDM.search(line)
+    if match is None:
+        return None
+    remaining = _seconds(match.group("remaining")) if match.group("remaining") else None
+    extra: dict[str, float | str] = {"rate": match.group("rate").strip()} if match.group("rate") else {}
+    return Progress(int(match.group("step")), int(match.group("total")), remaining, extra)
+
+
+def parse_checkpoint(line: str) -> Checkpoint | None:
+    """A :class:`Checkpoint` from a ``CT2X-CHECKPOINT`` line, else ``None``."""
+    fields = parse_machine_fields(line, CHECKPOINT_TAG)
+    if fields is None or not isinstance(fields.get("path"), str) or not fields["path"]:
+        return None
+    step = fields.get("step")
+    return Checkpoint(str(fields["path"]), int(step) if isinstance(step, float) else None)
+
+
+@dataclass
+class JobState:
+    """What the output of one job has told so far: latest progress and latest checkpoint."""
+
+    progress: Progress | None = None
+    checkpoint: Checkpoint | None = None
+
+    def update(self, line: str) -> None:
+        """Take one output line into account."""
+        progress = parse_progress(line)
+        if progress is not None:
+            self.progress = progress
+            return
+        checkpoint = parse_checkpoint(line)
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
+
+
+def latest_model(state: JobState, run_dir: Path) -> Path | None:
+    """The model CT2XSynthesis should load after training: the last checkpoint the job
+    reported, else the newest ``*.safetensors`` file in ``run_dir``, else ``None``."""
+    if state.checkpoint is not None:
+        return Path(state.checkpoint.path)
+    run_dir = Path(run_dir)
+    candidates = sorted(run_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime) if run_dir.is_dir() else []
+    return candidates[-1] if candidates else None

@@ -1,0 +1,223 @@
+"""The Slicer extension's files agree with each other (no Slicer, no Qt needed).
+
+* every ``.ui`` file is Qt Designer XML, and every widget the module code names exists in it;
+* every ``SlicerParameterName`` in a ``.ui`` is a field of the module's parameter node, and back;
+* every file a CMakeLists lists exists, and every module script and resource on disk is listed;
+* the extension metadata (CMakeLists, ``.s4ext``, JSON catalog entry) agree; icons are 128x128;
+* the module ``Lib`` packages import neither ``qt`` nor ``ScriptedLoadableModule``;
+* first use installs exactly the core's dependencies minus Slicer's and PyTorch's own.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = ("CT2XSynthesis", "CT2XTraining")
+CATEGORY = "Simulation"
+
+sys.path.insert(0, str(ROOT / "CT2XSynthesis"))
+
+from CT2XSynthesisLib.dependencies import (  # noqa: E402
+    PIP_REQUIREMENTS,
+    PROTECTED_DISTRIBUTIONS,
+    plan_dependencies,
+)
+
+
+def _cmake_list(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.S)
+    assert match, f"set({variable} ...) not found"
+    return match.group(1).split()
+
+
+def _module_cmake(module: str) -> str:
+    return (ROOT / module / "CMakeLists.txt").read_text()
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+
+
+# ------------------------------------------------------------------ .ui files
+def _ui(module: str) -> ET.Element:
+    return ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui").getroot()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_is_qt_designer_xml(module):
+    root = _ui(module)
+    assert root.tag == "ui" and root.get("version") == "4.0"
+    top = root.find("widget")
+    assert root.findtext("class") == module == top.get("name")
+    assert top.get("class") == "qMRMLWidget"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique"
+    standard = {"QLabel", "QComboBox", "QLineEdit", "QCheckBox", "QSpinBox", "QDoubleSpinBox", "QPushButton",
+                "QProgressBar", "QPlainTextEdit"}  # fmt: skip
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    for w in root.iter("widget"):
+        assert w.get("class") in standard | declared, f"{w.get('name')}: undeclared widget class {w.get('class')}"
+    for connection in root.iter("connection"):  # setMRMLScene wiring goes to MRML widgets that exist
+        receiver = connection.findtext("receiver")
+        assert receiver in names and connection.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    mrml_widgets = {w.get("name") for w in root.iter("widget") if w.get("class").startswith("qMRML")} - {module}
+    assert mrml_widgets == {c.findtext("receiver") for c in root.iter("connection")}, "every MRML widget gets the scene"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_widget_the_code_uses_exists_in_the_ui(module):
+    names = {w.get("name") for w in _ui(module).iter("widget")}
+    used = set(re.findall(r"\bui\.(\w+)", (ROOT / module / f"{module}.py").read_text()))
+    assert used, "the module code should use its .ui widgets"
+    assert used <= names, f"missing in {module}.ui: {sorted(used - names)}"
+
+
+def _parameter_fields(module: str) -> set[str]:
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
+        ):
+            return {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    raise AssertionError(f"{module}.py has no @parameterNodeWrapper class")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_parameter_names_match_the_parameter_node(module):
+    bound = set()
+    for w in _ui(module).iter("widget"):
+        for prop in w.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                assert prop.get("stdset") == "0", "SlicerParameterName is a dynamic property"
+                bound.add(prop.findtext("string"))
+    assert bound == _parameter_fields(module)
+
+
+# ----------------------------------------------------------------- CMakeLists
+@pytest.mark.parametrize("module", MODULES)
+def test_cmake_lists_exactly_the_module_files(module):
+    text = _module_cmake(module)
+    folder = ROOT / module
+    scripts = [s.replace("${MODULE_NAME}", module) for s in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
+    resources = [s.replace("${MODULE_NAME}", module) for s in _cmake_list(text, "MODULE_PYTHON_RESOURCES")]
+    assert re.search(rf"set\(MODULE_NAME {module}\)", text)
+    for listed in scripts + resources:
+        assert (folder / listed).is_file(), f"{module}/CMakeLists.txt lists a missing file: {listed}"
+    on_disk = _files_under(folder) - {"CMakeLists.txt"}
+    assert {p for p in on_disk if p.endswith(".py")} == set(scripts), "every module script is listed, once"
+    assert {p for p in on_disk if p.startswith("Resources/")} == set(resources), "every resource is listed, once"
+    unlisted = sorted(on_disk - set(scripts) - set(resources))
+    assert not unlisted, f"unlisted files in {module}/: {unlisted}"
+    assert re.search(r"slicerMacroBuildScriptedModule\(.*SCRIPTS \$\{MODULE_PYTHON_SCRIPTS\}.*"
+                     r"RESOURCES \$\{MODULE_PYTHON_RESOURCES\}.*WITH_GENERIC_TESTS", text, re.S)  # fmt: skip
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+
+
+def test_the_core_is_shipped_once_and_completely():
+    synthesis, training = _module_cmake("CT2XSynthesis"), _module_cmake("CT2XTraining")
+    glob = re.search(r"file\(GLOB_RECURSE CT2X_CORE_PYTHON_SCRIPTS(.*?)\)", synthesis, re.S)
+    assert glob and "${CT2X_SOURCE_DIR}/ct2x/*.py" in glob.group(1).split()
+    assert "list(APPEND MODULE_PYTHON_SCRIPTS ${CMAKE_CURRENT_BINARY_DIR}/${script})" in synthesis
+    assert "ct2x" not in _cmake_list(training, "MODULE_PYTHON_SCRIPTS")
+    core = _files_under(ROOT / "ct2x")
+    assert "__init__.py" in core and "__main__.py" in core, "PythonSlicer -m ct2x needs the package and its __main__"
+    data = sorted(p for p in core if not p.endswith(".py"))
+    assert not data, f"the *.py glob does not ship core data files; list them in CT2XSynthesis/CMakeLists.txt: {data}"
+
+
+def test_top_level_cmake_is_a_slicer_extension():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"^project\(CT2X\)", text, re.M)
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', text), f"EXTENSION_{key} is not set"
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
+    assert f'set(EXTENSION_CATEGORY "{CATEGORY}")' in text
+    assert re.findall(r"add_subdirectory\((\w+)\)", text) == list(MODULES)
+    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
+                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):  # fmt: skip
+        assert line in text
+    icon = re.search(r'EXTENSION_ICONURL "https://raw\.githubusercontent\.com/[^/]+/[^/]+/[^/]+/([^"]+)"', text)
+    assert (ROOT / icon.group(1)).is_file(), "the icon URL points at the committed icon"
+
+
+def test_s4ext_and_json_catalog_entry_agree_with_cmake():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    s4ext = {}
+    for line in (ROOT / "CT2X.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            s4ext[key] = value.strip()
+    assert s4ext["depends"] == "PyTorch" and s4ext["category"] == CATEGORY and s4ext["scm"] == "git"
+    for key, variable in (("homepage", "HOMEPAGE"), ("iconurl", "ICONURL"), ("description", "DESCRIPTION")):
+        assert f'set(EXTENSION_{variable} "{s4ext[key]}")' in cmake
+
+    entry = json.loads((ROOT / "CT2X.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # fmt: skip
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed  # catalog-entry schema v1.0.2
+    assert entry["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/")
+    assert entry["build_dependencies"] == ["PyTorch"] and entry["category"] == CATEGORY
+    assert entry["scm_url"] == s4ext["scmurl"] and entry["scm_revision"] == s4ext["scmrevision"]
+    assert 1 <= entry["tier"] <= 5
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_category_matches_the_extension(module):
+    assert f'self.parent.categories = ["{CATEGORY}"]' in (ROOT / module / f"{module}.py").read_text()
+
+
+@pytest.mark.parametrize("path", ["Resources/Icons/CT2X.png", *(f"{m}/Resources/Icons/{m}.png" for m in MODULES)])
+def test_icons_are_128_pixel_pngs(path):
+    with Image.open(ROOT / path) as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_lib_is_free_of_qt_and_scripted_module(module):
+    for path in (ROOT / module / f"{module}Lib").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                gui = [n for n in names if n and (n.split(".")[0] in {"qt", "ctk"} or "ScriptedLoadableModule" in n)]
+                assert not gui, f"{path.name} imports {gui}"
+
+
+# ------------------------------------------------------------------ first use
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_first_use_installs_the_core_dependencies_except_slicer_and_pytorch_ones():
+    block = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.S | re.M).group(1)
+    declared = {_name(r) for r in re.findall(r'"([^"]+)"', block)}
+    assert {"torch", "numpy", "spekpy"} <= declared
+    pip = {_name(r.pip) for r in PIP_REQUIREMENTS}
+    assert not pip & PROTECTED_DISTRIBUTIONS, "never pip-install numpy, vtk, SimpleITK, torch or torchvision"
+    assert pip | (declared & PROTECTED_DISTRIBUTIONS) == declared, "first use must cover every core dependency"
+
+
+def test_plan_dependencies():
+    everything = plan_dependencies(lambda name: True)
+    assert everything.ready
+    bare = plan_dependencies(lambda name: False)
+    assert bare.pytorch_extension_missing and not bare.install_torch
+    assert bare.pip_requirements == tuple(r.pip for r in PIP_REQUIREMENTS)
+    with_extension = plan_dependencies(lambda name: name in {"PyTorchUtils", "PIL", "pydicom"})
+    assert with_extension.install_torch and not with_extension.pytorch_extension_missing
+    assert "Pillow>=10" not in with_extension.pip_requirements  # present already: left alone
+    assert "pydicom>=2.4" not in with_extension.pip_requirements
+    no_vision = plan_dependencies(lambda name: name != "torchvision")
+    assert no_vision.install_torch and not no_vision.pip_requirements

@@ -1,0 +1,275 @@
+"""CT2XSynthesis logic against a real MRML scene (PyPI ``slicer-core``, no Qt, no Slicer GUI).
+
+The renderer is injected: a cheap fake that encodes the geometry (each pixel holds its
+own index, and the pixel where ``CArm.project`` sends a landmark voxel is marked), so
+these tests need neither ``ct2x.drr`` nor torch, and they check orientation, not physics.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs the MRML library of PyPI's slicer-core (pip install slicer-core)")
+
+import vtk  # noqa: E402  (installed with slicer-core)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CT2XSynthesis"))
+
+from CT2XSynthesisLib.logic import (  # noqa: E402
+    DRR_PHYSICS_MODE,
+    PREVIEW_NODE_NAME,
+    SynthesisLogic,
+    SynthesisParameters,
+    ct_volume_from_node,
+    parse_angles,
+    physics_drr_renderer,
+    view_from_attributes,
+    view_name,
+)
+
+from ct2x.errors import CT2XError  # noqa: E402
+from ct2x.geometry import DEFAULT_DETECTOR_WIDTH_MM, CArm  # noqa: E402
+from ct2x.volume import CTVolume  # noqa: E402
+
+RAS = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS, written out independently of the Lib
+MARK = -1.0  # value of the pixel the landmark projects to
+ANGLES = ((-30.0, 0.0), (0.0, 0.0), (30.0, 15.0))
+PIXELS = 64
+
+
+def _rotation_z(deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _ct_lps() -> tuple[CTVolume, tuple[int, int, int]]:
+    """A small oblique, anisotropic CT in LPS with one very bright landmark voxel (i, j, k)."""
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1000, 200, size=(18, 22, 26)).astype(np.float32)  # (K, J, I)
+    landmark = (20, 5, 12)  # (i, j, k): toward +i (patient left, before the oblique turn)
+    hu[landmark[2], landmark[1], landmark[0]] = 3000.0
+    direction = _rotation_z(20.0)
+    return CTVolume(hu, np.array([1.5, 2.0, 2.5]), np.array([-30.0, -10.0, 40.0]), direction), landmark
+
+
+def _add_ct_node(ct: CTVolume) -> slicer.vtkMRMLScalarVolumeNode:
+    """Add the LPS CT to the scene the way Slicer stores it: voxels (K, J, I) with an IJKToRAS."""
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :] = RAS @ ct.ijk_to_lps[:3, :]
+    return slicer.util.addVolumeFromArray(ct.array.copy(), ijk_to_ras, name="CT")
+
+
+def _geometry_renderer(ct: CTVolume, views: list[CArm]) -> np.ndarray:
+    """Pixel (row v, column u) holds ``u + 1000 v``; the landmark's projection holds :data:`MARK`."""
+    k, j, i = np.unravel_index(int(np.argmax(ct.array)), ct.array.shape)
+    landmark_lps = ct.ijk_to_lps @ np.array([i, j, k, 1.0])
+    images = []
+    for view in views:
+        h, w = view.detector_shape
+        image = np.arange(w, dtype=np.float32)[None, :] + 1000.0 * np.arange(h, dtype=np.float32)[:, None]
+        u, v = view.project(landmark_lps[:3])[0]
+        image[int(round(v)), int(round(u))] = MARK
+        images.append(image)
+    return np.stack(images)
+
+
+def _ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.fixture
+def scene():
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
+
+
+@pytest.fixture
+def ct_and_node(scene):
+    ct, landmark = _ct_lps()
+    return ct, landmark, _add_ct_node(ct)
+
+
+def _params(**kw) -> SynthesisParameters:
+    return SynthesisParameters(angles=ANGLES, detector_pixels=PIXELS, **kw)
+
+
+def test_three_views_are_single_slice_float32_volumes_on_their_detector_planes(ct_and_node, scene):
+    ct, landmark, node = ct_and_node
+    voxels_before = slicer.util.arrayFromVolume(node).copy()
+    result = SynthesisLogic(_geometry_renderer).synthesize(node, _params())
+
+    assert len(result.volumes) == 3
+    assert np.array_equal(slicer.util.arrayFromVolume(node), voxels_before), "the input CT was modified"
+    isocenter_lps = ct.center_lps  # CT bounding-box centre (DESIGN.md default)
+    pixel_mm = DEFAULT_DETECTOR_WIDTH_MM / PIXELS
+    landmark_ras = _ijk_to_ras(node) @ np.array([*landmark, 1.0])
+
+    for (primary, secondary), out in zip(ANGLES, result.volumes, strict=True):
+        assert out.IsA("vtkMRMLScalarVolumeNode")
+        assert out.GetName() == view_name(primary, secondary)
+        assert out.GetImageData().GetDimensions() == (PIXELS, PIXELS, 1)
+        assert out.GetImageData().GetScalarTypeAsString() == "float"
+        image = slicer.util.arrayFromVolume(out)
+        assert image.shape == (1, PIXELS, PIXELS) and image.dtype == np.float32
+
+        expected = CArm(
+            primary, secondary, detector_shape=(PIXELS, PIXELS), pixel_spacing=(pixel_mm, pixel_mm),
+            isocenter=tuple(isocenter_lps),
+        )  # fmt: skip
+        m = _ijk_to_ras(out)
+        centre_ras = m @ np.array([(PIXELS - 1) / 2, (PIXELS - 1) / 2, 0.0, 1.0])
+        np.testing.assert_allclose(centre_ras[:3], RAS @ expected.detector_center, atol=1e-6)
+        source_ras = RAS @ expected.source
+        normal = m[:3, 2] / np.linalg.norm(m[:3, 2])
+        np.testing.assert_allclose(normal, RAS @ expected.detector_normal, atol=1e-9)
+        assert np.dot(source_ras - centre_ras[:3], normal) == pytest.approx(expected.sdd), "normal must face the source"
+        np.testing.assert_allclose(out.GetSpacing(), (pixel_mm, pixel_mm, 1.0), rtol=1e-9)
+
+        # pixel values are stored as rendered (no flip), except the landmark's mark
+        rows, cols = np.mgrid[0:PIXELS, 0:PIXELS]
+        unmarked = image[0] != MARK
+        np.testing.assert_array_equal(image[0][unmarked], (cols + 1000 * rows)[unmarked])
+        (v,), (u,) = np.nonzero(image[0] == MARK)
+        # the marked pixel lies on the ray from the source through the landmark (both in RAS)
+        pixel_ras = (m @ np.array([u, v, 0.0, 1.0]))[:3]
+        ray = (landmark_ras[:3] - source_ras) / np.linalg.norm(landmark_ras[:3] - source_ras)
+        off_ray = (pixel_ras - source_ras) - np.dot(pixel_ras - source_ras, ray) * ray
+        assert np.linalg.norm(off_ray) < pixel_mm, "the image is not where the geometry says"
+
+        stored = view_from_attributes(out)
+        assert stored == expected
+        assert out.GetAttribute("CT2X.mode") == DRR_PHYSICS_MODE
+        np.testing.assert_allclose([float(x) for x in out.GetAttribute("CT2X.pose").split()], expected.pose)
+        np.testing.assert_allclose([float(x) for x in out.GetAttribute("CT2X.sourceRAS").split()], source_ras)
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    parents = {hierarchy.GetItemParent(hierarchy.GetItemByDataNode(n)) for n in result.volumes}
+    assert parents == {result.folder_item}
+    assert hierarchy.GetItemName(result.folder_item) == "CT2X views of CT"
+    assert result.markups is None
+
+
+def test_ap_view_shows_patient_left_on_image_right_and_head_up(ct_and_node):
+    _, _, node = ct_and_node
+    (out,) = SynthesisLogic(_geometry_renderer).synthesize(node, SynthesisParameters(angles=((0.0, 0.0),))).volumes
+    m = _ijk_to_ras(out)
+    column, row = m[:3, 0] / np.linalg.norm(m[:3, 0]), m[:3, 1] / np.linalg.norm(m[:3, 1])
+    np.testing.assert_allclose(column, [-1.0, 0.0, 0.0], atol=1e-12)  # image right = patient Left = -R
+    np.testing.assert_allclose(row, [0.0, 0.0, -1.0], atol=1e-12)  # image down = Inferior
+    np.testing.assert_allclose(m[:3, 2], [0.0, -1.0, 0.0], atol=1e-12)  # normal toward the posterior source
+
+
+def test_markups_hold_the_isocenter_and_each_source(ct_and_node):
+    ct, _, node = ct_and_node
+    result = SynthesisLogic(_geometry_renderer).synthesize(node, _params(add_markups=True))
+    markups = result.markups
+    assert markups.GetNumberOfControlPoints() == 1 + len(ANGLES)
+    position = [0.0, 0.0, 0.0]
+    markups.GetNthControlPointPosition(0, position)
+    np.testing.assert_allclose(position, RAS @ ct.center_lps, atol=1e-9)
+    for index, (primary, secondary) in enumerate(ANGLES, start=1):
+        markups.GetNthControlPointPosition(index, position)
+        view = CArm(primary, secondary, isocenter=tuple(ct.center_lps))
+        np.testing.assert_allclose(position, RAS @ view.source, atol=1e-9)
+        assert markups.GetNthControlPointLabel(index) == "source " + view_name(primary, secondary)[5:]
+
+
+def test_isocenter_given_in_ras_and_ct_under_a_transform(ct_and_node, scene):
+    ct, _, node = ct_and_node
+    logic = SynthesisLogic(_geometry_renderer)
+    (out,) = logic.synthesize(node, SynthesisParameters(angles=((0.0, 0.0),), isocenter_ras=(5.0, -7.0, 9.0))).volumes
+    assert view_from_attributes(out).isocenter == (-5.0, 7.0, 9.0)
+
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[:3, 3] = (12.0, 0.0, -4.0)  # RAS mm
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    (moved,) = logic.synthesize(node, SynthesisParameters(angles=((0.0, 0.0),))).volumes
+    np.testing.assert_allclose(view_from_attributes(moved).isocenter, ct.center_lps + [-12.0, 0.0, -4.0], atol=1e-9)
+
+
+def test_ct_volume_from_node_copies_voxels_and_converts_to_lps(ct_and_node):
+    ct, _, node = ct_and_node
+    copy = ct_volume_from_node(node)
+    np.testing.assert_allclose(copy.ijk_to_lps, ct.ijk_to_lps, atol=1e-9)
+    np.testing.assert_array_equal(copy.array, ct.array)
+    copy.array[:] = 0
+    assert slicer.util.arrayFromVolume(node).max() == 3000.0
+
+
+def test_a_failing_renderer_leaves_the_scene_unchanged(ct_and_node, scene):
+    _, _, node = ct_and_node
+
+    def broken(ct, views):
+        if views[0].primary > 0:
+            raise RuntimeError("out of memory")
+        return _geometry_renderer(ct, views)
+
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        SynthesisLogic(broken).synthesize(node, _params())
+    assert scene.GetNumberOfNodes() == count
+
+    with pytest.raises(CT2XError, match="expected"):
+        SynthesisLogic(lambda ct, views: np.zeros((1, 3, 3))).synthesize(node, _params())
+    assert scene.GetNumberOfNodes() == count
+
+
+def test_preview_reuses_one_coarse_node_with_the_same_physical_detector(ct_and_node, scene):
+    _, _, node = ct_and_node
+    logic = SynthesisLogic(lambda ct, views: pytest.fail("the preview must use the renderer it is given"))
+    two_views = SynthesisParameters(angles=((10.0, 0.0), (20.0, 0.0)))
+    first = logic.update_preview(node, two_views, renderer=_geometry_renderer)
+    second = logic.update_preview(node, SynthesisParameters(angles=((-40.0, 5.0),)), renderer=_geometry_renderer)
+    assert first is second and first.GetName() == PREVIEW_NODE_NAME
+    assert len(slicer.util.getNodes(PREVIEW_NODE_NAME + "*")) == 1
+    assert first.GetImageData().GetDimensions() == (128, 128, 1)
+    view = view_from_attributes(first)
+    assert (view.primary, view.secondary) == (-40.0, 5.0)
+    assert view.detector_size_mm == pytest.approx((DEFAULT_DETECTOR_WIDTH_MM, DEFAULT_DETECTOR_WIDTH_MM))
+
+
+def test_parse_angles_and_view_names():
+    assert parse_angles("-30, 0; 30/15", default_secondary=5) == ((-30.0, 5.0), (0.0, 5.0), (30.0, 15.0))
+    assert parse_angles(" 12.5 / -10 ") == ((12.5, -10.0),)
+    for bad in ("", " , ", "LAO 30", "30/", "30/15/2"):
+        with pytest.raises(CT2XError):
+            parse_angles(bad)
+    assert view_name(30, 0) == "CT2X LAO 30 CRAN 0"
+    assert view_name(-45, -10.5) == "CT2X RAO 45 CAUD 10.5"
+
+
+def test_bad_input_is_reported_as_a_ct2x_error(scene):
+    flat = slicer.util.addVolumeFromArray(np.zeros((1, 8, 8), np.float32), name="flat")
+    with pytest.raises(CT2XError, match="not a 3D CT"):
+        ct_volume_from_node(flat)
+    with pytest.raises(CT2XError, match="select a CT"):
+        SynthesisLogic(_geometry_renderer).synthesize(None, _params())
+
+
+def test_physics_drr_renderer_puts_the_bone_on_the_image_right_in_ap(scene):
+    """Through the real DRR (skipped until ``ct2x.drr`` lands): a bone rod on the patient's
+    left must appear on the right half of the AP image, and the image must be brighter there."""
+    pytest.importorskip("ct2x.drr", reason="ct2x.drr (the physics DRR) is not in this checkout yet")
+    size, spacing = 24, 4.0
+    k, j, i = np.meshgrid(*(np.arange(size, dtype=np.float32),) * 3, indexing="ij")
+    c = (size - 1) / 2
+    x, y = (i - c) * spacing, (j - c) * spacing  # LPS mm: x = Left, y = Posterior
+    hu = np.full((size, size, size), -1000.0, np.float32)
+    hu[x**2 + y**2 <= (0.4 * size * spacing) ** 2] = 0.0
+    hu[(x - 20) ** 2 + y**2 <= 36] = 1500.0  # bone rod 20 mm to the patient's left
+    node = _add_ct_node(CTVolume(hu, np.full(3, spacing), np.full(3, -c * spacing), np.eye(3)))
+    params = SynthesisParameters(angles=((0.0, 0.0),), detector_pixels=32)
+    (out,) = SynthesisLogic(physics_drr_renderer(step=0.5)).synthesize(node, params).volumes
+    image = slicer.util.arrayFromVolume(out)[0]
+    middle = image[12:20]
+    assert middle[:, 17:].max() > middle[:, :15].max()
