@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import body_phantom, shared_file
+from conftest import body_phantom, shared_file, write_dicom_series
 
 from ct2x.errors import CT2XError
 from ct2x.volume import (
@@ -81,48 +81,6 @@ def assert_rejected(path: Path, *phrases: str, **kwargs: object) -> str:
     if before is not None:
         assert digest(path) == before
     return message
-
-
-def write_dicom_series(
-    folder: Path,
-    hu: np.ndarray,
-    spacing: tuple[float, float, float],
-    origin: tuple[float, float, float],
-    series_uid: str,
-    description: str,
-    slope: float = 2.0,
-    intercept: float = -1024.0,
-) -> None:
-    """Write ``hu[k, j, i]`` (int16 HU) as one CT slice file per k, axial, with rescale and series tags.
-
-    SimpleITK's ImageSeriesWriter refuses DICOM, so this follows SimpleITK's own example: one
-    ImageFileWriter call per slice; GDCM stores ``(HU - intercept) / slope`` and writes the tags.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(hu.astype(np.int16))
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        slice_ = image[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "CT",
-            "0008|0018": f"{series_uid}.{k + 1}",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.99",
-            "0020|000e": series_uid,
-            "0008|103e": description,
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{c:.6f}" for c in position),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0028|1052": f"{intercept:g}",
-            "0028|1053": f"{slope:g}",
-        }
-        for tag, value in tags.items():
-            slice_.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(slice_)
 
 
 # --------------------------------------------------------------------------- round trips

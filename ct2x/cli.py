@@ -8,6 +8,7 @@ status 1 (argument errors: argparse's message, exit 2); warnings print as
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -100,6 +101,42 @@ def _build_parser() -> argparse.ArgumentParser:
     drr.add_argument("--out", type=Path, default=Path("ct2x_drr"), help="output folder (default: %(default)s)")
     drr.set_defaults(run=_run_drr)
 
+    prepare = verbs.add_parser(
+        "prepare",
+        help="turn a folder of CTs (e.g. a CTSpine1K export) into a training dataset of DRRs and MIPs",
+        description=(
+            "Find every CT under --ct (NIfTI, NRRD, MHA/MHD files, DICOM series folders), resample it to the "
+            "paper's grid (1 mm, then GRID^3), render DRRs with DeepDRR's physics and MIPs at the C-arm poses, and "
+            "write one .safetensors file per CT plus manifest.json into --out. Re-running skips CTs already done "
+            "(checked by content hash); a CT that fails is reported and skipped."
+        ),
+    )
+    prepare.add_argument("--ct", type=Path, required=True, help="folder searched recursively for CTs")
+    prepare.add_argument("--out", type=Path, required=True, help="dataset folder (created; extended on re-runs)")
+    prepare.add_argument(
+        "--angles", type=float, nargs="+", default=[-60.0, -30.0, 0.0, 30.0, 60.0], metavar="DEG",
+        help="primary angles of the training views, degrees (default: -60 -30 0 30 60, as in the paper)",
+    )
+    prepare.add_argument(
+        "--secondary", type=float, nargs="+", default=[0.0], metavar="DEG",
+        help="secondary angles: one for all views or one per view (default: 0)",
+    )
+    prepare.add_argument("--size", type=int, default=256, help="DRR size in pixels, square (default: %(default)s)")
+    prepare.add_argument(
+        "--grid", type=int, default=128, help="CT grid after resampling, voxels per side (default: %(default)s)"
+    )
+    prepare.add_argument("--step", type=float, default=0.1, help="ray-marching step in voxels (default: %(default)g)")
+    prepare.add_argument(
+        "--photons", type=float, default=1e6,
+        help="photons per pixel for Poisson noise, 0 for none (default: %(default)g)",
+    )
+    prepare.add_argument(
+        "--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+        help="CTs prepared in parallel, one process each (default: %(default)s)",
+    )
+    prepare.add_argument("--device", default="cpu", help="torch device for rendering, e.g. cuda (default: %(default)s)")
+    prepare.set_defaults(run=_run_prepare)
+
     demo = verbs.add_parser(
         "demo",
         help="render the multi-view strip (-90..90 degrees every 30) of a sample CT that needs no download",
@@ -111,6 +148,28 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("ct2x_demo"), help="output folder (default: %(default)s)")
     demo.set_defaults(run=_run_demo)
     return parser
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from ct2x.data.prepare import PrepareSettings, prepare_dataset
+
+    if args.workers < 1:
+        raise CT2XError(f"--workers must be at least 1, got {args.workers}")
+    if args.photons < 0:
+        raise CT2XError(f"--photons must be positive, or 0 for no noise; got {args.photons:g}")
+    settings = PrepareSettings(
+        angles=tuple(args.angles), secondary=tuple(args.secondary), detector_size=args.size,
+        pixel_mm=DEFAULT_PIXEL_MM * DEFAULT_DETECTOR_PIXELS / args.size, step=args.step, photons=args.photons,
+        grid_size=args.grid,
+    )
+    settings.views((0.0, 0.0, 0.0))  # validates the geometry before any work starts
+    report = prepare_dataset(args.ct, args.out, settings, workers=args.workers, device=args.device)
+    print(
+        f"prepared {len(report.done)} CTs, {len(report.skipped)} already done, {len(report.failed)} failed "
+        f"-> {args.out}/manifest.json"
+    )
+    for source, message in report.failed:
+        print(f"  failed: {source}: {message}", file=sys.stderr)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
@@ -126,12 +185,16 @@ def _run_drr(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from ct2x.drr import render_drr
+    from ct2x.drr.spectrum import get_spectrum
     from ct2x.geometry import views
     from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_nrrd
     from ct2x.volume import read_ct
 
     if args.photons < 0:
         raise CT2XError(f"--photons must be positive, or 0 for no noise; got {args.photons:g}")
+    if not args.step > 0:
+        raise CT2XError(f"--step must be a positive number of voxels (e.g. 0.1), got {args.step:g}")
+    get_spectrum(args.spectrum)  # an unknown spectrum fails here, before any work
     volume = read_ct(args.ct, series_uid=args.series)
     isocenter = tuple(args.isocenter) if args.isocenter else tuple(volume.center_lps)
     chain = {
@@ -148,7 +211,7 @@ def _run_drr(args: argparse.Namespace) -> None:
     for index, carm in enumerate(tqdm(carms, desc="DRR views", unit="view")):
         image = render_drr(
             volume, [carm], step=args.step, spectrum=args.spectrum, photons=args.photons or None,
-            noise=args.photons > 0, seed=args.seed + index, device=device, backend=args.backend,
+            seed=args.seed + index, device=device, backend=args.backend,
         )[0].cpu().numpy()
         stem = view_stem(carm, index)
         write_view_nrrd(args.out / f"{stem}.nrrd", image, carm)

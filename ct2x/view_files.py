@@ -31,7 +31,8 @@ def view_label(carm: CArm) -> str:
 
 def view_stem(carm: CArm, index: int) -> str:
     """File stem for a view: its index and angles, e.g. ``view00_LAO30_CRAN0``."""
-    return f"view{index:02d}_" + view_label(carm).replace(" ", "").replace(".", "p")
+    primary, primary_deg, secondary, secondary_deg = view_label(carm).replace(".", "p").split()
+    return f"view{index:02d}_{primary}{primary_deg}_{secondary}{secondary_deg}"
 
 
 def geometry_fields(carm: CArm) -> dict[str, str]:

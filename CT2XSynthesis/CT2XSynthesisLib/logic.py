@@ -262,7 +262,7 @@ def physics_drr_renderer(device: str = "cpu", **drr_options: object) -> Renderer
     """The "DRR (physics)" renderer: ``ct2x.drr.render_drr`` with DeepDRR's physics.
 
     These are digitally reconstructed radiographs, not the learned CT2X-GAN synthesis;
-    ``drr_options`` go to ``render_drr`` (``step``, ``spectrum``, ``photons``, ``noise``,
+    ``drr_options`` go to ``render_drr`` (``step``, ``spectrum``, ``photons``,
     ``seed``). ``ct2x.drr`` (and torch) are imported when the renderer first runs.
     """
 

@@ -1,0 +1,195 @@
+"""Public DRR API: polyenergetic DRRs (DeepDRR's physical model), line integrals and MIPs.
+
+All functions take a :class:`ct2x.volume.CTVolume` in HU (LPS placement) and a list of
+:class:`ct2x.geometry.CArm` views sharing one detector shape, and return a float32 tensor
+``(V, H, W)`` in image order (row ``v`` down, column ``u`` right; see ``ct2x.geometry``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ct2x.drr import deepdrr_backend
+from ct2x.drr.materials import attenuation_table, hu_to_density, material_densities
+from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, project
+from ct2x.drr.spectrum import get_spectrum
+from ct2x.errors import CT2XError
+from ct2x.geometry import CArm
+from ct2x.volume import CTVolume
+
+Backend = Literal["torch", "deepdrr", "auto"]
+_BACKENDS = ("torch", "deepdrr", "auto")
+_MM_PER_CM = 10.0
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CT2XError(f"unknown device {device!r}: use 'cpu' or 'cuda' (or 'cuda:N')") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CT2XError("device 'cuda' was requested but torch sees no CUDA GPU here: use device='cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise CT2XError(f"device {str(device)!r} is not supported: use 'cpu' or 'cuda'")
+    return device
+
+
+def _views(views: CArm | Sequence[CArm]) -> list[CArm]:
+    views = [views] if isinstance(views, CArm) else list(views)
+    if not views or not all(isinstance(v, CArm) for v in views):
+        raise CT2XError("give one or more ct2x.geometry.CArm views to render")
+    return views
+
+
+def _step(step: float) -> float:
+    try:
+        step = float(step)
+    except (TypeError, ValueError):
+        raise CT2XError(f"the ray-marching step must be a number of voxels, got {step!r}") from None
+    if not math.isfinite(step) or step <= 0:
+        raise CT2XError(f"the ray-marching step must be a positive number of voxels (e.g. 0.1), got {step:g}")
+    return step
+
+
+def _hu(volume: CTVolume, device: torch.device) -> torch.Tensor:
+    if not isinstance(volume, CTVolume):
+        raise CT2XError(f"expected a ct2x.volume.CTVolume, got {type(volume).__name__}")
+    return torch.as_tensor(np.asarray(volume.array, dtype=np.float32)).to(device)
+
+
+def render_drr(
+    volume: CTVolume,
+    views: CArm | Sequence[CArm],
+    *,
+    step: float = 0.1,
+    spectrum: str = "60KV_AL35",
+    photons: float | None = None,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+    backend: Backend = "torch",
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> torch.Tensor:
+    """Polyenergetic DRRs, ``-log`` of the transmitted fraction, like DeepDRR's.
+
+    Model: HU -> materials (air / soft tissue / bone by thresholds) and densities (g/cm^3)
+    -> per-material area densities ``a_m`` (g/cm^2) along each ray -> intensity
+    ``I = sum_E w(E) exp(-sum_m (mu/rho)_m(E) a_m)`` with ``w`` the energy-integrating
+    detector weights of ``spectrum`` (sum 1) -> with ``photons``, Poisson noise, counts
+    ``~ Poisson(photons * I)`` -> ``-log(counts / photons)`` (without, ``-log(I)``).
+    Zero counts are set to one photon to keep the log finite. Scatter is not modelled.
+
+    Args:
+        volume: the CT in HU.
+        views: one or more C-arm views with one detector shape.
+        step: ray-marching step in voxels (of the smallest spacing).
+        spectrum: tube spectrum name ``<kV>KV_AL<mm Al x 10>`` (see ``ct2x.drr.spectrum``).
+        photons: photons per pixel of the unattenuated beam: adds Poisson noise at that
+            level (DeepDRR's default is 1e6); ``None`` renders without noise.
+        seed: makes the noise reproducible (``None``: fresh noise each call).
+        device: ``"cpu"`` or ``"cuda"``.
+        backend: ``"torch"`` (this package), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
+            optional extra) or ``"auto"`` (DeepDRR when available, else torch).
+        memory_bytes: working-memory budget of one chunk of ray samples (torch backend).
+
+    Returns:
+        ``(V, H, W)`` float32 tensor on ``device``; dimensionless (0 where nothing attenuates).
+    """
+    if backend not in _BACKENDS:
+        raise CT2XError(f"unknown DRR backend {backend!r}: use one of {', '.join(_BACKENDS)}")
+    views, step = _views(views), _step(step)
+    spec = get_spectrum(spectrum)
+    if photons is not None:
+        try:
+            photons = float(photons)
+        except (TypeError, ValueError):
+            raise CT2XError(f"photons must be a positive number per pixel, got {photons!r}") from None
+        if not math.isfinite(photons) or photons <= 0:
+            raise CT2XError(f"photons must be a positive number per pixel (e.g. 1e6), got {photons:g}")
+    device = _device(device)
+    if backend == "deepdrr" and not deepdrr_backend.available():
+        raise CT2XError(deepdrr_backend.UNAVAILABLE)
+    if backend == "deepdrr" or (backend == "auto" and deepdrr_backend.available()):
+        return deepdrr_backend.render(
+            volume, views, step=step, spectrum=spec, photons=photons, seed=seed
+        ).to(device)
+
+    hu = _hu(volume, device)
+    densities = material_densities(hu)  # (M, K, J, I) g/cm^3
+    del hu
+    area = project(densities, volume, views, step=step, reduce="sum", memory_bytes=memory_bytes)
+    area = area / _MM_PER_CM  # (V, M, H, W): g/cm^3 * mm -> g/cm^2
+    del densities
+    mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
+    weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
+    intensity = torch.stack(
+        [torch.einsum("e,ehw->hw", weights, torch.exp(-torch.einsum("me,mhw->ehw", mu, a))) for a in area]
+    )  # (V, H, W), 1 for an unattenuated ray
+    if photons is not None:
+        generator = torch.Generator(device=device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        counts = torch.poisson(intensity * photons, generator=generator).clamp_min(1.0)
+        intensity = counts / photons
+    return -torch.log(intensity.clamp_min(torch.finfo(torch.float32).tiny))
+
+
+def line_integral(
+    volume: CTVolume,
+    views: CArm | Sequence[CArm],
+    *,
+    step: float = 0.1,
+    values: np.ndarray | torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> torch.Tensor:
+    """Monoenergetic line integrals of a voxel field, in value x mm.
+
+    Args:
+        volume: the CT (HU), giving the placement and, by default, the field.
+        views: one or more C-arm views with one detector shape.
+        step: ray-marching step in voxels (of the smallest spacing).
+        values: the field, laid out like ``volume.array`` (``(K, J, I)``; or
+            ``(C, K, J, I)`` for several channels). Default: DeepDRR's mass density in
+            g/cm^3 from the HU, so the result is in (g/cm^3) x mm.
+        device: ``"cpu"`` or ``"cuda"``.
+        memory_bytes: working-memory budget of one chunk of ray samples.
+
+    Returns:
+        ``(V, H, W)`` (or ``(V, C, H, W)``) float32 tensor on ``device``.
+    """
+    views, step, device = _views(views), _step(step), _device(device)
+    if values is None:
+        field = hu_to_density(_hu(volume, device))
+    else:
+        field = torch.as_tensor(values).to(device=device, dtype=torch.float32)
+        if field.dim() not in (3, 4):
+            raise CT2XError(
+                f"values must be (K, J, I) or (C, K, J, I) like the CT's array, got shape {tuple(field.shape)}"
+            )
+    return project(field, volume, views, step=step, reduce="sum", memory_bytes=memory_bytes)
+
+
+def mip(
+    volume: CTVolume,
+    views: CArm | Sequence[CArm],
+    *,
+    step: float = 0.1,
+    device: str | torch.device = "cpu",
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> torch.Tensor:
+    """Maximum intensity projection of the HU along each ray (the PAM's input at a pose).
+
+    Rays that miss the volume get the CT's minimum HU.
+
+    Returns:
+        ``(V, H, W)`` float32 HU on ``device``.
+    """
+    views, step, device = _views(views), _step(step), _device(device)
+    return project(_hu(volume, device), volume, views, step=step, reduce="max", memory_bytes=memory_bytes)
