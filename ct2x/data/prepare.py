@@ -1,0 +1,251 @@
+"""``ct2x prepare``: turn a folder of CTs (e.g. a CTSpine1K export) into a training dataset.
+
+For every CT found under the input folder (``*.nii``, ``*.nii.gz``, ``*.nrrd``, ``*.nhdr``,
+``*.mha``, ``*.mhd``, and every folder of DICOM files as one series) this
+
+1. reads it in HU with its LPS placement (``ct2x.volume.read_ct``),
+2. resamples it to the paper's grid (1 mm, then a ``size``^3 cube; ``ct2x.volume.preprocess``),
+3. renders DRRs with DeepDRR's physics at the C-arm poses from the CT as read
+   (``ct2x.drr.render_drr``), and MIPs of the resampled grid at the same poses
+   (``ct2x.drr.mip``, the pose attention module's input),
+
+and writes ``volumes/<name>-<hash>.safetensors`` (tensors ``ct`` int16 HU ``(D, D, D)`` in
+``k, j, i`` order, ``ct_ijk_to_lps`` float64 ``(4, 4)``, ``drr`` and ``mip`` float32
+``(V, H, W)``, ``poses`` float32 ``(V, 25)``) plus ``manifest.json`` (sources, content
+hashes, geometry, physics, poses). Re-running skips every CT whose content hash is already
+in the manifest; a CT that fails is reported and skipped. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ct2x.atomic import atomic_path
+from ct2x.errors import CT2XError
+from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, views
+
+MANIFEST = "manifest.json"
+FORMAT = "ct2x-dataset"
+FORMAT_VERSION = 1
+CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that decides a dataset's content; a dataset is only extended with the same settings.
+
+    Angles in degrees, distances in mm (LPS), ``step`` in voxels, ``photons`` per pixel
+    (0 = noise-free), ``grid_spacing_mm`` and ``grid_size`` the resampling of paper sect. 4.1.
+    """
+
+    angles: tuple[float, ...] = (-60.0, -30.0, 0.0, 30.0, 60.0)
+    secondary: tuple[float, ...] = (0.0,)
+    sdd: float = DEFAULT_SDD_MM
+    sid: float = DEFAULT_SID_MM
+    detector_size: int = 256
+    pixel_mm: float = DEFAULT_PIXEL_MM
+    step: float = 0.1
+    spectrum: str = "60KV_AL35"
+    photons: float = 1e6
+    grid_spacing_mm: float = 1.0
+    grid_size: int = 128
+
+    def views(self, isocenter: tuple[float, float, float]) -> list[CArm]:
+        """The C-arm views of this dataset around ``isocenter`` (LPS mm)."""
+        return views(
+            list(self.angles), list(self.secondary), sdd=self.sdd, sid=self.sid,
+            detector_shape=(self.detector_size, self.detector_size),
+            pixel_spacing=(self.pixel_mm, self.pixel_mm), isocenter=isocenter,
+        )
+
+
+@dataclass
+class PrepareReport:
+    """What one ``prepare`` run did."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    if path.suffix:
+        return False
+    with path.open("rb") as handle:
+        header = handle.read(132)
+    return header[128:132] == b"DICM"
+
+
+def find_cts(root: str | Path) -> list[Path]:
+    """Every CT under ``root``: image files by suffix, and each folder holding DICOM files (sorted)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CT2XError(f"CT folder {root} does not exist or is not a folder")
+    found: list[Path] = []
+    dicom_folders: set[Path] = set()
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.name.lower().endswith(CT_SUFFIXES):
+            found.append(path)
+        elif _is_dicom_file(path):
+            dicom_folders.add(path.parent)
+    found.extend(sorted(dicom_folders))
+    if not found:
+        raise CT2XError(
+            f"no CT found under {root}: expected NIfTI (.nii, .nii.gz), NRRD, MHA/MHD files or DICOM series folders"
+        )
+    return found
+
+
+def content_hash(source: Path) -> str:
+    """SHA-256 of a CT file's bytes, or of a DICOM folder's file names and bytes."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    for path in files:
+        if source.is_dir():
+            digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _volume_name(source: Path, digest: str) -> str:
+    stem = source.name
+    for suffix in CT_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem) or "ct"
+    return f"{safe}-{digest[:12]}"
+
+
+def prepare_volume(source: Path, digest: str, settings: PrepareSettings, out: Path, device: str) -> str:
+    """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ct2x.drr import mip, render_drr
+    from ct2x.volume import preprocess, read_ct
+
+    torch.set_num_threads(max(1, int(os.environ.get("CT2X_THREADS", "1"))))
+    volume = read_ct(source)
+    grid = preprocess(volume, spacing_mm=settings.grid_spacing_mm, size=settings.grid_size)
+    carms = settings.views(tuple(float(c) for c in grid.center_lps))
+    drr = render_drr(
+        volume, carms, step=settings.step, spectrum=settings.spectrum, photons=settings.photons or None,
+        seed=int(digest[:8], 16), device=device,
+    )
+    projections = mip(grid, carms, step=settings.step, device=device)
+    name = _volume_name(source, digest) + ".safetensors"
+    tensors = {
+        "ct": torch.from_numpy(np.round(grid.array).clip(-32768, 32767).astype(np.int16)),
+        "ct_ijk_to_lps": torch.from_numpy(grid.ijk_to_lps),
+        "drr": drr.float().cpu().contiguous(),
+        "mip": projections.float().cpu().contiguous(),
+        "poses": torch.from_numpy(np.stack([c.pose for c in carms]).astype(np.float32)),
+    }
+    with atomic_path(out / "volumes" / name) as tmp:
+        save_file(tensors, str(tmp), metadata={"source": str(source), "sha256": digest})
+    return name
+
+
+def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
+    path = out / MANIFEST
+    fresh = {"format": FORMAT, "version": FORMAT_VERSION, "settings": asdict(settings), "volumes": []}
+    if not path.exists():
+        return fresh
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CT2XError(f"the dataset manifest {path} cannot be read ({error}): delete it to start over") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise CT2XError(f"{path} is not a CT2X dataset manifest of version {FORMAT_VERSION}: choose another --out")
+    if manifest.get("settings") != json.loads(json.dumps(asdict(settings))):
+        raise CT2XError(
+            f"the dataset in {out} was prepared with other settings ({manifest.get('settings')}): "
+            "use the same options, or choose another --out"
+        )
+    return manifest
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+
+
+def prepare_dataset(
+    ct_root: str | Path,
+    out: str | Path,
+    settings: PrepareSettings | None = None,
+    workers: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> PrepareReport:
+    """Prepare every CT under ``ct_root`` into the dataset folder ``out`` (see the module docstring)."""
+    from tqdm import tqdm
+
+    settings = settings or PrepareSettings()
+    out = Path(out)
+    sources = find_cts(ct_root)
+    try:
+        (out / "volumes").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CT2XError(f"cannot create the dataset folder {out}: {error.strerror}; choose another --out") from None
+    manifest = _read_manifest(out, settings)
+    known = {entry["sha256"] for entry in manifest["volumes"] if (out / "volumes" / entry["file"]).is_file()}
+    report = PrepareReport()
+    todo: list[tuple[Path, str]] = []
+    for source in sources:
+        digest = content_hash(source)
+        if digest in known:
+            report.skipped.append(str(source))
+        else:
+            todo.append((source, digest))
+    workers = max(1, min(workers, len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=len(todo), desc="prepare", unit="CT", disable=not progress)
+    env_threads = os.environ.get("CT2X_THREADS")
+    os.environ["CT2X_THREADS"] = str(threads)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs: dict[Future, tuple[Path, str]] = {
+                pool.submit(prepare_volume, source, digest, settings, out, device): (source, digest)
+                for source, digest in todo
+            }
+            for job in as_completed(jobs):
+                source, digest = jobs[job]
+                try:
+                    name = job.result()
+                except Exception as error:  # a bad CT is reported and skipped, never stops the run
+                    message = str(error) if isinstance(error, CT2XError) else f"{type(error).__name__}: {error}"
+                    report.failed.append((str(source), message))
+                    bar.write(f"ct2x: skipped {source}: {message}")
+                else:
+                    manifest["volumes"] = [e for e in manifest["volumes"] if e["sha256"] != digest]
+                    manifest["volumes"].append({"file": name, "source": str(source), "sha256": digest})
+                    _write_manifest(out, manifest)
+                    report.done.append(str(source))
+                bar.update()
+    finally:
+        bar.close()
+        if env_threads is None:
+            os.environ.pop("CT2X_THREADS", None)
+        else:
+            os.environ["CT2X_THREADS"] = env_threads
+    if not manifest["volumes"]:
+        raise CT2XError(f"no CT under {ct_root} could be prepared: {report.failed[0][1] if report.failed else ''}")
+    _write_manifest(out, manifest)
+    return report
+
