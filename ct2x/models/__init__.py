@@ -1,0 +1,31 @@
+"""The CT2X-GAN networks (paper sect. 3, Fig. 2), one module per network.
+
+* :class:`CTEncoder` — E_CT: CT volume -> CT content code f_c^CT.
+* :class:`StyleDecouplingEncoder` — E_sty: content branch and X-ray / DRR style branches (eq. 2-6).
+* :class:`PoseAttentionModule` — the PAM (eq. 13-15), :func:`pose_attention` is eq. 13;
+  :class:`PoseQuery` is eq. 14 alone (the "w/o PAM" ablation).
+* :class:`Generator` — G with AdaIN synthesis layers (eq. 4, 7).
+* :class:`Discriminator` — the pose-conditioned D (eq. 16-17).
+* :class:`CT2XGAN` — all of them from one :class:`~ct2x.config.CT2XConfig`, with the forward
+  pass of Fig. 2 returning :class:`CT2XOutputs`.
+"""
+
+from ct2x.models.ct2xgan import CT2XGAN, CT2XOutputs, normalize_hu
+from ct2x.models.ct_encoder import CTEncoder
+from ct2x.models.discriminator import Discriminator
+from ct2x.models.generator import Generator
+from ct2x.models.pose_attention import PoseAttentionModule, PoseQuery, pose_attention
+from ct2x.models.style_encoder import StyleDecouplingEncoder
+
+__all__ = [
+    "CT2XGAN",
+    "CT2XOutputs",
+    "CTEncoder",
+    "Discriminator",
+    "Generator",
+    "PoseAttentionModule",
+    "PoseQuery",
+    "StyleDecouplingEncoder",
+    "normalize_hu",
+    "pose_attention",
+]
