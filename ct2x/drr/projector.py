@@ -11,17 +11,27 @@ Frames and units:
 * Inside the box a ray of length ``L`` mm gets ``n = ceil(L / step_mm)`` samples at the
   midpoints of ``n`` equal sub-segments (so the actual step is at most the requested
   one, and a constant field integrates exactly), with ``step_mm = step * min(spacing)``.
-* Samples are trilinear (``grid_sample``, ``align_corners=True`` so that -1/+1 are voxel
-  centres) in the volume padded by one replicated voxel on each side, so the half-voxel
-  rim inside the bounding box takes the edge voxel's value (each voxel is a cube).
+* Samples are trilinear in the volume padded by one replicated voxel on each side, so the
+  half-voxel rim inside the bounding box takes the edge voxel's value (each voxel is a
+  cube); ``grid_sample`` with ``align_corners=True`` and zeros outside. For
+  ``reduce="sum"`` a trilinear sample at padded index ``(i, j, k)`` is the lerp, by
+  ``k - floor(k)``, of two bilinear samples (2D ``grid_sample``) at ``(i, j)`` in the
+  padded slices ``floor(k)`` and ``floor(k) + 1``: torch's 2D CPU kernel is vectorised,
+  its 3D one is not. The padded slices are tiled into one channels-last 2D "atlas",
+  ``m + 1`` slices per tile row with row ``r`` holding slices ``r m .. r m + m`` (the
+  last slice of a row repeats as the first of the next), so both slices of a sample sit
+  side by side in one row; samples inside the box never reach a neighbouring tile.
+  ``reduce="max"`` samples the padded volume with 3D ``grid_sample`` (see ``project``).
 * ``reduce="sum"`` returns ``sum(samples) * L / n`` = value x mm; ``reduce="max"`` the
   largest sample.
 
 Memory: rays are processed in chunks whose sample tensors stay under ``memory_bytes``
-(about ``(24 + 4 * C) * 2`` bytes per sample), independent of the detector size. The
-padded field itself (``4 * C`` bytes per voxel) is held once per call in addition. On
-the CPU each chunk is split across torch's threads through the batch dimension of
-``grid_sample`` (which parallelises over the batch only).
+(about ``4 * (16 + 2 * C)`` bytes per sample), independent of the detector size; rays
+are sorted by sample count first so that a chunk wastes few samples on its shorter
+rays. The atlas or padded volume (``4 * C`` bytes per padded voxel, plus about one slice
+in ``sqrt(K)`` repeated in the atlas) is held once per call in addition. On the CPU each chunk is split
+across torch's threads through the batch dimension of ``grid_sample`` (which
+parallelises over the batch only).
 """
 
 from __future__ import annotations
@@ -44,9 +54,9 @@ _RAYS_PER_UNIT = 256
 
 
 def _bytes_per_sample(channels: int) -> int:
-    # grid (3 floats) + parameter t and its temporaries (3 floats) + samples (C floats),
-    # doubled for the transient copies torch makes while building and reducing them.
-    return 2 * (4 * 3 + 4 * 3 + 4 * channels)
+    # position (3 floats) + slice, row and column (3) + two 2D grid points (4) + lerp
+    # weights and mask (3) + two bilinear samples (2 C), with some slack for temporaries.
+    return 4 * (16 + 2 * channels)
 
 
 def _rays(volume: CTVolume, views: Sequence[CArm]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,6 +119,34 @@ def _chunks(counts: np.ndarray, max_samples: int) -> list[tuple[int, int, int]]:
     return chunks
 
 
+def _atlas_layout(shape_ijk: tuple[int, int, int]) -> int:
+    """Slices ``m`` per atlas tile row (``m + 1`` tiles wide) that make its ``m``-tile views most nearly square."""
+    ni, nj, nk = shape_ijk
+
+    def side(m: int) -> int:
+        return max(m * (ni + 2), (nk // m + 1) * (nj + 2))
+
+    return min(range(1, nk + 2), key=side)
+
+
+def _atlas(field: torch.Tensor, m: int) -> torch.Tensor:
+    """The ``(C, K, J, I)`` field padded by one replicated voxel and tiled into ``(1, C, rows (J+2), (m+1) (I+2))``.
+
+    Tile ``(r, c)`` holds padded slice ``r m + c`` (zeros past the last one). The atlas is
+    channels-last, so the channels of one texel share a cache line.
+    """
+    channels, nk, nj, ni = field.shape
+    rows = nk // m + 1
+    atlas = field.new_zeros(rows, nj + 2, m + 1, ni + 2, channels)
+    for r in range(rows):
+        slices = torch.arange(r * m, min(r * m + m, nk + 1) + 1, device=field.device)
+        source = field.index_select(1, (slices - 1).clamp(0, nk - 1))  # padded slice s = field slice s - 1
+        atlas[r, 1:-1, : len(slices), 1:-1] = source.permute(2, 1, 3, 0)
+    atlas[..., 0, :], atlas[..., -1, :] = atlas[..., 1, :], atlas[..., -2, :]
+    atlas[:, 0], atlas[:, -1] = atlas[:, 1], atlas[:, -2]
+    return atlas.view(1, rows * (nj + 2), (m + 1) * (ni + 2), channels).permute(0, 3, 1, 2)
+
+
 def project(
     field: torch.Tensor,
     volume: CTVolume,
@@ -155,58 +193,98 @@ def project(
     counts = np.ceil(inside_mm / step_mm - 1e-9).astype(np.int64)
     counts[inside_mm <= 0] = 0
 
-    # Normalised grid coordinates of the volume padded by one voxel: index -> 2 (index + 1) / (N + 1) - 1.
-    sizes = np.asarray(volume.shape_ijk, dtype=np.float64)
-    scale = 2.0 / (sizes + 1.0)
-    origin = sources * scale + (scale - 1.0)
-    direction = (targets - sources) * scale
-    # A parameter value that puts a sample well outside the padded grid (zero padding => 0).
-    t_far = (np.abs(origin).max(axis=1) + 3.0) / np.maximum(np.abs(direction).max(axis=1), 1e-12)
-
+    # Sample s (0-based) of a ray is at padded index first + s * stride: the midpoints of
+    # the ``counts`` equal sub-segments of [t0, t1] (padded index = voxel index + 1).
+    direction = targets - sources
+    stride = direction * ((t1 - t0) / np.maximum(counts, 1))[:, None]
+    first = sources + 1.0 + t0[:, None] * direction + 0.5 * stride
+    # Line integrals sample the atlas (m + 1 tiles per row) through two views m tiles wide,
+    # the second shifted right by one tile: the same grid point then reads slice s in the
+    # first and slice s + 1 in the second. i and j become normalised coordinates of tile
+    # (0, 0) of a view (index -> 2 index / (size - 1) - 1) and each slice s = floor(k)
+    # gets its tile's offset. Maxima keep the 3D sampler of the padded volume: a maximum
+    # picks up single samples, and the atlas's large coordinates (~sqrt(K) tiles) leave
+    # float32 fewer bits for the fraction of a voxel.
+    ni, nj, nk = volume.shape_ijk
     offset = 0.0
     if reduce == "max":
         offset = float(field.min())
         field = field - offset  # >= 0 everywhere, so the zeros outside never win the max
-    padded = F.pad(field.unsqueeze(0), (1, 1, 1, 1, 1, 1), mode="replicate")
+        padded = F.pad(field.unsqueeze(0), (1, 1, 1, 1, 1, 1), mode="replicate")
+        scale = 2.0 / (np.asarray(volume.shape_ijk, dtype=np.float64) + 1.0)  # padded index -> [-1, 1]
+        first, stride = first * scale - 1.0, stride * scale
+    else:
+        m = _atlas_layout(volume.shape_ijk)
+        atlas = _atlas(field, m)
+        slices = (atlas[..., : m * (ni + 2)], atlas[..., ni + 2 :])
+        view_h, view_w = slices[0].shape[2:]
+        scale = np.array([2.0 / (view_w - 1), 2.0 / (view_h - 1), 1.0])
+        first, stride = first * scale - np.array([1.0, 1.0, 0.0]), stride * scale
+        # Tile offsets as complex numbers x + i y (one gather per sample); slice nk + 1
+        # marks the samples past their ray's end and sends them off the atlas (samples 0).
+        tile = np.arange(nk + 1)
+        far = 4.0 + np.abs(first[:, :2]).max(initial=0.0)
+        far += counts.max(initial=0) * np.abs(stride[:, :2]).max(initial=0.0)
+        tiles = np.append(tile % m * (ni + 2) * scale[0] + 1j * (tile // m * (nj + 2) * scale[1]), far * (1 + 1j))
+        tiles_t = torch.as_tensor(tiles, dtype=torch.complex64).to(device)
 
+    # One extra ray (index R, no samples) pads chunks to a multiple of the thread count.
     def as_tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=torch.float32).to(device)
+        a = np.concatenate([a, np.zeros((1,) + a.shape[1:], dtype=a.dtype)])
+        return torch.as_tensor(a, dtype=torch.float32 if a.dtype == np.float64 else None).to(device)
 
-    origin_t, direction_t = as_tensor(origin), as_tensor(direction)
-    t0_t, span_t, far_t = as_tensor(t0), as_tensor(t1 - t0), as_tensor(t_far)
-    counts_t = torch.as_tensor(counts, device=device)
+    first_t, stride_t, counts_t = as_tensor(first), as_tensor(stride), as_tensor(counts)
     weight_t = as_tensor(np.where(counts > 0, inside_mm / np.maximum(counts, 1), 0.0))
+    order = np.argsort(counts, kind="stable")
+    order_t = torch.as_tensor(order, device=device)
+    counts = counts[order]
+    steps = torch.arange(max(int(counts.max(initial=0)), 1), device=device, dtype=torch.float32)
+
+    def sample(sl: torch.Tensor, k: torch.Tensor, past: torch.Tensor, split: int) -> torch.Tensor:
+        """Trilinear samples ``(split, C, per, n)`` of rays ``sl`` at steps ``k``, 0 where ``past`` the ray's end."""
+        per, n = len(sl) // split, len(k)
+        ray_first, ray_stride = first_t[sl], stride_t[sl]  # (B, 3)
+        if reduce == "max":
+            grid = torch.addcmul(ray_first[:, None], k[:, None], ray_stride[:, None])  # (B, n, 3)
+            grid.masked_fill_(past.unsqueeze(2), 3.0)  # outside the padded grid: 0
+            return F.grid_sample(
+                padded.expand(split, -1, -1, -1, -1),
+                grid.view(split, 1, per, n, 3),
+                mode="bilinear",
+                padding_mode="zeros",
+                align_corners=True,
+            )[:, :, 0]
+        depth = torch.addcmul(ray_first[:, 2:], ray_stride[:, 2:], k)  # (B, n) padded slice coordinate
+        slice0 = depth.long().masked_fill_(past, nk + 1)  # floor(depth) (depth > 0 inside the box)
+        frac = depth.sub_(slice0).view(split, 1, per, n)
+        grid = tiles_t.take(slice0)  # (B, n) complex: x + i y
+        grid += torch.view_as_complex(ray_first[:, :2].contiguous())[:, None]
+        grid.addcmul_(k, torch.view_as_complex(ray_stride[:, :2].contiguous())[:, None])
+        grid = torch.view_as_real(grid).view(split, per, n, 2)
+        lower, upper = (
+            F.grid_sample(
+                image.expand(split, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+            )
+            for image in slices
+        )
+        return lower.lerp_(upper, frac)
 
     batch = torch.get_num_threads() if device.type == "cpu" else 1
     max_samples = max(int(memory_bytes) // _bytes_per_sample(channels), 1)
-    out = torch.empty(len(counts), channels, dtype=torch.float32, device=device)
+    out = torch.zeros(len(counts) + 1, channels, dtype=torch.float32, device=device)
     for start, stop, n in _chunks(counts, max_samples):
         rays = stop - start
         if n == 0:
-            out[start:stop] = 0.0
             continue
         split = min(batch, rays)
         per = math.ceil(rays / split)
-        pad = per * split - rays
-        sl = slice(start, stop)
-        k = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(0)  # (1, n)
-        count = counts_t[sl].unsqueeze(1).to(torch.float32)  # (R, 1)
-        frac = (k + 0.5) / count.clamp_min(1.0)  # (R, n): midpoints of the n sub-segments
-        t = torch.where(k < count, t0_t[sl, None] + frac * span_t[sl, None], far_t[sl, None])
-        grid = torch.addcmul(origin_t[sl, None, :], t.unsqueeze(2), direction_t[sl, None, :])  # (R, n, 3)
-        if pad:
-            grid = torch.cat([grid, grid.new_full((pad, n, 3), 3.0)])
-        samples = F.grid_sample(
-            padded.expand(split, -1, -1, -1, -1),
-            grid.view(split, 1, per, n, 3),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )  # (split, C, 1, per, n)
-        reduced = samples.sum(dim=4) if reduce == "sum" else samples.amax(dim=4)
-        reduced = reduced.squeeze(2).permute(0, 2, 1).reshape(split * per, channels)[:rays]
-        out[sl] = reduced * weight_t[sl, None] if reduce == "sum" else reduced
-    if reduce == "max":
-        out = out + offset
+        index = order_t[start:stop]
+        if per * split > rays:
+            index = torch.cat([index, index.new_full((per * split - rays,), len(counts))])
+        k = steps[:n]
+        values = sample(index, k, k >= counts_t[index, None], split)  # (split, C, per, n)
+        reduced = values.sum(dim=3) if reduce == "sum" else values.amax(dim=3)  # (split, C, per)
+        out[index[:rays]] = reduced.transpose(1, 2).reshape(split * per, channels)[:rays]
+    out = out[:-1] * weight_t[:-1, None] if reduce == "sum" else out[:-1] + offset
     image = out.view(n_views, height, width, channels).permute(0, 3, 1, 2).contiguous()
     return image[:, 0] if squeeze else image
