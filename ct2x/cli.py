@@ -137,6 +137,34 @@ def _build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--device", default="cpu", help="torch device for rendering, e.g. cuda (default: %(default)s)")
     prepare.set_defaults(run=_run_prepare)
 
+    train = verbs.add_parser(
+        "train",
+        help="train CT2X-GAN on a prepared dataset and a folder of real radiographs",
+        description=(
+            "Train CT2X-GAN (paper eq. 16-19): Adam, an EMA copy of the generator side, lazy R1, bfloat16 autocast "
+            "on a GPU. Writes checkpoints (safetensors + JSON, atomically) every --checkpoint-every steps and at the "
+            "end, TensorBoard scalars and an image grid (true DRR, reconstructed DRR, synthesized X-ray per pose) in "
+            "OUT/tensorboard, OUT/metrics.jsonl, and the trained model OUT/model.safetensors with its card "
+            "OUT/model.json. Ctrl-C (or SIGTERM) writes a checkpoint; --resume continues exactly. Several GPUs or "
+            "nodes: torchrun --nproc_per_node N -m ct2x train ..."
+        ),
+    )
+    train.add_argument("--data", type=Path, required=True, help="dataset folder written by ct2x prepare")
+    train.add_argument("--xray", type=Path, required=True, help="folder of real radiographs (PNG, JPEG, DICOM)")
+    train.add_argument(
+        "--config", default="paper", help="paper, small (trains on a CPU), or a .yaml/.json file (default: %(default)s)"
+    )
+    train.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, the trained model)")
+    train.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the config's epochs)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default: 0)")
+    train.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: 500)")
+    train.add_argument("--log-every", type=int, default=10, help="steps between logged losses (default: 10)")
+    train.add_argument("--image-every", type=int, default=100, help="steps between image grids (default: 100)")
+    train.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    train.set_defaults(run=_run_train)
+
     demo = verbs.add_parser(
         "demo",
         help="render the multi-view strip (-90..90 degrees every 30) of a sample CT that needs no download",
@@ -170,6 +198,25 @@ def _run_prepare(args: argparse.Namespace) -> None:
     )
     for source, message in report.failed:
         print(f"  failed: {source}: {message}", file=sys.stderr)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from ct2x.config import CT2XConfig
+    from ct2x.train import TrainOptions, train
+
+    config = CT2XConfig.preset(args.config) if args.config in ("paper", "small") else CT2XConfig.from_file(args.config)
+    for name in ("checkpoint_every", "log_every", "image_every"):
+        if getattr(args, name) < 1:
+            raise CT2XError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.workers < 0:
+        raise CT2XError(f"--workers must be 0 or more, got {args.workers}")
+    options = TrainOptions(
+        data=args.data, xray=args.xray, out=args.out, steps=args.steps, resume=args.resume, device=args.device,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        image_every=args.image_every, workers=args.workers,
+    )
+    model = train(config, options)
+    print(f"trained model: {model} (card: {model.with_suffix('.json')})")
 
 
 def _run_demo(args: argparse.Namespace) -> None:

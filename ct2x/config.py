@@ -22,6 +22,8 @@ Where each default comes from (paper = CT2X-GAN, ACM MM 2024; sect. 4.1 unless n
 * ``pose_embed_dim``, ``pam_mip_size``, ``pam_patch_size``, ``pam_tau``: not in the paper
   (eq. 13-15 give the form only); ours. ``pam_tau = None`` means sqrt(w_dim), the usual
   scaled-dot-product temperature.
+* ``ema_beta`` 0.999 (EMA of the generator side, per step) and ``r1_interval`` 16 (lazy R1):
+  not in the paper; StyleGAN2's practice.
 * ``lr`` 0.0025, ``batch_size`` 16, ``epochs`` 100: sect. 4.1. ``adam_betas`` (0, 0.99):
   not stated; StyleGAN2's.
 * ``view_angles`` -60..60 step 30, ``drr_step`` 0.1, ``drr_spectrum`` 60KV_AL35,
@@ -120,6 +122,8 @@ class CT2XConfig:
     adam_betas: tuple[float, ...] = (0.0, 0.99)
     batch_size: int = 16
     epochs: int = 100
+    ema_beta: float = 0.999
+    r1_interval: int = 16
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -271,12 +275,14 @@ class CT2XConfig:
             "d_cmap_dim",
             "batch_size",
             "epochs",
+            "r1_interval",
         ):
             need(getattr(self, key) >= 1, key, "must be at least 1")
         need(self.pam_mip_size % self.pam_patch_size == 0, "pam_mip_size", "must be a multiple of pam_patch_size")
         for key in ("voxel_spacing_mm", "sdd_mm", "sid_mm", "detector_width_mm", "drr_step", "drr_photons", "lr"):
             need(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key, "must be positive")
         need(self.sid_mm < self.sdd_mm, "sid_mm", "must be smaller than sdd_mm")
+        need(0 <= self.ema_beta < 1, "ema_beta", "must lie in [0, 1)")
         need(self.hu_min < self.hu_max, "hu_max", "must be larger than hu_min")
         need(
             self.pam_tau is None or (math.isfinite(self.pam_tau) and self.pam_tau > 0),

@@ -321,7 +321,12 @@ class CT2XLoss(nn.Module):
         return GeneratorLosses(total, rec, mae, lpips, consis, cc, sc, l0, adv)
 
     def discriminator_loss(
-        self, discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor, pose: torch.Tensor
+        self,
+        discriminator: nn.Module,
+        fake: torch.Tensor,
+        real: torch.Tensor,
+        pose: torch.Tensor,
+        r1_scale: float = 1.0,
     ) -> DiscriminatorLosses:
         """Eq. 19: ``L_total^dis = lambda_adv L_adv^dis``, with the R1 penalty on the real DRRs.
 
@@ -331,11 +336,14 @@ class CT2XLoss(nn.Module):
                 here, so this loss trains D only.
             real: the true DRRs at ``pose`` ``(B, 1, S, S)``.
             pose: ``(B, 25)``.
+            r1_scale: multiplies ``lambda_r1``; lazy regularisation computes R1 every k-th step
+                with ``r1_scale = k`` and skips it (``0``) in between.
         """
         c = self.config
-        real = real.detach().requires_grad_(True)
+        weight = c.lambda_r1 * r1_scale
+        real = real.detach().requires_grad_(weight > 0)
         fake_scores = discriminator(fake.detach(), pose)
         real_scores = discriminator(real, pose)
-        r1 = r1_penalty(real_scores, real) if c.lambda_r1 > 0 else real.new_zeros(())
-        adv = discriminator_adversarial_loss(fake_scores, real_scores, r1, c.lambda_r1, c.adv_loss)
+        r1 = r1_penalty(real_scores, real) if weight > 0 else real.new_zeros(())
+        adv = discriminator_adversarial_loss(fake_scores, real_scores, r1, weight, c.adv_loss)
         return DiscriminatorLosses(c.lambda_adv * adv, adv, r1, real_scores.mean(), fake_scores.mean())

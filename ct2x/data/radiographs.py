@@ -77,7 +77,7 @@ def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
     resized = Image.fromarray(pixels.astype(np.float32)).resize((new_w, new_h), Image.Resampling.BOX)
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return np.asarray(resized, dtype=np.float32)[top : top + size, left : left + size]
+    return np.array(resized, dtype=np.float32)[top : top + size, left : left + size].copy()
 
 
 def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True) -> np.ndarray:

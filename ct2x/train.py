@@ -1,0 +1,404 @@
+"""``ct2x train``: the CT2X-GAN training loop of paper eq. 16-19 (sect. 3.6, 4.1).
+
+Each step takes a batch of (CT, pose, MIP, DRR) samples and unpaired radiographs
+(:class:`ct2x.data.dataset.CTViewDataset`), then
+
+1. **D step** (eq. 17, 19): D learns real DRRs vs. the synthesized X-rays at the same poses;
+   the R1 penalty on real DRRs is applied lazily, every ``r1_interval`` steps with its weight
+   multiplied by the interval (StyleGAN2's lazy regularisation);
+2. **G step** (eq. 18): E_CT, the PAM, E_sty and G learn ``lambda_adv L_adv + L_rec +
+   L_consis + lambda_0 L_0`` with D frozen;
+3. the EMA copy of everything but D is updated (``ema_beta``).
+
+Adam with the config's ``lr`` and ``adam_betas`` for both players. On a CUDA device the
+forward passes run under bfloat16 autocast. Under ``torchrun`` (``WORLD_SIZE > 1``) the
+generator side and D are each wrapped in DistributedDataParallel, every rank takes its share
+of each global batch (:class:`ct2x.data.dataset.StepSampler`), and rank 0 alone logs and
+writes checkpoints. Checkpoints (``ct2x.checkpoint``) hold the step, the optimisers, the EMA
+copy, the RNG state, the config and the dataset's hash, so ``--resume`` continues exactly.
+SIGINT / SIGTERM (Stop in Slicer) writes a checkpoint and exits cleanly.
+
+Progress for programs (the CT2XTraining module) is printed on stdout as
+``CT2X-PROGRESS step=N total=T loss_g=.. loss_d=..`` and ``CT2X-CHECKPOINT step=N path=..``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ct2x import __version__
+from ct2x.checkpoint import (
+    load_latest,
+    optimizer_from_files,
+    optimizer_to_files,
+    save_checkpoint,
+    save_model,
+)
+from ct2x.config import CT2XConfig
+from ct2x.data.dataset import CTViewDataset, StepSampler
+from ct2x.errors import CT2XError
+from ct2x.losses import CT2XLoss
+from ct2x.models import CT2XGAN
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run training (the model and loss settings are in :class:`CT2XConfig`).
+
+    ``steps`` = total optimisation steps (``None``: the config's epochs over the dataset);
+    intervals are in steps; ``workers`` = data-loading processes per training process.
+    """
+
+    data: Path
+    xray: Path
+    out: Path
+    steps: int | None = None
+    resume: bool = False
+    device: str | None = None
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    image_every: int = 100
+    workers: int = 2
+    progress: bool = True
+
+
+class GeneratorSide(nn.Module):
+    """Everything of CT2X-GAN but D, as one module (so D and G can be wrapped separately).
+
+    Its forward is :meth:`CT2XGAN.forward`; its parameters are exactly those of eq. 18.
+    """
+
+    def __init__(self, model: CT2XGAN):
+        super().__init__()
+        object.__setattr__(self, "model", model)  # not registered: D stays outside
+        for name, child in model.named_children():
+            if name != "discriminator":
+                self.add_module(name, child)
+        if model.constant_style is not None:
+            self.constant_style = model.constant_style
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.model(*args)
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from torchrun's environment; (0, 0, 1) when not distributed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _device(requested: str | None, local_rank: int, world: int) -> torch.device:
+    if requested in (None, "auto"):
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise CT2XError(f"unknown device {requested!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CT2XError("--device cuda was requested but torch sees no CUDA GPU: use --device cpu")
+        if world > 1:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _config_differences(saved: dict[str, Any], config: CT2XConfig) -> list[str]:
+    current = json.loads(json.dumps(config.to_dict()))
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{k} (checkpoint {saved.get(k)!r}, now {current.get(k)!r})" for k in keys if saved.get(k) != current.get(k)
+    ]
+
+
+def _check_output(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".ct2x-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise CT2XError(
+            f"cannot write the run folder {folder}: {error.strerror or error}; choose another --out"
+        ) from None
+
+
+class _StopRequest:
+    """Turns SIGINT / SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _image_grid(model: nn.Module, preview: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rows: true DRR, reconstructed DRR, synthesized X-ray; one column per pose. ``(1, 3H, VW)`` in [0, 1]."""
+    with torch.no_grad():
+        out = model(preview["volume"], preview["pose"], preview["mip"], preview["drr"], preview["xray"])
+    rows = [preview["drr"], out.drr_hat, out.xray_hat if out.xray_hat is not None else out.drr_hat]
+    grid = torch.cat([torch.cat(list(r[:, 0].float().cpu()), dim=1) for r in rows], dim=0)
+    return ((grid.clamp(-1, 1) + 1) / 2)[None]
+
+
+def train(config: CT2XConfig, options: TrainOptions) -> Path:
+    """Train (or resume) a run; returns the path of the trained model's ``.safetensors``."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    rank, local_rank, world = _distributed()
+    device = _device(options.device, local_rank, world)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    main_process = rank == 0
+    run = options.out
+    if main_process:
+        _check_output(run)
+    dataset = CTViewDataset(options.data, options.xray, config, seed=options.seed)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    total = options.steps if options.steps is not None else config.epochs * steps_per_epoch
+    if total < 1:
+        raise CT2XError(f"--steps must be at least 1, got {total}")
+
+    saved: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
+    if options.resume:
+        saved = load_latest(run)
+        differences = _config_differences(saved[0]["config"], config)
+        if differences:
+            raise CT2XError(
+                f"cannot resume {run} with another config: {'; '.join(differences)}; "
+                "use the run's config or choose another --out"
+            )
+        if saved[0]["manifest_hash"] != dataset.manifest_hash:
+            raise CT2XError(f"cannot resume {run}: it was trained on another dataset than {options.data}")
+        if int(saved[0]["step"]) >= total:
+            raise CT2XError(f"{run} already trained {saved[0]['step']} steps (>= --steps {total}): raise --steps")
+    elif main_process and (run / "latest.json").exists():
+        raise CT2XError(f"{run} already holds a training run: add --resume to continue it, or choose another --out")
+
+    torch.manual_seed(options.seed)
+    model = CT2XGAN(config).to(device)
+    ema = copy.deepcopy(GeneratorSide(model)).eval()
+    _set_requires_grad(ema, False)
+    loss_fn = CT2XLoss(config).to(device)
+    g_side = GeneratorSide(model)
+    opt_g = torch.optim.Adam(g_side.parameters(), lr=config.lr, betas=tuple(config.adam_betas))
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=tuple(config.adam_betas))
+
+    step = 0
+    if saved is not None:
+        info, tensors = saved
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        optimizer_from_files("opt_g", opt_g, tensors, info["optimizers"]["g"])
+        optimizer_from_files("opt_d", opt_d, tensors, info["optimizers"]["d"])
+        torch.set_rng_state(tensors["rng.torch"])
+        step = int(info["step"])
+
+    g_train: nn.Module = g_side
+    d_train: nn.Module = model.discriminator
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        g_train = nn.parallel.DistributedDataParallel(g_side, device_ids=ids, find_unused_parameters=True)
+        d_train = nn.parallel.DistributedDataParallel(model.discriminator, device_ids=ids)
+
+    sampler = StepSampler(len(dataset), config.batch_size, options.seed, step, rank, world)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=options.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=options.workers > 0,
+    )
+    preview = {k: v.to(device) for k, v in _preview_batch(dataset).items()}
+    writer = SummaryWriter(str(run / "tensorboard")) if main_process else None
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    r1_interval = max(1, config.r1_interval)
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (options.progress and main_process))
+    metrics_file = run / "metrics.jsonl"
+    losses: dict[str, float] = {}
+    data_wait = 0.0
+    tick = time.perf_counter()
+
+    def checkpoint() -> Path:
+        info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, opt_g, opt_d, step, losses)
+        path = save_checkpoint(run, step, tensors, info)
+        print(f"CT2X-CHECKPOINT step={step} path={path}", flush=True)
+        return path
+
+    with _StopRequest() as stop:
+        batches = iter(loader)
+        while step < total and not stop.requested:
+            waited = time.perf_counter()
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            data_wait += time.perf_counter() - waited
+            xray = batch["xray"] if config.use_style_encoder else None
+
+            # ---- D step (eq. 17, 19), lazy R1
+            _set_requires_grad(model.discriminator, True)
+            with torch.no_grad(), amp:
+                fake = g_train(batch["volume"], batch["pose"], batch["mip"], batch["drr"], xray).fake
+            r1_scale = float(r1_interval) if step % r1_interval == 0 else 0.0
+            with amp:
+                d_losses = loss_fn.discriminator_loss(d_train, fake.float(), batch["drr"], batch["pose"], r1_scale)
+            opt_d.zero_grad(set_to_none=True)
+            d_losses.total.backward()
+            opt_d.step()
+
+            # ---- G step (eq. 18) with D frozen
+            _set_requires_grad(model.discriminator, False)
+            with amp:
+                outputs = g_train(batch["volume"], batch["pose"], batch["mip"], batch["drr"], xray)
+                g_losses = loss_fn.generator_loss(outputs, batch["drr"], batch["pose"], d_train)
+            opt_g.zero_grad(set_to_none=True)
+            g_losses.total.backward()
+            opt_g.step()
+            _update_ema(ema, g_side, config.ema_beta)
+            step += 1
+
+            losses = {
+                **{f"g/{k}": v for k, v in g_losses.as_floats().items()},
+                **{f"d/{k}": v for k, v in d_losses.as_floats().items()},
+            }
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise CT2XError(f"training diverged at step {step} (a loss is not finite): lower lr in the config")
+            if main_process:
+                bar.update()
+                if step % options.log_every == 0 or step == total:
+                    elapsed = time.perf_counter() - tick
+                    losses["time/data_wait_fraction"] = data_wait / max(elapsed, 1e-9)
+                    for key, value in losses.items():
+                        writer.add_scalar(key, value, step)
+                    with metrics_file.open("a") as handle:
+                        handle.write(json.dumps({"step": step, **losses}) + "\n")
+                    print(
+                        f"CT2X-PROGRESS step={step} total={total} loss_g={losses['g/total']:.4g} "
+                        f"loss_d={losses['d/total']:.4g} rec={losses['g/rec']:.4g}",
+                        flush=True,
+                    )
+                if step % options.image_every == 0 or step == total:
+                    writer.add_image(
+                        "views/true_drr-reconstructed_drr-synthesized_xray", _image_grid(ema, preview), step
+                    )
+                if step % options.checkpoint_every == 0 and step < total:
+                    checkpoint()
+        bar.close()
+        if main_process:
+            checkpoint()
+            writer.close()
+    model_path = run / "model.safetensors"
+    if main_process:
+        if stop.requested and step < total:
+            print(f"stopped at step {step} of {total}; continue with --resume", flush=True)
+        else:
+            _write_model_card(model_path, config, ema, dataset, step, losses, options)
+    if world > 1:
+        dist.barrier()
+    return model_path
+
+
+def _preview_batch(dataset: CTViewDataset) -> dict[str, torch.Tensor]:
+    """Every view of the dataset's first CT, each with the same radiograph (for the image grid)."""
+    samples = [dataset[i] for i in range(dataset.views)]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+    batch["xray"] = batch["xray"][:1].expand_as(batch["xray"]).contiguous()
+    return batch
+
+
+def _update_ema(ema: nn.Module, live: nn.Module, beta: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), live.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - beta)
+        for e, b in zip(ema.buffers(), live.buffers(), strict=True):
+            e.copy_(b)
+
+
+def _checkpoint_payload(
+    config: CT2XConfig,
+    manifest_hash: str,
+    model: CT2XGAN,
+    ema: nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    step: int,
+    losses: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    g_tensors, g_info = optimizer_to_files("opt_g", opt_g)
+    d_tensors, d_info = optimizer_to_files("opt_d", opt_d)
+    tensors = {
+        **{f"model.{k}": v for k, v in model.state_dict().items()},
+        **{f"ema.{k}": v for k, v in ema.state_dict().items()},
+        **g_tensors,
+        **d_tensors,
+        "rng.torch": torch.get_rng_state(),
+    }
+    info = {
+        "config": config.to_dict(),
+        "manifest_hash": manifest_hash,
+        "optimizers": {"g": g_info, "d": d_info},
+        "losses": losses,
+        "ct2x_version": __version__,
+    }
+    return info, tensors
+
+
+def _write_model_card(
+    path: Path,
+    config: CT2XConfig,
+    ema: nn.Module,
+    dataset: CTViewDataset,
+    step: int,
+    losses: dict[str, float],
+    options: TrainOptions,
+) -> None:
+    card = {
+        "model": "CT2X-GAN (Tan et al., ACM MM 2024), trained with ct2x",
+        "ct2x_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "weights": "exponential moving average of E_CT, PAM, E_sty and G (no discriminator)",
+        "config": config.to_dict(),
+        "training": {
+            "steps": step,
+            "batch_size": config.batch_size,
+            "ct_volumes": len(dataset.files),
+            "views_per_ct": dataset.views,
+            "radiographs": len(dataset.radiographs),
+            "dataset_settings": dataset.manifest["settings"],
+            "manifest_hash": dataset.manifest_hash,
+            "final_losses": losses,
+            "seed": options.seed,
+        },
+        "intended_use": "research: realistic X-ray images of a CT at chosen C-arm angles; not for diagnosis",
+        "limitations": "trained on the listed data only; anatomy outside its range, or other scanners, may fail",
+    }
+    save_model(path, dict(ema.state_dict()), card)
