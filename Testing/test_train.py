@@ -130,6 +130,19 @@ def test_kill_9_loses_at_most_one_interval(inputs: dict[str, Path], tmp_path: Pa
     assert _latest_step(run) == total and (run / "model.safetensors").is_file()
 
 
+def test_torchrun_two_processes_on_the_cpu(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """DistributedDataParallel over gloo: ranks share each batch, rank 0 alone logs and saves."""
+    run = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    argv = ["-m", "ct2x", "train", "--data", str(inputs["data"]), "--xray", str(inputs["xray"]), "--out", str(run)]
+    argv += ["--config", str(inputs["config"]), "--steps", "2", "--log-every", "1", "--workers", "0", "--device", "cpu"]
+    result = subprocess.run([*torchrun, *argv], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("trained model:") == 1 and result.stdout.count("CT2X-PROGRESS step=2") == 1
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_latest(run)[0]["step"] == 2 and (run / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

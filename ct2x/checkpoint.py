@@ -106,3 +106,45 @@ def save_model(path: Path, weights: dict[str, torch.Tensor], card: dict[str, Any
     """Write a trained model: ``path`` (.safetensors) and its card ``path.with_suffix('.json')``."""
     _write_tensors(path, weights, metadata={"format": MODEL_FORMAT})
     _write_json(path.with_suffix(".json"), {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **card})
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """A trained model (``.safetensors`` + its ``.json`` card) as ``(CT2XGAN, card)``, in eval mode.
+
+    Only safetensors weights are read (never a pickle). The discriminator is not part of a
+    trained model and stays at its initial values.
+    """
+    from ct2x.config import CT2XConfig
+    from ct2x.models import CT2XGAN
+
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if path.suffix != ".safetensors":
+        raise CT2XError(
+            f"{path.name} is not a .safetensors file: CT2X reads models only as safetensors + a JSON card "
+            "(pickled .pt/.pth/.ckpt files can run code when loaded and are refused)"
+        )
+    for needed in (path, card_path):
+        if not needed.is_file():
+            raise CT2XError(f"a model is {path.name} with its card {card_path.name} beside it; {needed} is missing")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CT2XError(f"cannot read the model card {card_path}: {error}") from None
+    if card.get("format") != MODEL_FORMAT or card.get("version") != FORMAT_VERSION:
+        raise CT2XError(
+            f"{card_path} is a model card of format {card.get('format')!r} version {card.get('version')!r}; "
+            f"this ct2x reads {MODEL_FORMAT!r} version {FORMAT_VERSION}"
+        )
+    config = CT2XConfig.from_dict(card["config"])
+    model = CT2XGAN(config)
+    try:
+        weights = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CT2XError(f"cannot read the weights {path}: {error}") from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(not key.startswith("discriminator.") for key in missing):
+        raise CT2XError(
+            f"the weights in {path} do not match the config in its card (e.g. {(unexpected or missing)[0]})"
+        )
+    return model.to(device).eval(), card

@@ -216,7 +216,8 @@ def _run_train(args: argparse.Namespace) -> None:
         image_every=args.image_every, workers=args.workers,
     )
     model = train(config, options)
-    print(f"trained model: {model} (card: {model.with_suffix('.json')})")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(f"trained model: {model} (card: {model.with_suffix('.json')})")
 
 
 def _run_demo(args: argparse.Namespace) -> None:

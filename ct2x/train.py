@@ -229,7 +229,9 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     d_train: nn.Module = model.discriminator
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        g_train = nn.parallel.DistributedDataParallel(g_side, device_ids=ids, find_unused_parameters=True)
+        # Without L_consis the content branch of E_sty takes no part in the loss.
+        unused = config.use_style_encoder and not config.consistency_enabled
+        g_train = nn.parallel.DistributedDataParallel(g_side, device_ids=ids, find_unused_parameters=unused)
         d_train = nn.parallel.DistributedDataParallel(model.discriminator, device_ids=ids)
 
     sampler = StepSampler(len(dataset), config.batch_size, options.seed, step, rank, world)
@@ -247,8 +249,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (options.progress and main_process))
     metrics_file = run / "metrics.jsonl"
     losses: dict[str, float] = {}
-    data_wait = 0.0
-    tick = time.perf_counter()
+    data_wait, tick, logged_step = 0.0, time.perf_counter(), step
 
     def checkpoint() -> Path:
         info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, opt_g, opt_d, step, losses)
@@ -295,8 +296,10 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             if main_process:
                 bar.update()
                 if step % options.log_every == 0 or step == total:
-                    elapsed = time.perf_counter() - tick
-                    losses["time/data_wait_fraction"] = data_wait / max(elapsed, 1e-9)
+                    steps_done = step - logged_step
+                    losses["time/step_s"] = (time.perf_counter() - tick) / steps_done
+                    losses["time/data_wait_s"] = data_wait / steps_done
+                    data_wait, tick, logged_step = 0.0, time.perf_counter(), step
                     for key, value in losses.items():
                         writer.add_scalar(key, value, step)
                     with metrics_file.open("a") as handle:
