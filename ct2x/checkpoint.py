@@ -142,9 +142,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         weights = load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for damaged files
         raise CT2XError(f"cannot read the weights {path}: {error}") from None
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or any(not key.startswith("discriminator.") for key in missing):
-        raise CT2XError(
-            f"the weights in {path} do not match the config in its card (e.g. {(unexpected or missing)[0]})"
-        )
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
+    found = {k: v.shape for k, v in weights.items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise CT2XError(f"the weights in {path} do not match the config in its card (e.g. {wrong[0]})")
+    model.load_state_dict(weights, strict=False)
     return model.to(device).eval(), card
