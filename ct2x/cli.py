@@ -33,11 +33,19 @@ def _pair(kind: type, name: str):
 def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("C-arm geometry (LPS, mm, degrees; defaults: DeepDRR's mobile C-arm)")
     group.add_argument(
-        "--angles", type=float, nargs="+", default=[-60.0, -30.0, 0.0, 30.0, 60.0], metavar="DEG",
+        "--angles",
+        type=float,
+        nargs="+",
+        default=[-60.0, -30.0, 0.0, 30.0, 60.0],
+        metavar="DEG",
         help="primary angles, LAO + / RAO -, about the patient's superior axis (default: -60 -30 0 30 60)",
     )
     group.add_argument(
-        "--secondary", type=float, nargs="+", default=[0.0], metavar="DEG",
+        "--secondary",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="DEG",
         help="secondary angles, CRAN + / CAUD -: one for all views or one per view (default: 0)",
     )
     group.add_argument(
@@ -47,15 +55,27 @@ def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
         "--sid", type=float, default=DEFAULT_SID_MM, help="source-to-isocenter distance, mm (default: %(default)g)"
     )
     group.add_argument(
-        "--size", type=int, nargs="+", default=[DEFAULT_DETECTOR_PIXELS], metavar="PX",
+        "--size",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_DETECTOR_PIXELS],
+        metavar="PX",
         help="detector size in pixels: N, or ROWS COLUMNS (default: %(default)s)",
     )
     group.add_argument(
-        "--pixel", type=float, nargs="+", default=[DEFAULT_PIXEL_MM], metavar="MM",
+        "--pixel",
+        type=float,
+        nargs="+",
+        default=[DEFAULT_PIXEL_MM],
+        metavar="MM",
         help="detector pixel spacing in mm: one value, or ROW COLUMN (default: 1536 x 0.194 mm / 256 = %(default)s)",
     )
     group.add_argument(
-        "--isocenter", type=float, nargs=3, default=None, metavar=("L", "P", "S"),
+        "--isocenter",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("L", "P", "S"),
         help="isocenter in the CT's LPS space, mm (default: the centre of the CT's bounding box)",
     )
 
@@ -85,16 +105,21 @@ def _build_parser() -> argparse.ArgumentParser:
     physics = drr.add_argument_group("physics")
     physics.add_argument("--step", type=float, default=0.1, help="ray-marching step in voxels (default: %(default)g)")
     physics.add_argument(
-        "--spectrum", default="60KV_AL35",
+        "--spectrum",
+        default="60KV_AL35",
         help="tube spectrum <kV>KV_AL<mm Al x 10>, e.g. 60KV_AL35 = 60 kVp, 3.5 mm Al (default: %(default)s)",
     )
     physics.add_argument(
-        "--photons", type=float, default=1e6,
+        "--photons",
+        type=float,
+        default=1e6,
         help="photons per pixel for Poisson noise; 0 renders without noise (default: %(default)g)",
     )
     physics.add_argument("--seed", type=int, default=0, help="noise seed, for repeatable images (default: %(default)s)")
     physics.add_argument(
-        "--backend", choices=["auto", "torch", "deepdrr"], default="auto",
+        "--backend",
+        choices=["auto", "torch", "deepdrr"],
+        default="auto",
         help="auto: DeepDRR when it and a CUDA GPU are present, else the torch backend (default: %(default)s)",
     )
     physics.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
@@ -114,11 +139,19 @@ def _build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--ct", type=Path, required=True, help="folder searched recursively for CTs")
     prepare.add_argument("--out", type=Path, required=True, help="dataset folder (created; extended on re-runs)")
     prepare.add_argument(
-        "--angles", type=float, nargs="+", default=[-60.0, -30.0, 0.0, 30.0, 60.0], metavar="DEG",
+        "--angles",
+        type=float,
+        nargs="+",
+        default=[-60.0, -30.0, 0.0, 30.0, 60.0],
+        metavar="DEG",
         help="primary angles of the training views, degrees (default: -60 -30 0 30 60, as in the paper)",
     )
     prepare.add_argument(
-        "--secondary", type=float, nargs="+", default=[0.0], metavar="DEG",
+        "--secondary",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="DEG",
         help="secondary angles: one for all views or one per view (default: 0)",
     )
     prepare.add_argument("--size", type=int, default=256, help="DRR size in pixels, square (default: %(default)s)")
@@ -127,11 +160,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--step", type=float, default=0.1, help="ray-marching step in voxels (default: %(default)g)")
     prepare.add_argument(
-        "--photons", type=float, default=1e6,
+        "--photons",
+        type=float,
+        default=1e6,
         help="photons per pixel for Poisson noise, 0 for none (default: %(default)g)",
     )
     prepare.add_argument(
-        "--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+        "--workers",
+        type=int,
+        default=max(1, min(4, os.cpu_count() or 1)),
         help="CTs prepared in parallel, one process each (default: %(default)s)",
     )
     prepare.add_argument("--device", default="cpu", help="torch device for rendering, e.g. cuda (default: %(default)s)")
@@ -165,6 +202,48 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
     train.set_defaults(run=_run_train)
 
+    synth = verbs.add_parser(
+        "synthesize",
+        help="synthesize X-ray images of a CT at C-arm angles with a trained CT2X-GAN model",
+        description=(
+            "Synthesize one X-ray per view in the style of a reference radiograph (or the DRR style), with the "
+            "CT preprocessed as in training. Writes per view: NRRD (float32, placed on the detector plane in LPS), "
+            "DICOM DX (distances, positioner angles, pixel spacing) and a PNG preview, plus views.png (the "
+            "requested views) and strip.png (-90..90 degrees every 30, paper Fig. 8)."
+        ),
+    )
+    synth.add_argument("ct", type=Path, help="CT: NIfTI, NRRD, MHA/MHD file or a DICOM series folder")
+    synth.add_argument("--model", type=Path, required=True, help="trained model: .safetensors with its .json card")
+    style = synth.add_mutually_exclusive_group(required=True)
+    style.add_argument("--style", type=Path, help="style reference radiograph (PNG, JPEG, DICOM)")
+    style.add_argument("--drr-style", action="store_true", help="use the DRR style of the CT's own DRR at each view")
+    synth.add_argument(
+        "--angles",
+        type=float,
+        nargs="+",
+        default=[-60.0, -30.0, 0.0, 30.0, 60.0],
+        metavar="DEG",
+        help="primary angles, LAO + / RAO - (default: -60 -30 0 30 60)",
+    )
+    synth.add_argument(
+        "--secondary",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="DEG",
+        help="secondary angles, CRAN + / CAUD -: one for all views or one per view (default: 0)",
+    )
+    synth.add_argument("--sdd", type=float, default=None, help="source-to-detector distance, mm (default: the model's)")
+    synth.add_argument(
+        "--sid", type=float, default=None, help="source-to-isocenter distance, mm (default: the model's)"
+    )
+    synth.add_argument("--series", metavar="UID", help="DICOM series instance UID, when the folder holds several")
+    synth.add_argument("--format", default="png,nrrd,dcm", help="outputs per view, any of png,nrrd,dcm (default: all)")
+    synth.add_argument("--out", type=Path, required=True, help="output folder (must not exist, unless --overwrite)")
+    synth.add_argument("--overwrite", action="store_true", help="write into an existing output folder")
+    synth.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    synth.set_defaults(run=_run_synthesize)
+
     demo = verbs.add_parser(
         "demo",
         help="render the multi-view strip (-90..90 degrees every 30) of a sample CT that needs no download",
@@ -186,8 +265,12 @@ def _run_prepare(args: argparse.Namespace) -> None:
     if args.photons < 0:
         raise CT2XError(f"--photons must be positive, or 0 for no noise; got {args.photons:g}")
     settings = PrepareSettings(
-        angles=tuple(args.angles), secondary=tuple(args.secondary), detector_size=args.size,
-        pixel_mm=DEFAULT_PIXEL_MM * DEFAULT_DETECTOR_PIXELS / args.size, step=args.step, photons=args.photons,
+        angles=tuple(args.angles),
+        secondary=tuple(args.secondary),
+        detector_size=args.size,
+        pixel_mm=DEFAULT_PIXEL_MM * DEFAULT_DETECTOR_PIXELS / args.size,
+        step=args.step,
+        photons=args.photons,
         grid_size=args.grid,
     )
     settings.views((0.0, 0.0, 0.0))  # validates the geometry before any work starts
@@ -211,13 +294,58 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise CT2XError(f"--workers must be 0 or more, got {args.workers}")
     options = TrainOptions(
-        data=args.data, xray=args.xray, out=args.out, steps=args.steps, resume=args.resume, device=args.device,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-        image_every=args.image_every, workers=args.workers,
+        data=args.data,
+        xray=args.xray,
+        out=args.out,
+        steps=args.steps,
+        resume=args.resume,
+        device=args.device,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        image_every=args.image_every,
+        workers=args.workers,
     )
     model = train(config, options)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(f"trained model: {model} (card: {model.with_suffix('.json')})")
+
+
+def _run_synthesize(args: argparse.Namespace) -> None:
+    import torch
+
+    from ct2x.checkpoint import load_model
+    from ct2x.synthesize import synthesize
+    from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_dicom, write_view_nrrd
+    from ct2x.volume import read_ct
+
+    formats = {f.strip() for f in args.format.split(",") if f.strip()}
+    if not formats or formats - {"png", "nrrd", "dcm"}:
+        raise CT2XError(f"--format takes png, nrrd and/or dcm separated by commas, got {args.format!r}")
+    if args.out.exists() and not args.overwrite:
+        raise CT2XError(
+            f"the output folder {args.out} exists: add --overwrite to write into it, or choose another --out"
+        )
+    model, card = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ct = read_ct(args.ct, series_uid=args.series)
+    options = {"style": args.style, "drr_style": args.drr_style, "sdd": args.sdd, "sid": args.sid}
+    results = synthesize(model, card, ct, args.angles, args.secondary, **options)
+    strip = synthesize(model, card, ct, [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], [0.0], **options)
+    _make_output_folder(args.out)
+    style_name = "DRR style" if args.drr_style else f"style {args.style.name}"
+    for index, view in enumerate(results):
+        stem = args.out / view_stem(view.carm, index)
+        if "nrrd" in formats:
+            write_view_nrrd(stem.with_suffix(".nrrd"), view.image, view.carm)
+        if "dcm" in formats:
+            write_view_dicom(
+                stem.with_suffix(".dcm"), view.image, view.carm, f"CT2X {view_label(view.carm)} {style_name}"
+            )
+        if "png" in formats:
+            write_png(stem.with_suffix(".png"), view.image)
+    write_contact_sheet(args.out / "views.png", [v.image for v in results], [view_label(v.carm) for v in results])
+    write_contact_sheet(args.out / "strip.png", [v.image for v in strip], [view_label(v.carm) for v in strip])
+    print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {args.out}/")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
@@ -257,10 +385,20 @@ def _run_drr(args: argparse.Namespace) -> None:
     _make_output_folder(args.out)
     images, labels = [], []
     for index, carm in enumerate(tqdm(carms, desc="DRR views", unit="view")):
-        image = render_drr(
-            volume, [carm], step=args.step, spectrum=args.spectrum, photons=args.photons or None,
-            seed=args.seed + index, device=device, backend=args.backend,
-        )[0].cpu().numpy()
+        image = (
+            render_drr(
+                volume,
+                [carm],
+                step=args.step,
+                spectrum=args.spectrum,
+                photons=args.photons or None,
+                seed=args.seed + index,
+                device=device,
+                backend=args.backend,
+            )[0]
+            .cpu()
+            .numpy()
+        )
         stem = view_stem(carm, index)
         write_view_nrrd(args.out / f"{stem}.nrrd", image, carm)
         write_png(args.out / f"{stem}.png", image)

@@ -9,6 +9,7 @@ was. The C-arm parameters are kept as ``ct2x_*`` header fields.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -62,6 +63,52 @@ def write_view_nrrd(path: str | os.PathLike[str], image: np.ndarray, carm: CArm)
         out.SetMetaData(key, value)
     with atomic_path(path) as tmp:
         sitk.WriteImage(out, str(tmp), useCompression=True)
+
+
+def write_view_dicom(path: str | os.PathLike[str], image: np.ndarray, carm: CArm, description: str) -> None:
+    """Write ``image`` (H, W) in [0, 1] as a DICOM DX (for presentation) image with its C-arm geometry.
+
+    Pixels are 12-bit MONOCHROME2. Tags: DistanceSourceToDetector / ToPatient (mm),
+    PositionerPrimaryAngle / SecondaryAngle (degrees, LAO and CRAN positive, as DICOM
+    defines them), ImagerPixelSpacing (detector, mm) and PixelSpacing at the isocenter
+    (``ImagerPixelSpacing * SID / SDD``, calibration type GEOMETRY). UIDs derive from the
+    pixels and the geometry, so the same synthesis gives the same file content.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    data = np.asarray(image, dtype=np.float64)
+    pixels = np.round(np.clip(data, 0, 1) * 4095).astype(np.uint16)
+    seed = [hashlib.sha256(pixels.tobytes()).hexdigest(), repr(sorted(geometry_fields(carm).items()))]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[*seed, "instance"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[*seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*seed, "series"])
+    ds.Modality, ds.ImageType = "DX", ["DERIVED", "SECONDARY"]
+    ds.PatientName, ds.PatientID = "CT2X^Synthetic", "CT2X"
+    ds.SeriesDescription = description[:64]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.DistanceSourceToDetector = f"{carm.sdd:.6g}"
+    ds.DistanceSourceToPatient = f"{carm.sid:.6g}"
+    ds.EstimatedRadiographicMagnificationFactor = f"{carm.sdd / carm.sid:.6g}"
+    ds.PositionerPrimaryAngle = f"{carm.primary:.6g}"
+    ds.PositionerSecondaryAngle = f"{carm.secondary:.6g}"
+    ds.ImagerPixelSpacing = [f"{s:.6g}" for s in carm.pixel_spacing]
+    ds.PixelSpacing = [f"{s * carm.sid / carm.sdd:.6g}" for s in carm.pixel_spacing]
+    ds.PixelSpacingCalibrationType = "GEOMETRY"
+    ds.PixelData = pixels.tobytes()
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
 def to_uint8(image: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5) -> np.ndarray:

@@ -72,6 +72,30 @@ def _resize2d(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
+def volume_input(ct_hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
+    """The CT grid ``(D, D, D)`` in HU -> E_CT's input ``(1, volume_size^3)`` in [-1, 1]."""
+    volume = normalize_hu(ct_hu, config)[None]
+    if volume.shape[-1] != config.volume_size:
+        size = (config.volume_size,) * 3
+        volume = F.interpolate(volume[None], size=size, mode="trilinear", align_corners=False)[0]
+    return volume
+
+
+def mip_input(mip_hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
+    """MIPs ``(V, H, W)`` in HU -> the PAM's input ``(V, pam_mip_size, pam_mip_size)``, scaled like the CT."""
+    return _resize2d(normalize_hu(mip_hu, config), config.pam_mip_size)
+
+
+def drr_input(drr: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
+    """DRRs ``(V, H, W)`` (-log) -> ``(V, image_size, image_size)`` min-max scaled per image to [-1, 1]."""
+    return _resize2d(scale_drr(drr), config.image_size)
+
+
+def xray_input(pixels: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
+    """Radiographs ``(V, S, S)`` in [0, 1] (``read_radiograph``) -> [-1, 1] at ``image_size``."""
+    return _resize2d(pixels * 2.0 - 1.0, config.image_size)
+
+
 class CTViewDataset(Dataset):
     """Every (prepared CT, view) pair of a dataset folder, with radiographs drawn per sample."""
 
@@ -95,25 +119,21 @@ class CTViewDataset(Dataset):
         return len(self.files) * self.views
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        c = self.config
         volume_index, view = divmod(int(index), self.views)
         with safe_open(str(self.files[volume_index]), framework="pt") as stored:
             ct = stored.get_tensor("ct").float()
             drr = stored.get_slice("drr")[view : view + 1].float()
             mip = stored.get_slice("mip")[view : view + 1].float()
             pose = stored.get_slice("poses")[view].float()
-        volume = normalize_hu(ct, c)[None]
-        if volume.shape[-1] != c.volume_size:
-            volume = F.interpolate(volume[None], size=(c.volume_size,) * 3, mode="trilinear", align_corners=False)[0]
         generator = np.random.default_rng([self.seed, int(index), len(self.radiographs)])
         radiograph = self.radiographs[generator.integers(len(self.radiographs))]
-        xray = torch.from_numpy(read_radiograph(radiograph, size=c.image_size, warn_colour=False))[None] * 2.0 - 1.0
+        pixels = torch.from_numpy(read_radiograph(radiograph, size=self.config.image_size, warn_colour=False))
         return {
-            "volume": volume,
+            "volume": volume_input(ct, self.config),
             "pose": pose,
-            "mip": _resize2d(normalize_hu(mip, c), c.pam_mip_size),
-            "drr": _resize2d(scale_drr(drr), c.image_size),
-            "xray": xray,
+            "mip": mip_input(mip, self.config),
+            "drr": drr_input(drr, self.config),
+            "xray": xray_input(pixels[None], self.config),
         }
 
 

@@ -1,0 +1,117 @@
+"""``ct2x synthesize``: outputs carry their geometry; synthesis is deterministic; bad input is refused.
+
+The model here is randomly initialised (saved as a real model file): these tests check the
+plumbing, never the image quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import body_phantom
+from PIL import Image
+
+from ct2x.checkpoint import load_model, save_model
+from ct2x.cli import main
+from ct2x.config import CT2XConfig
+from ct2x.models import CT2XGAN
+from ct2x.synthesize import synthesize
+from ct2x.volume import CTVolume
+
+CONFIG = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("synth")
+    torch.manual_seed(1)
+    weights = {k: v for k, v in CT2XGAN(CONFIG).state_dict().items() if not k.startswith("discriminator.")}
+    save_model(root / "model.safetensors", weights, {"config": CONFIG.to_dict(), "training": {"steps": 0}})
+    volume = body_phantom(size=24, spacing=4.0)
+    image = sitk.GetImageFromArray(volume.array)
+    image.SetSpacing(tuple(volume.spacing))
+    sitk.WriteImage(image, str(root / "ct.nrrd"))
+    ramp = np.tile(np.linspace(20, 230, 50), (60, 1)).astype(np.uint8)
+    Image.fromarray(ramp).save(root / "xray.png")
+    return {"model": root / "model.safetensors", "ct": root / "ct.nrrd", "xray": root / "xray.png"}
+
+
+def test_synthesis_is_deterministic_and_batched(files: dict[str, Path]) -> None:
+    model, card = load_model(files["model"])
+    ct = body_phantom(size=24, spacing=4.0)
+    a = synthesize(model, card, ct, [-30, 0, 30], style=files["xray"], batch_size=2)
+    again = synthesize(model, card, ct, [-30, 0, 30], style=files["xray"], batch_size=2)
+    batched = synthesize(model, card, ct, [-30, 0, 30], style=files["xray"], batch_size=3)
+    assert [v.carm.primary for v in a] == [-30, 0, 30]
+    for x, y, z in zip(a, again, batched, strict=True):
+        assert x.image.shape == (64, 64) and x.image.dtype == np.float32
+        assert 0 <= x.image.min() and x.image.max() <= 1
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_allclose(x.image, z.image, atol=1e-4)  # batching changes only float rounding
+    drr_styled = synthesize(model, card, ct, [0], drr_style=True)
+    assert drr_styled[0].image.shape == (64, 64)
+
+
+def test_outputs_carry_the_geometry(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["synthesize", str(files["ct"]), "--model", str(files["model"]), "--style", str(files["xray"])]
+    assert main([*argv, "--angles", "30", "--secondary", "-10", "--sdd", "1100", "--out", str(out)]) == 0
+    stem = out / "view00_LAO30_CAUD10"
+    ds = pydicom.dcmread(stem.with_suffix(".dcm"))
+    assert ds.Modality == "DX" and (ds.Rows, ds.Columns) == (64, 64)
+    assert float(ds.DistanceSourceToDetector) == 1100 and float(ds.DistanceSourceToPatient) == CONFIG.sid_mm
+    assert float(ds.PositionerPrimaryAngle) == 30 and float(ds.PositionerSecondaryAngle) == -10
+    pixel = CONFIG.detector_width_mm / 64
+    assert [float(v) for v in ds.ImagerPixelSpacing] == pytest.approx([pixel, pixel], rel=1e-5)
+    assert [float(v) for v in ds.PixelSpacing] == pytest.approx([pixel * CONFIG.sid_mm / 1100] * 2, rel=1e-5)
+    image = sitk.ReadImage(str(stem.with_suffix(".nrrd")))
+    assert image.GetSpacing() == pytest.approx((pixel, pixel, 1.0)) and image.GetSize() == (64, 64, 1)
+    assert image.GetMetaData("ct2x_sdd_mm") == "1100"
+    assert (out / "strip.png").is_file() and (out / "views.png").is_file() and stem.with_suffix(".png").is_file()
+    assert Image.open(out / "strip.png").size[0] >= 7 * 64
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_bad_input_is_refused(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    base = ["synthesize", str(files["ct"]), "--model", str(files["model"]), "--drr-style"]
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    code, err = _run([*base, "--out", str(existing)], capsys)
+    assert code == 1 and "--overwrite" in err
+    code, err = _run([*base, "--angles", "200", "--out", str(tmp_path / "a")], capsys)
+    assert code == 1 and "[-180, 180]" in err
+    pickle_model = tmp_path / "model.pth"
+    pickle_model.write_bytes(b"\x80\x04K\x01.")
+    argv = ["synthesize", str(files["ct"]), "--model", str(pickle_model), "--drr-style", "--out", "x"]
+    code, err = _run(argv, capsys)
+    assert code == 1 and "pickle" in err
+    card = json.loads(files["model"].with_suffix(".json").read_text())
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(files["model"].read_bytes())
+    other.with_suffix(".json").write_text(json.dumps({**card, "version": 2}))
+    code, err = _run(["synthesize", str(files["ct"]), "--model", str(other), "--drr-style", "--out", "y"], capsys)
+    assert code == 1 and "version 2" in err
+    empty = tmp_path / "empty.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8, 8), np.float32)), str(empty))
+    code, err = _run(["synthesize", str(empty), "--model", str(files["model"]), "--drr-style", "--out", "z"], capsys)
+    assert code == 1 and "empty" in err
+
+
+def test_colour_photograph_style_warns(files: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)).save(photo)
+    model, card = load_model(files["model"])
+    ct = CTVolume(body_phantom(16, 4.0).array, np.full(3, 4.0), np.zeros(3), np.eye(3))
+    with pytest.warns(UserWarning, match="colour photograph"):
+        synthesize(model, card, ct, [0], style=photo)

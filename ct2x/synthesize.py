@@ -1,0 +1,129 @@
+"""Synthesis (paper eq. 1): X-ray images of a CT at C-arm poses, in the style of a radiograph.
+
+The CT is prepared exactly as for training: read in HU (``ct2x.volume.read_ct``), resampled
+to the model's grid (``preprocess``: ``voxel_spacing_mm``, then ``volume_size``^3), scaled
+like the training volumes; the MIP at each pose is taken from that grid
+(``ct2x.drr.mip``), as ``ct2x prepare`` does. The C-arm keeps the CT's frame (LPS mm); the
+isocenter defaults to the centre of the CT's bounding box, the distances and detector to the
+geometry the model was trained with (its card). The detector is read out at the model's
+``image_size``.
+
+Style: a reference radiograph (its X-ray style code, eq. 2), or ``drr_style=True``, which
+uses the DRR style code of the CT's own DRR at each pose (eq. 5) - the reconstruction of
+eq. 7.
+
+Output images are float32 ``(H, W)`` in [0, 1] (bright = attenuating), displayed like an AP
+radiograph (``ct2x.geometry``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ct2x.config import CT2XConfig
+from ct2x.data.dataset import drr_input, mip_input, volume_input, xray_input
+from ct2x.data.radiographs import read_radiograph
+from ct2x.drr import mip, render_drr
+from ct2x.errors import CT2XError
+from ct2x.geometry import CArm, views
+from ct2x.models import CT2XGAN
+from ct2x.volume import CTVolume, preprocess
+
+
+@dataclass(frozen=True)
+class SynthesizedView:
+    """One synthesized view: ``image`` float32 ``(H, W)`` in [0, 1] and its C-arm."""
+
+    image: np.ndarray
+    carm: CArm
+
+
+def model_views(
+    config: CT2XConfig,
+    card: dict,
+    isocenter: tuple[float, float, float],
+    primaries: Sequence[float],
+    secondaries: Sequence[float] | None = None,
+    sdd: float | None = None,
+    sid: float | None = None,
+) -> list[CArm]:
+    """C-arm views at the model's detector (``image_size`` pixels over its training detector width)."""
+    trained = card.get("training", {}).get("dataset_settings", {})
+    width_mm = trained.get("pixel_mm", config.pixel_spacing_mm) * trained.get("detector_size", config.image_size)
+    pixel = width_mm / config.image_size
+    return views(
+        list(primaries),
+        None if secondaries is None else list(secondaries),
+        sdd=sdd if sdd is not None else trained.get("sdd", config.sdd_mm),
+        sid=sid if sid is not None else trained.get("sid", config.sid_mm),
+        detector_shape=(config.image_size, config.image_size),
+        pixel_spacing=(pixel, pixel),
+        isocenter=isocenter,
+    )
+
+
+@torch.no_grad()
+def synthesize(
+    model: CT2XGAN,
+    card: dict,
+    ct: CTVolume,
+    primaries: Sequence[float],
+    secondaries: Sequence[float] | None = None,
+    *,
+    style: str | Path | None = None,
+    drr_style: bool = False,
+    sdd: float | None = None,
+    sid: float | None = None,
+    isocenter: tuple[float, float, float] | None = None,
+    batch_size: int = 8,
+) -> list[SynthesizedView]:
+    """Synthesize one X-ray per view (see the module docstring); deterministic for a given model.
+
+    Args:
+        model: a trained CT2X-GAN (``ct2x.checkpoint.load_model``), on its device.
+        card: its model card.
+        ct: the CT in HU (any placement).
+        primaries, secondaries: gantry angles in degrees (one secondary for all, or one each).
+        style: path of the style reference radiograph; or ``drr_style=True`` for the DRR style.
+        sdd, sid: distances in mm (default: the training geometry).
+        isocenter: LPS mm (default: the centre of the CT's bounding box).
+        batch_size: views per forward pass.
+    """
+    config = model.config
+    if model.style_encoder is None and (style is not None or drr_style):
+        raise CT2XError("this model was trained without the style encoder (an ablation): it takes no style")
+    if model.style_encoder is not None and (style is None) == (not drr_style):
+        raise CT2XError("give either a style reference radiograph (--style FILE) or the DRR style (--drr-style)")
+    if not np.any(ct.array):
+        raise CT2XError("the CT is empty (all voxels are 0): check the file")
+    device = next(model.parameters()).device
+    grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
+    centre = tuple(float(c) for c in (isocenter if isocenter is not None else ct.center_lps))
+    carms = model_views(config, card, centre, primaries, secondaries, sdd, sid)
+    volume = volume_input(torch.from_numpy(grid.array), config).to(device)
+    style_image = None
+    if style is not None:
+        pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
+        style_image = xray_input(pixels[None], config)[None].to(device)
+    results: list[SynthesizedView] = []
+    for start in range(0, len(carms), batch_size):
+        chunk = carms[start : start + batch_size]
+        poses = torch.as_tensor(np.stack([c.pose for c in chunk]), dtype=torch.float32, device=device)
+        mips = mip_input(mip(grid, chunk, step=config.drr_step), config)[:, None].to(device)
+        volumes = volume[None].expand(len(chunk), -1, -1, -1, -1)
+        content = model.content_code(volumes, poses, mips)
+        if model.style_encoder is None:
+            codes = model.constant_style.expand(len(chunk), -1, -1)
+        elif drr_style:
+            drrs = drr_input(render_drr(ct, chunk, step=config.drr_step), config)[:, None].to(device)
+            codes = model.style_encoder.drr_style(drrs)
+        else:
+            codes = model.style_encoder.xray_style(style_image.expand(len(chunk), -1, -1, -1))
+        images = ((model.generator(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+        results.extend(SynthesizedView(image, carm) for image, carm in zip(images, chunk, strict=True))
+    return results
