@@ -47,6 +47,7 @@ PIP_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("pydicom>=2.4", "pydicom"),
     Requirement("lpips>=0.1.4", "lpips"),
     Requirement("torchmetrics>=1.4", "torchmetrics"),
+    Requirement("tensorboard>=2.14", "tensorboard"),
 )
 
 
