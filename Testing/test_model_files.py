@@ -48,7 +48,7 @@ def test_a_pickle_is_refused_and_never_opened(tmp_path: Path) -> None:
 
 def test_card_of_another_format_version_is_refused(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
+    card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     path.with_suffix(".json").write_text(json.dumps({**card, "version": 99}))
     with pytest.raises(CT2XError, match="version 99"):
         load_model(path)
@@ -56,7 +56,7 @@ def test_card_of_another_format_version_is_refused(tmp_path: Path) -> None:
 
 def test_weights_that_do_not_match_the_card_are_refused(tmp_path: Path) -> None:
     path, _ = _saved(tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
+    card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     card["config"]["w_dim"] = 32
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(CT2XError, match="do not match the config"):

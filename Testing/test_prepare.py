@@ -45,7 +45,7 @@ def test_prepare_writes_dataset_skips_bad_ct_and_resumes(ct_tree: Path, tmp_path
     out = tmp_path / "dataset"
     report = prepare_dataset(ct_tree, out, SMALL, workers=2, progress=False)
     assert len(report.done) == 2 and len(report.failed) == 1 and "corrupt.nii.gz" in report.failed[0][0]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["settings"]["angles"] == [-60.0, 0.0, 60.0]
     assert sorted(Path(v["source"]).name for v in manifest["volumes"]) == ["a.nii.gz", "b.nii.gz"]
     for entry in manifest["volumes"]:

@@ -40,7 +40,7 @@ def _cmake_list(text: str, variable: str) -> list[str]:
 
 
 def _module_cmake(module: str) -> str:
-    return (ROOT / module / "CMakeLists.txt").read_text()
+    return (ROOT / module / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def _files_under(folder: Path) -> set[str]:
@@ -80,13 +80,13 @@ def test_ui_is_qt_designer_xml(module):
 @pytest.mark.parametrize("module", MODULES)
 def test_every_widget_the_code_uses_exists_in_the_ui(module):
     names = {w.get("name") for w in _ui(module).iter("widget")}
-    used = set(re.findall(r"\bui\.(\w+)", (ROOT / module / f"{module}.py").read_text()))
+    used = set(re.findall(r"\bui\.(\w+)", (ROOT / module / f"{module}.py").read_text(encoding="utf-8")))
     assert used, "the module code should use its .ui widgets"
     assert used <= names, f"missing in {module}.ui: {sorted(used - names)}"
 
 
 def _parameter_fields(module: str) -> set[str]:
-    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and any(
             isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
@@ -139,7 +139,7 @@ def test_the_core_is_shipped_once_and_completely():
 
 
 def test_top_level_cmake_is_a_slicer_extension():
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"^project\(CT2X\)", text, re.M)
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', text), f"EXTENSION_{key} is not set"
@@ -154,9 +154,9 @@ def test_top_level_cmake_is_a_slicer_extension():
 
 
 def test_s4ext_and_json_catalog_entry_agree_with_cmake():
-    cmake = (ROOT / "CMakeLists.txt").read_text()
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     s4ext = {}
-    for line in (ROOT / "CT2X.s4ext").read_text().splitlines():
+    for line in (ROOT / "CT2X.s4ext").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             s4ext[key] = value.strip()
@@ -164,7 +164,7 @@ def test_s4ext_and_json_catalog_entry_agree_with_cmake():
     for key, variable in (("homepage", "HOMEPAGE"), ("iconurl", "ICONURL"), ("description", "DESCRIPTION")):
         assert f'set(EXTENSION_{variable} "{s4ext[key]}")' in cmake
 
-    entry = json.loads((ROOT / "CT2X.json").read_text())
+    entry = json.loads((ROOT / "CT2X.json").read_text(encoding="utf-8"))
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # fmt: skip
     assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed  # catalog-entry schema v1.0.2
@@ -176,7 +176,7 @@ def test_s4ext_and_json_catalog_entry_agree_with_cmake():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_category_matches_the_extension(module):
-    assert f'self.parent.categories = ["{CATEGORY}"]' in (ROOT / module / f"{module}.py").read_text()
+    assert f'self.parent.categories = ["{CATEGORY}"]' in (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("path", ["Resources/Icons/CT2X.png", *(f"{m}/Resources/Icons/{m}.png" for m in MODULES)])
@@ -188,7 +188,7 @@ def test_icons_are_128_pixel_pngs(path):
 @pytest.mark.parametrize("module", MODULES)
 def test_lib_is_free_of_qt_and_scripted_module(module):
     for path in (ROOT / module / f"{module}Lib").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
                 gui = [n for n in names if n and (n.split(".")[0] in {"qt", "ctk"} or "ScriptedLoadableModule" in n)]
@@ -201,7 +201,9 @@ def _name(requirement: str) -> str:
 
 
 def test_first_use_installs_the_core_dependencies_except_slicer_and_pytorch_ones():
-    block = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.S | re.M).group(1)
+    block = re.search(
+        r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.S | re.M
+    ).group(1)
     declared = {_name(r) for r in re.findall(r'"([^"]+)"', block)}
     assert {"torch", "numpy", "spekpy"} <= declared
     pip = {_name(r.pip) for r in PIP_REQUIREMENTS}

@@ -95,7 +95,7 @@ def test_bad_input_is_refused(files: dict[str, Path], tmp_path: Path, capsys) ->
     argv = ["synthesize", str(files["ct"]), "--model", str(pickle_model), "--drr-style", "--out", "x"]
     code, err = _run(argv, capsys)
     assert code == 1 and "pickle" in err
-    card = json.loads(files["model"].with_suffix(".json").read_text())
+    card = json.loads(files["model"].with_suffix(".json").read_text(encoding="utf-8"))
     other = tmp_path / "other.safetensors"
     other.write_bytes(files["model"].read_bytes())
     other.with_suffix(".json").write_text(json.dumps({**card, "version": 2}))

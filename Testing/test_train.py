@@ -82,10 +82,12 @@ def test_train_checkpoint_and_resume_continue_exactly(inputs: dict[str, Path], t
     assert a.keys() == b.keys() and not any(k.startswith("discriminator.") for k in a)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    losses = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert [m["step"] for m in losses] == [1, 2, 3, 4]
     assert all(np.isfinite(v) for m in losses for v in m.values())
-    card = json.loads(straight.with_suffix(".json").read_text())
+    card = json.loads(straight.with_suffix(".json").read_text(encoding="utf-8"))
     assert card["format"] == "ct2x-model" and card["training"]["steps"] == 4 and card["training"]["ct_volumes"] == 2
     assert any((tmp_path / "straight" / "tensorboard").iterdir())
 
@@ -113,7 +115,7 @@ def test_kill_9_loses_at_most_one_interval(inputs: dict[str, Path], tmp_path: Pa
                 deadline = deadline or time.monotonic() + rng.uniform(0.0, 1.5)
             if kills < 4 and ((deadline and time.monotonic() > deadline) or reported >= total - 1):
                 break
-        if child.poll() is None:
+        if kills < 4 and child.poll() is None:
             child.send_signal(signal.SIGKILL)
             kills += 1
         child.wait()
@@ -125,7 +127,10 @@ def test_kill_9_loses_at_most_one_interval(inputs: dict[str, Path], tmp_path: Pa
             assert info["step"] == latest and "rng.torch" in tensors
         assert latest >= reported - 1
         for saved in (run / "checkpoints").glob("step-*.json"):
-            assert load_file(saved.with_suffix(".safetensors")) and json.loads(saved.read_text())["step"] > 0
+            assert (
+                load_file(saved.with_suffix(".safetensors"))
+                and json.loads(saved.read_text(encoding="utf-8"))["step"] > 0
+            )
     assert kills == 4
     assert _latest_step(run) == total and (run / "model.safetensors").is_file()
 
@@ -139,7 +144,10 @@ def test_torchrun_two_processes_on_the_cpu(inputs: dict[str, Path], tmp_path: Pa
     result = subprocess.run([*torchrun, *argv], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("trained model:") == 1 and result.stdout.count("CT2X-PROGRESS step=2") == 1
-    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()] == [
+        1,
+        2,
+    ]
     assert load_latest(run)[0]["step"] == 2 and (run / "model.safetensors").is_file()
 
 

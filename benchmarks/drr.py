@@ -119,9 +119,7 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
-        )
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     print(f"# CPU: {cpu}, torch {torch.__version__}, {args.threads} torch threads, median of {args.runs} runs")

@@ -81,7 +81,10 @@ def main() -> None:
                 progress=False,
             )
             train(config, options)
-            rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+            rows = [
+                json.loads(line)
+                for line in (Path(tmp) / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            ]
         timed = rows[1:] or rows
         step_s = statistics.median(r["time/step_s"] for r in timed)
         wait_s = statistics.median(r["time/data_wait_s"] for r in timed)

@@ -34,7 +34,7 @@ LATEST = "latest.json"
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -92,9 +92,9 @@ def load_latest(run: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not latest.is_file():
         raise CT2XError(f"nothing to resume in {run}: it has no {LATEST} (start without --resume)")
     try:
-        pointer = json.loads(latest.read_text())
+        pointer = json.loads(latest.read_text(encoding="utf-8"))
         info_path = run / pointer["checkpoint"]
-        info = json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, KeyError, json.JSONDecodeError) as error:
         raise CT2XError(f"the checkpoint named by {latest} cannot be read ({error})") from None
     if info.get("format") != CHECKPOINT_FORMAT or info.get("version") != FORMAT_VERSION:
@@ -128,7 +128,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         if not needed.is_file():
             raise CT2XError(f"a model is {path.name} with its card {card_path.name} beside it; {needed} is missing")
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise CT2XError(f"cannot read the model card {card_path}: {error}") from None
     if card.get("format") != MODEL_FORMAT or card.get("version") != FORMAT_VERSION:

@@ -302,7 +302,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
                     data_wait, tick, logged_step = 0.0, time.perf_counter(), step
                     for key, value in losses.items():
                         writer.add_scalar(key, value, step)
-                    with metrics_file.open("a") as handle:
+                    with metrics_file.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps({"step": step, **losses}) + "\n")
                     print(
                         f"CT2X-PROGRESS step={step} total={total} loss_g={losses['g/total']:.4g} "

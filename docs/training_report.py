@@ -42,7 +42,7 @@ CURVES = [
 
 
 def _curves(run: Path, out: Path) -> None:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     steps = np.array([r["step"] for r in rows])
     fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
     for ax, (key, title) in zip(axes.ravel(), CURVES, strict=True):

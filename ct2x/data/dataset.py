@@ -45,7 +45,7 @@ def load_manifest(folder: str | Path) -> dict:
             f"{folder} is not a prepared dataset (no {MANIFEST}): run ct2x prepare --ct CT_DIR --out {folder}"
         )
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise CT2XError(f"cannot read {path}: {error}; run ct2x prepare again") from None
     if manifest.get("format") != FORMAT or not manifest.get("volumes"):

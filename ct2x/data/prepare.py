@@ -61,9 +61,13 @@ class PrepareSettings:
     def views(self, isocenter: tuple[float, float, float]) -> list[CArm]:
         """The C-arm views of this dataset around ``isocenter`` (LPS mm)."""
         return views(
-            list(self.angles), list(self.secondary), sdd=self.sdd, sid=self.sid,
+            list(self.angles),
+            list(self.secondary),
+            sdd=self.sdd,
+            sid=self.sid,
             detector_shape=(self.detector_size, self.detector_size),
-            pixel_spacing=(self.pixel_mm, self.pixel_mm), isocenter=isocenter,
+            pixel_spacing=(self.pixel_mm, self.pixel_mm),
+            isocenter=isocenter,
         )
 
 
@@ -144,8 +148,13 @@ def prepare_volume(source: Path, digest: str, settings: PrepareSettings, out: Pa
     grid = preprocess(volume, spacing_mm=settings.grid_spacing_mm, size=settings.grid_size)
     carms = settings.views(tuple(float(c) for c in grid.center_lps))
     drr = render_drr(
-        volume, carms, step=settings.step, spectrum=settings.spectrum, photons=settings.photons or None,
-        seed=int(digest[:8], 16), device=device,
+        volume,
+        carms,
+        step=settings.step,
+        spectrum=settings.spectrum,
+        photons=settings.photons or None,
+        seed=int(digest[:8], 16),
+        device=device,
     )
     projections = mip(grid, carms, step=settings.step, device=device)
     name = _volume_name(source, digest) + ".safetensors"
@@ -167,7 +176,7 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
     if not path.exists():
         return fresh
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise CT2XError(f"the dataset manifest {path} cannot be read ({error}): delete it to start over") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
@@ -182,7 +191,7 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
 
 def _write_manifest(out: Path, manifest: dict) -> None:
     with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def prepare_dataset(
@@ -248,4 +257,3 @@ def prepare_dataset(
         raise CT2XError(f"no CT under {ct_root} could be prepared: {report.failed[0][1] if report.failed else ''}")
     _write_manifest(out, manifest)
     return report
-

@@ -114,9 +114,7 @@ def render_drr(
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     if backend == "deepdrr" or (backend == "auto" and deepdrr_backend.available()):
-        return deepdrr_backend.render(
-            volume, views, step=step, spectrum=spec, photons=photons, seed=seed
-        ).to(device)
+        return deepdrr_backend.render(volume, views, step=step, spectrum=spec, photons=photons, seed=seed).to(device)
 
     hu = _hu(volume, device)
     densities = material_densities(hu)  # (M, K, J, I) g/cm^3
