@@ -135,7 +135,9 @@ def _volume_name(source: Path, digest: str) -> str:
     return f"{safe}-{digest[:12]}"
 
 
-def prepare_volume(source: Path, digest: str, settings: PrepareSettings, out: Path, device: str) -> str:
+def prepare_volume(
+    source: Path, digest: str, settings: PrepareSettings, out: Path, device: str, backend: str = "torch"
+) -> str:
     """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process."""
     import torch
     from safetensors.torch import save_file
@@ -155,6 +157,7 @@ def prepare_volume(source: Path, digest: str, settings: PrepareSettings, out: Pa
         photons=settings.photons or None,
         seed=int(digest[:8], 16),
         device=device,
+        backend=backend,
     )
     projections = mip(grid, carms, step=settings.step, device=device)
     name = _volume_name(source, digest) + ".safetensors"
@@ -201,10 +204,19 @@ def prepare_dataset(
     workers: int = 1,
     device: str = "cpu",
     progress: bool = True,
+    backend: str = "torch",
 ) -> PrepareReport:
-    """Prepare every CT under ``ct_root`` into the dataset folder ``out`` (see the module docstring)."""
+    """Prepare every CT under ``ct_root`` into the dataset folder ``out`` (see the module docstring).
+
+    ``backend`` renders the DRRs: ``"torch"`` (this package, CPU or GPU), ``"deepdrr"``
+    (DeepDRR on a CUDA GPU) or ``"auto"`` (DeepDRR when available).
+    """
     from tqdm import tqdm
 
+    from ct2x.drr import deepdrr_backend
+
+    if backend == "deepdrr" and not deepdrr_backend.available():
+        raise CT2XError(deepdrr_backend.UNAVAILABLE)
     settings = settings or PrepareSettings()
     out = Path(out)
     sources = find_cts(ct_root)
@@ -230,7 +242,7 @@ def prepare_dataset(
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs: dict[Future, tuple[Path, str]] = {
-                pool.submit(prepare_volume, source, digest, settings, out, device): (source, digest)
+                pool.submit(prepare_volume, source, digest, settings, out, device, backend): (source, digest)
                 for source, digest in todo
             }
             for job in as_completed(jobs):
