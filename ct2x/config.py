@@ -22,7 +22,8 @@ Where each default comes from (paper = CT2X-GAN, ACM MM 2024; sect. 4.1 unless n
 * ``pose_embed_dim``, ``pam_mip_size``, ``pam_patch_size``, ``pam_tau``: not in the paper
   (eq. 13-15 give the form only); ours. ``pam_tau = None`` means sqrt(w_dim), the usual
   scaled-dot-product temperature.
-* ``ema_beta`` 0.999 (EMA of the generator side, per step) and ``r1_interval`` 16 (lazy R1):
+* ``ema_beta`` 0.999 (largest EMA decay of the generator side, per step; warmed up from 0.1)
+  and ``r1_interval`` 16 (lazy R1):
   not in the paper; StyleGAN2's practice.
 * ``lr`` 0.0025, ``batch_size`` 16, ``epochs`` 100: sect. 4.1. ``adam_betas`` (0, 0.99):
   not stated; StyleGAN2's.

@@ -8,7 +8,9 @@ Each step takes a batch of (CT, pose, MIP, DRR) samples and unpaired radiographs
    multiplied by the interval (StyleGAN2's lazy regularisation);
 2. **G step** (eq. 18): E_CT, the PAM, E_sty and G learn ``lambda_adv L_adv + L_rec +
    L_consis + lambda_0 L_0`` with D frozen;
-3. the EMA copy of everything but D is updated (``ema_beta``).
+3. the EMA copy of everything but D is updated with decay ``min(ema_beta, (1 + t) / (10 + t))``
+   at step ``t`` (TensorFlow's ExponentialMovingAverage warm-up), so a short run's EMA is not
+   dominated by the initial weights.
 
 Adam with the config's ``lr`` and ``adam_betas`` for both players. On a CUDA device the
 forward passes run under bfloat16 autocast. Under ``torchrun`` (``WORLD_SIZE > 1``) the
@@ -284,7 +286,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             opt_g.zero_grad(set_to_none=True)
             g_losses.total.backward()
             opt_g.step()
-            _update_ema(ema, g_side, config.ema_beta)
+            _update_ema(ema, g_side, min(config.ema_beta, (1 + step) / (10 + step)))
             step += 1
 
             losses = {
