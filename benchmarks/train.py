@@ -12,6 +12,8 @@ weights offline). Prints a table naming the machine and device.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import statistics
@@ -49,6 +51,15 @@ def _inputs(root: Path, image_size: int) -> tuple[Path, Path]:
     return root / "data", root / "xray"
 
 
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["small", "paper"])
@@ -58,7 +69,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(
         f"machine: {platform.node()} | device: {args.device} ({name}) | torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads | batch {args.batch} | {args.workers} loader workers"
@@ -80,7 +91,8 @@ def main() -> None:
                 workers=args.workers,
                 progress=False,
             )
-            train(config, options)
+            with contextlib.redirect_stdout(io.StringIO()):  # the trainer's progress lines
+                train(config, options)
             rows = [
                 json.loads(line)
                 for line in (Path(tmp) / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
