@@ -20,8 +20,10 @@ from PIL import Image
 from ct2x.checkpoint import load_model, save_model
 from ct2x.cli import main
 from ct2x.config import CT2XConfig
+from ct2x.errors import CT2XError
+from ct2x.geometry import CArm
 from ct2x.models import CT2XGAN
-from ct2x.synthesize import synthesize
+from ct2x.synthesize import model_views, synthesize
 from ct2x.volume import CTVolume
 
 CONFIG = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
@@ -45,17 +47,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_synthesis_is_deterministic_and_batched(files: dict[str, Path]) -> None:
     model, card = load_model(files["model"])
     ct = body_phantom(size=24, spacing=4.0)
-    a = synthesize(model, card, ct, [-30, 0, 30], style=files["xray"], batch_size=2)
-    again = synthesize(model, card, ct, [-30, 0, 30], style=files["xray"], batch_size=2)
-    batched = synthesize(model, card, ct, [-30, 0, 30], style=files["xray"], batch_size=3)
+    carms = model_views(model.config, card, ct, [-30, 0, 30])
+    a = synthesize(model, ct, carms, style=files["xray"], batch_size=2)
+    again = synthesize(model, ct, carms, style=files["xray"], batch_size=2)
+    batched = synthesize(model, ct, carms, style=files["xray"], batch_size=3)
     assert [v.carm.primary for v in a] == [-30, 0, 30]
     for x, y, z in zip(a, again, batched, strict=True):
         assert x.image.shape == (64, 64) and x.image.dtype == np.float32
         assert 0 <= x.image.min() and x.image.max() <= 1
         np.testing.assert_array_equal(x.image, y.image)
         np.testing.assert_allclose(x.image, z.image, atol=1e-4)  # batching changes only float rounding
-    drr_styled = synthesize(model, card, ct, [0], drr_style=True)
+    drr_styled = synthesize(model, ct, carms[1:2], drr_style=True)
     assert drr_styled[0].image.shape == (64, 64)
+    with pytest.raises(CT2XError, match="64 x 64"):
+        synthesize(model, ct, [CArm(detector_shape=(32, 32))], drr_style=True)
 
 
 def test_outputs_carry_the_geometry(files: dict[str, Path], tmp_path: Path) -> None:
@@ -114,4 +119,4 @@ def test_colour_photograph_style_warns(files: dict[str, Path], tmp_path: Path) -
     model, card = load_model(files["model"])
     ct = CTVolume(body_phantom(16, 4.0).array, np.full(3, 4.0), np.zeros(3), np.eye(3))
     with pytest.warns(UserWarning, match="colour photograph"):
-        synthesize(model, card, ct, [0], style=photo)
+        synthesize(model, ct, model_views(model.config, card, ct, [0]), style=photo)

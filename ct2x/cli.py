@@ -298,7 +298,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     import torch
 
     from ct2x.checkpoint import load_model
-    from ct2x.synthesize import synthesize
+    from ct2x.synthesize import model_views, synthesize
     from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_dicom, write_view_nrrd
     from ct2x.volume import read_ct
 
@@ -311,9 +311,11 @@ def _run_synthesize(args: argparse.Namespace) -> None:
         )
     model, card = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ct = read_ct(args.ct, series_uid=args.series)
-    options = {"style": args.style, "drr_style": args.drr_style, "sdd": args.sdd, "sid": args.sid}
-    results = synthesize(model, card, ct, args.angles, args.secondary, **options)
-    strip = synthesize(model, card, ct, [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], [0.0], **options)
+    geometry = {"sdd": args.sdd, "sid": args.sid}
+    requested = model_views(model.config, card, ct, args.angles, args.secondary, **geometry)
+    strip = model_views(model.config, card, ct, [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], [0.0], **geometry)
+    results = synthesize(model, ct, requested + strip, style=args.style, drr_style=args.drr_style)
+    results, strip = results[: len(requested)], results[len(requested) :]
     _make_output_folder(args.out)
     style_name = "DRR style" if args.drr_style else f"style {args.style.name}"
     for index, view in enumerate(results):

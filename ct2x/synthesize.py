@@ -46,13 +46,16 @@ class SynthesizedView:
 def model_views(
     config: CT2XConfig,
     card: dict,
-    isocenter: tuple[float, float, float],
+    ct: CTVolume,
     primaries: Sequence[float],
     secondaries: Sequence[float] | None = None,
     sdd: float | None = None,
     sid: float | None = None,
+    isocenter: tuple[float, float, float] | None = None,
 ) -> list[CArm]:
-    """C-arm views at the model's detector (``image_size`` pixels over its training detector width)."""
+    """C-arm views for a model: its detector (``image_size`` pixels over its training detector
+    width) and distances (its training geometry unless ``sdd`` / ``sid`` in mm are given),
+    turning about ``isocenter`` (LPS mm; default the centre of ``ct``'s bounding box)."""
     trained = card.get("training", {}).get("dataset_settings", {})
     width_mm = trained.get("pixel_mm", config.pixel_spacing_mm) * trained.get("detector_size", config.image_size)
     pixel = width_mm / config.image_size
@@ -63,35 +66,27 @@ def model_views(
         sid=sid if sid is not None else trained.get("sid", config.sid_mm),
         detector_shape=(config.image_size, config.image_size),
         pixel_spacing=(pixel, pixel),
-        isocenter=isocenter,
+        isocenter=tuple(float(c) for c in (isocenter if isocenter is not None else ct.center_lps)),
     )
 
 
 @torch.no_grad()
 def synthesize(
     model: CT2XGAN,
-    card: dict,
     ct: CTVolume,
-    primaries: Sequence[float],
-    secondaries: Sequence[float] | None = None,
+    carms: Sequence[CArm],
     *,
     style: str | Path | None = None,
     drr_style: bool = False,
-    sdd: float | None = None,
-    sid: float | None = None,
-    isocenter: tuple[float, float, float] | None = None,
     batch_size: int = 8,
 ) -> list[SynthesizedView]:
     """Synthesize one X-ray per view (see the module docstring); deterministic for a given model.
 
     Args:
         model: a trained CT2X-GAN (``ct2x.checkpoint.load_model``), on its device.
-        card: its model card.
         ct: the CT in HU (any placement).
-        primaries, secondaries: gantry angles in degrees (one secondary for all, or one each).
+        carms: the views, read out at the model's ``image_size`` (see :func:`model_views`).
         style: path of the style reference radiograph; or ``drr_style=True`` for the DRR style.
-        sdd, sid: distances in mm (default: the training geometry).
-        isocenter: LPS mm (default: the centre of the CT's bounding box).
         batch_size: views per forward pass.
     """
     config = model.config
@@ -101,10 +96,12 @@ def synthesize(
         raise CT2XError("give either a style reference radiograph (--style FILE) or the DRR style (--drr-style)")
     if not np.any(ct.array):
         raise CT2XError("the CT is empty (all voxels are 0): check the file")
+    size = config.image_size
+    if any(c.detector_shape != (size, size) for c in carms):
+        raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
     device = next(model.parameters()).device
     grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
-    centre = tuple(float(c) for c in (isocenter if isocenter is not None else ct.center_lps))
-    carms = model_views(config, card, centre, primaries, secondaries, sdd, sid)
+    carms = list(carms)
     volume = volume_input(torch.from_numpy(grid.array), config).to(device)
     style_image = None
     if style is not None:
