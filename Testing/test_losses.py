@@ -28,14 +28,7 @@ from ct2x.losses import (
 )
 from ct2x.models import CT2XGAN, Discriminator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread; two threads on a busy 2-core machine run 10-40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def groups(model: CT2XGAN) -> dict[str, nn.Module]:
