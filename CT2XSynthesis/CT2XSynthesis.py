@@ -4,8 +4,9 @@ Thin Slicer module: the GUI (``Resources/UI/CT2XSynthesis.ui``, bound to a
 ``parameterNodeWrapper`` parameter node) and dialogs live here; all computation is in
 ``CT2XSynthesisLib`` (no Qt), which the pytest suite tests against a real MRML scene.
 
-This version renders **DRRs with DeepDRR's physics** (``ct2x.drr``); the learned CT2X-GAN
-synthesis (trained model + style reference) plugs into the same renderer slot later.
+Synthesize uses the learned CT2X-GAN synthesis (the bundled model or a model file, in the
+style of a radiograph or of DRRs), or, with model "None: DRR (physics)", DRRs with DeepDRR's
+physics (``ct2x.drr``). The live preview always shows a coarse physics DRR.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from CT2XSynthesisLib.dependencies import (
 )
 from CT2XSynthesisLib.logic import (
     DRR_PHYSICS_MODE,
+    LEARNED_MODE,
     SynthesisLogic,
     SynthesisParameters,
+    learned_renderer,
     parse_angles,
     physics_drr_renderer,
 )
@@ -44,7 +47,7 @@ from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_DETECTOR_WIDTH_MM, DE
 
 #: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
 PREVIEW_STEP = 1.0
-MODEL_SOURCES = ["Bundled model", "Model file"]
+MODEL_SOURCES = ["Bundled model", "Model file", "None: DRR (physics)"]
 STYLE_SOURCES = ["DRR style", "Loaded 2D volume", "Image file"]
 
 
@@ -60,8 +63,8 @@ class CT2XSynthesis(ScriptedLoadableModule):
         self.parent.helpText = (
             "Synthesize C-arm X-ray views of a CT volume. Each view is a single-slice volume placed on the "
             "detector plane (RAS), named by its angles (LAO/RAO, CRAN/CAUD, degrees), with its geometry in the "
-            "node's CT2X.* attributes. This version renders DRRs with DeepDRR's physics; the learned CT2X-GAN "
-            "synthesis comes later."
+            "node's CT2X.* attributes. The views are synthesized by CT2X-GAN (the bundled model or a model file, "
+            "in the style of a radiograph or of DRRs), or rendered as DRRs with DeepDRR's physics."
         )
         self.parent.acknowledgementText = (
             "Implements CT2X-GAN (ACM Multimedia 2024) on a pure-PyTorch core; DRR physics after DeepDRR."
@@ -142,7 +145,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.modeLabel.text = f"Renderer: {DRR_PHYSICS_MODE}"
+        self.ui.modeLabel.text = f"Renderer: {LEARNED_MODE} (preview: {DRR_PHYSICS_MODE})"
 
         self.logic = CT2XSynthesisLogic()
         self._previewTimer = qt.QTimer()
@@ -246,11 +249,31 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 dialog.value = done
                 slicer.app.processEvents()
 
+            self.logic.renderer, self.logic.mode = self._renderer()
             try:
                 result = self.logic.synthesize(p.inputVolume, parameters, progress)
             finally:
                 dialog.close()
             showInSliceView(result.volumes[-1])
+
+
+    def _renderer(self):
+        """The renderer and its mode label for the chosen model and style reference."""
+        p = self._parameterNode
+        if p.modelSource == MODEL_SOURCES[2]:
+            return physics_drr_renderer(), DRR_PHYSICS_MODE
+        if p.modelSource == MODEL_SOURCES[1] and not str(p.modelFile or "").strip():
+            raise ValueError("Choose a model file (.safetensors), or the bundled model")
+        model = None if p.modelSource == MODEL_SOURCES[0] else p.modelFile
+        if p.styleSource == STYLE_SOURCES[1]:
+            if not p.styleVolume:
+                raise ValueError("Choose the 2D volume to use as style reference")
+            style = slicer.util.arrayFromVolume(p.styleVolume)
+        elif p.styleSource == STYLE_SOURCES[2]:
+            style = p.styleFile
+        else:
+            style = None
+        return learned_renderer(model, style), LEARNED_MODE
 
 
 def showInSliceView(node: vtkMRMLScalarVolumeNode) -> None:

@@ -22,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CT2XSynthesis"))
 
 from CT2XSynthesisLib.logic import (  # noqa: E402
     DRR_PHYSICS_MODE,
+    LEARNED_MODE,
     PREVIEW_NODE_NAME,
     SynthesisLogic,
     SynthesisParameters,
     ct_volume_from_node,
+    learned_renderer,
     parse_angles,
     physics_drr_renderer,
     view_from_attributes,
@@ -273,3 +275,24 @@ def test_physics_drr_renderer_puts_the_bone_on_the_image_right_in_ap(scene):
     image = slicer.util.arrayFromVolume(out)[0]
     middle = image[12:20]
     assert middle[:, 17:].max() > middle[:, :15].max()
+
+
+def test_learned_renderer_places_bundled_model_views_on_the_detector(scene):
+    """The learned synthesis (bundled model) through the module's logic: one single-slice float32
+    node per view at the requested detector size (the model's 128^2 output resized), on the same
+    plane as any view, mode recorded; a style reference given as a 2D array (a Slicer 2D volume)
+    changes the image. The model's image quality is not judged here."""
+    node = _add_ct_node(_ct_lps()[0])
+    params = SynthesisParameters(angles=((0.0, 0.0), (40.0, 0.0)), detector_pixels=48)
+    logic = SynthesisLogic(learned_renderer(), mode=LEARNED_MODE)
+    volumes = logic.synthesize(node, params).volumes
+    for out in volumes:
+        image = slicer.util.arrayFromVolume(out)
+        assert image.shape == (1, 48, 48) and image.dtype == np.float32
+        assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.01
+        assert out.GetAttribute("CT2X.mode") == LEARNED_MODE
+        expected = params.views(logic.ct_volume(node))[volumes.index(out)]
+        np.testing.assert_allclose(view_from_attributes(out).detector_center, expected.detector_center)
+    ramp = np.tile(np.linspace(0.0, 4000.0, 40), (1, 30, 1))  # a one-slice "2D volume", any intensity range
+    styled = SynthesisLogic(learned_renderer(style=ramp), mode=LEARNED_MODE).synthesize(node, params).volumes
+    assert not np.allclose(slicer.util.arrayFromVolume(styled[0]), slicer.util.arrayFromVolume(volumes[0]))

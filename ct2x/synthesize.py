@@ -27,7 +27,7 @@ import torch
 
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import drr_input, mip_input, volume_input, xray_input
-from ct2x.data.radiographs import read_radiograph
+from ct2x.data.radiographs import radiograph_from_array, read_radiograph
 from ct2x.drr import mip, render_drr
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm, views
@@ -76,7 +76,7 @@ def synthesize(
     ct: CTVolume,
     carms: Sequence[CArm],
     *,
-    style: str | Path | None = None,
+    style: str | Path | np.ndarray | None = None,
     drr_style: bool = False,
     batch_size: int = 8,
 ) -> list[SynthesizedView]:
@@ -86,7 +86,8 @@ def synthesize(
         model: a trained CT2X-GAN (``ct2x.checkpoint.load_model``), on its device.
         ct: the CT in HU (any placement).
         carms: the views, read out at the model's ``image_size`` (see :func:`model_views`).
-        style: path of the style reference radiograph; or ``drr_style=True`` for the DRR style.
+        style: the style reference radiograph: a file, or an array (any intensity range, e.g. a
+            2D volume from Slicer); or ``drr_style=True`` for the DRR style.
         batch_size: views per forward pass.
     """
     config = model.config
@@ -105,7 +106,10 @@ def synthesize(
     volume = volume_input(torch.from_numpy(grid.array), config).to(device)
     style_image = None
     if style is not None:
-        pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
+        if isinstance(style, np.ndarray):
+            pixels = torch.from_numpy(radiograph_from_array(style, size=config.image_size))
+        else:
+            pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
         style_image = xray_input(pixels[None], config)[None].to(device)
     results: list[SynthesizedView] = []
     for start in range(0, len(carms), batch_size):

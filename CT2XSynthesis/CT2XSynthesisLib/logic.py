@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import slicer
@@ -50,8 +51,11 @@ Renderer = Callable[[CTVolume, list[CArm]], np.ndarray]
 #: Called as ``progress(done, total, text)`` while views are rendered.
 ProgressCallback = Callable[[int, int, str], None]
 
-#: Label of the renderer available in this version: DeepDRR-physics DRRs, not the GAN.
+#: Label of the physics renderer: DeepDRR-physics DRRs, not the GAN.
 DRR_PHYSICS_MODE = "DRR (physics)"
+
+#: Label of the learned renderer: CT2X-GAN synthesis with a trained model.
+LEARNED_MODE = "CT2X-GAN"
 
 #: Prefix of the node attributes that store a view's geometry.
 ATTRIBUTE_PREFIX = "CT2X."
@@ -271,6 +275,45 @@ def physics_drr_renderer(device: str = "cpu", **drr_options: object) -> Renderer
 
         images = render_drr(ct, views, device=device, **drr_options)
         return images.detach().cpu().numpy()
+
+    return render
+
+
+def learned_renderer(
+    model_path: str | Path | None = None,
+    style: str | Path | np.ndarray | None = None,
+    device: str = "cpu",
+) -> Renderer:
+    """The learned CT2X-GAN synthesis (``ct2x.synthesize``), mode :data:`LEARNED_MODE`.
+
+    ``model_path``: a trained model (``.safetensors`` with its card); ``None`` = the bundled
+    model. ``style``: the style reference radiograph (a file, or an array such as a 2D volume's
+    voxels); ``None`` = the DRR style. The model makes ``S x S`` images (its ``image_size``)
+    over the requested physical detector; they are resized (bilinear) to the detector's pixel
+    count, so they lie exactly where the view's detector is. The model is loaded on first use.
+    """
+    loaded: list = []
+
+    def render(ct: CTVolume, views: list[CArm]) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        from ct2x.checkpoint import load_model
+        from ct2x.samples import bundled_model
+        from ct2x.synthesize import synthesize
+
+        if not loaded:
+            loaded.append(load_model(model_path or bundled_model(), device)[0])
+        model = loaded[0]
+        size = model.config.image_size
+        at_model_size = [
+            replace(v, detector_shape=(size, size), pixel_spacing=tuple(mm / size for mm in v.detector_size_mm))
+            for v in views
+        ]
+        results = synthesize(model, ct, at_model_size, style=style, drr_style=style is None)
+        images = torch.from_numpy(np.stack([r.image for r in results]))[:, None]
+        resized = F.interpolate(images, size=views[0].detector_shape, mode="bilinear", align_corners=False)
+        return resized[:, 0].numpy()
 
     return render
 

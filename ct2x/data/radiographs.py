@@ -94,6 +94,18 @@ def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True)
     return square_resize(pixels, size)
 
 
+def radiograph_from_array(pixels: np.ndarray, size: int = 256) -> np.ndarray:
+    """A radiograph given as an array (any intensity range; ``(H, W)`` or one-slice ``(1, H, W)``),
+    min-max scaled to [0, 1] and squared like :func:`read_radiograph` (bright = attenuating)."""
+    image = np.squeeze(np.asarray(pixels, dtype=np.float64))
+    if image.ndim != 2 or min(image.shape) < 2:
+        raise CT2XError(f"a style reference must be one 2D image, got an array of shape {np.shape(pixels)}")
+    finite = image[np.isfinite(image)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scaled = (np.nan_to_num(image, nan=low) - low) / (high - low) if high > low else np.zeros_like(image)
+    return square_resize(scaled, size)
+
+
 def _looks_like_dicom(path: Path) -> bool:
     with path.open("rb") as handle:
         header = handle.read(132)
