@@ -198,9 +198,9 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.appendPlainText("Stop requested: the job saves a checkpoint, then exits.")
 
     def onUseModelButton(self) -> None:
-        model = latest_model(self._state, run_dir(self._parameterNode.outputFolder))
+        model = latest_model(run_dir(self._parameterNode.outputFolder))
         if model is None:
-            slicer.util.errorDisplay("No checkpoint yet: train (or resume) until the job reports one.")
+            slicer.util.errorDisplay("No trained model yet: train to the end, or Stop (both write the model).")
             return
         synthesis = slicer.util.getModuleLogic("CT2XSynthesis").getParameterNode()
         synthesis.modelSource = "Model file"

@@ -117,16 +117,14 @@ def test_parse_machine_lines():
 
 def test_job_state_and_latest_model(tmp_path):
     state = JobState()
-    for line in ["starting", " 10%|#         | 1/10 [00:01<00:09, 1.00it/s]", "CT2X-CHECKPOINT path=/r/a.safetensors"]:
+    for line in ["starting", " 10%|#         | 1/10 [00:01<00:09, 1.00it/s]", "CT2X-CHECKPOINT path=/r/a.json"]:
         state.update(line)
-    assert state.progress.step == 1 and state.checkpoint.path == "/r/a.safetensors"
-    assert latest_model(state, tmp_path) == Path("/r/a.safetensors")
-    assert latest_model(JobState(), tmp_path) is None
-    older, newer = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    older.write_bytes(b"1")
-    newer.write_bytes(b"2")
-    os.utime(older, (1, 1))
-    assert latest_model(JobState(), tmp_path) == newer
+    assert state.progress.step == 1 and state.checkpoint.path == "/r/a.json"
+    assert latest_model(tmp_path) is None
+    (tmp_path / "model.safetensors").write_bytes(b"1")
+    assert latest_model(tmp_path) is None  # a model without its card is not a model
+    (tmp_path / "model.json").write_text("{}", encoding="utf-8")
+    assert latest_model(tmp_path) == tmp_path / "model.safetensors"
 
 
 def _drain(runner: ProcessRunner, timeout: float = 20.0) -> list[str]:

@@ -135,6 +135,28 @@ def test_kill_9_loses_at_most_one_interval(inputs: dict[str, Path], tmp_path: Pa
     assert _latest_step(run) == total and (run / "model.safetensors").is_file()
 
 
+def test_sigint_writes_a_checkpoint_and_the_model_then_resume_goes_on(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Stop in CT2XTraining sends SIGINT: the trainer saves the step reached, its model, and exits 0."""
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "ct2x", "train", "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
+    argv += ["--config", str(inputs["config"]), "--out", str(run), "--steps", "50", "--workers", "0"]
+    argv += ["--checkpoint-every", "1000", "--log-every", "1"]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in child.stdout:
+        if line.startswith("CT2X-PROGRESS step=2 "):
+            child.send_signal(signal.SIGINT)
+            break
+    rest = child.stdout.read()
+    assert child.wait(timeout=120) == 0
+    child.stdout.close()
+    stopped_at = load_latest(run)[0]["step"]
+    assert 2 <= stopped_at < 50 and f"stopped at step {stopped_at} of 50" in rest
+    card = json.loads((run / "model.json").read_text(encoding="utf-8"))
+    assert card["training"]["steps"] == stopped_at and (run / "model.safetensors").is_file()
+    train(CONFIG, _options(inputs, run, steps=stopped_at + 1, resume=True))
+    assert load_latest(run)[0]["step"] == stopped_at + 1
+
+
 def test_torchrun_two_processes_on_the_cpu(inputs: dict[str, Path], tmp_path: Path) -> None:
     """DistributedDataParallel over gloo: ranks share each batch, rank 0 alone logs and saves."""
     run = tmp_path / "ddp"

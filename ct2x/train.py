@@ -18,7 +18,8 @@ generator side and D are each wrapped in DistributedDataParallel, every rank tak
 of each global batch (:class:`ct2x.data.dataset.StepSampler`), and rank 0 alone logs and
 writes checkpoints. Checkpoints (``ct2x.checkpoint``) hold the step, the optimisers, the EMA
 copy, the RNG state, the config and the dataset's hash, so ``--resume`` continues exactly.
-SIGINT / SIGTERM (Stop in Slicer) writes a checkpoint and exits cleanly.
+SIGINT / SIGTERM (Stop in Slicer) writes a checkpoint and the model of the step reached, and
+exits cleanly.
 
 Progress for programs (the CT2XTraining module) is printed on stdout as
 ``CT2X-PROGRESS step=N total=T loss_g=.. loss_d=..`` and ``CT2X-CHECKPOINT step=N path=..``.
@@ -323,10 +324,9 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             writer.close()
     model_path = run / "model.safetensors"
     if main_process:
-        if stop.requested and step < total:
-            print(f"stopped at step {step} of {total}; continue with --resume", flush=True)
-        else:
-            _write_model_card(model_path, config, ema, dataset, step, losses, options)
+        _write_model_card(model_path, config, ema, dataset, step, losses, options)
+        if step < total:
+            print(f"stopped at step {step} of {total}: model written; continue with --resume", flush=True)
     if world > 1:
         dist.barrier()
     return model_path

@@ -144,11 +144,8 @@ class JobState:
             self.checkpoint = checkpoint
 
 
-def latest_model(state: JobState, run_dir: Path) -> Path | None:
-    """The model CT2XSynthesis should load after training: the last checkpoint the job
-    reported, else the newest ``*.safetensors`` file in ``run_dir``, else ``None``."""
-    if state.checkpoint is not None:
-        return Path(state.checkpoint.path)
-    run_dir = Path(run_dir)
-    candidates = sorted(run_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime) if run_dir.is_dir() else []
-    return candidates[-1] if candidates else None
+def latest_model(run_dir: Path) -> Path | None:
+    """The model CT2XSynthesis should load after training: ``RUN/model.safetensors``, which
+    ``ct2x train`` writes (with its card) at the end and when stopped; ``None`` before that."""
+    model = Path(run_dir) / "model.safetensors"
+    return model if model.is_file() and model.with_suffix(".json").is_file() else None
