@@ -160,7 +160,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=max(1, min(4, os.cpu_count() or 1)),
         help="CTs prepared in parallel, one process each (default: %(default)s)",
     )
-    prepare.add_argument("--device", default="cpu", help="torch device for rendering, e.g. cuda (default: %(default)s)")
+    prepare.add_argument(
+        "--device", default=None, help="torch device for rendering: cpu or cuda (default: cuda if available)"
+    )
     prepare.add_argument(
         "--backend",
         choices=["auto", "torch", "deepdrr"],

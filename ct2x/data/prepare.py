@@ -202,12 +202,13 @@ def prepare_dataset(
     out: str | Path,
     settings: PrepareSettings | None = None,
     workers: int = 1,
-    device: str = "cpu",
+    device: str | None = None,
     progress: bool = True,
     backend: str = "torch",
 ) -> PrepareReport:
     """Prepare every CT under ``ct_root`` into the dataset folder ``out`` (see the module docstring).
 
+    ``device``: where the torch backend renders (``None``: CUDA when available, else the CPU).
     ``backend`` renders the DRRs: ``"torch"`` (this package, CPU or GPU), ``"deepdrr"``
     (DeepDRR on a CUDA GPU) or ``"auto"`` (DeepDRR when available).
     """
@@ -218,6 +219,10 @@ def prepare_dataset(
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     settings = settings or PrepareSettings()
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(out)
     sources = find_cts(ct_root)
     try:
