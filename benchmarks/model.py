@@ -13,7 +13,6 @@ rows when a GPU is present (synchronised around each run). The machine is named 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -26,19 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402
+
 from ct2x.config import CT2XConfig  # noqa: E402
 from ct2x.geometry import views  # noqa: E402
 from ct2x.models import CT2XGAN  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn: Callable[[], None], device: torch.device, runs: int) -> float:

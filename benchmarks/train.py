@@ -28,6 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
 from conftest import body_phantom  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from ct2x.config import CT2XConfig  # noqa: E402
 from ct2x.data.prepare import PrepareSettings, prepare_dataset  # noqa: E402
@@ -51,15 +52,6 @@ def _inputs(root: Path, image_size: int) -> tuple[Path, Path]:
     return root / "data", root / "xray"
 
 
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["small", "paper"])
@@ -69,7 +61,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
         f"machine: {platform.node()} | device: {args.device} ({name}) | torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads | batch {args.batch} | {args.workers} loader workers"
