@@ -211,7 +211,9 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
 
     torch.manual_seed(options.seed)
     model = CT2XGAN(config).to(device)
-    ema = copy.deepcopy(GeneratorSide(model)).eval()
+    ema_model = copy.deepcopy(model)
+    ema_model.discriminator = None  # the EMA copy is of the generator side only
+    ema = GeneratorSide(ema_model).eval()
     _set_requires_grad(ema, False)
     loss_fn = CT2XLoss(config).to(device)
     g_side = GeneratorSide(model)
