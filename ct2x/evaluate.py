@@ -37,10 +37,7 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
     for batch in DataLoader(dataset, batch_size=batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
         content = model.content_code(batch["volume"], batch["pose"], batch["mip"])
-        style = model.style_encoder.drr_style(batch["drr"]) if model.style_encoder is not None else None
-        if style is None:
-            style = model.constant_style.expand(content.shape[0], -1, -1)
-        predicted = (model.generator(content, style).clamp(-1, 1) + 1) / 2
+        predicted = (model.generator(content, model.drr_style_code(batch["drr"])).clamp(-1, 1) + 1) / 2
         truth = (batch["drr"] + 1) / 2
         psnr.update(predicted, truth)
         ssim.update(predicted, truth)

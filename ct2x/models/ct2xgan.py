@@ -106,6 +106,13 @@ class CT2XGAN(nn.Module):
             return self.pose_module(f_c_ct, pose, mip)
         return self.pose_module(f_c_ct, pose)
 
+    def drr_style_code(self, drr: torch.Tensor) -> torch.Tensor:
+        """f_sty^DRR = E_sty^sDRR(I_DRR) (eq. 5) for DRRs ``(B, 1, S, S)``, or, without E_sty
+        (ablation), the learned constant style code; ``(B, num_style_layers, w_dim)``."""
+        if self.style_encoder is None:
+            return self.constant_style.expand(drr.shape[0], -1, -1)
+        return self.style_encoder.drr_style(drr)
+
     def synthesize(
         self, volume: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor, style_image: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -146,13 +153,12 @@ class CT2XGAN(nn.Module):
         """
         f_c_ct = self.ct_encoder(volume)
         f_c_wplus = self._content(f_c_ct, pose, mip)
+        f_sty_drr = self.drr_style_code(drr)
         if self.style_encoder is None:
-            f_sty_drr = self.constant_style.expand(volume.shape[0], -1, -1)
             return CT2XOutputs(f_c_ct, f_c_wplus, f_sty_drr, self.generator(f_c_wplus, f_sty_drr))
         if xray is None:
             raise CT2XError("CT2X-GAN with the style encoder needs a real X-ray image for every sample")
         enc = self.style_encoder
-        f_sty_drr = enc.drr_style(drr)
         f_sty_x = enc.xray_style(xray)
         out = CT2XOutputs(
             f_c_ct=f_c_ct,
