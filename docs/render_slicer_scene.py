@@ -152,14 +152,15 @@ def image_actor(view_node: slicer.vtkMRMLScalarVolumeNode) -> vtk.vtkActor:
     return actor
 
 
-def frame_actor(points: np.ndarray, color, width: float, closed: bool = True) -> vtk.vtkActor:
+def lines_actor(points: np.ndarray, cells: list[list[int]], color, width: float, opacity: float = 1.0) -> vtk.vtkActor:
+    """Unlit polylines through ``points`` (RAS mm); each cell lists point indices."""
     poly = vtk.vtkPolyData()
     vtk_points = vtk.vtkPoints()
     for p in points:
         vtk_points.InsertNextPoint(*p)
     lines = vtk.vtkCellArray()
-    ids = list(range(len(points))) + ([0] if closed else [])
-    lines.InsertNextCell(len(ids), ids)
+    for cell in cells:
+        lines.InsertNextCell(len(cell), cell)
     poly.SetPoints(vtk_points)
     poly.SetLines(lines)
     mapper = vtk.vtkPolyDataMapper()
@@ -167,31 +168,21 @@ def frame_actor(points: np.ndarray, color, width: float, closed: bool = True) ->
     actor = vtk.vtkActor()
     actor.SetMapper(mapper)
     actor.GetProperty().SetColor(*color)
+    actor.GetProperty().SetOpacity(opacity)
     actor.GetProperty().SetLineWidth(width)
     actor.GetProperty().LightingOff()
     return actor
 
 
+def frame_actor(corners: np.ndarray, color, width: float) -> vtk.vtkActor:
+    """The closed outline of a detector."""
+    return lines_actor(corners, [[*range(len(corners)), 0]], color, width)
+
+
 def rays_actor(source: np.ndarray, corners: np.ndarray, color) -> vtk.vtkActor:
-    poly = vtk.vtkPolyData()
-    points = vtk.vtkPoints()
-    points.InsertNextPoint(*source)
-    for corner in corners:
-        points.InsertNextPoint(*corner)
-    lines = vtk.vtkCellArray()
-    for index in range(1, len(corners) + 1):
-        lines.InsertNextCell(2, [0, index])
-    poly.SetPoints(points)
-    poly.SetLines(lines)
-    mapper = vtk.vtkPolyDataMapper()
-    mapper.SetInputData(poly)
-    actor = vtk.vtkActor()
-    actor.SetMapper(mapper)
-    actor.GetProperty().SetColor(*color)
-    actor.GetProperty().SetOpacity(0.6)
-    actor.GetProperty().SetLineWidth(1.0)
-    actor.GetProperty().LightingOff()
-    return actor
+    """Thin lines from a source to each detector corner."""
+    points = np.vstack([source, corners])
+    return lines_actor(points, [[0, index] for index in range(1, len(points))], color, 1.0, opacity=0.6)
 
 
 def sphere_actor(center: np.ndarray, radius: float, color) -> vtk.vtkActor:
