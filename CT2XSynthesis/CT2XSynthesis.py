@@ -23,6 +23,7 @@ from CT2XSynthesisLib.dependencies import (
     TORCH_VERSION_REQUIREMENT,
     TORCHVISION_VERSION_REQUIREMENT,
     plan_dependencies,
+    slicer_version_error,
 )
 from CT2XSynthesisLib.logic import (
     DRR_PHYSICS_MODE,
@@ -92,6 +93,23 @@ class CT2XSynthesisParameterNode:
     addMarkups: bool = False
 
 
+def checkSlicerVersion(layout=None) -> bool:
+    """Whether this Slicer is new enough for the CT2X modules.
+
+    If it is not, shows an error dialog naming the required version and, given the module
+    panel's ``layout``, leaves the same message in the panel.
+    """
+    message = slicer_version_error(slicer.app.majorVersion, slicer.app.minorVersion)
+    if message is None:
+        return True
+    slicer.util.errorDisplay(message, windowTitle="CT2X")
+    if layout is not None:
+        label = qt.QLabel(message)
+        label.wordWrap = True
+        layout.addWidget(label)
+    return False
+
+
 def ensureDependencies() -> bool:
     """First use: make torch (PyTorch extension) and the core's other packages importable.
 
@@ -141,6 +159,8 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not checkSlicerVersion(self.layout):
+            return  # too old a Slicer: the panel shows why, and nothing else is set up
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CT2XSynthesis.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -162,11 +182,13 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._previewTimer.stop()
+        if self._previewTimer is not None:
+            self._previewTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:  # None: setup stopped at the Slicer version check
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -255,7 +277,6 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             finally:
                 dialog.close()
             showInSliceView(result.volumes[-1])
-
 
     def _renderer(self):
         """The renderer and its mode label for the chosen model and style reference."""

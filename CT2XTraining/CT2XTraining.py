@@ -39,7 +39,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 import ct2x
-from CT2XSynthesis import ensureDependencies
+from CT2XSynthesis import checkSlicerVersion, ensureDependencies
 
 CONFIG_CHOICES = [*BUILTIN_CONFIGS, "file"]
 POLL_INTERVAL_MS = 200
@@ -96,6 +96,8 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not checkSlicerVersion(self.layout):
+            return  # too old a Slicer: the panel shows why, and nothing else is set up
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CT2XTraining.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -116,13 +118,15 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._timer.stop()
+        if self._timer is not None:
+            self._timer.stop()
         if self._runner is not None:
             self._runner.kill()
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:  # None: setup stopped at the Slicer version check
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:

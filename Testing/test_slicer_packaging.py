@@ -4,6 +4,8 @@
 * every ``SlicerParameterName`` in a ``.ui`` is a field of the module's parameter node, and back;
 * every file a CMakeLists lists exists, and every module script and resource on disk is listed;
 * the extension metadata (CMakeLists, ``.s4ext``, JSON catalog entry) agree; icons are 128x128;
+* every icon and screenshot URL in the metadata is this repository's raw URL of a committed file;
+* both module panels check the Slicer version first, and the README states the same minimum;
 * the module ``Lib`` packages import neither ``qt`` nor ``ScriptedLoadableModule``;
 * first use installs exactly the core's dependencies minus Slicer's and PyTorch's own.
 """
@@ -27,6 +29,7 @@ CATEGORY = "Simulation"
 sys.path.insert(0, str(ROOT / "CT2XSynthesis"))
 
 from CT2XSynthesisLib.dependencies import (  # noqa: E402
+    MINIMUM_SLICER_VERSION,
     PIP_REQUIREMENTS,
     PROTECTED_DISTRIBUTIONS,
     plan_dependencies,
@@ -37,6 +40,26 @@ def _cmake_list(text: str, variable: str) -> list[str]:
     match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.S)
     assert match, f"set({variable} ...) not found"
     return match.group(1).split()
+
+
+RAW_URL = re.compile(r"https://raw\.githubusercontent\.com/([^/\s\"]+)/([^/\s\"]+)/([^/\s\"]+)/([^\s\"]+)")
+
+
+def _s4ext() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "CT2X.s4ext").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            entries[key] = value.strip()
+    return entries
+
+
+def _json_strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _json_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _json_strings(v)]
+    return [value] if isinstance(value, str) else []
 
 
 def _module_cmake(module: str) -> str:
@@ -149,19 +172,14 @@ def test_top_level_cmake_is_a_slicer_extension():
     for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
                  "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):  # fmt: skip
         assert line in text
-    icon = re.search(r'EXTENSION_ICONURL "https://raw\.githubusercontent\.com/[^/]+/[^/]+/[^/]+/([^"]+)"', text)
-    assert (ROOT / icon.group(1)).is_file(), "the icon URL points at the committed icon"
 
 
 def test_s4ext_and_json_catalog_entry_agree_with_cmake():
     cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
-    s4ext = {}
-    for line in (ROOT / "CT2X.s4ext").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            s4ext[key] = value.strip()
+    s4ext = _s4ext()
     assert s4ext["depends"] == "PyTorch" and s4ext["category"] == CATEGORY and s4ext["scm"] == "git"
-    for key, variable in (("homepage", "HOMEPAGE"), ("iconurl", "ICONURL"), ("description", "DESCRIPTION")):
+    for key, variable in (("homepage", "HOMEPAGE"), ("iconurl", "ICONURL"), ("description", "DESCRIPTION"),
+                          ("screenshoturls", "SCREENSHOTURLS")):  # fmt: skip
         assert f'set(EXTENSION_{variable} "{s4ext[key]}")' in cmake
 
     entry = json.loads((ROOT / "CT2X.json").read_text(encoding="utf-8"))
@@ -172,6 +190,53 @@ def test_s4ext_and_json_catalog_entry_agree_with_cmake():
     assert entry["build_dependencies"] == ["PyTorch"] and entry["category"] == CATEGORY
     assert entry["scm_url"] == s4ext["scmurl"] and entry["scm_revision"] == s4ext["scmrevision"]
     assert 1 <= entry["tier"] <= 5
+
+
+def test_icon_and_screenshot_urls_point_at_committed_files():
+    """Every raw GitHub URL in the metadata is this repository at its revision, and the file exists here."""
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    s4ext = _s4ext()
+    entry = json.loads((ROOT / "CT2X.json").read_text(encoding="utf-8"))
+    repository = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?", s4ext["scmurl"]).groups()
+    urls = {
+        "CMakeLists.txt EXTENSION_ICONURL": _cmake_list(cmake, "EXTENSION_ICONURL"),
+        "CMakeLists.txt EXTENSION_SCREENSHOTURLS": _cmake_list(cmake, "EXTENSION_SCREENSHOTURLS"),
+        "CT2X.s4ext iconurl": s4ext["iconurl"].split(),
+        "CT2X.s4ext screenshoturls": s4ext["screenshoturls"].split(),
+        "CT2X.json": [  # any file URL the entry may gain (its $schema is Slicer's, not ours)
+            s for k, v in entry.items() if k != "$schema" for s in _json_strings(v) if "githubusercontent" in s
+        ],
+    }
+    for where in ("CMakeLists.txt EXTENSION_ICONURL", "CMakeLists.txt EXTENSION_SCREENSHOTURLS"):
+        assert len(urls[where]) >= 1, f"{where} names no URL"
+    for where, found in urls.items():
+        for url in (u.strip('"') for u in found):
+            match = RAW_URL.fullmatch(url)
+            assert match, f"{where}: {url} is not a raw.githubusercontent.com file URL"
+            owner, name, revision, path = match.groups()
+            assert (owner, name) == repository, f"{where}: {url} is not in {s4ext['scmurl']}"
+            assert revision == s4ext["scmrevision"], f"{where}: {url} is not at revision {s4ext['scmrevision']}"
+            assert (ROOT / path).is_file(), f"{where}: {url} points at {path}, which is not in the checkout"
+            with Image.open(ROOT / path) as image:
+                assert image.format == "PNG", f"{where}: {path} is not a PNG"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_panel_checks_the_slicer_version_first(module):
+    """The widget's setup calls ``checkSlicerVersion`` right after the base setup and stops if it fails."""
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+    setup = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "setup")
+    check = setup.body[1]
+    assert isinstance(check, ast.If) and "checkSlicerVersion(" in ast.unparse(check.test)
+    assert ast.unparse(check.test).startswith("not ") and isinstance(check.body[-1], ast.Return)
+
+
+def test_readme_states_the_minimum_slicer_version():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    install = readme[readme.index("## Install in 3D Slicer") :]
+    install = install[: install.index("\n## ", 1)]
+    assert "Slicer {}.{} or later".format(*MINIMUM_SLICER_VERSION) in " ".join(install.split())
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -20,6 +20,7 @@ import vtk  # noqa: E402  (installed with slicer-core)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CT2XSynthesis"))
 
+from CT2XSynthesisLib.dependencies import MINIMUM_SLICER_VERSION, slicer_version_error  # noqa: E402
 from CT2XSynthesisLib.logic import (  # noqa: E402
     DRR_PHYSICS_MODE,
     LEARNED_MODE,
@@ -296,3 +297,16 @@ def test_learned_renderer_places_bundled_model_views_on_the_detector(scene):
     ramp = np.tile(np.linspace(0.0, 4000.0, 40), (1, 30, 1))  # a one-slice "2D volume", any intensity range
     styled = SynthesisLogic(learned_renderer(style=ramp), mode=LEARNED_MODE).synthesize(node, params).volumes
     assert not np.allclose(slicer.util.arrayFromVolume(styled[0]), slicer.util.arrayFromVolume(volumes[0]))
+
+
+@pytest.mark.parametrize(("major", "minor"), [(5, 4), (5, 6), (5, 10), (6, 0)])
+def test_slicer_5_4_and_later_are_accepted(major, minor):
+    assert MINIMUM_SLICER_VERSION == (5, 4)
+    assert slicer_version_error(major, minor) is None
+
+
+@pytest.mark.parametrize(("major", "minor"), [(5, 3), (5, 2), (5, 0), (4, 13), (4, 11)])
+def test_older_slicer_gets_a_message_naming_the_required_version(major, minor):
+    message = slicer_version_error(major, minor)
+    assert message is not None
+    assert "Slicer 5.4 or later" in message and f"this is Slicer {major}.{minor}" in message

@@ -1,8 +1,11 @@
-"""First use inside 3D Slicer: decide which Python packages the CT2X modules must install.
+"""First use inside 3D Slicer: is this Slicer new enough, and which Python packages must the
+CT2X modules install?
 
-The decision is made here, without Qt, so it can be tested; the module widgets show the
+The decisions are made here, without Qt, so they can be tested; the module widgets show the
 dialogs and run the installers. Rules (DESIGN.md, "Slicer facts"):
 
+* The modules need Slicer :data:`MINIMUM_SLICER_VERSION` or later; in an older one their
+  panels show :func:`slicer_version_error` instead of failing.
 * ``torch`` and ``torchvision`` come from the **PyTorch** extension
   (``PyTorchUtils.PyTorchUtilsLogic().installTorch``); if that extension is absent, the
   user is told to install it from the Extensions Manager.
@@ -21,6 +24,24 @@ from dataclasses import dataclass
 
 #: Distributions that belong to Slicer itself or to the PyTorch extension (lower case).
 PROTECTED_DISTRIBUTIONS = frozenset({"numpy", "vtk", "simpleitk", "torch", "torchvision"})
+
+#: The oldest Slicer release (major, minor) the modules run in: they bind their ``.ui`` widgets
+#: with ``slicer.parameterNodeWrapper``'s ``connectGui`` (the 5.4 scripted-module pattern),
+#: including ``pathlib.Path`` parameters bound to ``ctkPathLineEdit`` and ``ctkDirectoryButton``.
+MINIMUM_SLICER_VERSION = (5, 4)
+
+
+def slicer_version_error(major: int, minor: int) -> str | None:
+    """The message to show in Slicer ``major.minor`` if it is older than :data:`MINIMUM_SLICER_VERSION`, else None."""
+    if (major, minor) >= MINIMUM_SLICER_VERSION:
+        return None
+    required = ".".join(map(str, MINIMUM_SLICER_VERSION))
+    return (
+        f"CT2X needs 3D Slicer {required} or later; this is Slicer {major}.{minor}. "
+        f"Its modules use slicer.parameterNodeWrapper with connectGui, which older Slicer releases lack. "
+        f"Install Slicer {required} or later from https://download.slicer.org and install CT2X there."
+    )
+
 
 #: Version requirements passed to ``PyTorchUtilsLogic.installTorch`` (match pyproject.toml).
 TORCH_VERSION_REQUIREMENT = ">=2.4"
