@@ -6,6 +6,7 @@ plumbing, never the image quality.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -120,3 +121,52 @@ def test_colour_photograph_style_warns(files: dict[str, Path], tmp_path: Path) -
     ct = CTVolume(body_phantom(16, 4.0).array, np.full(3, 4.0), np.zeros(3), np.eye(3))
     with pytest.warns(UserWarning, match="colour photograph"):
         synthesize(model, ct, model_views(model.config, card, ct, [0]), style=photo)
+
+
+def test_coarse_mip_readout_matches_the_training_path() -> None:
+    """Synthesis reads the PAM's MIP at 2 x pam_mip_size pixels; training at image_size. After
+    the resize to pam_mip_size both must agree (a wrong detector width or centre would not)."""
+    from ct2x.data.dataset import mip_input
+    from ct2x.drr import mip
+    from ct2x.synthesize import mip_views
+    from ct2x.volume import preprocess
+
+    config = CT2XConfig.preset("small", lpips_backbone="random")
+    ct = body_phantom(size=48, spacing=3.0)
+    grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
+    carms = model_views(config, {}, ct, [-60.0, 0.0, 45.0], [0.0, 20.0, 0.0])
+    training = mip_input(mip(grid, carms, step=config.drr_step), config)
+    coarse = mip_views(carms, config)
+    assert coarse[0].detector_shape == (2 * config.pam_mip_size,) * 2
+    synthesis = mip_input(mip(grid, coarse, step=config.drr_step), config)
+    difference = (synthesis - training).abs()
+    assert float(difference.mean()) < 0.01 and float(difference.max()) < 0.1
+    shifted = [dataclasses.replace(c, isocenter=tuple(np.add(c.isocenter, (30.0, 0.0, 0.0)))) for c in coarse]
+    wrong = mip_input(mip(grid, shifted, step=config.drr_step), config)
+    assert float((wrong - training).abs().mean()) > 5 * float(difference.mean())
+
+
+def test_model_style_uses_the_stored_style_code(files: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """A style stored with the model (``style_code.<name>``) styles like the radiograph it came from."""
+    from safetensors.torch import load_file
+
+    from ct2x.checkpoint import load_style_codes
+    from ct2x.data.dataset import xray_input
+    from ct2x.data.radiographs import read_radiograph
+
+    model, card = load_model(files["model"])
+    pixels = torch.from_numpy(read_radiograph(files["xray"], CONFIG.image_size))[None]
+    with torch.no_grad():
+        code = model.style_encoder.xray_style(xray_input(pixels, CONFIG)[None])[0]
+    styled = tmp_path / "styled.safetensors"
+    save_model(styled, {**load_file(str(files["model"])), "style_code.ramp-1": code}, card)
+    assert list(load_style_codes(styled)) == ["ramp-1"]
+    base = ["synthesize", str(files["ct"]), "--model", str(styled), "--angles", "0", "--format", "nrrd"]
+    assert main([*base, "--model-style", "ramp-1", "--out", str(tmp_path / "stored")]) == 0
+    assert main([*base, "--style", str(files["xray"]), "--out", str(tmp_path / "file")]) == 0
+    stored, from_file = (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(next((tmp_path / d).glob("*.nrrd"))))) for d in ("stored", "file")
+    )
+    np.testing.assert_allclose(stored, from_file, atol=1e-5)
+    code_, err = _run([*base, "--model-style", "bone", "--out", str(tmp_path / "bad")], capsys)
+    assert code_ == 1 and "'bone'" in err and "ramp-1" in err and not (tmp_path / "bad").exists()

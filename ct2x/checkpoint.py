@@ -12,6 +12,12 @@ Layout of a run folder::
     checkpoints/step-00000100.json   format, version, step, config, manifest_hash, optimisers
     checkpoints/step-00000100.safetensors   model.*, ema.*, opt_g.*, opt_d.*, rng.torch
     model.safetensors, model.json    the trained model (EMA weights of everything but D) + card
+
+A trained model may also carry **reference style codes**: the X-ray style codes
+``f_sty^X`` ``(num_style_layers, w_dim)`` of a few training radiographs, stored as tensors
+``style_code.<name>`` and listed in the card's ``style_codes`` (name and source radiograph).
+They let a model synthesize in those styles without the radiographs themselves (the demo's
+style grid); they are numbers the model computed, not images.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ CHECKPOINT_FORMAT = "ct2x-checkpoint"
 MODEL_FORMAT = "ct2x-model"
 FORMAT_VERSION = 1
 LATEST = "latest.json"
+STYLE_CODE_PREFIX = "style_code."
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -143,9 +150,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except Exception as error:  # safetensors raises its own error types for damaged files
         raise CT2XError(f"cannot read the weights {path}: {error}") from None
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
-    found = {k: v.shape for k, v in weights.items()}
+    found = {k: v.shape for k, v in weights.items() if not k.startswith(STYLE_CODE_PREFIX)}
     if found != expected:
         wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
         raise CT2XError(f"the weights in {path} do not match the config in its card (e.g. {wrong[0]})")
-    model.load_state_dict(weights, strict=False)
+    code_shape = (config.num_style_layers, config.w_dim)
+    bad_codes = [k for k, v in weights.items() if k.startswith(STYLE_CODE_PREFIX) and tuple(v.shape) != code_shape]
+    if bad_codes:
+        raise CT2XError(f"the style code {bad_codes[0]} in {path} is not {code_shape[0]} x {code_shape[1]}")
+    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(STYLE_CODE_PREFIX)}, strict=False)
     return model.to(device).eval(), card
+
+
+def load_style_codes(path: str | Path) -> dict[str, torch.Tensor]:
+    """The reference style codes of a model file (see the module docstring), by name; empty if none."""
+    weights = load_file(str(path))
+    return {k[len(STYLE_CODE_PREFIX) :]: v for k, v in weights.items() if k.startswith(STYLE_CODE_PREFIX)}
