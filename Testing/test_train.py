@@ -28,6 +28,7 @@ from ct2x.cli import main
 from ct2x.config import CT2XConfig
 from ct2x.data.prepare import PrepareSettings, prepare_dataset
 from ct2x.errors import CT2XError
+from ct2x.models import CT2XGAN
 from ct2x.train import TrainOptions, train
 
 TINY = {"preset": "small", "image_size": 64, "batch_size": 2, "lpips_backbone": "random"}
@@ -212,3 +213,40 @@ def test_resume_refuses_another_config_and_a_run_without_resume(inputs: dict[str
         train(CONFIG, _options(inputs, run, steps=2))
     with pytest.raises(CT2XError, match="nothing to resume"):
         train(CONFIG, _options(inputs, tmp_path / "fresh", steps=2, resume=True))
+
+
+def test_model_stores_reference_styles_and_init_warm_starts(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """The trained model carries the X-ray style codes of training radiographs (what its own
+    encoder gives for them); --init copies every tensor whose shape fits into a new run."""
+    from ct2x.checkpoint import load_model, load_style_codes
+    from ct2x.data.dataset import xray_input
+    from ct2x.data.radiographs import read_radiograph
+
+    small = train(CONFIG, _options(inputs, tmp_path / "small", steps=1))
+    model, card = load_model(small)
+    codes = load_style_codes(small)
+    assert [entry["name"] for entry in card["style_codes"]] == sorted(codes) == ["xray-1", "xray-2", "xray-3", "xray-4"]
+    source = inputs["xray"] / card["style_codes"][2]["radiograph"].split("/", 1)[1]
+    pixels = torch.from_numpy(read_radiograph(source, CONFIG.image_size))[None]
+    with torch.no_grad():
+        expected = model.style_encoder.xray_style(xray_input(pixels, CONFIG)[None])[0]
+    torch.testing.assert_close(codes["xray-3"], expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(codes["xray-1"], codes["xray-3"])
+
+    bigger = CONFIG.replace(image_size=128)
+    init_run = tmp_path / "bigger"
+    grown = train(bigger, _options(inputs, init_run, steps=1, init=small))
+    info = json.loads(grown.with_suffix(".json").read_text(encoding="utf-8"))["training"]["initialized_from"]
+    assert info["model"] == "model.safetensors" and info["tensors_copied"] > 0
+    assert any(k.startswith("generator.") for k in info["fresh_tensors"])  # the layers 128^2 adds
+    # E_CT has the same shape in both: one step after the copy it is near the small model's
+    # weights, much nearer than a fresh initialisation is.
+    after_one_step = load_latest(init_run)[1]
+    trained = load_file(small)
+    key = next(k for k in trained if k.startswith("ct_encoder.") and k.endswith("weight") and trained[k].dim() > 1)
+    moved = (after_one_step["model." + key] - trained[key]).abs().mean()
+    torch.manual_seed(123)
+    fresh = (CT2XGAN(bigger).state_dict()[key] - trained[key]).abs().mean()
+    assert moved < 0.2 * fresh
+    with pytest.raises(CT2XError, match="--init starts a new run"):
+        train(bigger, _options(inputs, init_run, steps=2, init=small, resume=True))

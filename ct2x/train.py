@@ -19,7 +19,8 @@ of each global batch (:class:`ct2x.data.dataset.StepSampler`), and rank 0 alone 
 writes checkpoints. Checkpoints (``ct2x.checkpoint``) hold the step, the optimisers, the EMA
 copy, the RNG state, the config and the dataset's hash, so ``--resume`` continues exactly.
 SIGINT / SIGTERM (Stop in Slicer) writes a checkpoint and the model of the step reached, and
-exits cleanly.
+exits cleanly. ``init`` starts a new run from a trained model (:func:`warm_start`), e.g. a
+256^2 model from a 128^2 one: the layers both share start trained, the new ones fresh.
 
 Progress for programs (the CT2XTraining module) is printed on stdout as
 ``CT2X-PROGRESS step=N total=T loss_g=.. loss_d=..`` and ``CT2X-CHECKPOINT step=N path=..``.
@@ -44,6 +45,7 @@ from torch.utils.data import DataLoader
 
 from ct2x import __version__
 from ct2x.checkpoint import (
+    STYLE_CODE_PREFIX,
     load_latest,
     optimizer_from_files,
     optimizer_to_files,
@@ -51,7 +53,8 @@ from ct2x.checkpoint import (
     save_model,
 )
 from ct2x.config import CT2XConfig
-from ct2x.data.dataset import CTViewDataset, StepSampler
+from ct2x.data.dataset import CTViewDataset, StepSampler, xray_input
+from ct2x.data.radiographs import evenly_spread, read_radiograph
 from ct2x.errors import CT2XError
 from ct2x.losses import CT2XLoss
 from ct2x.models import CT2XGAN
@@ -77,6 +80,7 @@ class TrainOptions:
     image_every: int = 100
     workers: int = 2
     progress: bool = True
+    init: Path | None = None
 
 
 class GeneratorSide(nn.Module):
@@ -208,9 +212,12 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             raise CT2XError(f"{run} already trained {saved[0]['step']} steps (>= --steps {total}): raise --steps")
     elif main_process and (run / "latest.json").exists():
         raise CT2XError(f"{run} already holds a training run: add --resume to continue it, or choose another --out")
+    if options.init is not None and options.resume:
+        raise CT2XError("--init starts a new run from a model; --resume continues a run: give one of them")
 
     torch.manual_seed(options.seed)
     model = CT2XGAN(config).to(device)
+    initialized = warm_start(model, options.init) if options.init is not None else None
     ema_model = copy.deepcopy(model)
     ema_model.discriminator = None  # the EMA copy is of the generator side only
     ema = GeneratorSide(ema_model).eval()
@@ -326,12 +333,31 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             writer.close()
     model_path = run / "model.safetensors"
     if main_process:
-        _write_model_card(model_path, config, ema, dataset, step, losses, options)
+        _write_model_card(model_path, config, ema, dataset, step, losses, options, initialized)
         if step < total:
             print(f"stopped at step {step} of {total}: model written; continue with --resume", flush=True)
     if world > 1:
         dist.barrier()
     return model_path
+
+
+def warm_start(model: CT2XGAN, path: Path) -> dict[str, Any]:
+    """Copy into ``model`` (in place) every tensor of the trained model ``path`` whose name and
+    shape match; the rest keep their fresh initialisation. A trained model holds no
+    discriminator, so D always starts fresh. Returns what the model card records."""
+    from safetensors.torch import load_file
+
+    from ct2x.checkpoint import load_model
+
+    load_model(path)  # checks the file (safetensors, card format, weights match its card)
+    trained = load_file(str(path))
+    own = model.state_dict()
+    copied = {k: v for k, v in trained.items() if k in own and own[k].shape == v.shape}
+    if not copied:
+        raise CT2XError(f"--init {path}: none of its tensors fit this config (another architecture?)")
+    model.load_state_dict(copied, strict=False)
+    fresh = sorted(k for k in own if k not in copied and not k.startswith("discriminator."))
+    return {"model": Path(path).name, "tensors_copied": len(copied), "fresh_tensors": fresh}
 
 
 def _preview_batch(dataset: CTViewDataset) -> dict[str, torch.Tensor]:
@@ -387,6 +413,7 @@ def _write_model_card(
     step: int,
     losses: dict[str, float],
     options: TrainOptions,
+    initialized: dict[str, Any] | None,
 ) -> None:
     card = {
         "model": "CT2X-GAN (Tan et al., ACM MM 2024), trained with ct2x",
@@ -404,8 +431,37 @@ def _write_model_card(
             "manifest_hash": dataset.manifest_hash,
             "final_losses": losses,
             "seed": options.seed,
+            **({"initialized_from": initialized} if initialized else {}),
         },
         "intended_use": "research: realistic X-ray images of a CT at chosen C-arm angles; not for diagnosis",
         "limitations": "trained on the listed data only; anatomy outside its range, or other scanners, may fail",
     }
-    save_model(path, dict(ema.state_dict()), card)
+    codes = reference_style_codes(ema, dataset.radiographs, config)
+    if codes:
+        card["style_codes"] = [
+            {"name": name, "radiograph": f"{source.parent.name}/{source.name}"} for name, (source, _) in codes.items()
+        ]
+    weights = {**ema.state_dict(), **{STYLE_CODE_PREFIX + name: code for name, (_, code) in codes.items()}}
+    save_model(path, weights, card)
+
+
+@torch.no_grad()
+def reference_style_codes(
+    model: nn.Module, radiographs: list[Path], config: CT2XConfig, count: int = 8
+) -> dict[str, tuple[Path, torch.Tensor]]:
+    """X-ray style codes of ``count`` training radiographs spread evenly over the sorted list,
+    named ``<folder>-<n>`` (e.g. ``chest-1``): ``{name: (radiograph, (num_style_layers, w_dim))}``.
+    Empty for a model without the style encoder."""
+    encoder = getattr(model, "style_encoder", None)
+    if encoder is None or not radiographs:
+        return {}
+    device = next(encoder.parameters()).device
+    codes: dict[str, tuple[Path, torch.Tensor]] = {}
+    for source in evenly_spread(radiographs, count):
+        image = xray_input(
+            torch.from_numpy(read_radiograph(source, config.image_size, warn_colour=False))[None], config
+        )
+        folder = source.parent.name or "xray"
+        name = f"{folder}-{sum(n.startswith(folder + '-') for n in codes) + 1}"
+        codes[name] = (source, encoder.xray_style(image[None].to(device))[0].float().cpu())
+    return codes

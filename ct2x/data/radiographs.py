@@ -12,6 +12,7 @@ geometry.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,14 @@ class RadiographFolder:
 
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def evenly_spread(paths: Sequence[Path], count: int) -> list[Path]:
+    """Up to ``count`` of ``paths`` at evenly spaced positions (first and last included), in order:
+    the style references of the evaluation and the reference styles stored with a model."""
+    number = min(count, len(paths))
+    picks = sorted({round(i * (len(paths) - 1) / max(number - 1, 1)) for i in range(number)})
+    return [paths[i] for i in picks]
 
 
 def find_radiographs(folder: str | Path, size: int = 256) -> RadiographFolder:
