@@ -12,9 +12,11 @@ physics (``ct2x.drr``). The live preview always shows a coarse physics DRR.
 from __future__ import annotations
 
 import logging
+import typing
 from pathlib import Path
 from typing import Annotated
 
+import ctk
 import numpy as np
 import qt
 import slicer
@@ -30,12 +32,20 @@ from CT2XSynthesisLib.logic import (
     LEARNED_MODE,
     SynthesisLogic,
     SynthesisParameters,
+    bundled_model_path,
     learned_renderer,
     parse_angles,
     physics_drr_renderer,
+    stored_style_names,
 )
 from slicer import vtkMRMLScalarVolumeNode
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import (
+    Choice,
+    GuiConnector,
+    WithinRange,
+    parameterNodeGuiConnector,
+    parameterNodeWrapper,
+)
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -49,7 +59,7 @@ from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_DETECTOR_WIDTH_MM, DE
 #: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
 PREVIEW_STEP = 1.0
 MODEL_SOURCES = ["Bundled model", "Model file", "None: DRR (physics)"]
-STYLE_SOURCES = ["DRR style", "Loaded 2D volume", "Image file"]
+STYLE_SOURCES = ["DRR style", "Loaded 2D volume", "Image file", "Style stored with the model"]
 
 
 class CT2XSynthesis(ScriptedLoadableModule):
@@ -82,6 +92,7 @@ class CT2XSynthesisParameterNode:
     styleSource: Annotated[str, Choice(STYLE_SOURCES)] = STYLE_SOURCES[0]
     styleVolume: vtkMRMLScalarVolumeNode
     styleFile: Path
+    modelStyle: str = ""  # a style stored with the chosen model; the panel fills its combo box
     angles: str = "-60, -30, 0, 30, 60"
     primary: Annotated[float, WithinRange(-180.0, 180.0)] = 0.0
     secondary: Annotated[float, WithinRange(-90.0, 90.0)] = 0.0
@@ -91,6 +102,46 @@ class CT2XSynthesisParameterNode:
     detectorPixels: Annotated[int, WithinRange(8, 2048)] = DEFAULT_DETECTOR_PIXELS
     detectorWidth: Annotated[float, WithinRange(10.0, 1000.0)] = DEFAULT_DETECTOR_WIDTH_MM
     addMarkups: bool = False
+
+
+@parameterNodeGuiConnector
+class CtkComboBoxToTextConnector(GuiConnector):
+    """Binds a ``str`` parameter to a ``ctkComboBox`` whose items the module fills itself: the
+    parameter is the current item's text ("" when none is current).
+
+    Slicer's own ``QComboBox`` connector needs a fixed ``Choice`` list, but the styles stored
+    with a model are known only once the model is chosen.
+    """
+
+    @staticmethod
+    def canRepresent(widget, datatype) -> bool:
+        base = typing.get_args(datatype)[0] if typing.get_origin(datatype) is Annotated else datatype
+        return type(widget) is ctk.ctkComboBox and base is str
+
+    @staticmethod
+    def create(widget, datatype):
+        if CtkComboBoxToTextConnector.canRepresent(widget, datatype):
+            return CtkComboBoxToTextConnector(widget)
+        return None
+
+    def __init__(self, widget) -> None:
+        super().__init__()
+        self._widget = widget
+
+    def _connect(self) -> None:
+        self._widget.currentIndexChanged.connect(self.changed)
+
+    def _disconnect(self) -> None:
+        self._widget.currentIndexChanged.disconnect(self.changed)
+
+    def widget(self):
+        return self._widget
+
+    def read(self) -> str:
+        return self._widget.currentText if self._widget.currentIndex >= 0 else ""
+
+    def write(self, value: str) -> None:
+        self._widget.currentIndex = self._widget.findText(value) if value else -1
 
 
 def checkSlicerVersion(layout=None) -> bool:
@@ -156,6 +207,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._previewTimer = None
         self._previewRenderer = physics_drr_renderer(step=PREVIEW_STEP)
+        self._styleNamesKey = None  # (model path, file stamp) whose stored styles the combo box lists
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -218,12 +270,58 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._styleNamesKey = None
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
         ready = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.synthesizeButton.enabled = ready
         self.ui.synthesizeButton.toolTip = "Render the views" if ready else "Select a CT volume first"
+        if self._parameterNode:
+            self._updateModelStyles()
+
+    def _chosenModelPath(self) -> Path | None:
+        """The chosen model file (may be missing), or None for "None: DRR (physics)" or no file yet."""
+        p = self._parameterNode
+        if p.modelSource == MODEL_SOURCES[0]:
+            return bundled_model_path()
+        if p.modelSource == MODEL_SOURCES[1]:
+            text = str(p.modelFile or "").strip()
+            return Path(text) if text and text != "." else None
+        return None
+
+    def _updateModelStyles(self) -> None:
+        """List the chosen model's stored styles in the combo box (when the model or its file
+        changed), keep ``modelStyle`` one of them, and show the box only for that style source."""
+        p = self._parameterNode
+        path = self._chosenModelPath()
+        try:
+            stamp = path.stat() if path is not None else None
+            key = (str(path), stamp.st_mtime_ns, stamp.st_size) if stamp else (str(path), None, None)
+        except OSError:
+            key = (str(path), None, None)
+        combo = self.ui.modelStyleComboBox
+        if key != self._styleNamesKey:
+            self._styleNamesKey = key
+            names = stored_style_names(path)
+            wasBlocked = combo.blockSignals(True)
+            try:
+                combo.clear()
+                combo.addItems(names)
+                combo.currentIndex = combo.findText(p.modelStyle) if p.modelStyle else -1
+            finally:
+                combo.blockSignals(wasBlocked)
+            combo.enabled = bool(names)
+            combo.toolTip = (
+                "A reference style stored with the chosen model (the X-ray style code of a training radiograph)"
+                if names
+                else "The chosen model stores no styles: choose another style reference"
+            )
+            if p.modelStyle not in names:
+                p.modelStyle = names[0] if names else ""  # observers call back here; the key is unchanged by then
+        stored = p.styleSource == STYLE_SOURCES[3]
+        self.ui.modelLabel5.visible = stored
+        combo.visible = stored
 
     def _chain(self, angles: tuple[tuple[float, float], ...]) -> SynthesisParameters:
         p = self._parameterNode
@@ -261,6 +359,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("CT2X could not synthesize the views.", waitCursor=True):
             parameters = self._chain(parse_angles(p.angles, default_secondary=p.secondary))
+            renderer, mode = self._renderer()  # before the progress dialog, which a bad choice would leave open
             dialog = slicer.util.createProgressDialog(
                 windowTitle="CT2X Synthesis", labelText="Reading the CT", maximum=len(parameters.angles)
             )
@@ -271,7 +370,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 dialog.value = done
                 slicer.app.processEvents()
 
-            self.logic.renderer, self.logic.mode = self._renderer()
+            self.logic.renderer, self.logic.mode = renderer, mode
             try:
                 result = self.logic.synthesize(p.inputVolume, parameters, progress)
             finally:
@@ -294,6 +393,11 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             style = p.styleFile
         else:
             style = None
+        if p.styleSource == STYLE_SOURCES[3]:
+            chosen = self._chosenModelPath()
+            if not p.modelStyle and chosen is not None and chosen.is_file():  # a missing file: the loader says so
+                raise ValueError(f"The model {chosen.name} stores no styles: choose another style reference")
+            return learned_renderer(model, model_style=p.modelStyle), LEARNED_MODE
         return learned_renderer(model, style), LEARNED_MODE
 
 
@@ -362,3 +466,15 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(widget.ui.sddSpinBox.value, 1100.0)
         parameters.angles = "10, 20"
         self.assertEqual(widget.ui.anglesLineEdit.text, "10, 20")
+        # the stored-style combo box lists the chosen model's styles and follows modelStyle
+        parameters.styleSource = STYLE_SOURCES[3]
+        self.assertEqual(widget.ui.styleSourceComboBox.currentText, STYLE_SOURCES[3])
+        combo = widget.ui.modelStyleComboBox
+        names = [combo.itemText(i) for i in range(combo.count)]
+        self.assertEqual(names, stored_style_names(bundled_model_path()))
+        self.assertEqual(parameters.modelStyle, names[0] if names else "")
+        if names:
+            parameters.modelStyle = names[-1]
+            self.assertEqual(combo.currentText, names[-1])
+        parameters.modelSource = MODEL_SOURCES[2]
+        self.assertEqual((combo.count, parameters.modelStyle), (0, ""))

@@ -25,12 +25,14 @@ from CT2XSynthesisLib.logic import (  # noqa: E402
     DRR_PHYSICS_MODE,
     LEARNED_MODE,
     PREVIEW_NODE_NAME,
+    STYLE_CODE_PREFIX,
     SynthesisLogic,
     SynthesisParameters,
     ct_volume_from_node,
     learned_renderer,
     parse_angles,
     physics_drr_renderer,
+    stored_style_names,
     view_from_attributes,
     view_name,
 )
@@ -297,6 +299,83 @@ def test_learned_renderer_places_bundled_model_views_on_the_detector(scene):
     ramp = np.tile(np.linspace(0.0, 4000.0, 40), (1, 30, 1))  # a one-slice "2D volume", any intensity range
     styled = SynthesisLogic(learned_renderer(style=ramp), mode=LEARNED_MODE).synthesize(node, params).volumes
     assert not np.allclose(slicer.util.arrayFromVolume(styled[0]), slicer.util.arrayFromVolume(volumes[0]))
+
+
+@pytest.fixture(scope="module")
+def styled_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small random model file storing two styles: "ramp-1", the style code of a ramp radiograph
+    (saved beside it), and "noise-2", a random code; and the same model without styles."""
+    import torch
+    from PIL import Image
+
+    from ct2x.checkpoint import save_model
+    from ct2x.config import CT2XConfig
+    from ct2x.data.dataset import xray_input
+    from ct2x.data.radiographs import read_radiograph
+    from ct2x.models import CT2XGAN
+
+    root = tmp_path_factory.mktemp("styled_model")
+    config = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
+    torch.manual_seed(3)
+    model = CT2XGAN(config).eval()
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
+    card = {"config": config.to_dict(), "training": {"steps": 0}}
+    save_model(root / "plain.safetensors", weights, card)
+    xray = root / "ramp.png"
+    Image.fromarray(np.tile(np.linspace(20, 230, 50), (60, 1)).astype(np.uint8)).save(xray)
+    pixels = torch.from_numpy(read_radiograph(xray, config.image_size))[None]
+    with torch.no_grad():
+        code = model.style_encoder.xray_style(xray_input(pixels, config)[None])[0]
+    codes = {"style_code.ramp-1": code, "style_code.noise-2": torch.randn_like(code)}
+    styles = [{"name": "ramp-1", "radiograph": xray.name}, {"name": "noise-2", "radiograph": "random"}]
+    save_model(root / "styled.safetensors", {**weights, **codes}, {**card, "style_codes": styles})
+    return {"styled": root / "styled.safetensors", "plain": root / "plain.safetensors", "xray": xray}
+
+
+def test_stored_style_names_lists_the_styles_of_a_model_file(styled_model, tmp_path):
+    from ct2x.checkpoint import STYLE_CODE_PREFIX as CORE_PREFIX
+    from ct2x.checkpoint import load_style_codes
+
+    assert STYLE_CODE_PREFIX == CORE_PREFIX
+    assert stored_style_names(styled_model["styled"]) == ["noise-2", "ramp-1"]
+    assert stored_style_names(str(styled_model["styled"])) == sorted(load_style_codes(styled_model["styled"]))
+    assert stored_style_names(styled_model["plain"]) == []
+    assert stored_style_names(None) == []  # no model: the DRR (physics) renderer
+    assert stored_style_names("") == []
+    assert stored_style_names(tmp_path / "missing.safetensors") == []
+    assert stored_style_names(tmp_path) == []  # a folder
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    assert stored_style_names(tmp_path / "junk.safetensors") == []
+    assert stored_style_names(styled_model["xray"]) == []  # not a safetensors file
+
+
+def test_a_stored_style_synthesizes_like_the_radiograph_it_came_from(styled_model, scene):
+    node = _add_ct_node(_ct_lps()[0])
+    params = SynthesisParameters(angles=((20.0, 0.0),), detector_pixels=48)
+
+    def image(renderer) -> np.ndarray:
+        (out,) = SynthesisLogic(renderer, mode=LEARNED_MODE).synthesize(node, params).volumes
+        return slicer.util.arrayFromVolume(out)
+
+    stored = image(learned_renderer(styled_model["styled"], model_style="ramp-1"))
+    from_file = image(learned_renderer(styled_model["styled"], style=styled_model["xray"]))
+    assert stored.shape == (1, 48, 48)
+    np.testing.assert_allclose(stored, from_file, atol=1e-5)
+    other = image(learned_renderer(styled_model["styled"], model_style="noise-2"))
+    assert not np.allclose(other, stored, atol=1e-3), "another stored style must change the image"
+
+
+def test_a_style_the_model_does_not_store_is_refused_naming_the_stored_ones(styled_model, scene):
+    node = _add_ct_node(_ct_lps()[0])
+    params = SynthesisParameters(angles=((0.0, 0.0),), detector_pixels=16)
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match=r"'bone'.*noise-2, ramp-1"):
+        SynthesisLogic(learned_renderer(styled_model["styled"], model_style="bone")).synthesize(node, params)
+    with pytest.raises(ValueError, match=r"'ramp-1'.*stored styles: none"):
+        SynthesisLogic(learned_renderer(styled_model["plain"], model_style="ramp-1")).synthesize(node, params)
+    assert scene.GetNumberOfNodes() == count
+    with pytest.raises(ValueError, match="not both"):
+        learned_renderer(styled_model["styled"], style=styled_model["xray"], model_style="ramp-1")
 
 
 @pytest.mark.parametrize(("major", "minor"), [(5, 4), (5, 6), (5, 10), (6, 0)])

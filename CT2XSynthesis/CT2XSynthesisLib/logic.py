@@ -22,6 +22,7 @@ pointing toward the X-ray source.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -61,6 +62,10 @@ LEARNED_MODE = "CT2X-GAN"
 ATTRIBUTE_PREFIX = "CT2X."
 
 PREVIEW_NODE_NAME = "CT2X preview"
+
+#: Name prefix of the reference style codes stored in a model file (``ct2x.checkpoint.STYLE_CODE_PREFIX``;
+#: repeated here so that listing a model's styles needs neither torch nor safetensors).
+STYLE_CODE_PREFIX = "style_code."
 
 
 # ---------------------------------------------------------------- parameters
@@ -279,38 +284,86 @@ def physics_drr_renderer(device: str = "cpu", **drr_options: object) -> Renderer
     return render
 
 
+def bundled_model_path() -> Path:
+    """Where the bundled model is expected (``ct2x.samples.BUNDLED_MODEL``); it may be missing."""
+    from ct2x.samples import BUNDLED_MODEL
+
+    return BUNDLED_MODEL
+
+
+def stored_style_names(model_path: str | Path | None) -> list[str]:
+    """Names of the reference styles stored with a model file (its ``style_code.<name>`` tensors), sorted.
+
+    ``None`` (no model: the "DRR (physics)" renderer), a missing or unreadable file, or a model
+    without stored styles give ``[]``; this never raises, so the panel can call it whenever the
+    model choice changes. Only the file's safetensors header is read (no torch needed, fast).
+    """
+    if model_path is None or not str(model_path).strip():
+        return []
+    try:
+        with open(model_path, "rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            if not 0 < length <= 100_000_000:
+                return []
+            header = json.loads(file.read(length).decode("utf-8"))
+    except (OSError, ValueError):  # missing, a folder, not safetensors (json errors are ValueErrors)
+        return []
+    if not isinstance(header, dict):
+        return []
+    return sorted(key[len(STYLE_CODE_PREFIX) :] for key in header if key.startswith(STYLE_CODE_PREFIX))
+
+
 def learned_renderer(
     model_path: str | Path | None = None,
     style: str | Path | np.ndarray | None = None,
     device: str = "cpu",
+    model_style: str | None = None,
 ) -> Renderer:
     """The learned CT2X-GAN synthesis (``ct2x.synthesize``), mode :data:`LEARNED_MODE`.
 
     ``model_path``: a trained model (``.safetensors`` with its card); ``None`` = the bundled
-    model. ``style``: the style reference radiograph (a file, or an array such as a 2D volume's
-    voxels); ``None`` = the DRR style. The model makes ``S x S`` images (its ``image_size``)
-    over the requested physical detector; they are resized (bilinear) to the detector's pixel
-    count, so they lie exactly where the view's detector is. The model is loaded on first use.
+    model. The style reference is one of: ``style``, a radiograph (a file, or an array such as a
+    2D volume's voxels); ``model_style``, the name of a style stored with the model (see
+    :func:`stored_style_names`; as ``ct2x synthesize --model-style``); neither = the DRR style.
+    The model makes ``S x S`` images (its ``image_size``) over the requested physical detector;
+    they are resized (bilinear) to the detector's pixel count, so they lie exactly where the
+    view's detector is. The model (and a stored style) is loaded on first use: a name the model
+    does not store raises ``ValueError`` then, naming the stored ones.
     """
+    if style is not None and model_style is not None:
+        raise ValueError("give one style reference: a radiograph or a style stored with the model, not both")
     loaded: list = []
 
     def render(ct: CTVolume, views: list[CArm]) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        from ct2x.checkpoint import load_model
+        from ct2x.checkpoint import load_model, load_style_codes
         from ct2x.samples import bundled_model
         from ct2x.synthesize import synthesize
 
         if not loaded:
-            loaded.append(load_model(model_path or bundled_model(), device)[0])
-        model = loaded[0]
+            path = Path(model_path) if model_path is not None else bundled_model()
+            model = load_model(path, device)[0]
+            code = None
+            if model_style is not None:
+                codes = load_style_codes(path)
+                if model_style not in codes:
+                    stored = ", ".join(sorted(codes)) if codes else "none"
+                    raise ValueError(
+                        f"the model {path.name} stores no style named {model_style!r} (stored styles: {stored})"
+                    )
+                code = codes[model_style]
+            loaded.append((model, code))
+        model, code = loaded[0]
         size = model.config.image_size
         at_model_size = [
             replace(v, detector_shape=(size, size), pixel_spacing=tuple(mm / size for mm in v.detector_size_mm))
             for v in views
         ]
-        results = synthesize(model, ct, at_model_size, style=style, drr_style=style is None)
+        results = synthesize(
+            model, ct, at_model_size, style=style, style_code=code, drr_style=style is None and code is None
+        )
         images = torch.from_numpy(np.stack([r.image for r in results]))[:, None]
         resized = F.interpolate(images, size=views[0].detector_shape, mode="bilinear", align_corners=False)
         return resized[:, 0].numpy()
