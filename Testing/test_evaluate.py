@@ -119,7 +119,7 @@ def test_evaluate_writes_the_report_with_tables_and_figures(inputs: dict[str, Pa
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table 1", "Table 2", "Table 3", "strip.png", "style_grid.png", "w/o PAM"):
         assert heading in report
-    assert "LPIPS: not computed" in report or "AlexNet" in report
+    assert "style reference): not computed" in report or "AlexNet backbone" in report
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for name in ("CT2X-GAN", "w/o PAM"):
         realism = metrics["models"][name]["realism"]
