@@ -343,8 +343,6 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     import torch
 
     from ct2x.checkpoint import load_model
-    from ct2x.synthesize import model_views, synthesize
-    from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_dicom, write_view_nrrd
     from ct2x.volume import read_ct
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
@@ -356,18 +354,33 @@ def _run_synthesize(args: argparse.Namespace) -> None:
         )
     model, card = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ct = read_ct(args.ct, series_uid=args.series)
-    geometry = {"sdd": args.sdd, "sid": args.sid}
-    requested = model_views(model.config, card, ct, args.angles, args.secondary, **geometry)
-    strip = model_views(model.config, card, ct, [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], [0.0], **geometry)
-    style_code = _model_style(args.model, args.model_style) if args.model_style else None
-    results = synthesize(
-        model, ct, requested + strip, style=args.style, style_code=style_code, drr_style=args.drr_style
-    )
+    if args.drr_style:
+        style, style_name = {"drr_style": True}, "DRR style"
+    elif args.model_style:
+        style, style_name = {"style_code": _model_style(args.model, args.model_style)}, f"style {args.model_style}"
+    else:
+        style, style_name = {"style": args.style}, f"style {args.style.name}"
+    geometry = {"primaries": args.angles, "secondaries": args.secondary, "sdd": args.sdd, "sid": args.sid}
+    _synthesize_to_folder(model, card, ct, geometry, style, style_name, formats, args.out)
+
+
+def _synthesize_to_folder(
+    model, card: dict, ct, geometry: dict, style: dict, style_name: str, formats: set[str], out: Path
+) -> None:
+    """Synthesize the requested views (``geometry``: keyword arguments of ``model_views``) and the
+    -90..90 strip in one ``style`` (keyword arguments of ``synthesize``); write each view in
+    ``formats``, views.png and strip.png into ``out``."""
+    from ct2x.synthesize import model_views, synthesize
+    from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_dicom, write_view_nrrd
+
+    requested = model_views(model.config, card, ct, **geometry)
+    strip_geometry = {**geometry, "primaries": [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], "secondaries": [0.0]}
+    strip = model_views(model.config, card, ct, **strip_geometry)
+    results = synthesize(model, ct, requested + strip, **style)
     results, strip = results[: len(requested)], results[len(requested) :]
-    _make_output_folder(args.out)
-    style_name = "DRR style" if args.drr_style else f"style {args.model_style or args.style.name}"
+    _make_output_folder(out)
     for index, view in enumerate(results):
-        stem = args.out / view_stem(view.carm, index)
+        stem = out / view_stem(view.carm, index)
         if "nrrd" in formats:
             write_view_nrrd(stem.with_suffix(".nrrd"), view.image, view.carm)
         if "dcm" in formats:
@@ -376,9 +389,9 @@ def _run_synthesize(args: argparse.Namespace) -> None:
             )
         if "png" in formats:
             write_png(stem.with_suffix(".png"), view.image)
-    write_contact_sheet(args.out / "views.png", [v.image for v in results], [view_label(v.carm) for v in results])
-    write_contact_sheet(args.out / "strip.png", [v.image for v in strip], [view_label(v.carm) for v in strip])
-    print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {args.out}/")
+    write_contact_sheet(out / "views.png", [v.image for v in results], [view_label(v.carm) for v in results])
+    write_contact_sheet(out / "strip.png", [v.image for v in strip], [view_label(v.carm) for v in strip])
+    print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {out}/")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -422,16 +435,16 @@ def _run_demo(args: argparse.Namespace) -> None:
     from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
-    model_path, ct_path = bundled_model(), sample_ct()
+    model_path = bundled_model()
     codes = load_style_codes(model_path)
     if not codes:
         raise CT2XError(f"the bundled model {model_path} stores no reference styles: retrain it (README)")
-    first = sorted(codes, key=lambda n: (not n.startswith("chest"), n))[0]
-    argv = ["synthesize", str(ct_path), "--model", str(model_path), "--model-style", first, "--overwrite"]
-    argv += ["--angles", "-90", "-60", "-30", "0", "30", "60", "90", "--out", str(args.out)]
-    _run_synthesize(_build_parser().parse_args(argv))
     model, card = load_model(model_path)
-    ct = read_ct(ct_path)
+    ct = read_ct(sample_ct())
+    first = sorted(codes, key=lambda n: (not n.startswith("chest"), n))[0]
+    geometry = {"primaries": [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], "secondaries": [0.0]}
+    style = {"style_code": codes[first]}
+    _synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, args.out)
     poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
     images, labels = [], []
     for name in sorted(codes):

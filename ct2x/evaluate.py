@@ -22,7 +22,7 @@ computed on the same sets.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,6 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ct2x.data.dataset import CTViewDataset, xray_input
-from ct2x.data.radiographs import read_radiograph
 from ct2x.models import CT2XGAN
 from ct2x.volume import CTVolume
 
@@ -77,11 +76,6 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
         psnr.update(predicted, truth)
         ssim.update(predicted, truth)
     return ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
-
-
-def read_radiographs(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """Radiographs as ``(N, 1, size, size)`` float32 in [0, 1] (``read_radiograph``)."""
-    return torch.stack([torch.from_numpy(read_radiograph(p, size=size, warn_colour=False))[None] for p in paths])
 
 
 @torch.no_grad()

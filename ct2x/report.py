@@ -20,13 +20,12 @@ from tqdm import tqdm
 from ct2x.atomic import atomic_path
 from ct2x.checkpoint import load_model
 from ct2x.data.dataset import CTViewDataset
-from ct2x.data.radiographs import evenly_spread, find_radiographs
+from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
 from ct2x.errors import CT2XError
 from ct2x.evaluate import (
     RealismMetrics,
     drr_reconstruction,
     prepared_volume,
-    read_radiographs,
     synthesized_xrays,
     true_drrs,
 )
@@ -83,8 +82,11 @@ def evaluate_models(
     lpips, lpips_note = _lpips(settings.lpips_weights, device)
     metrics = RealismMetrics(real.to(device), features, lpips, seed=settings.seed)
     results: dict[str, dict] = {}
-    drr_row = None
     first = next(iter(models))
+    model, card = loaded[first]
+    dataset = CTViewDataset(data, xray, model.config)  # the model under test's view of the data
+    drr_row = asdict(metrics.score(true_drrs(dataset).to(device)))
+    samples, views, files = len(dataset), dataset.views, dataset.files
     for name, (model, card) in tqdm(loaded.items(), desc="evaluate", unit="model"):
         dataset = CTViewDataset(data, xray, model.config)
         refs = read_radiographs(references, model.config.image_size)
@@ -98,9 +100,6 @@ def evaluate_models(
             "realism": asdict(realism),
             "drr_reconstruction": asdict(reconstruction),
         }
-        if name == first:
-            drr_row = asdict(metrics.score(true_drrs(dataset).to(device)))
-            samples, views, files = len(dataset), dataset.views, dataset.files
     out.mkdir(parents=True, exist_ok=True)
     model, card = loaded[first]
     _write_figures(model, card, files, references, out, settings)

@@ -54,7 +54,7 @@ from ct2x.checkpoint import (
 )
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset, StepSampler, xray_input
-from ct2x.data.radiographs import evenly_spread, read_radiograph
+from ct2x.data.radiographs import evenly_spread, read_radiographs
 from ct2x.errors import CT2XError
 from ct2x.losses import CT2XLoss
 from ct2x.models import CT2XGAN
@@ -456,12 +456,12 @@ def reference_style_codes(
     if encoder is None or not radiographs:
         return {}
     device = next(encoder.parameters()).device
+    sources = evenly_spread(radiographs, count)
+    images = xray_input(read_radiographs(sources, config.image_size)[:, 0], config)[:, None].to(device)
+    styles = encoder.xray_style(images).float().cpu()
     codes: dict[str, tuple[Path, torch.Tensor]] = {}
-    for source in evenly_spread(radiographs, count):
-        image = xray_input(
-            torch.from_numpy(read_radiograph(source, config.image_size, warn_colour=False))[None], config
-        )
+    for source, style in zip(sources, styles, strict=True):
         folder = source.parent.name or "xray"
         name = f"{folder}-{sum(n.startswith(folder + '-') for n in codes) + 1}"
-        codes[name] = (source, encoder.xray_style(image[None].to(device))[0].float().cpu())
+        codes[name] = (source, style)
     return codes

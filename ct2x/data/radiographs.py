@@ -15,11 +15,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ct2x.errors import CT2XError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
@@ -119,6 +123,13 @@ class RadiographFolder:
 
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def read_radiographs(paths: Sequence[Path], size: int) -> torch.Tensor:
+    """Radiographs as ``(N, 1, size, size)`` float32 in [0, 1] (:func:`read_radiograph`, no colour warning)."""
+    import torch
+
+    return torch.stack([torch.from_numpy(read_radiograph(p, size=size, warn_colour=False))[None] for p in paths])
 
 
 def evenly_spread(paths: Sequence[Path], count: int) -> list[Path]:
