@@ -58,16 +58,18 @@ VIEW = CArm(
         ((1, 2, 0), (False, True, True)),  # permuted and flipped
     ],
 )
-def test_direction_matrix_does_not_change_the_drr(perm, flips):
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_direction_matrix_does_not_change_the_drr(perm, flips, backend):
     volume = lopsided_phantom()
     other = restored(volume, perm, flips)
     np.testing.assert_allclose(other.corners_lps.min(0), volume.corners_lps.min(0), atol=1e-9)
     assert other.array.shape != volume.array.shape or not np.array_equal(other.array, volume.array)
-    a = render_drr(volume, VIEW, step=0.25)
-    b = render_drr(other, VIEW, step=0.25)
+    a = render_drr(volume, VIEW, step=0.25, backend=backend)
+    b = render_drr(other, VIEW, step=0.25, backend=backend)
     assert a.abs().max().item() > 0.5
     np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(mip(other, VIEW, step=0.25).numpy(), mip(volume, VIEW, step=0.25).numpy(), atol=1e-2)
+    mips = [mip(v, VIEW, step=0.25, backend=backend).numpy() for v in (other, volume)]
+    np.testing.assert_allclose(*mips, atol=1e-2)
 
 
 @pytest.mark.parametrize("angles", [(0.0, 0.0), (30.0, 15.0), (-70.0, -25.0)])
@@ -149,12 +151,14 @@ def test_mip_of_the_body_phantom():
 
 
 def test_chunking_does_not_change_the_result():
+    """The torch marcher's chunks of rays (its memory budget) do not change what it computes."""
     volume = lopsided_phantom()
     views = [VIEW, VIEW.with_angles(-50.0, 10.0)]
-    whole = render_drr(volume, views, step=0.2, memory_bytes=2**30)
-    tiny = render_drr(volume, views, step=0.2, memory_bytes=50_000)
+    whole = render_drr(volume, views, step=0.2, memory_bytes=2**30, backend="torch")
+    tiny = render_drr(volume, views, step=0.2, memory_bytes=50_000, backend="torch")
     np.testing.assert_allclose(tiny.numpy(), whole.numpy(), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(mip(volume, views, memory_bytes=20_000).numpy(), mip(volume, views).numpy())
+    mips = [mip(volume, views, memory_bytes=budget, backend="torch").numpy() for budget in (20_000, 2**28)]
+    np.testing.assert_array_equal(*mips)
 
 
 def test_views_are_independent_in_a_batch():

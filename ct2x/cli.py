@@ -49,6 +49,19 @@ def _add_angle_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     )
 
 
+def _add_backend_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("numba", "torch", "deepdrr", "auto"),  # ct2x.drr.render.BACKENDS, without importing torch here
+        default="auto",
+        help=(
+            "DRR renderer: numba (compiled CPU kernel), torch (CPU or CUDA), deepdrr (DeepDRR on a CUDA GPU) or auto: "
+            "on the CPU numba (torch if numba is missing), on a GPU DeepDRR when installed, else torch "
+            "(default: %(default)s)"
+        ),
+    )
+
+
 def _add_geometry_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("C-arm geometry (LPS, mm, degrees; defaults: DeepDRR's mobile C-arm)")
     _add_angle_arguments(group)
@@ -120,12 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="photons per pixel for Poisson noise; 0 renders without noise (default: %(default)g)",
     )
     physics.add_argument("--seed", type=int, default=0, help="noise seed, for repeatable images (default: %(default)s)")
-    physics.add_argument(
-        "--backend",
-        choices=["auto", "torch", "deepdrr"],
-        default="auto",
-        help="auto: DeepDRR when it and a CUDA GPU are present, else the torch backend (default: %(default)s)",
-    )
+    _add_backend_argument(physics)
     physics.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     drr.add_argument("--out", type=Path, default=Path("ct2x_drr"), help="output folder (default: %(default)s)")
     drr.set_defaults(run=_run_drr)
@@ -163,12 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--device", default=None, help="torch device for rendering: cpu or cuda (default: cuda if available)"
     )
-    prepare.add_argument(
-        "--backend",
-        choices=["auto", "torch", "deepdrr"],
-        default="torch",
-        help="DRR renderer: torch (CPU or GPU), deepdrr (DeepDRR on a CUDA GPU) or auto (default: %(default)s)",
-    )
+    _add_backend_argument(prepare)
     prepare.set_defaults(run=_run_prepare)
 
     train = verbs.add_parser(
@@ -523,15 +526,18 @@ def _make_output_folder(folder: Path) -> None:
         raise CT2XError(f"the output folder {folder} is not writable: choose another --out") from None
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings API)
-    return f"ct2x: warning: {message}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 (warnings API)
+    """One ``ct2x: warning: ...`` line on stderr, on a line of its own even while a progress bar is drawn."""
+    from tqdm import tqdm
+
+    tqdm.write(f"ct2x: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    warnings.formatwarning = _format_warning
+    warnings.showwarning = _show_warning
     try:
         args.run(args)
     except CT2XError as error:

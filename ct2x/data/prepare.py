@@ -136,7 +136,7 @@ def _volume_name(source: Path, digest: str) -> str:
 
 
 def prepare_volume(
-    source: Path, digest: str, settings: PrepareSettings, out: Path, device: str, backend: str = "torch"
+    source: Path, digest: str, settings: PrepareSettings, out: Path, device: str, backend: str = "auto"
 ) -> str:
     """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process."""
     import torch
@@ -159,7 +159,8 @@ def prepare_volume(
         device=device,
         backend=backend,
     )
-    projections = mip(grid, carms, step=settings.step, device=device)
+    marcher = "auto" if backend == "deepdrr" else backend  # DeepDRR renders no MIPs
+    projections = mip(grid, carms, step=settings.step, device=device, backend=marcher)
     name = _volume_name(source, digest) + ".safetensors"
     tensors = {
         "ct": torch.from_numpy(np.round(grid.array).clip(-32768, 32767).astype(np.int16)),
@@ -204,13 +205,14 @@ def prepare_dataset(
     workers: int = 1,
     device: str | None = None,
     progress: bool = True,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> PrepareReport:
     """Prepare every CT under ``ct_root`` into the dataset folder ``out`` (see the module docstring).
 
-    ``device``: where the torch backend renders (``None``: CUDA when available, else the CPU).
-    ``backend`` renders the DRRs: ``"torch"`` (this package, CPU or GPU), ``"deepdrr"``
-    (DeepDRR on a CUDA GPU) or ``"auto"`` (DeepDRR when available).
+    ``device``: where to render (``None``: CUDA when available, else the CPU).
+    ``backend`` renders the DRRs and MIPs (see :func:`ct2x.drr.render_drr`): ``"numba"``
+    (compiled CPU kernel), ``"torch"`` (CPU or GPU), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
+    MIPs by ``"auto"``) or ``"auto"`` (the fastest available on ``device``).
     """
     from tqdm import tqdm
 

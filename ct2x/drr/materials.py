@@ -35,22 +35,20 @@ COMPOSITIONS: dict[str, dict[str, float]] = {
 }  # fmt: skip
 
 
+#: DeepDRR's two linear fits ``(slope per HU, intercept)`` of density (g/cm^3); the density is their minimum.
+DENSITY_FITS: tuple[tuple[float, float], ...] = ((0.001029, 1.030), (0.0005886, 1.030))
+
+
 def hu_to_density(hu: torch.Tensor) -> torch.Tensor:
     """Mass density in g/cm^3 from HU (DeepDRR's two linear fits, clamped at 0)."""
-    return torch.clamp(torch.minimum(0.001029 * hu + 1.030, 0.0005886 * hu + 1.030), min=0.0)
+    (a1, b1), (a2, b2) = DENSITY_FITS
+    return torch.clamp(torch.minimum(a1 * hu + b1, a2 * hu + b2), min=0.0)
 
 
 def hu_to_material_index(hu: torch.Tensor) -> torch.Tensor:
     """Index into :data:`MATERIALS` per voxel (int64): 0 air, 1 soft tissue, 2 bone."""
     thresholds = torch.tensor(HU_THRESHOLDS, dtype=hu.dtype, device=hu.device)
     return torch.bucketize(hu, thresholds, right=False)
-
-
-def material_densities(hu: torch.Tensor) -> torch.Tensor:
-    """(M, ...) per-material density volumes, g/cm^3: density where the voxel is that material, else 0."""
-    density = hu_to_density(hu)
-    index = hu_to_material_index(hu)
-    return torch.stack([torch.where(index == m, density, torch.zeros_like(density)) for m in range(len(MATERIALS))])
 
 
 def mass_attenuation(material: str, energies_kev: np.ndarray) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""A torch ray marcher: line integrals (sum) or maximum intensity projections (max) of a voxel field.
+"""The ray marcher: line integrals (sum) or maximum intensity projections (max) of a voxel field.
+
+Two backends compute the same samples and reductions: ``"numba"``, the compiled CPU
+kernel of :mod:`ct2x.drr.kernel` (the fastest on a CPU), and ``"torch"``, the torch
+marcher below (CPU or CUDA; the fallback where numba is missing). ``"auto"`` picks numba
+on the CPU when it imports, else torch.
 
 Frames and units:
 
@@ -25,7 +30,7 @@ Frames and units:
 * ``reduce="sum"`` returns ``sum(samples) * L / n`` = value x mm; ``reduce="max"`` the
   largest sample.
 
-Memory: rays are processed in chunks whose sample tensors stay under ``memory_bytes``
+Memory (torch backend): rays are processed in chunks whose sample tensors stay under ``memory_bytes``
 (about ``4 * (16 + 2 * C)`` bytes per sample), independent of the detector size; rays
 are sorted by sample count first so that a chunk wastes few samples on its shorter
 rays. The atlas or padded volume (``4 * C`` bytes per padded voxel, plus about one slice
@@ -37,7 +42,9 @@ parallelises over the batch only).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -51,6 +58,11 @@ from ct2x.volume import CTVolume
 #: Default working-memory budget of one chunk of samples, bytes.
 DEFAULT_MEMORY_BYTES = 256 * 2**20
 _RAYS_PER_UNIT = 256
+#: Ray-marching backends (``"auto"``: the fastest available on the device).
+MARCHERS = ("numba", "torch", "auto")
+Marcher = Literal["numba", "torch", "auto"]
+#: ``(first, stride, counts, weight)`` of every ray (see :func:`ray_samples`).
+Samples = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _bytes_per_sample(channels: int) -> int:
@@ -97,6 +109,79 @@ def _clip_to_box(
     t0 = np.clip(np.minimum(ta, tb).max(axis=1), 0.0, 1.0)
     t1 = np.clip(np.maximum(ta, tb).min(axis=1), 0.0, 1.0)
     return t0, np.maximum(t1, t0)
+
+
+def ray_samples(volume: CTVolume, views: Sequence[CArm], step: float) -> Samples:
+    """Where every ray is sampled: ``(first (R, 3), stride (R, 3), counts (R,), weight (R,))``.
+
+    Sample ``s = 0 .. counts - 1`` of a ray is at voxel index ``first + s * stride``
+    (``(i, j, k)``, float64): the midpoints of ``counts`` equal sub-segments of the ray's
+    part inside the volume's box, each ``weight`` mm long (``counts = ceil(length /
+    step_mm)`` with ``step_mm = step x`` the smallest spacing; 0 and weight 0 for a ray
+    that misses the box). Rays are ordered view by view, row by row.
+    """
+    sources, targets, lengths = _rays(volume, views)
+    t0, t1 = _clip_to_box(sources, targets, volume.shape_ijk)
+    step_mm = step * float(np.min(volume.spacing))
+    inside_mm = (t1 - t0) * lengths
+    counts = np.ceil(inside_mm / step_mm - 1e-9).astype(np.int64)
+    counts[inside_mm <= 0] = 0
+    direction = targets - sources
+    stride = direction * ((t1 - t0) / np.maximum(counts, 1))[:, None]
+    first = sources + t0[:, None] * direction + 0.5 * stride
+    weight = np.where(counts > 0, inside_mm / np.maximum(counts, 1), 0.0)
+    return first, stride, counts, weight
+
+
+def numba_available() -> bool:
+    """Whether the compiled CPU kernel can be used (numba imports)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_warned_fallback = False
+
+
+def resolve_backend(backend: str, device: torch.device) -> Literal["numba", "torch"]:
+    """The marcher for ``backend`` on ``device``: ``"auto"`` is numba on the CPU when it imports, else torch.
+
+    Without numba, ``"auto"`` on the CPU falls back to torch with one warning per process;
+    ``"numba"`` asked for explicitly without it, or on a GPU, is an error.
+    """
+    global _warned_fallback
+    if backend not in MARCHERS:
+        raise CT2XError(f"unknown ray-marching backend {backend!r}: use one of {', '.join(MARCHERS)}")
+    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+        return "torch"
+    if device.type != "cpu":
+        raise CT2XError(f"backend 'numba' renders on the CPU only, not on {device.type!r}: use backend='torch'")
+    if numba_available():
+        return "numba"
+    if backend == "numba":
+        raise CT2XError("backend 'numba' needs the numba package: run `pip install numba`, or use backend='torch'")
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            "numba is not installed, so DRRs use the slower torch marcher: `pip install numba` for the fast CPU kernel",
+            stacklevel=2,
+        )
+    return "torch"
+
+
+@contextmanager
+def _numba_threads() -> Iterator[None]:
+    """Run numba's parallel loops on as many threads as torch uses (one thread setting for the process)."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _chunks(counts: np.ndarray, max_samples: int) -> list[tuple[int, int, int]]:
@@ -155,6 +240,9 @@ def project(
     step: float = 0.1,
     reduce: Literal["sum", "max"] = "sum",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    backend: Marcher = "auto",
+    labels: torch.Tensor | None = None,
+    channels: int = 1,
 ) -> torch.Tensor:
     """March every pixel's ray through ``field`` and reduce the samples.
 
@@ -166,15 +254,22 @@ def project(
         views: the C-arm views; all must share one detector shape.
         step: sampling step in voxels (of the smallest spacing); must be positive.
         reduce: ``"sum"`` for line integrals (value x mm), ``"max"`` for a MIP.
-        memory_bytes: working-memory budget of one chunk of samples, bytes.
+        memory_bytes: working-memory budget of one chunk of samples, bytes (torch backend).
+        backend: ``"numba"`` (CPU only), ``"torch"`` or ``"auto"`` (see :func:`resolve_backend`).
+        labels: ``(K, J, I)`` integer channel per voxel in ``0 .. channels - 1`` (sums only):
+            ``field`` is then ``(K, J, I)`` and each voxel's value counts in its label's
+            channel, 0 in the others (how the DRR's per-material densities are given).
 
     Returns:
         ``(V, C, H, W)`` float32 (``(V, H, W)`` for a 3D ``field``) on ``field``'s device.
     """
-    squeeze = field.dim() == 3
-    if squeeze:
+    squeeze = field.dim() == 3 and labels is None
+    if field.dim() == 3:
         field = field.unsqueeze(0)
-    channels = field.shape[0]
+    if labels is None:
+        channels = field.shape[0]
+    elif reduce != "sum" or field.shape[0] != 1 or labels.shape != field.shape[1:]:
+        raise CT2XError("labels go with a (K, J, I) field of the same shape, for line integrals")
     if tuple(field.shape[1:]) != tuple(volume.array.shape):
         raise CT2XError(
             f"the voxel field has shape {tuple(field.shape)} but the CT has {volume.array.shape}: "
@@ -186,18 +281,45 @@ def project(
     (height, width), n_views = shapes.pop(), len(views)
     device = field.device
 
-    sources, targets, lengths = _rays(volume, views)
-    t0, t1 = _clip_to_box(sources, targets, volume.shape_ijk)
-    step_mm = step * float(np.min(volume.spacing))
-    inside_mm = (t1 - t0) * lengths
-    counts = np.ceil(inside_mm / step_mm - 1e-9).astype(np.int64)
-    counts[inside_mm <= 0] = 0
+    samples = ray_samples(volume, views, step)
+    if resolve_backend(backend, device) == "numba":
+        out = _march_numba(field, samples, reduce, labels, channels)
+    else:
+        if labels is not None:  # one channel per label, zero elsewhere
+            field = torch.stack([torch.where(labels == c, field[0], 0.0) for c in range(channels)])
+        out = _march_torch(field, volume.shape_ijk, samples, reduce, memory_bytes)
+    image = out.view(n_views, height, width, channels).permute(0, 3, 1, 2).contiguous()
+    return image[:, 0] if squeeze else image
 
-    # Sample s (0-based) of a ray is at padded index first + s * stride: the midpoints of
-    # the ``counts`` equal sub-segments of [t0, t1] (padded index = voxel index + 1).
-    direction = targets - sources
-    stride = direction * ((t1 - t0) / np.maximum(counts, 1))[:, None]
-    first = sources + 1.0 + t0[:, None] * direction + 0.5 * stride
+
+def _march_numba(
+    field: torch.Tensor, samples: Samples, reduce: Literal["sum", "max"], labels: torch.Tensor | None, channels: int
+) -> torch.Tensor:
+    """``(R, C)`` reductions of a CPU ``(C, K, J, I)`` field (or labelled ``(1, K, J, I)``) by the compiled kernel."""
+    from ct2x.drr import kernel
+
+    cells = field.permute(1, 2, 3, 0).contiguous().numpy()  # (K, J, I, C): channels last
+    with _numba_threads():
+        if labels is None:
+            out = kernel.project(cells, samples, reduce == "max")
+        else:
+            out = kernel.project(cells, samples, False, labels.to(torch.uint8).numpy(), channels)
+    if reduce == "max":
+        out[samples[2] == 0] = float(field.min())
+    return torch.from_numpy(out)
+
+
+def _march_torch(
+    field: torch.Tensor,
+    shape_ijk: tuple[int, int, int],
+    samples: Samples,
+    reduce: Literal["sum", "max"],
+    memory_bytes: int,
+) -> torch.Tensor:
+    """``(R, C)`` reductions of a ``(C, K, J, I)`` field (CPU or CUDA) by chunked ``grid_sample`` calls."""
+    first, stride, counts, weight = samples
+    channels, device = field.shape[0], field.device
+    first = first + 1.0  # padded index = voxel index + 1
     # Line integrals sample the atlas (m + 1 tiles per row) through two views m tiles wide,
     # the second shifted right by one tile: the same grid point then reads slice s in the
     # first and slice s + 1 in the second. i and j become normalised coordinates of tile
@@ -205,16 +327,16 @@ def project(
     # gets its tile's offset. Maxima keep the 3D sampler of the padded volume: a maximum
     # picks up single samples, and the atlas's large coordinates (~sqrt(K) tiles) leave
     # float32 fewer bits for the fraction of a voxel.
-    ni, nj, nk = volume.shape_ijk
+    ni, nj, nk = shape_ijk
     offset = 0.0
     if reduce == "max":
         offset = float(field.min())
         field = field - offset  # >= 0 everywhere, so the zeros outside never win the max
         padded = F.pad(field.unsqueeze(0), (1, 1, 1, 1, 1, 1), mode="replicate")
-        scale = 2.0 / (np.asarray(volume.shape_ijk, dtype=np.float64) + 1.0)  # padded index -> [-1, 1]
+        scale = 2.0 / (np.asarray(shape_ijk, dtype=np.float64) + 1.0)  # padded index -> [-1, 1]
         first, stride = first * scale - 1.0, stride * scale
     else:
-        m = _atlas_layout(volume.shape_ijk)
+        m = _atlas_layout(shape_ijk)
         atlas = _atlas(field, m)
         slices = (atlas[..., : m * (ni + 2)], atlas[..., ni + 2 :])
         view_h, view_w = slices[0].shape[2:]
@@ -234,7 +356,7 @@ def project(
         return torch.as_tensor(a, dtype=torch.float32 if a.dtype == np.float64 else None).to(device)
 
     first_t, stride_t, counts_t = as_tensor(first), as_tensor(stride), as_tensor(counts)
-    weight_t = as_tensor(np.where(counts > 0, inside_mm / np.maximum(counts, 1), 0.0))
+    weight_t = as_tensor(weight)
     order = np.argsort(counts, kind="stable")
     order_t = torch.as_tensor(order, device=device)
     counts = counts[order]
@@ -285,6 +407,4 @@ def project(
         values = sample(index, k, k >= counts_t[index, None], split)  # (split, C, per, n)
         reduced = values.sum(dim=3) if reduce == "sum" else values.amax(dim=3)  # (split, C, per)
         out[index[:rays]] = reduced.transpose(1, 2).reshape(split * per, channels)[:rays]
-    out = out[:-1] * weight_t[:-1, None] if reduce == "sum" else out[:-1] + offset
-    image = out.view(n_views, height, width, channels).permute(0, 3, 1, 2).contiguous()
-    return image[:, 0] if squeeze else image
+    return out[:-1] * weight_t[:-1, None] if reduce == "sum" else out[:-1] + offset

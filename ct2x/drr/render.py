@@ -15,15 +15,16 @@ import numpy as np
 import torch
 
 from ct2x.drr import deepdrr_backend
-from ct2x.drr.materials import attenuation_table, hu_to_density, material_densities
-from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, project
+from ct2x.drr.materials import MATERIALS, attenuation_table, hu_to_density, hu_to_material_index
+from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, Marcher, project, resolve_backend
 from ct2x.drr.spectrum import get_spectrum
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
 
-Backend = Literal["torch", "deepdrr", "auto"]
-_BACKENDS = ("torch", "deepdrr", "auto")
+Backend = Literal["numba", "torch", "deepdrr", "auto"]
+#: DRR backends: the two ray marchers, DeepDRR itself, and ``"auto"``.
+BACKENDS = ("numba", "torch", "deepdrr", "auto")
 _MM_PER_CM = 10.0
 
 
@@ -56,10 +57,14 @@ def _step(step: float) -> float:
     return step
 
 
-def _hu(volume: CTVolume, device: torch.device) -> torch.Tensor:
+def _hu_array(volume: CTVolume) -> np.ndarray:
     if not isinstance(volume, CTVolume):
         raise CT2XError(f"expected a ct2x.volume.CTVolume, got {type(volume).__name__}")
-    return torch.as_tensor(np.asarray(volume.array, dtype=np.float32)).to(device)
+    return np.asarray(volume.array, dtype=np.float32)
+
+
+def _hu(volume: CTVolume, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(_hu_array(volume)).to(device)
 
 
 def render_drr(
@@ -71,7 +76,7 @@ def render_drr(
     photons: float | None = None,
     seed: int | None = None,
     device: str | torch.device = "cpu",
-    backend: Backend = "torch",
+    backend: Backend = "auto",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> torch.Tensor:
     """Polyenergetic DRRs, ``-log`` of the transmitted fraction, like DeepDRR's.
@@ -92,15 +97,17 @@ def render_drr(
             level (DeepDRR's default is 1e6); ``None`` renders without noise.
         seed: makes the noise reproducible (``None``: fresh noise each call).
         device: ``"cpu"`` or ``"cuda"``.
-        backend: ``"torch"`` (this package), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
-            optional extra) or ``"auto"`` (DeepDRR when available, else torch).
+        backend: ``"numba"`` (this package's compiled CPU kernel), ``"torch"`` (this
+            package's torch marcher, CPU or CUDA), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
+            optional extra) or ``"auto"``: on a CUDA device DeepDRR when available, else
+            torch; on the CPU numba when it imports, else torch (with one warning).
         memory_bytes: working-memory budget of one chunk of ray samples (torch backend).
 
     Returns:
         ``(V, H, W)`` float32 tensor on ``device``; dimensionless (0 where nothing attenuates).
     """
-    if backend not in _BACKENDS:
-        raise CT2XError(f"unknown DRR backend {backend!r}: use one of {', '.join(_BACKENDS)}")
+    if backend not in BACKENDS:
+        raise CT2XError(f"unknown DRR backend {backend!r}: use one of {', '.join(BACKENDS)}")
     views, step = _views(views), _step(step)
     spec = get_spectrum(spectrum)
     if photons is not None:
@@ -113,15 +120,23 @@ def render_drr(
     device = _device(device)
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
-    if backend == "deepdrr" or (backend == "auto" and deepdrr_backend.available()):
+    if backend == "deepdrr" or (backend == "auto" and device.type == "cuda" and deepdrr_backend.available()):
         return deepdrr_backend.render(volume, views, step=step, spectrum=spec, photons=photons, seed=seed).to(device)
 
-    hu = _hu(volume, device)
-    densities = material_densities(hu)  # (M, K, J, I) g/cm^3
-    del hu
-    area = project(densities, volume, views, step=step, reduce="sum", memory_bytes=memory_bytes)
+    marcher = resolve_backend(backend, device)
+    if marcher == "numba":
+        from ct2x.drr.kernel import material_cells
+
+        density, material = (torch.from_numpy(a) for a in material_cells(_hu_array(volume)))
+    else:
+        hu = _hu(volume, device)
+        density, material = hu_to_density(hu), hu_to_material_index(hu)
+        del hu
+    # (V, M, H, W) g/cm^3 x mm: each voxel's density counts for its material only
+    area = project(density, volume, views, step=step, memory_bytes=memory_bytes, backend=marcher, labels=material,
+                   channels=len(MATERIALS))  # fmt: skip
+    del density, material
     area = area / _MM_PER_CM  # (V, M, H, W): g/cm^3 * mm -> g/cm^2
-    del densities
     mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
     weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
     intensity = torch.stack(
@@ -145,6 +160,7 @@ def line_integral(
     step: float = 0.1,
     values: np.ndarray | torch.Tensor | None = None,
     device: str | torch.device = "cpu",
+    backend: Marcher = "auto",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> torch.Tensor:
     """Monoenergetic line integrals of a voxel field, in value x mm.
@@ -157,7 +173,8 @@ def line_integral(
             ``(C, K, J, I)`` for several channels). Default: DeepDRR's mass density in
             g/cm^3 from the HU, so the result is in (g/cm^3) x mm.
         device: ``"cpu"`` or ``"cuda"``.
-        memory_bytes: working-memory budget of one chunk of ray samples.
+        backend: ray marcher, ``"numba"``, ``"torch"`` or ``"auto"`` (as for :func:`render_drr`).
+        memory_bytes: working-memory budget of one chunk of ray samples (torch backend).
 
     Returns:
         ``(V, H, W)`` (or ``(V, C, H, W)``) float32 tensor on ``device``.
@@ -171,7 +188,7 @@ def line_integral(
             raise CT2XError(
                 f"values must be (K, J, I) or (C, K, J, I) like the CT's array, got shape {tuple(field.shape)}"
             )
-    return project(field, volume, views, step=step, reduce="sum", memory_bytes=memory_bytes)
+    return project(field, volume, views, step=step, reduce="sum", memory_bytes=memory_bytes, backend=backend)
 
 
 def mip(
@@ -180,14 +197,17 @@ def mip(
     *,
     step: float = 0.1,
     device: str | torch.device = "cpu",
+    backend: Marcher = "auto",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> torch.Tensor:
     """Maximum intensity projection of the HU along each ray (the PAM's input at a pose).
 
-    Rays that miss the volume get the CT's minimum HU.
+    Rays that miss the volume get the CT's minimum HU. ``backend``: the ray marcher, as
+    for :func:`line_integral`.
 
     Returns:
         ``(V, H, W)`` float32 HU on ``device``.
     """
     views, step, device = _views(views), _step(step), _device(device)
-    return project(_hu(volume, device), volume, views, step=step, reduce="max", memory_bytes=memory_bytes)
+    hu = _hu(volume, device)
+    return project(hu, volume, views, step=step, reduce="max", memory_bytes=memory_bytes, backend=backend)
