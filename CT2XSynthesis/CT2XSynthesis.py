@@ -191,8 +191,10 @@ def ensureDependencies() -> bool:
             windowTitle="CT2X: install Python packages",
         ):
             return False
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(" ".join(plan.pip_requirements))
+        import numpy
+
+        with slicer.util.WaitCursor():  # pinning Slicer's numpy: pip picks versions that fit it (numba is picky)
+            slicer.util.pip_install(" ".join(plan.pip_requirements) + f" numpy=={numpy.__version__}")
     return True
 
 

@@ -69,6 +69,7 @@ PIP_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("lpips>=0.1.4", "lpips"),
     Requirement("torchmetrics>=1.4", "torchmetrics"),
     Requirement("tensorboard>=2.14", "tensorboard"),
+    Requirement("numba>=0.59", "numba"),
 )
 
 

@@ -16,11 +16,14 @@ from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
 
 
-def diffdrr_projector(volume: CTVolume, values: np.ndarray, view: CArm, device: str = "cpu") -> tuple[object, object]:
+def diffdrr_projector(
+    volume: CTVolume, values: np.ndarray, view: CArm, device: str = "cpu", renderer: str = "siddon"
+) -> tuple[object, object]:
     """DiffDRR's ``DRR`` module over ``values`` (laid out like ``volume.array``) and the pose of ``view``.
 
-    ``drr(pose)`` then renders DiffDRR's Siddon line integral (value x mm) ``(1, 1, H, W)``
-    through the same source and detector pixels as ``view``.
+    ``drr(pose)`` then renders DiffDRR's line integral (value x mm) ``(1, 1, H, W)``
+    through the same source and detector pixels as ``view``: Siddon's exact voxel walk,
+    or with ``renderer="trilinear"`` trilinear samples (``drr(pose, n_points=N)``).
     """
     from diffdrr.drr import DRR
     from diffdrr.pose import RigidTransform
@@ -33,7 +36,9 @@ def diffdrr_projector(volume: CTVolume, values: np.ndarray, view: CArm, device: 
     image = ScalarImage(tensor=tensor, affine=affine)
     subject = Subject(volume=image, density=image, mask=None, reorient=torch.eye(4), fiducials=None)
     (height, width), (dely, delx) = view.detector_shape, view.pixel_spacing
-    drr = DRR(subject, sdd=view.sdd, height=height, delx=delx, width=width, dely=dely, reverse_x_axis=False)
+    drr = DRR(
+        subject, sdd=view.sdd, height=height, delx=delx, width=width, dely=dely, reverse_x_axis=False, renderer=renderer
+    )
     pose = np.eye(4)
     pose[:3, :3] = ras_from_lps @ view.rotation @ np.diag([1.0, -1.0, 1.0])
     pose[:3, 3] = ras_from_lps @ view.source
