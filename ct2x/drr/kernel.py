@@ -110,13 +110,24 @@ def active_box(field: np.ndarray, labels: np.ndarray = NO_LABELS) -> tuple[np.nd
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _next_face(f: float, inverse: float, cell: float, n: int) -> int:
-    """Index of the first sample whose coordinate ``f + u / inverse`` is past ``[cell, cell + 1)`` (at most ``n``)."""
-    if inverse > 0.0:
-        return min(n, int(math.ceil((cell + 1.0 - f) * inverse)))
-    if inverse < 0.0:
-        return min(n, int(math.floor((cell - f) * inverse)) + 1)
-    return n
+def _cell_end(t_face: float, d: float, n: int) -> int:
+    """The first sample index past a cell whose exit face the ray reaches at sample parameter ``t_face`` (<= ``n``).
+
+    Moving up an axis (``d > 0``) the samples ``s < t_face`` are inside; moving down, ``s <= t_face``.
+    """
+    if d == 0.0 or t_face >= n:
+        return n
+    return int(math.ceil(t_face)) if d > 0.0 else int(math.floor(t_face)) + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _enter(f: float, d: float, s: int, n: int) -> tuple[int, float, float, int]:
+    """The cell of sample ``s`` along one axis: ``(cell, exit-face parameter, its step per cell, end sample)``."""
+    cell = int(math.floor(f + s * d))
+    if d == 0.0:
+        return cell, np.inf, np.inf, n
+    t_face = ((cell + 1.0 - f) if d > 0.0 else (cell - f)) / d
+    return cell, t_face, abs(1.0 / d), _cell_end(t_face, d, n)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -152,20 +163,37 @@ def _integrate(
                 acc[c] = outside * np.float64(values[0, c])
         fi, fj, fk = first[r, 0], first[r, 1], first[r, 2]
         di, dj, dk = stride[r, 0], stride[r, 1], stride[r, 2]
-        qi = 1.0 / di if di != 0.0 else 0.0
-        qj = 1.0 / dj if dj != 0.0 else 0.0
-        qk = 1.0 / dk if dk != 0.0 else 0.0
+        # A 3D DDA over the cells: per axis the cell index, the parameter of its exit face,
+        # the first sample past it, and the clamped voxel offsets of its two corner planes.
+        ci, ti, ui, ei = _enter(fi, di, start, stop)
+        cj, tj, uj, ej = _enter(fj, dj, start, stop)
+        ck, tk, uk, ek = _enter(fk, dk, start, stop)
+        ia, ib = min(max(ci, 0), ni - 1), min(max(ci + 1, 0), ni - 1)
+        ja, jb = min(max(cj, 0), nj - 1) * sj, min(max(cj + 1, 0), nj - 1) * sj
+        ka, kb = min(max(ck, 0), nk - 1) * sk, min(max(ck + 1, 0), nk - 1) * sk
         s = start
         while s < stop:
-            x, y, z = fi + s * di, fj + s * dj, fk + s * dk
-            x0, y0, z0 = math.floor(x), math.floor(y), math.floor(z)
-            end = min(_next_face(fi, qi, x0, stop), _next_face(fj, qj, y0, stop), _next_face(fk, qk, z0, stop))
-            m = max(end - s, 1)
+            while ei <= s:
+                ci += 1 if di > 0.0 else -1
+                ti += ui
+                ei = _cell_end(ti, di, stop)
+                ia, ib = min(max(ci, 0), ni - 1), min(max(ci + 1, 0), ni - 1)
+            while ej <= s:
+                cj += 1 if dj > 0.0 else -1
+                tj += uj
+                ej = _cell_end(tj, dj, stop)
+                ja, jb = min(max(cj, 0), nj - 1) * sj, min(max(cj + 1, 0), nj - 1) * sj
+            while ek <= s:
+                ck += 1 if dk > 0.0 else -1
+                tk += uk
+                ek = _cell_end(tk, dk, stop)
+                ka, kb = min(max(ck, 0), nk - 1) * sk, min(max(ck + 1, 0), nk - 1) * sk
+            m = min(ei, ej, ek) - s
             # Sums over u = 0 .. m - 1 of the monomials of (X, Y, Z) = p + u d.
             s1 = m * (m - 1) * 0.5
             s2 = (m - 1) * m * (2 * m - 1) * (1.0 / 6.0)
             s3 = s1 * s1
-            px, py, pz = x - x0, y - y0, z - z0
+            px, py, pz = fi + s * di - ci, fj + s * dj - cj, fk + s * dk - ck
             gx, gy, gz = m * px + di * s1, m * py + dj * s1, m * pz + dk * s1
             gxy = m * px * py + (px * dj + py * di) * s1 + di * dj * s2
             gxz = m * px * pz + (px * dk + pz * di) * s1 + di * dk * s2
@@ -180,10 +208,6 @@ def _integrate(
             w7, w3, w5, w6 = gxyz, gxy - gxyz, gxz - gxyz, gyz - gxyz
             w1, w2, w4 = gx - gxy - gxz + gxyz, gy - gxy - gyz + gxyz, gz - gxz - gyz + gxyz
             w0 = m - gx - gy - gz + gxy + gxz + gyz - gxyz
-            i0, j0, k0 = int(x0), int(y0), int(z0)
-            ia, ib = min(max(i0, 0), ni - 1), min(max(i0 + 1, 0), ni - 1)
-            ja, jb = min(max(j0, 0), nj - 1) * sj, min(max(j0 + 1, 0), nj - 1) * sj
-            ka, kb = min(max(k0, 0), nk - 1) * sk, min(max(k0 + 1, 0), nk - 1) * sk
             q0, q1, q2, q3 = ka + ja + ia, ka + ja + ib, ka + jb + ia, ka + jb + ib
             q4, q5, q6, q7 = kb + ja + ia, kb + ja + ib, kb + jb + ia, kb + jb + ib
             if not labelled:
