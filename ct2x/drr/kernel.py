@@ -130,6 +130,27 @@ def _enter(f: float, d: float, s: int, n: int) -> tuple[int, float, float, int]:
     return cell, t_face, abs(1.0 / d), _cell_end(t_face, d, n)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _planes(cell: int, size: int, stride: int) -> tuple[int, int]:
+    """Flat offsets of the voxel planes ``cell`` and ``cell + 1`` along one axis, clamped to the volume."""
+    return min(max(cell, 0), size - 1) * stride, min(max(cell + 1, 0), size - 1) * stride
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _advance(
+    cell: int, t_face: float, per_cell: float, end: int, d: float, s: int, n: int, size: int, stride: int,
+    planes: tuple[int, int],
+) -> tuple[int, float, int, tuple[int, int]]:  # fmt: skip
+    """One axis of the DDA moved on to the cell that holds sample ``s``: ``(cell, t_face, end, planes)``."""
+    if end > s:
+        return cell, t_face, end, planes
+    while end <= s:
+        cell += 1 if d > 0.0 else -1
+        t_face += per_cell
+        end = _cell_end(t_face, d, n)
+    return cell, t_face, end, _planes(cell, size, stride)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _integrate(
     field: np.ndarray,
@@ -168,26 +189,12 @@ def _integrate(
         ci, ti, ui, ei = _enter(fi, di, start, stop)
         cj, tj, uj, ej = _enter(fj, dj, start, stop)
         ck, tk, uk, ek = _enter(fk, dk, start, stop)
-        ia, ib = min(max(ci, 0), ni - 1), min(max(ci + 1, 0), ni - 1)
-        ja, jb = min(max(cj, 0), nj - 1) * sj, min(max(cj + 1, 0), nj - 1) * sj
-        ka, kb = min(max(ck, 0), nk - 1) * sk, min(max(ck + 1, 0), nk - 1) * sk
+        pi, pj, pk = _planes(ci, ni, 1), _planes(cj, nj, sj), _planes(ck, nk, sk)
         s = start
         while s < stop:
-            while ei <= s:
-                ci += 1 if di > 0.0 else -1
-                ti += ui
-                ei = _cell_end(ti, di, stop)
-                ia, ib = min(max(ci, 0), ni - 1), min(max(ci + 1, 0), ni - 1)
-            while ej <= s:
-                cj += 1 if dj > 0.0 else -1
-                tj += uj
-                ej = _cell_end(tj, dj, stop)
-                ja, jb = min(max(cj, 0), nj - 1) * sj, min(max(cj + 1, 0), nj - 1) * sj
-            while ek <= s:
-                ck += 1 if dk > 0.0 else -1
-                tk += uk
-                ek = _cell_end(tk, dk, stop)
-                ka, kb = min(max(ck, 0), nk - 1) * sk, min(max(ck + 1, 0), nk - 1) * sk
+            ci, ti, ei, pi = _advance(ci, ti, ui, ei, di, s, stop, ni, 1, pi)
+            cj, tj, ej, pj = _advance(cj, tj, uj, ej, dj, s, stop, nj, sj, pj)
+            ck, tk, ek, pk = _advance(ck, tk, uk, ek, dk, s, stop, nk, sk, pk)
             m = min(ei, ej, ek) - s
             # Sums over u = 0 .. m - 1 of the monomials of (X, Y, Z) = p + u d.
             s1 = m * (m - 1) * 0.5
@@ -208,6 +215,7 @@ def _integrate(
             w7, w3, w5, w6 = gxyz, gxy - gxyz, gxz - gxyz, gyz - gxyz
             w1, w2, w4 = gx - gxy - gxz + gxyz, gy - gxy - gyz + gxyz, gz - gxz - gyz + gxyz
             w0 = m - gx - gy - gz + gxy + gxz + gyz - gxyz
+            (ia, ib), (ja, jb), (ka, kb) = pi, pj, pk
             q0, q1, q2, q3 = ka + ja + ia, ka + ja + ib, ka + jb + ia, ka + jb + ib
             q4, q5, q6, q7 = kb + ja + ia, kb + ja + ib, kb + jb + ia, kb + jb + ib
             if not labelled:
@@ -250,41 +258,58 @@ def _maximum(
     counts: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Maximum intensity projections: ``out[r, c]`` = the largest of ray ``r``'s samples of channel ``c``."""
+    """Maximum intensity projections: ``out[r, c]`` = the largest of ray ``r``'s samples of channel ``c``.
+
+    The cells are walked as in :func:`_integrate`; a cell whose largest corner does not
+    exceed the running maximum cannot raise it (a trilinear sample lies between its
+    corners), so only the other cells' samples are interpolated.
+    """
     nk, nj, ni, nc = field.shape
+    sj, sk = ni, ni * nj
+    values = field.reshape(-1, nc)
     for r in numba.prange(counts.shape[0]):
         n = counts[r]
         start, stop = _active_range(first[r], stride[r], n, lo, hi)
         acc = np.empty(nc, dtype=np.float32)
-        corners = np.empty((8, nc), dtype=np.float32)
         for c in range(nc):
-            acc[c] = field[0, 0, 0, c] if stop - start < n else -np.inf
-        ci, cj, ck = -(2**62), 0, 0
+            acc[c] = values[0, c] if stop - start < n else -np.inf
         fi, fj, fk = first[r, 0], first[r, 1], first[r, 2]
         di, dj, dk = stride[r, 0], stride[r, 1], stride[r, 2]
-        for s in range(start, stop):
-            x, y, z = fi + s * di, fj + s * dj, fk + s * dk
-            x0, y0, z0 = math.floor(x), math.floor(y), math.floor(z)
-            i0, j0, k0 = int(x0), int(y0), int(z0)
-            if i0 != ci or j0 != cj or k0 != ck:
-                ci, cj, ck = i0, j0, k0
-                ia, ib = min(max(i0, 0), ni - 1), min(max(i0 + 1, 0), ni - 1)
-                ja, jb = min(max(j0, 0), nj - 1), min(max(j0 + 1, 0), nj - 1)
-                ka, kb = min(max(k0, 0), nk - 1), min(max(k0 + 1, 0), nk - 1)
-                for c in range(nc):
-                    corners[0, c], corners[1, c] = field[ka, ja, ia, c], field[ka, ja, ib, c]
-                    corners[2, c], corners[3, c] = field[ka, jb, ia, c], field[ka, jb, ib, c]
-                    corners[4, c], corners[5, c] = field[kb, ja, ia, c], field[kb, ja, ib, c]
-                    corners[6, c], corners[7, c] = field[kb, jb, ia, c], field[kb, jb, ib, c]
-            tx, ty, tz = np.float32(x - x0), np.float32(y - y0), np.float32(z - z0)
+        ci, ti, ui, ei = _enter(fi, di, start, stop)
+        cj, tj, uj, ej = _enter(fj, dj, start, stop)
+        ck, tk, uk, ek = _enter(fk, dk, start, stop)
+        pi, pj, pk = _planes(ci, ni, 1), _planes(cj, nj, sj), _planes(ck, nk, sk)
+        s = start
+        while s < stop:
+            ci, ti, ei, pi = _advance(ci, ti, ui, ei, di, s, stop, ni, 1, pi)
+            cj, tj, ej, pj = _advance(cj, tj, uj, ej, dj, s, stop, nj, sj, pj)
+            ck, tk, ek, pk = _advance(ck, tk, uk, ek, dk, s, stop, nk, sk, pk)
+            end = min(ei, ej, ek)
+            (ia, ib), (ja, jb), (ka, kb) = pi, pj, pk
             for c in range(nc):
-                v00 = corners[0, c] + tx * (corners[1, c] - corners[0, c])
-                v01 = corners[2, c] + tx * (corners[3, c] - corners[2, c])
-                v10 = corners[4, c] + tx * (corners[5, c] - corners[4, c])
-                v11 = corners[6, c] + tx * (corners[7, c] - corners[6, c])
-                v0 = v00 + ty * (v01 - v00)
-                v1 = v10 + ty * (v11 - v10)
-                acc[c] = max(acc[c], v0 + tz * (v1 - v0))
+                v0, v1, v2, v3 = (
+                    values[ka + ja + ia, c],
+                    values[ka + ja + ib, c],
+                    values[ka + jb + ia, c],
+                    values[ka + jb + ib, c],
+                )
+                v4, v5, v6, v7 = (
+                    values[kb + ja + ia, c],
+                    values[kb + ja + ib, c],
+                    values[kb + jb + ia, c],
+                    values[kb + jb + ib, c],
+                )
+                if max(v0, v1, v2, v3, v4, v5, v6, v7) <= acc[c]:
+                    continue
+                for u in range(s, end):
+                    tx = np.float32(fi + u * di - ci)
+                    ty = np.float32(fj + u * dj - cj)
+                    tz = np.float32(fk + u * dk - ck)
+                    v00, v01 = v0 + tx * (v1 - v0), v2 + tx * (v3 - v2)
+                    v10, v11 = v4 + tx * (v5 - v4), v6 + tx * (v7 - v6)
+                    w0, w1 = v00 + ty * (v01 - v00), v10 + ty * (v11 - v10)
+                    acc[c] = max(acc[c], w0 + tz * (w1 - w0))
+            s = end
         for c in range(nc):
             out[r, c] = acc[c]
 
