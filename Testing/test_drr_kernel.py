@@ -176,7 +176,7 @@ def test_cli_without_numba_warns_once_and_renders(tmp_path):
     sitk.WriteImage(to_sitk(body_phantom(24, 4.0)), str(ct))
     script = "import sys; sys.modules['numba'] = None; from ct2x.cli import main; sys.exit(main(sys.argv[1:]))"
     argv = ["drr", str(ct), "--angles", "-30", "30", "--size", "32", "--pixel", "6", "--out", str(tmp_path / "out")]
-    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("ct2x: warning:")]
     assert len(warnings) == 1 and "numba is not installed" in warnings[0]
