@@ -157,8 +157,20 @@ def test_the_core_is_shipped_once_and_completely():
     assert "ct2x" not in _cmake_list(training, "MODULE_PYTHON_SCRIPTS")
     core = _files_under(ROOT / "ct2x")
     assert "__init__.py" in core and "__main__.py" in core, "PythonSlicer -m ct2x needs the package and its __main__"
-    data = sorted(p for p in core if not p.endswith(".py"))
-    assert not data, f"the *.py glob does not ship core data files; list them in CT2XSynthesis/CMakeLists.txt: {data}"
+    data = sorted(f"ct2x/{p}" for p in core if not p.endswith(".py"))
+    listed = _cmake_list(synthesis, "CT2X_CORE_DATA_FILES")
+    assert data == sorted(listed), "every core data file (the bundled model) is listed in CT2X_CORE_DATA_FILES, once"
+    assert {"ct2x/bundled/ct2x-small.safetensors", "ct2x/bundled/ct2x-small.json"} <= set(listed)
+
+
+def test_the_wheel_ships_the_core_data_files():
+    """``[tool.setuptools.package-data]`` covers every data file of the core (the bundled model)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^\[tool\.setuptools\.package-data\]\s*^ct2x = \[(.*?)\]", text, re.S | re.M)
+    assert block, "pyproject.toml declares no package data for ct2x"
+    patterns = re.findall(r'"([^"]+)"', block.group(1))
+    data = [p for p in _files_under(ROOT / "ct2x") if not p.endswith(".py")]
+    assert data and all(any(Path(p).match(pattern) for pattern in patterns) for p in data)
 
 
 def test_top_level_cmake_is_a_slicer_extension():

@@ -56,20 +56,23 @@ def model_views(
     sdd: float | None = None,
     sid: float | None = None,
     isocenter: tuple[float, float, float] | None = None,
+    detector_size_mm: tuple[float, float] | None = None,
 ) -> list[CArm]:
     """C-arm views for a model: its detector (``image_size`` pixels over its training detector
-    width) and distances (its training geometry unless ``sdd`` / ``sid`` in mm are given),
-    turning about ``isocenter`` (LPS mm; default the centre of ``ct``'s bounding box)."""
+    width, or over ``detector_size_mm`` = (height, width) in mm, e.g. a real radiograph's) and
+    distances (its training geometry unless ``sdd`` / ``sid`` in mm are given), turning about
+    ``isocenter`` (LPS mm; default the centre of ``ct``'s bounding box)."""
     trained = card.get("training", {}).get("dataset_settings", {})
-    width_mm = trained.get("pixel_mm", config.pixel_spacing_mm) * trained.get("detector_size", config.image_size)
-    pixel = width_mm / config.image_size
+    if detector_size_mm is None:
+        width_mm = trained.get("pixel_mm", config.pixel_spacing_mm) * trained.get("detector_size", config.image_size)
+        detector_size_mm = (width_mm, width_mm)
     return views(
         list(primaries),
         None if secondaries is None else list(secondaries),
         sdd=sdd if sdd is not None else trained.get("sdd", config.sdd_mm),
         sid=sid if sid is not None else trained.get("sid", config.sid_mm),
         detector_shape=(config.image_size, config.image_size),
-        pixel_spacing=(pixel, pixel),
+        pixel_spacing=tuple(float(mm) / config.image_size for mm in detector_size_mm),
         isocenter=tuple(float(c) for c in (isocenter if isocenter is not None else ct.center_lps)),
     )
 
