@@ -188,6 +188,7 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._state.update(line)
             if parse_progress(line) is None:  # tqdm bars redraw often: show them in the bar, not the log
                 self.ui.logTextEdit.appendPlainText(line)
+        self._runner.step_time_s = self._state.step_time_s  # Stop's grace period follows the step time
         if self._state.progress is not None:
             self.ui.progressBar.value = int(round(100 * self._state.progress.fraction))
         if self._runner.finished:
@@ -199,7 +200,10 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStopButton(self) -> None:
         if self._runner is not None and self._runner.running:
             self._runner.request_stop()
-            self.ui.logTextEdit.appendPlainText("Stop requested: the job saves a checkpoint, then exits.")
+            self.ui.logTextEdit.appendPlainText(
+                "Stop requested: the job finishes its step, saves a checkpoint, then exits "
+                f"(it is terminated if still running in {self._runner.grace_s:.0f} s)."
+            )
 
     def onUseModelButton(self) -> None:
         model = latest_model(run_dir(self._parameterNode.outputFolder))
