@@ -482,7 +482,7 @@ def _model_style(model: Path, name: str):  # noqa: ANN202 (torch is imported laz
 def _run_demo(args: argparse.Namespace) -> None:
     from ct2x.checkpoint import load_model, load_style_codes
     from ct2x.samples import bundled_model, sample_ct
-    from ct2x.synthesize import model_views, synthesize
+    from ct2x.synthesize import model_views, prepare_ct, synthesize
     from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
@@ -497,9 +497,10 @@ def _run_demo(args: argparse.Namespace) -> None:
     style = {"style_code": codes[first]}
     _synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, args.out)
     poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
+    prepared = prepare_ct(model, ct)  # resampled once for all styles
     images, labels = [], []
     for name in sorted(codes):
-        for view in synthesize(model, ct, poses, style_code=codes[name]):
+        for view in synthesize(model, prepared, poses, style_code=codes[name]):
             images.append(view.image)
             labels.append(f"{name}, {view_label(view.carm)}")
     write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses), window=(0.0, 1.0))
