@@ -249,7 +249,9 @@ def test_device_choice():
 def test_synthesize_like_a_real_radiograph(ct_node, scene, tmp_path):
     from ct2x.view_files import write_view_dicom
 
-    geometry = RadiographGeometry(35.0, -20.0, 1200.0, 785.0, (48, 64), (0.5, 0.4), "XA", ("DistanceSourceToPatient x",))
+    geometry = RadiographGeometry(
+        35.0, -20.0, 1200.0, 785.0, (48, 64), (0.5, 0.4), "XA", ("DistanceSourceToPatient x",)
+    )
     params = like_parameters(geometry)
     (out,) = SynthesisLogic(CountingRenderer()).synthesize(ct_node, params).volumes
     view = view_from_attributes(out)

@@ -330,7 +330,7 @@ class Renderer:
         return ct
 
     def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement render(prepared, views)")
 
     def __call__(self, ct: CTVolume, views: list[CArm]) -> np.ndarray:
         return self.render(self.prepare(ct), views)

@@ -27,6 +27,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ct2x.errors import CT2XError
+
 #: Steps' worth of time a stopping job gets on top of the minimum: the step in progress, then
 #: writing the checkpoint and the model (about as much work as a step again, with margin).
 GRACE_STEPS = 3
@@ -69,7 +71,7 @@ class ProcessRunner:
     def start(self) -> None:
         """Start the child; returns at once."""
         if self.running:
-            raise RuntimeError("the job is already running")
+            raise CT2XError("the job is already running: stop it first")
         flags = subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0
         self._process = subprocess.Popen(
             self.command,
