@@ -244,8 +244,11 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._job is not None:  # its CT is going away: nothing it renders can be placed
+        if self._job is not None:  # its CT is going away: nothing it renders will be placed
             self._job.cancel()
+            self._job = None
+            self._jobTimer.stop()
+            self.ui.synthesisProgressBar.visible = self.ui.cancelButton.visible = False
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
