@@ -161,7 +161,8 @@ def test_stop_signal_writes_a_checkpoint_and_the_model_then_resume_goes_on(
     else:
         command, sent = [sys.executable, "-m", "ct2x", *argv], getattr(signal, name)
     group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if windows else {"start_new_session": True}
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **group)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "encoding": "utf-8", "errors": "replace"}
+    child = subprocess.Popen(command, **pipes, **group)  # utf-8: tqdm draws its bar with block characters
     progress = []
     for line in child.stdout:
         progress += [line] if line.startswith("CT2X-PROGRESS") else []
