@@ -6,13 +6,17 @@ Thin Slicer module: the GUI (``Resources/UI/CT2XSynthesis.ui``, bound to a
 
 Synthesize uses the learned CT2X-GAN synthesis (the bundled model or a model file, in the
 style of a radiograph or of DRRs), or, with model "None: DRR (physics)", DRRs with DeepDRR's
-physics (``ct2x.drr``). The live preview always shows a coarse physics DRR.
+physics (``ct2x.drr``). It runs in a worker thread (``CT2XSynthesisLib.background``): a
+``qt.QTimer`` polls the job for the progress bar, Cancel stops it between views, and only this
+(GUI) thread adds the finished views to the scene. The live preview always shows a coarse
+physics DRR, rendered on the GUI thread (it takes a fraction of a second).
 """
 
 from __future__ import annotations
 
 import logging
 import typing
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -21,24 +25,38 @@ import numpy as np
 import qt
 import slicer
 import vtk
-from CT2XSynthesisLib.dependencies import (
-    TORCH_VERSION_REQUIREMENT,
-    TORCHVISION_VERSION_REQUIREMENT,
-    plan_dependencies,
-    slicer_version_error,
-)
+from CT2XSynthesisLib.dependencies import check_slicer_version, ensure_dependencies
 from CT2XSynthesisLib.logic import (
+    DEVICES,
     DRR_PHYSICS_MODE,
+    GEOMETRY_FILE,
+    GEOMETRY_PANEL,
+    GEOMETRY_SOURCES,
+    GEOMETRY_VOLUME,
     LEARNED_MODE,
+    MODEL_BUNDLED,
+    MODEL_FILE,
+    MODEL_NONE,
+    MODEL_SOURCES,
+    STYLE_DRR,
+    STYLE_FILE,
+    STYLE_SOURCES,
+    STYLE_STORED,
+    STYLE_VOLUME,
+    RendererChoice,
     SynthesisLogic,
     SynthesisParameters,
     bundled_model_path,
-    learned_renderer,
+    describe_geometry,
+    isocenter_from_markups,
+    like_parameters,
     parse_angles,
     physics_drr_renderer,
+    radiograph_file_of_node,
     stored_style_names,
 )
-from slicer import vtkMRMLScalarVolumeNode
+from CT2XSynthesisLib.reloading import forget_package
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import (
     Choice,
     GuiConnector,
@@ -54,12 +72,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from ct2x.errors import CT2XError
 from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_DETECTOR_WIDTH_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm
+from ct2x.radiograph_geometry import read_radiograph_geometry
 
 #: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
 PREVIEW_STEP = 1.0
-MODEL_SOURCES = ["Bundled model", "Model file", "None: DRR (physics)"]
-STYLE_SOURCES = ["DRR style", "Loaded 2D volume", "Image file", "Style stored with the model"]
+#: How often the panel polls a running synthesis, ms.
+JOB_POLL_MS = 100
 
 
 class CT2XSynthesis(ScriptedLoadableModule):
@@ -87,16 +107,21 @@ class CT2XSynthesisParameterNode:
     """GUI state. Angles in degrees, distances in mm; the angle list is text such as "-30, 0, 30/15"."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    modelSource: Annotated[str, Choice(MODEL_SOURCES)] = MODEL_SOURCES[0]
+    modelSource: Annotated[str, Choice(list(MODEL_SOURCES))] = MODEL_BUNDLED
     modelFile: Path
-    styleSource: Annotated[str, Choice(STYLE_SOURCES)] = STYLE_SOURCES[0]
+    styleSource: Annotated[str, Choice(list(STYLE_SOURCES))] = STYLE_DRR
     styleVolume: vtkMRMLScalarVolumeNode
     styleFile: Path
     modelStyle: str = ""  # a style stored with the chosen model; the panel fills its combo box
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     angles: str = "-60, -30, 0, 30, 60"
     primary: Annotated[float, WithinRange(-180.0, 180.0)] = 0.0
     secondary: Annotated[float, WithinRange(-90.0, 90.0)] = 0.0
     livePreview: bool = False
+    geometrySource: Annotated[str, Choice(list(GEOMETRY_SOURCES))] = GEOMETRY_PANEL
+    likeVolume: vtkMRMLScalarVolumeNode
+    likeFile: Path
+    isocenterPoint: vtkMRMLMarkupsFiducialNode
     sdd: Annotated[float, WithinRange(100.0, 3000.0)] = DEFAULT_SDD_MM
     sid: Annotated[float, WithinRange(50.0, 3000.0)] = DEFAULT_SID_MM
     detectorPixels: Annotated[int, WithinRange(8, 2048)] = DEFAULT_DETECTOR_PIXELS
@@ -144,62 +169,8 @@ class CtkComboBoxToTextConnector(GuiConnector):
         self._widget.currentIndex = self._widget.findText(value) if value else -1
 
 
-def checkSlicerVersion(layout=None) -> bool:
-    """Whether this Slicer is new enough for the CT2X modules.
-
-    If it is not, shows an error dialog naming the required version and, given the module
-    panel's ``layout``, leaves the same message in the panel.
-    """
-    message = slicer_version_error(slicer.app.majorVersion, slicer.app.minorVersion)
-    if message is None:
-        return True
-    slicer.util.errorDisplay(message, windowTitle="CT2X")
-    if layout is not None:
-        label = qt.QLabel(message)
-        label.wordWrap = True
-        layout.addWidget(label)
-    return False
-
-
-def ensureDependencies() -> bool:
-    """First use: make torch (PyTorch extension) and the core's other packages importable.
-
-    Shows the dialogs; returns False if the user declined or the PyTorch extension is missing.
-    """
-    plan = plan_dependencies()
-    if plan.pytorch_extension_missing:
-        slicer.util.errorDisplay(
-            "CT2X needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
-            "and try again."
-        )
-        return False
-    if plan.install_torch:
-        import PyTorchUtils
-
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=True,
-            torchVersionRequirement=TORCH_VERSION_REQUIREMENT,
-            torchvisionVersionRequirement=TORCHVISION_VERSION_REQUIREMENT,
-        )
-        if torch is None:
-            return False
-    if plan.pip_requirements:
-        if not slicer.util.confirmOkCancelDisplay(
-            "CT2X needs these Python packages, which will now be downloaded and installed:\n\n"
-            + "\n".join(plan.pip_requirements)
-            + "\n\nSlicer's own numpy, vtk, SimpleITK and PyTorch's torch are not touched.",
-            windowTitle="CT2X: install Python packages",
-        ):
-            return False
-        import numpy
-
-        with slicer.util.WaitCursor():  # pinning Slicer's numpy: pip picks versions that fit it (numba is picky)
-            slicer.util.pip_install(" ".join(plan.pip_requirements) + f" numpy=={numpy.__version__}")
-    return True
-
-
 class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel: parameters, live preview, Synthesize."""
+    """The module panel: parameters, live preview, Synthesize in the background, Cancel."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -208,12 +179,15 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._previewTimer = None
+        self._jobTimer = None
+        self._job = None  # the running SynthesisJob
         self._previewRenderer = physics_drr_renderer(step=PREVIEW_STEP)
         self._styleNamesKey = None  # (model path, file stamp) whose stored styles the combo box lists
+        self._likeKey = None  # (geometry source, radiograph) whose geometry the panel shows
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        if not checkSlicerVersion(self.layout):
+        if not check_slicer_version(self.showMessageInPanel):
             return  # too old a Slicer: the panel shows why, and nothing else is set up
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CT2XSynthesis.ui"))
         self.layout.addWidget(uiWidget)
@@ -226,18 +200,37 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._previewTimer.setSingleShot(True)
         self._previewTimer.setInterval(250)
         self._previewTimer.timeout.connect(self.updatePreview)
+        self._jobTimer = qt.QTimer()
+        self._jobTimer.setInterval(JOB_POLL_MS)
+        self._jobTimer.timeout.connect(self.onJobPoll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.synthesizeButton.connect("clicked(bool)", self.onSynthesizeButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.primarySliderWidget.connect("valueChanged(double)", self.schedulePreview)
         self.ui.secondarySliderWidget.connect("valueChanged(double)", self.schedulePreview)
         self.ui.livePreviewCheckBox.connect("toggled(bool)", self.onLivePreviewToggled)
         self.initializeParameterNode()
 
+    def showMessageInPanel(self, message: str) -> None:
+        label = qt.QLabel(message)
+        label.wordWrap = True
+        self.layout.addWidget(label)
+
+    def onReload(self) -> None:
+        """Developer mode's Reload: the Lib package is reloaded from disk with the main script."""
+        self.cleanup()
+        forget_package("CT2XSynthesisLib")
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def cleanup(self) -> None:
-        if self._previewTimer is not None:
-            self._previewTimer.stop()
+        for timer in (self._previewTimer, self._jobTimer):
+            if timer is not None:
+                timer.stop()
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
         self.removeObservers()
 
     def enter(self) -> None:
@@ -251,6 +244,11 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:  # its CT is going away: nothing it renders will be placed
+            self._job.cancel()
+            self._job = None
+            self._jobTimer.stop()
+            self.ui.synthesisProgressBar.visible = self.ui.cancelButton.visible = False
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -272,31 +270,45 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._styleNamesKey = None
+            self._styleNamesKey = self._likeKey = None
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and self._job is None
         self.ui.synthesizeButton.enabled = ready
-        self.ui.synthesizeButton.toolTip = "Render the views" if ready else "Select a CT volume first"
+        self.ui.synthesizeButton.toolTip = (
+            "Render the views in the background"
+            if ready
+            else ("A synthesis is running" if self._job is not None else "Select a CT volume first")
+        )
         if self._parameterNode:
             self._updateModelStyles()
+            self._updateLikeGeometry()
 
-    def _chosenModelPath(self) -> Path | None:
-        """The chosen model file (may be missing), or None for "None: DRR (physics)" or no file yet."""
+    def _rendererChoice(self) -> tuple[RendererChoice, np.ndarray | None]:
+        """The chosen renderer (compared by name) and the style volume's voxels when one is the style."""
         p = self._parameterNode
-        if p.modelSource == MODEL_SOURCES[0]:
-            return bundled_model_path()
-        if p.modelSource == MODEL_SOURCES[1]:
-            text = str(p.modelFile or "").strip()
-            return Path(text) if text and text != "." else None
-        return None
+        styleArray, styleKey = None, ""
+        if p.styleSource == STYLE_VOLUME and p.styleVolume:
+            styleArray = slicer.util.arrayFromVolume(p.styleVolume)
+            image = p.styleVolume.GetImageData()
+            styleKey = f"{p.styleVolume.GetID()}:{image.GetMTime() if image is not None else 0}"
+        choice = RendererChoice(
+            model_source=p.modelSource,
+            model_file=str(p.modelFile or "") if p.modelSource == MODEL_FILE else "",
+            style_source=p.styleSource,
+            style_file=str(p.styleFile or "") if p.styleSource == STYLE_FILE else "",
+            style_key=styleKey,
+            model_style=p.modelStyle if p.styleSource == STYLE_STORED else "",
+            device=p.device,
+        )
+        return choice, styleArray
 
     def _updateModelStyles(self) -> None:
         """List the chosen model's stored styles in the combo box (when the model or its file
         changed), keep ``modelStyle`` one of them, and show the box only for that style source."""
         p = self._parameterNode
-        path = self._chosenModelPath()
+        path = RendererChoice(p.modelSource, model_file=str(p.modelFile or "")).model_path()
         try:
             stamp = path.stat() if path is not None else None
             key = (str(path), stamp.st_mtime_ns, stamp.st_size) if stamp else (str(path), None, None)
@@ -321,24 +333,64 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             if p.modelStyle not in names:
                 p.modelStyle = names[0] if names else ""  # observers call back here; the key is unchanged by then
-        stored = p.styleSource == STYLE_SOURCES[3]
+        stored = p.styleSource == STYLE_STORED
         self.ui.modelLabel5.visible = stored
         combo.visible = stored
 
-    def _chain(self, angles: tuple[tuple[float, float], ...]) -> SynthesisParameters:
+    def _likeFile(self) -> Path:
+        """The DICOM radiograph whose geometry is chosen, or a CT2XError saying what to choose."""
         p = self._parameterNode
+        if p.geometrySource == GEOMETRY_VOLUME:
+            if not p.likeVolume:
+                raise CT2XError("choose the loaded DICOM radiograph whose geometry to use")
+            return radiograph_file_of_node(p.likeVolume, getattr(slicer, "dicomDatabase", None))
+        text = str(p.likeFile or "").strip()
+        if not text or text == ".":
+            raise CT2XError("choose the DICOM radiograph file whose geometry to use")
+        return Path(text)
+
+    def _updateLikeGeometry(self) -> None:
+        """Show the chosen radiograph's geometry (and each missing tag) under the geometry choice."""
+        p = self._parameterNode
+        like = p.geometrySource != GEOMETRY_PANEL
+        for widget in (self.ui.geometryLabel6, self.ui.likeVolumeSelector):
+            widget.visible = p.geometrySource == GEOMETRY_VOLUME
+        for widget in (self.ui.geometryLabel7, self.ui.likeFilePathLineEdit):
+            widget.visible = p.geometrySource == GEOMETRY_FILE
+        self.ui.likeGeometryLabel.visible = like
+        for widget in (self.ui.sddSpinBox, self.ui.sidSpinBox, self.ui.detectorPixelsSpinBox,
+                       self.ui.detectorWidthSpinBox, self.ui.anglesLineEdit):  # fmt: skip
+            widget.enabled = not like
+        key = (p.geometrySource, p.likeVolume.GetID() if p.likeVolume else None, str(p.likeFile or ""))
+        if not like or key == self._likeKey:
+            return
+        self._likeKey = key
+        try:
+            self.ui.likeGeometryLabel.text = describe_geometry(read_radiograph_geometry(self._likeFile()))
+        except CT2XError as error:
+            self.ui.likeGeometryLabel.text = str(error)
+
+    def _parameters(self, angles: tuple[tuple[float, float], ...] | None = None) -> SynthesisParameters:
+        """The imaging chain: the panel's fields (``angles``: the angle list), or a radiograph's geometry."""
+        p = self._parameterNode
+        isocenter = isocenter_from_markups(p.isocenterPoint) if p.isocenterPoint else None
+        if p.geometrySource != GEOMETRY_PANEL:
+            geometry = read_radiograph_geometry(self._likeFile())
+            parameters = like_parameters(geometry, isocenter, p.addMarkups)
+            return parameters if angles is None else replace(parameters, angles=angles)
         return SynthesisParameters(
-            angles=angles,
+            angles=angles if angles is not None else parse_angles(p.angles, default_secondary=p.secondary),
             sdd=p.sdd,
             sid=p.sid,
             detector_pixels=p.detectorPixels,
             detector_width_mm=p.detectorWidth,
+            isocenter_ras=isocenter,
             add_markups=p.addMarkups,
         )
 
     # ------------------------------------------------------------- preview
     def onLivePreviewToggled(self, enabled: bool) -> None:
-        if enabled and not ensureDependencies():
+        if enabled and not ensure_dependencies():
             self.ui.livePreviewCheckBox.checked = False
             return
         self.schedulePreview()
@@ -350,57 +402,53 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updatePreview(self) -> None:
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("CT2X could not render the preview.", waitCursor=True):
-            chain = self._chain(((p.primary, p.secondary),))
-            node = self.logic.update_preview(p.inputVolume, chain, renderer=self._previewRenderer)
+            node = self.logic.update_preview(
+                p.inputVolume, self._parameters(((p.primary, p.secondary),)), renderer=self._previewRenderer
+            )
             showInSliceView(node)
 
     # ---------------------------------------------------------- synthesize
     def onSynthesizeButton(self) -> None:
-        if not ensureDependencies():
+        if self._job is not None or not ensure_dependencies():
             return
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("CT2X could not synthesize the views.", waitCursor=True):
-            parameters = self._chain(parse_angles(p.angles, default_secondary=p.secondary))
-            renderer, mode = self._renderer()  # before the progress dialog, which a bad choice would leave open
-            dialog = slicer.util.createProgressDialog(
-                windowTitle="CT2X Synthesis", labelText="Reading the CT", maximum=len(parameters.angles)
-            )
-            dialog.setCancelButton(None)
+        with slicer.util.tryWithErrorDisplay("CT2X could not start the synthesis."):
+            parameters = self._parameters()
+            self.logic.choose_renderer(*self._rendererChoice())  # kept, with its model, while unchanged
+            self._job = self.logic.start_synthesis(p.inputVolume, parameters)
+            self._setRunning(True)
+            self._jobTimer.start()
 
-            def progress(done: int, total: int, text: str) -> None:
-                dialog.labelText = text
-                dialog.value = done
-                slicer.app.processEvents()
+    def onCancelButton(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.cancelButton.enabled = False
 
-            self.logic.renderer, self.logic.mode = renderer, mode
-            try:
-                result = self.logic.synthesize(p.inputVolume, parameters, progress)
-            finally:
-                dialog.close()
-            showInSliceView(result.volumes[-1])
+    def onJobPoll(self) -> None:
+        """Timer slot (GUI thread): show the job's progress; once it has ended, place its views."""
+        if self._job is None:
+            self._jobTimer.stop()
+            return
+        status = self._job.status()
+        self.ui.synthesisProgressBar.value = int(round(100 * status.fraction))
+        self.ui.synthesisProgressBar.format = f"{status.text}: %p%"
+        if not status.finished:
+            return
+        self._jobTimer.stop()
+        job, self._job = self._job, None
+        self._setRunning(False)
+        with slicer.util.tryWithErrorDisplay("CT2X could not synthesize the views."):
+            result = self.logic.finish_synthesis(job)
+            if result is not None:
+                showInSliceView(result.volumes[-1])
 
-    def _renderer(self):
-        """The renderer and its mode label for the chosen model and style reference."""
-        p = self._parameterNode
-        if p.modelSource == MODEL_SOURCES[2]:
-            return physics_drr_renderer(), DRR_PHYSICS_MODE
-        if p.modelSource == MODEL_SOURCES[1] and not str(p.modelFile or "").strip():
-            raise ValueError("Choose a model file (.safetensors), or the bundled model")
-        model = None if p.modelSource == MODEL_SOURCES[0] else p.modelFile
-        if p.styleSource == STYLE_SOURCES[1]:
-            if not p.styleVolume:
-                raise ValueError("Choose the 2D volume to use as style reference")
-            style = slicer.util.arrayFromVolume(p.styleVolume)
-        elif p.styleSource == STYLE_SOURCES[2]:
-            style = p.styleFile
-        else:
-            style = None
-        if p.styleSource == STYLE_SOURCES[3]:
-            chosen = self._chosenModelPath()
-            if not p.modelStyle and chosen is not None and chosen.is_file():  # a missing file: the loader says so
-                raise ValueError(f"The model {chosen.name} stores no styles: choose another style reference")
-            return learned_renderer(model, model_style=p.modelStyle), LEARNED_MODE
-        return learned_renderer(model, style), LEARNED_MODE
+    def _setRunning(self, running: bool) -> None:
+        self.ui.synthesisProgressBar.visible = running
+        self.ui.cancelButton.visible = running
+        self.ui.cancelButton.enabled = running
+        if running:
+            self.ui.synthesisProgressBar.value = 0
+        self._updateButtons()
 
 
 def showInSliceView(node: vtkMRMLScalarVolumeNode) -> None:
@@ -433,6 +481,8 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
         self.test_views_lie_on_their_detector_planes()
         self.setUp()
         self.test_widget_binds_the_parameter_node()
+        self.setUp()
+        self.test_synthesize_button_runs_in_the_background()
 
     def test_views_lie_on_their_detector_planes(self) -> None:
         ct = slicer.util.addVolumeFromArray(
@@ -469,8 +519,8 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
         parameters.angles = "10, 20"
         self.assertEqual(widget.ui.anglesLineEdit.text, "10, 20")
         # the stored-style combo box lists the chosen model's styles and follows modelStyle
-        parameters.styleSource = STYLE_SOURCES[3]
-        self.assertEqual(widget.ui.styleSourceComboBox.currentText, STYLE_SOURCES[3])
+        parameters.styleSource = STYLE_STORED
+        self.assertEqual(widget.ui.styleSourceComboBox.currentText, STYLE_STORED)
         combo = widget.ui.modelStyleComboBox
         names = [combo.itemText(i) for i in range(combo.count)]
         self.assertEqual(names, stored_style_names(bundled_model_path()))
@@ -478,5 +528,25 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
         if names:
             parameters.modelStyle = names[-1]
             self.assertEqual(combo.currentText, names[-1])
-        parameters.modelSource = MODEL_SOURCES[2]
+        parameters.modelSource = MODEL_NONE
         self.assertEqual((combo.count, parameters.modelStyle), (0, ""))
+
+    def test_synthesize_button_runs_in_the_background(self) -> None:
+        import time
+
+        slicer.util.selectModule("CT2XSynthesis")
+        widget = slicer.util.getModuleWidget("CT2XSynthesis")
+        ct = slicer.util.addVolumeFromArray(np.zeros((16, 16, 16), np.float32), np.diag([-4.0, -4.0, 4.0, 1.0]))
+        parameters = widget.logic.getParameterNode()
+        parameters.inputVolume, parameters.modelSource, parameters.geometrySource = ct, MODEL_NONE, GEOMETRY_PANEL
+        parameters.angles, parameters.detectorPixels = "-10, 10", 16
+        volumes = len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+        widget.onSynthesizeButton()
+        self.assertIsNotNone(widget._job)
+        self.assertTrue(widget.ui.cancelButton.visible)
+        deadline = time.monotonic() + 120
+        while widget._job is not None:
+            self.assertLess(time.monotonic(), deadline, "the synthesis did not finish")
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        self.assertEqual(len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")), volumes + 2)

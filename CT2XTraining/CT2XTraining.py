@@ -16,6 +16,9 @@ from typing import Annotated
 
 import qt
 import slicer
+from CT2XSynthesisLib.dependencies import check_slicer_version, ensure_dependencies
+from CT2XSynthesisLib.logic import MODEL_FILE
+from CT2XSynthesisLib.reloading import forget_package
 from CT2XTrainingLib.commands import (
     BUILTIN_CONFIGS,
     DEVICES,
@@ -39,7 +42,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 import ct2x
-from CT2XSynthesis import checkSlicerVersion, ensureDependencies
+from ct2x.errors import CT2XError
 
 CONFIG_CHOICES = [*BUILTIN_CONFIGS, "file"]
 POLL_INTERVAL_MS = 200
@@ -69,9 +72,9 @@ class CT2XTrainingParameterNode:
     ctFolder: Path
     xrayFolder: Path
     outputFolder: Path
-    config: Annotated[str, Choice(CONFIG_CHOICES)] = BUILTIN_CONFIGS[0]
+    config: Annotated[str, Choice(CONFIG_CHOICES)] = "small"
     configFile: Path
-    device: Annotated[str, Choice(list(DEVICES))] = DEVICES[0]
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     steps: Annotated[int, WithinRange(0, 10_000_000)] = 0
     workers: Annotated[int, WithinRange(1, 64)] = 2
 
@@ -96,7 +99,7 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        if not checkSlicerVersion(self.layout):
+        if not check_slicer_version(self.showMessageInPanel):
             return  # too old a Slicer: the panel shows why, and nothing else is set up
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CT2XTraining.ui"))
         self.layout.addWidget(uiWidget)
@@ -116,6 +119,17 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.stopButton.connect("clicked(bool)", self.onStopButton)
         self.ui.useModelButton.connect("clicked(bool)", self.onUseModelButton)
         self.initializeParameterNode()
+
+    def showMessageInPanel(self, message: str) -> None:
+        label = qt.QLabel(message)
+        label.wordWrap = True
+        self.layout.addWidget(label)
+
+    def onReload(self) -> None:
+        """Developer mode's Reload: the Lib package is reloaded from disk with the main script."""
+        self.cleanup()
+        forget_package("CT2XTrainingLib")
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self) -> None:
         if self._timer is not None:
@@ -172,8 +186,8 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _start(self, command: list[str]) -> None:
         if self._runner is not None and self._runner.running:
-            raise RuntimeError("A job is already running: stop it first.")
-        if not ensureDependencies():
+            raise CT2XError("a job is already running: stop it first")
+        if not ensure_dependencies():
             return
         self._state = JobState()
         self._runner = ProcessRunner(command, env=child_environment(os.environ, coreRoot()))
@@ -188,6 +202,7 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._state.update(line)
             if parse_progress(line) is None:  # tqdm bars redraw often: show them in the bar, not the log
                 self.ui.logTextEdit.appendPlainText(line)
+        self._runner.step_time_s = self._state.step_time_s  # Stop's grace period follows the step time
         if self._state.progress is not None:
             self.ui.progressBar.value = int(round(100 * self._state.progress.fraction))
         if self._runner.finished:
@@ -199,7 +214,10 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStopButton(self) -> None:
         if self._runner is not None and self._runner.running:
             self._runner.request_stop()
-            self.ui.logTextEdit.appendPlainText("Stop requested: the job saves a checkpoint, then exits.")
+            self.ui.logTextEdit.appendPlainText(
+                "Stop requested: the job finishes its step, saves a checkpoint, then exits "
+                f"(it is terminated if still running in {self._runner.grace_s:.0f} s)."
+            )
 
     def onUseModelButton(self) -> None:
         model = latest_model(run_dir(self._parameterNode.outputFolder))
@@ -207,7 +225,7 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay("No trained model yet: train to the end, or Stop (both write the model).")
             return
         synthesis = slicer.util.getModuleLogic("CT2XSynthesis").getParameterNode()
-        synthesis.modelSource = "Model file"
+        synthesis.modelSource = MODEL_FILE
         synthesis.modelFile = model
         slicer.util.selectModule("CT2XSynthesis")
 

@@ -6,7 +6,9 @@
 * the extension metadata (CMakeLists, ``.s4ext``, JSON catalog entry) agree; icons are 128x128;
 * every icon and screenshot URL in the metadata is this repository's raw URL of a committed file;
 * both module panels check the Slicer version first, and the README states the same minimum;
-* the module ``Lib`` packages import neither ``qt`` nor ``ScriptedLoadableModule``;
+* the module ``Lib`` packages import neither ``qt`` nor ``ScriptedLoadableModule`` and raise one error type;
+* CT2XTraining does not import CT2XSynthesis's main script; Reload reloads each module's ``Lib``;
+  the module scripts compare choices by name, never by position in a list;
 * first use installs exactly the core's dependencies minus Slicer's and PyTorch's own.
 """
 
@@ -157,8 +159,20 @@ def test_the_core_is_shipped_once_and_completely():
     assert "ct2x" not in _cmake_list(training, "MODULE_PYTHON_SCRIPTS")
     core = _files_under(ROOT / "ct2x")
     assert "__init__.py" in core and "__main__.py" in core, "PythonSlicer -m ct2x needs the package and its __main__"
-    data = sorted(p for p in core if not p.endswith(".py"))
-    assert not data, f"the *.py glob does not ship core data files; list them in CT2XSynthesis/CMakeLists.txt: {data}"
+    data = sorted(f"ct2x/{p}" for p in core if not p.endswith(".py"))
+    listed = _cmake_list(synthesis, "CT2X_CORE_DATA_FILES")
+    assert data == sorted(listed), "every core data file (the bundled model) is listed in CT2X_CORE_DATA_FILES, once"
+    assert {"ct2x/bundled/ct2x-small.safetensors", "ct2x/bundled/ct2x-small.json"} <= set(listed)
+
+
+def test_the_wheel_ships_the_core_data_files():
+    """``[tool.setuptools.package-data]`` covers every data file of the core (the bundled model)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    block = re.search(r"^\[tool\.setuptools\.package-data\]\s*^ct2x = \[(.*?)\]", text, re.S | re.M)
+    assert block, "pyproject.toml declares no package data for ct2x"
+    patterns = re.findall(r'"([^"]+)"', block.group(1))
+    data = [p for p in _files_under(ROOT / "ct2x") if not p.endswith(".py")]
+    assert data and all(any(Path(p).match(pattern) for pattern in patterns) for p in data)
 
 
 def test_top_level_cmake_is_a_slicer_extension():
@@ -228,7 +242,7 @@ def test_module_panel_checks_the_slicer_version_first(module):
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
     setup = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "setup")
     check = setup.body[1]
-    assert isinstance(check, ast.If) and "checkSlicerVersion(" in ast.unparse(check.test)
+    assert isinstance(check, ast.If) and "check_slicer_version(" in ast.unparse(check.test)
     assert ast.unparse(check.test).startswith("not ") and isinstance(check.body[-1], ast.Return)
 
 
@@ -288,3 +302,60 @@ def test_plan_dependencies():
     assert "pydicom>=2.4" not in with_extension.pip_requirements
     no_vision = plan_dependencies(lambda name: name != "torchvision")
     assert no_vision.install_torch and not no_vision.pip_requirements
+
+
+# ------------------------------------------------------------- module hygiene
+def _module_tree(module: str) -> ast.Module:
+    return ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
+
+
+def test_training_does_not_import_the_synthesis_main_script():
+    for node in ast.walk(_module_tree("CT2XTraining")):
+        if isinstance(node, ast.Import):
+            assert all(a.name != "CT2XSynthesis" for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != "CT2XSynthesis", "import the shared helpers from CT2XSynthesisLib"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_reload_reloads_the_lib_package(module):
+    widget = next(n for n in _module_tree(module).body if isinstance(n, ast.ClassDef) and n.name == f"{module}Widget")
+    reload = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "onReload")
+    calls = [ast.unparse(n) for n in ast.walk(reload) if isinstance(n, ast.Call)]
+    forget = calls.index(f"forget_package('{module}Lib')")
+    assert forget < calls.index("ScriptedLoadableModuleWidget.onReload(self)")
+
+
+def test_forget_package_makes_the_next_import_read_the_files_again(tmp_path, monkeypatch):
+    from CT2XSynthesisLib.reloading import forget_package
+
+    package = tmp_path / "CT2XFakeLib"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "logic.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import CT2XFakeLib.logic as first
+
+    (package / "logic.py").write_text("VALUE = 2  # edited\n")
+    assert sorted(forget_package("CT2XFakeLib")) == ["CT2XFakeLib", "CT2XFakeLib.logic"]
+    import CT2XFakeLib.logic as second
+
+    assert (first.VALUE, second.VALUE) == (1, 2) and first is not second
+    forget_package("CT2XFakeLib")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_choices_are_compared_by_name(module):
+    text = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
+    indexed = re.findall(r"\b[A-Z_]*(?:SOURCES|CHOICES|CONFIGS|DEVICES)\[\d+\]", text)
+    assert not indexed, f"{module}.py picks choices by list index: {indexed}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_lib_raises_one_error_type(module):
+    for path in (ROOT / module / f"{module}Lib").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                name = ast.unparse(raised)
+                assert name in {"CT2XError", "NotImplementedError"}, f"{path.name}:{node.lineno} raises {name}"

@@ -26,8 +26,9 @@ from CT2XTrainingLib.progress import (  # noqa: E402
     latest_model,
     parse_checkpoint,
     parse_progress,
+    step_time,
 )
-from CT2XTrainingLib.runner import ProcessRunner  # noqa: E402
+from CT2XTrainingLib.runner import GRACE_STEPS, ProcessRunner, stop_grace_s  # noqa: E402
 
 from ct2x.errors import CT2XError  # noqa: E402
 
@@ -175,7 +176,7 @@ def test_stop_asks_the_job_to_checkpoint_and_exit():
             print("CT2X-CHECKPOINT step=7 path=/run/checkpoint-7.safetensors", flush=True)
         """
     )
-    runner = ProcessRunner([sys.executable, "-u", "-c", child], grace_s=10.0)
+    runner = ProcessRunner([sys.executable, "-u", "-c", child], minimum_grace_s=10.0)
     runner.start()
     seen, deadline = [], time.monotonic() + 20
     while "ready" not in seen:
@@ -197,7 +198,7 @@ def test_stop_escalates_when_the_job_ignores_it():
             "time.sleep(60)",
         ]
     )
-    runner = ProcessRunner([sys.executable, "-u", "-c", child], grace_s=0.3)
+    runner = ProcessRunner([sys.executable, "-u", "-c", child], minimum_grace_s=0.3)
     runner.start()
     deadline = time.monotonic() + 20
     while "ready" not in runner.poll():
@@ -206,3 +207,42 @@ def test_stop_escalates_when_the_job_ignores_it():
     runner.request_stop()
     _drain(runner)
     assert runner.returncode != 0
+
+
+def test_the_step_time_the_job_reports():
+    assert step_time(parse_progress("CT2X-PROGRESS step=1 total=9 step_s=85.2")) == 85.2
+    assert step_time(parse_progress("train:  20%|##        | 2/10 [00:09<00:34, 4.35s/step]")) == 4.35
+    assert step_time(parse_progress("train:  20%|##        | 2/10 [00:01<00:04, 2.50step/s]")) == pytest.approx(0.4)
+    assert step_time(parse_progress("train:   0%|          | 0/10 [00:00<?, ?step/s]")) is None
+    assert step_time(parse_progress("CT2X-PROGRESS step=1 total=9 loss_g=0.3")) is None
+    state = JobState()
+    for line in ["CT2X-PROGRESS step=1 total=9 step_s=12", "CT2X-PROGRESS step=2 total=9 loss_g=0.3"]:
+        state.update(line)
+    assert state.step_time_s == 12.0, "a report without a step time keeps the last one"
+    assert stop_grace_s(None) == 30.0 and stop_grace_s(0.0, 5.0) == 5.0
+    assert stop_grace_s(85.2) == pytest.approx(30.0 + GRACE_STEPS * 85.2)
+
+
+def test_the_grace_period_before_terminate_follows_the_step_time():
+    """A job that is slow to stop (its step takes long) is not terminated within the minimum grace
+    period once it has reported its step time, but still is after the longer one."""
+    child = "\n".join(
+        ["import signal, time", "signal.signal(signal.SIGINT, signal.SIG_IGN)", "print('ready', flush=True)",
+         "time.sleep(60)"]
+    )  # fmt: skip
+    runner = ProcessRunner([sys.executable, "-u", "-c", child], minimum_grace_s=0.2)
+    runner.step_time_s = 0.4  # grace = 0.2 + 3 * 0.4 = 1.4 s
+    assert runner.grace_s == pytest.approx(0.2 + GRACE_STEPS * 0.4)
+    runner.start()
+    deadline = time.monotonic() + 20
+    while "ready" not in runner.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    runner.request_stop()
+    asked = time.monotonic()
+    while time.monotonic() - asked < 0.9:  # well past the minimum: still running
+        runner.poll()
+        time.sleep(0.02)
+    assert runner.running
+    _drain(runner)
+    assert runner.returncode != 0 and time.monotonic() - asked >= runner.grace_s

@@ -136,22 +136,49 @@ def test_kill_9_loses_at_most_one_interval(inputs: dict[str, Path], tmp_path: Pa
     assert _latest_step(run) == total and (run / "model.safetensors").is_file()
 
 
-def test_sigint_writes_a_checkpoint_and_the_model_then_resume_goes_on(inputs: dict[str, Path], tmp_path: Path) -> None:
-    """Stop in CT2XTraining sends SIGINT: the trainer saves the step reached, its model, and exits 0."""
+#: Runs ``ct2x train`` with ``signal.SIGBREAK`` (Windows only) set to SIGUSR1 first, so that elsewhere
+#: the trainer installs its stop handler for "SIGBREAK" exactly as it does on Windows.
+_SIMULATED_SIGBREAK = (
+    "import signal, sys; signal.SIGBREAK = signal.SIGUSR1; from ct2x.cli import main; sys.exit(main())"
+)
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGBREAK"])
+def test_stop_signal_writes_a_checkpoint_and_the_model_then_resume_goes_on(
+    inputs: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """Stop in CT2XTraining sends SIGINT (Linux, macOS) or CTRL_BREAK (Windows: SIGBREAK, to the whole
+    process group); schedulers send SIGTERM. For each, the trainer saves the step reached and its model,
+    and exits 0; data-loading workers (which get group signals too) do not break the run."""
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "ct2x", "train", "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
-    argv += ["--config", str(inputs["config"]), "--out", str(run), "--steps", "50", "--workers", "0"]
-    argv += ["--checkpoint-every", "1000", "--log-every", "1"]
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    argv = ["train", "--data", str(inputs["data"]), "--xray", str(inputs["xray"]), "--config", str(inputs["config"])]
+    argv += ["--out", str(run), "--steps", "50", "--workers", "1", "--checkpoint-every", "1000", "--log-every", "2"]
+    windows = os.name == "nt"
+    if name == "SIGBREAK" and not windows:
+        command, sent = [sys.executable, "-c", _SIMULATED_SIGBREAK, *argv], signal.SIGUSR1
+    elif name == "SIGBREAK":
+        command, sent = [sys.executable, "-m", "ct2x", *argv], signal.CTRL_BREAK_EVENT
+    else:
+        command, sent = [sys.executable, "-m", "ct2x", *argv], getattr(signal, name)
+    group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if windows else {"start_new_session": True}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "encoding": "utf-8", "errors": "replace"}
+    child = subprocess.Popen(command, **pipes, **group)  # utf-8: tqdm draws its bar with block characters
+    progress = []
     for line in child.stdout:
+        progress += [line] if line.startswith("CT2X-PROGRESS") else []
         if line.startswith("CT2X-PROGRESS step=2 "):
-            child.send_signal(signal.SIGINT)
+            child.send_signal(sent) if windows else os.killpg(child.pid, sent)  # the whole group, as a terminal does
             break
     rest = child.stdout.read()
-    assert child.wait(timeout=120) == 0
+    errors = child.stderr.read()
+    assert child.wait(timeout=120) == 0, errors[-2000:]
     child.stdout.close()
+    child.stderr.close()
+    # the first step reports its time at once (--log-every 2), for the module's grace period
+    assert progress[0].startswith("CT2X-PROGRESS step=1 total=50 step_s=") and "step_s=" in progress[1]
     stopped_at = load_latest(run)[0]["step"]
     assert 2 <= stopped_at < 50 and f"stopped at step {stopped_at} of 50" in rest
+    assert f"ct2x: {signal.Signals(sent).name} received" in errors
     card = json.loads((run / "model.json").read_text(encoding="utf-8"))
     assert card["training"]["steps"] == stopped_at and (run / "model.safetensors").is_file()
     train(CONFIG, _options(inputs, run, steps=stopped_at + 1, resume=True))

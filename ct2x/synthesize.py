@@ -56,20 +56,23 @@ def model_views(
     sdd: float | None = None,
     sid: float | None = None,
     isocenter: tuple[float, float, float] | None = None,
+    detector_size_mm: tuple[float, float] | None = None,
 ) -> list[CArm]:
     """C-arm views for a model: its detector (``image_size`` pixels over its training detector
-    width) and distances (its training geometry unless ``sdd`` / ``sid`` in mm are given),
-    turning about ``isocenter`` (LPS mm; default the centre of ``ct``'s bounding box)."""
+    width, or over ``detector_size_mm`` = (height, width) in mm, e.g. a real radiograph's) and
+    distances (its training geometry unless ``sdd`` / ``sid`` in mm are given), turning about
+    ``isocenter`` (LPS mm; default the centre of ``ct``'s bounding box)."""
     trained = card.get("training", {}).get("dataset_settings", {})
-    width_mm = trained.get("pixel_mm", config.pixel_spacing_mm) * trained.get("detector_size", config.image_size)
-    pixel = width_mm / config.image_size
+    if detector_size_mm is None:
+        width_mm = trained.get("pixel_mm", config.pixel_spacing_mm) * trained.get("detector_size", config.image_size)
+        detector_size_mm = (width_mm, width_mm)
     return views(
         list(primaries),
         None if secondaries is None else list(secondaries),
         sdd=sdd if sdd is not None else trained.get("sdd", config.sdd_mm),
         sid=sid if sid is not None else trained.get("sid", config.sid_mm),
         detector_shape=(config.image_size, config.image_size),
-        pixel_spacing=(pixel, pixel),
+        pixel_spacing=tuple(float(mm) / config.image_size for mm in detector_size_mm),
         isocenter=tuple(float(c) for c in (isocenter if isocenter is not None else ct.center_lps)),
     )
 
@@ -91,10 +94,34 @@ def mip_views(carms: Sequence[CArm], config: CT2XConfig) -> list[CArm]:
     ]
 
 
+@dataclass(frozen=True)
+class PreparedCT:
+    """A CT prepared for one model (:func:`prepare_ct`): the CT in HU, its grid resampled as in
+    training, and the volume input tensor on the model's device. Synthesizing many views one at
+    a time (e.g. with a progress bar per view) from one ``PreparedCT`` resamples the CT once."""
+
+    ct: CTVolume
+    grid: CTVolume
+    volume: torch.Tensor
+
+
+def prepare_ct(model: CT2XGAN, ct: CTVolume | PreparedCT) -> PreparedCT:
+    """Resample ``ct`` to ``model``'s grid (``preprocess``) and scale it as the training volumes;
+    a ``PreparedCT`` is returned as it is."""
+    if isinstance(ct, PreparedCT):
+        return ct
+    if not np.any(ct.array):
+        raise CT2XError("the CT is empty (all voxels are 0): check the file")
+    config = model.config
+    grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
+    volume = volume_input(torch.from_numpy(grid.array), config).to(next(model.parameters()).device)
+    return PreparedCT(ct, grid, volume)
+
+
 @torch.no_grad()
 def synthesize(
     model: CT2XGAN,
-    ct: CTVolume,
+    ct: CTVolume | PreparedCT,
     carms: Sequence[CArm],
     *,
     style: str | Path | np.ndarray | None = None,
@@ -106,7 +133,7 @@ def synthesize(
 
     Args:
         model: a trained CT2X-GAN (``ct2x.checkpoint.load_model``), on its device.
-        ct: the CT in HU (any placement).
+        ct: the CT in HU (any placement), or the same CT already prepared by :func:`prepare_ct`.
         carms: the views, read out at the model's ``image_size`` (see :func:`model_views`).
         style: the style reference radiograph: a file, or an array (any intensity range, e.g. a
             2D volume from Slicer); or a stored X-ray style code ``style_code``
@@ -122,15 +149,13 @@ def synthesize(
             "give one style: a reference radiograph (--style FILE), a style stored with the model "
             "(--model-style NAME) or the DRR style (--drr-style)"
         )
-    if not np.any(ct.array):
-        raise CT2XError("the CT is empty (all voxels are 0): check the file")
     size = config.image_size
     if any(c.detector_shape != (size, size) for c in carms):
         raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
     device = next(model.parameters()).device
-    grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
+    prepared = prepare_ct(model, ct)
+    grid, volume, ct = prepared.grid, prepared.volume, prepared.ct
     carms = list(carms)
-    volume = volume_input(torch.from_numpy(grid.array), config).to(device)
     style_image = None
     if style is not None:
         if isinstance(style, np.ndarray):

@@ -18,12 +18,15 @@ generator side and D are each wrapped in DistributedDataParallel, every rank tak
 of each global batch (:class:`ct2x.data.dataset.StepSampler`), and rank 0 alone logs and
 writes checkpoints. Checkpoints (``ct2x.checkpoint``) hold the step, the optimisers, the EMA
 copy, the RNG state, the config and the dataset's hash, so ``--resume`` continues exactly.
-SIGINT / SIGTERM (Stop in Slicer) writes a checkpoint and the model of the step reached, and
-exits cleanly. ``init`` starts a new run from a trained model (:func:`warm_start`), e.g. a
-256^2 model from a 128^2 one: the layers both share start trained, the new ones fresh.
+SIGINT, SIGTERM and (Windows) SIGBREAK - Stop in Slicer - go to one handler
+(:func:`stop_signals`): the step in progress ends, then a checkpoint and the model of the step
+reached are written, and the run exits cleanly. ``init`` starts a new run from a trained model
+(:func:`warm_start`), e.g. a 256^2 model from a 128^2 one: the layers both share start trained, the new ones fresh.
 
 Progress for programs (the CT2XTraining module) is printed on stdout as
-``CT2X-PROGRESS step=N total=T loss_g=.. loss_d=..`` and ``CT2X-CHECKPOINT step=N path=..``.
+``CT2X-PROGRESS step=N total=T loss_g=.. loss_d=.. step_s=..`` (``step_s``: seconds per step, also
+after the first step, so that the module's Stop knows how long a step may take) and
+``CT2X-CHECKPOINT step=N path=..``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import json
 import math
 import os
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,24 +154,48 @@ def _check_output(folder: Path) -> None:
         ) from None
 
 
+def stop_signals() -> tuple[int, ...]:
+    """The signals that ask a run to stop with a checkpoint, those this platform has: SIGINT
+    (Ctrl-C; Stop in CT2XTraining on Linux and macOS), SIGTERM (``kill``, schedulers; the
+    module's terminate on POSIX) and SIGBREAK (Ctrl-Break; Stop in CT2XTraining on Windows,
+    which sends CTRL_BREAK_EVENT to the job's process group)."""
+    return tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name))
+
+
 class _StopRequest:
-    """Turns SIGINT / SIGTERM into a flag the loop checks after each step."""
+    """One handler for every :func:`stop_signals` signal: it sets a flag that the loop checks
+    after each step, so the step in progress ends, then the checkpoint and the model are written.
+
+    Handlers can only be installed from the main thread; elsewhere (e.g. ``train`` called from a
+    worker thread) the signals keep their handlers and the run is not stoppable this way.
+    """
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = {}
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            for sig in stop_signals():
+                self._previous[sig] = signal.signal(sig, self.handle)
         return self
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def handle(self, signum: int, frame: object) -> None:
+        if not self.requested:
+            name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
+            print(f"ct2x: {name} received: finishing this step, then writing a checkpoint", file=sys.stderr, flush=True)
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore the stop signals: Ctrl-C in a terminal and CTRL_BREAK on Windows
+    reach the whole process group, and the main process must be the one that answers."""
+    for sig in stop_signals():
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _image_grid(model: nn.Module, preview: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -253,6 +282,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
         num_workers=options.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=options.workers > 0,
+        worker_init_fn=_ignore_stop_signals,
     )
     preview = {k: v.to(device) for k, v in _preview_batch(dataset).items()}
     writer = SummaryWriter(str(run / "tensorboard")) if main_process else None
@@ -261,7 +291,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (options.progress and main_process))
     metrics_file = run / "metrics.jsonl"
     losses: dict[str, float] = {}
-    data_wait, tick, logged_step = 0.0, time.perf_counter(), step
+    data_wait, tick, logged_step, first_step = 0.0, time.perf_counter(), step, step
 
     def checkpoint() -> Path:
         info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, opt_g, opt_d, step, losses)
@@ -307,7 +337,12 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
                 raise CT2XError(f"training diverged at step {step} (a loss is not finite): lower lr in the config")
             if main_process:
                 bar.update()
-                if step % options.log_every == 0 or step == total:
+                logged = step % options.log_every == 0 or step == total
+                if step == first_step + 1 and not logged:  # the step time, early (for CT2XTraining's Stop)
+                    print(
+                        f"CT2X-PROGRESS step={step} total={total} step_s={time.perf_counter() - tick:.4g}", flush=True
+                    )
+                if logged:
                     steps_done = step - logged_step
                     losses["time/step_s"] = (time.perf_counter() - tick) / steps_done
                     losses["time/data_wait_s"] = data_wait / steps_done
@@ -318,7 +353,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
                         handle.write(json.dumps({"step": step, **losses}) + "\n")
                     print(
                         f"CT2X-PROGRESS step={step} total={total} loss_g={losses['g/total']:.4g} "
-                        f"loss_d={losses['d/total']:.4g} rec={losses['g/rec']:.4g}",
+                        f"loss_d={losses['d/total']:.4g} rec={losses['g/rec']:.4g} step_s={losses['time/step_s']:.4g}",
                         flush=True,
                     )
                 if step % options.image_every == 0 or step == total:

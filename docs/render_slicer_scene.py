@@ -5,8 +5,10 @@ What it does, step by step:
 1. builds a real MRML scene with PyPI's ``slicer-core`` (``slicer.mrmlScene = slicer.vtkMRMLScene()``)
    and reads the CT with Slicer's own ``vtkMRMLVolumeArchetypeStorageNode``, so the volume
    node has the IJKToRAS that Slicer gives it when you drag the file in;
-2. runs the CT2XSynthesis module logic (``SynthesisLogic.synthesize``) with the
-   "DRR (physics)" renderer, which adds one single-slice volume node per view;
+2. runs the CT2XSynthesis module logic (``SynthesisLogic.synthesize``) with the renderer the
+   panel would choose: by default the learned CT2X-GAN synthesis with the bundled model in a
+   style stored with it (``--model``, ``--model-style``; ``--model physics`` renders DRRs with
+   DeepDRR's physics instead); it adds one single-slice volume node per view;
 3. draws, offscreen with VTK, the CT's body outline (iso-surface on a downsampled copy),
    its bones, each view's image as a textured rectangle, the sources, the isocenter and
    the rays from each source to its detector corners. Every position comes from the
@@ -37,7 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "CT2XSynthesis"))
 
 from CT2XSynthesisLib.logic import (  # noqa: E402
-    DRR_PHYSICS_MODE,
+    MODEL_BUNDLED,
+    MODEL_FILE,
+    STYLE_STORED,
+    RendererChoice,
     SynthesisLogic,
     SynthesisParameters,
     parse_angles,
@@ -340,8 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("ct", nargs="?", type=Path, default=DEFAULT_CT, help="CT file (NIfTI, NRRD...)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "slicer_scene.png")
     parser.add_argument("--angles", default="-60, 0, 60", help="views as in the module, e.g. '-60, 0, 60' or '0, 90'")
-    parser.add_argument("--step", type=float, default=0.5, help="DRR ray-marching step, voxels (module: 0.1)")
-    parser.add_argument("--pixels", type=int, default=128, help="detector pixels a side (module: 256)")
+    parser.add_argument(
+        "--model", default="bundled", help="bundled (default), a model file, or physics (DeepDRR-physics DRRs)"
+    )
+    parser.add_argument("--model-style", default="chest-1", help="a style stored with the model (default: chest-1)")
+    parser.add_argument("--step", type=float, default=0.5, help="with --model physics: ray step, voxels (module: 0.1)")
+    parser.add_argument("--pixels", type=int, default=256, help="detector pixels a side (module: 256)")
     parser.add_argument("--shrink", type=int, default=2, help="CT downsampling for the surfaces")
     parser.add_argument("--camera", default="1100, 1100, -1500", help="camera position from the isocenter, RAS mm")
     parser.add_argument("--view-up", default="0, 1, 0", help="camera view-up direction, RAS (default: anterior)")
@@ -351,7 +360,15 @@ def main(argv: list[str] | None = None) -> None:
     slicer.mrmlScene = slicer.vtkMRMLScene()
     ct_node = load_ct(args.ct)
     parameters = SynthesisParameters(angles=parse_angles(args.angles), detector_pixels=args.pixels)
-    logic = SynthesisLogic(physics_drr_renderer(step=args.step))
+    if args.model == "physics":
+        logic = SynthesisLogic(physics_drr_renderer(step=args.step))
+        how = f"ray step {args.step:g} voxel"
+    else:
+        logic = SynthesisLogic()
+        source, model_file = (MODEL_BUNDLED, "") if args.model == "bundled" else (MODEL_FILE, args.model)
+        choice = RendererChoice(source, model_file, style_source=STYLE_STORED, model_style=args.model_style)
+        logic.choose_renderer(choice)
+        how = f"{'bundled model' if args.model == 'bundled' else Path(args.model).name}, style {args.model_style}"
     started = time.perf_counter()
     result = logic.synthesize(ct_node, parameters, lambda done, total, text: print(text, flush=True))
     print(f"{len(result.volumes)} views in {time.perf_counter() - started:.1f} s")
@@ -362,9 +379,10 @@ def main(argv: list[str] | None = None) -> None:
     sdd, sid = float(view.GetAttribute("CT2X.sdd")), float(view.GetAttribute("CT2X.sid"))
     width = view.GetImageData().GetDimensions()[0] * view.GetSpacing()[0]
     caption = (
-        f"{args.ct.name} in a slicer-core MRML scene, CT2XSynthesis logic, renderer {DRR_PHYSICS_MODE}\n"
+        f"{args.ct.name} in a slicer-core MRML scene, CT2XSynthesis logic\n"
+        f"renderer {logic.mode} ({how})\n"
         f"views {args.angles} (primary, deg), SDD {sdd:g} mm, SID {sid:g} mm, detector {args.pixels} px over "
-        f"{width:.0f} mm, ray step {args.step:g} voxel; body at {SKIN_HU:g} HU, bone at {BONE_HU:g} HU"
+        f"{width:.0f} mm; body at {SKIN_HU:g} HU, bone at {BONE_HU:g} HU"
     )
     render(
         ct_node,

@@ -1,8 +1,10 @@
 """First use inside 3D Slicer: is this Slicer new enough, and which Python packages must the
 CT2X modules install?
 
-The decisions are made here, without Qt, so they can be tested; the module widgets show the
-dialogs and run the installers. Rules (DESIGN.md, "Slicer facts"):
+The decisions are made here, without Qt, so they can be tested; :func:`check_slicer_version` and
+:func:`ensure_dependencies` show the dialogs (through ``slicer.util``) and run the installers, for
+both modules' panels (CT2XTraining imports them from here, not from CT2XSynthesis's main script).
+Rules:
 
 * The modules need Slicer :data:`MINIMUM_SLICER_VERSION` or later; in an older one their
   panels show :func:`slicer_version_error` instead of failing.
@@ -110,3 +112,59 @@ def plan_dependencies(importable: Callable[[str], bool] = module_importable) -> 
         install_torch=torch_missing and has_extension,
         pip_requirements=pip_requirements,
     )
+
+
+def check_slicer_version(show_in_panel: Callable[[str], None] | None = None) -> bool:
+    """Whether the running Slicer is new enough for the CT2X modules.
+
+    If it is not, shows an error dialog naming the required version and passes the same message
+    to ``show_in_panel`` (the module panel puts it in a label).
+    """
+    import slicer
+
+    message = slicer_version_error(slicer.app.majorVersion, slicer.app.minorVersion)
+    if message is None:
+        return True
+    slicer.util.errorDisplay(message, windowTitle="CT2X")
+    if show_in_panel is not None:
+        show_in_panel(message)
+    return False
+
+
+def ensure_dependencies() -> bool:
+    """First use: make torch (PyTorch extension) and the core's other packages importable.
+
+    Shows the dialogs; returns False if the user declined or the PyTorch extension is missing.
+    """
+    import slicer
+
+    plan = plan_dependencies()
+    if plan.pytorch_extension_missing:
+        slicer.util.errorDisplay(
+            "CT2X needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
+            "and try again."
+        )
+        return False
+    if plan.install_torch:
+        import PyTorchUtils
+
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=True,
+            torchVersionRequirement=TORCH_VERSION_REQUIREMENT,
+            torchvisionVersionRequirement=TORCHVISION_VERSION_REQUIREMENT,
+        )
+        if torch is None:
+            return False
+    if plan.pip_requirements:
+        if not slicer.util.confirmOkCancelDisplay(
+            "CT2X needs these Python packages, which will now be downloaded and installed:\n\n"
+            + "\n".join(plan.pip_requirements)
+            + "\n\nSlicer's own numpy, vtk, SimpleITK and PyTorch's torch are not touched.",
+            windowTitle="CT2X: install Python packages",
+        ):
+            return False
+        import numpy
+
+        with slicer.util.WaitCursor():  # pinning Slicer's numpy: pip picks versions that fit it (numba is picky)
+            slicer.util.pip_install(" ".join(plan.pip_requirements) + f" numpy=={numpy.__version__}")
+    return True

@@ -18,13 +18,19 @@ Each view becomes a single-slice float32 ``vtkMRMLScalarVolumeNode``: array shap
 ``(1, H, W)``, column ``i`` = image right, row ``j`` = image down, so that the image lies
 on the detector plane where the C-arm would have recorded it, with its slice normal
 pointing toward the X-ray source.
+
+Every problem the user can fix is raised as :class:`ct2x.errors.CT2XError` (the one error type
+of the Lib); choices of the panel are compared by name (:data:`MODEL_SOURCES`,
+:data:`STYLE_SOURCES`, :data:`DEVICES`, :data:`GEOMETRY_SOURCES`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,13 +47,36 @@ from ct2x.geometry import (
     DEFAULT_SID_MM,
     CArm,
 )
+from ct2x.radiograph_geometry import RadiographGeometry
 from ct2x.volume import CTVolume
+from CT2XSynthesisLib.background import SynthesisJob, render_one
 
 #: LPS <-> RAS: negate the first two axes (the same matrix both ways).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-#: A renderer takes a CT (LPS) and views and returns one image per view, shape (V, H, W).
-Renderer = Callable[[CTVolume, list[CArm]], np.ndarray]
+#: The panel's model choices.
+MODEL_BUNDLED, MODEL_FILE, MODEL_NONE = "Bundled model", "Model file", "None: DRR (physics)"
+MODEL_SOURCES = (MODEL_BUNDLED, MODEL_FILE, MODEL_NONE)
+
+#: The panel's style-reference choices.
+STYLE_DRR, STYLE_VOLUME, STYLE_FILE, STYLE_STORED = (
+    "DRR style",
+    "Loaded 2D volume",
+    "Image file",
+    "Style stored with the model",
+)
+STYLE_SOURCES = (STYLE_DRR, STYLE_VOLUME, STYLE_FILE, STYLE_STORED)
+
+#: Where the C-arm geometry comes from: the panel's fields, or a real radiograph ("like this").
+GEOMETRY_PANEL, GEOMETRY_VOLUME, GEOMETRY_FILE = (
+    "C-arm geometry below",
+    "Like a loaded DICOM radiograph",
+    "Like a DICOM radiograph file",
+)
+GEOMETRY_SOURCES = (GEOMETRY_PANEL, GEOMETRY_VOLUME, GEOMETRY_FILE)
+
+#: Device choices for synthesis: auto = cuda when torch sees a GPU, else cpu.
+DEVICES = ("auto", "cpu", "cuda")
 
 #: Called as ``progress(done, total, text)`` while views are rendered.
 ProgressCallback = Callable[[int, int, str], None]
@@ -77,10 +106,13 @@ class SynthesisParameters:
         angles: ``(primary, secondary)`` pairs in degrees, one per view.
         sdd: source-to-detector distance, mm.
         sid: source-to-isocenter distance, mm.
-        detector_pixels: the detector is square, this many pixels a side.
-        detector_width_mm: physical width (= height) of the detector, mm.
+        detector_pixels: detector columns (and rows, unless ``detector_rows`` is given).
+        detector_width_mm: physical width of the detector (and height, unless
+            ``detector_height_mm`` is given), mm.
+        detector_rows: detector rows; ``None`` = square (``detector_pixels``).
+        detector_height_mm: physical height of the detector, mm; ``None`` = its width.
         isocenter_ras: the point the C-arm turns about, RAS mm; ``None`` = centre of the
-            CT's bounding box (DESIGN.md default).
+            CT's bounding box.
         add_markups: also add a fiducial markups node with the sources and the isocenter.
     """
 
@@ -91,29 +123,34 @@ class SynthesisParameters:
     detector_width_mm: float = DEFAULT_DETECTOR_WIDTH_MM
     isocenter_ras: tuple[float, float, float] | None = None
     add_markups: bool = False
+    detector_rows: int | None = None
+    detector_height_mm: float | None = None
 
     def views(self, ct: CTVolume) -> list[CArm]:
         """One :class:`CArm` per angle pair, in LPS, around the isocenter (default: CT centre)."""
         if not self.angles:
             raise CT2XError("give at least one view angle")
-        pixels = int(self.detector_pixels)
-        if pixels < 1 or pixels != self.detector_pixels:
-            raise CT2XError(f"the detector size must be a whole number of pixels, got {self.detector_pixels!r}")
-        if not (math.isfinite(self.detector_width_mm) and self.detector_width_mm > 0):
-            raise CT2XError(f"the detector width must be a positive length in mm, got {self.detector_width_mm!r}")
+        rows_given = self.detector_rows if self.detector_rows is not None else self.detector_pixels
+        height_mm = self.detector_height_mm if self.detector_height_mm is not None else self.detector_width_mm
+        for value in (self.detector_pixels, rows_given):
+            if int(value) < 1 or int(value) != value:
+                raise CT2XError(f"the detector size must be a whole number of pixels, got {value!r}")
+        for value in (self.detector_width_mm, height_mm):
+            if not (math.isfinite(value) and value > 0):
+                raise CT2XError(f"the detector size must be a positive length in mm, got {value!r}")
         if self.isocenter_ras is None:
             isocenter = tuple(float(c) for c in ct.center_lps)
         else:
             isocenter = tuple(float(c) for c in (LPS_TO_RAS[:3, :3] @ np.asarray(self.isocenter_ras, dtype=float)))
-        spacing = self.detector_width_mm / pixels
+        columns, rows = int(self.detector_pixels), int(rows_given)
         return [
             CArm(
                 primary=p,
                 secondary=s,
                 sdd=self.sdd,
                 sid=self.sid,
-                detector_shape=(pixels, pixels),
-                pixel_spacing=(spacing, spacing),
+                detector_shape=(rows, columns),
+                pixel_spacing=(height_mm / rows, self.detector_width_mm / columns),
                 isocenter=isocenter,
             )
             for p, s in self.angles
@@ -267,21 +304,74 @@ def view_from_attributes(node: slicer.vtkMRMLNode) -> CArm:
 
 
 # --------------------------------------------------------------- renderers
-def physics_drr_renderer(device: str = "cpu", **drr_options: object) -> Renderer:
-    """The "DRR (physics)" renderer: ``ct2x.drr.render_drr`` with DeepDRR's physics.
+def resolve_device(choice: str) -> str:
+    """The torch device for a device choice (:data:`DEVICES`): ``auto`` = ``cuda`` when torch sees a
+    CUDA GPU, else ``cpu``; ``cuda`` without one is refused."""
+    if choice not in DEVICES:
+        raise CT2XError(f"the device must be one of {', '.join(DEVICES)}, got {choice!r}")
+    import torch
 
-    These are digitally reconstructed radiographs, not the learned CT2X-GAN synthesis;
-    ``drr_options`` go to ``render_drr`` (``step``, ``spectrum``, ``photons``,
-    ``seed``). ``ct2x.drr`` (and torch) are imported when the renderer first runs.
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CT2XError("the device cuda was chosen, but torch sees no CUDA GPU: choose auto or cpu")
+    return choice
+
+
+class Renderer:
+    """Renders views of a CT (LPS) as one ``(V, H, W)`` float array per call.
+
+    :meth:`prepare` runs once per *Synthesize* (the learned model resamples the CT to its grid
+    there), :meth:`render` once per view; neither touches the scene, so both can run in a worker
+    thread (``CT2XSynthesisLib.background``). Calling the renderer does both.
     """
 
-    def render(ct: CTVolume, views: list[CArm]) -> np.ndarray:
+    def prepare(self, ct: CTVolume) -> object:
+        return ct
+
+    def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement render(prepared, views)")
+
+    def __call__(self, ct: CTVolume, views: list[CArm]) -> np.ndarray:
+        return self.render(self.prepare(ct), views)
+
+
+class FunctionRenderer(Renderer):
+    """A renderer made of a function ``(CTVolume, list[CArm]) -> (V, H, W)`` (tests, custom renderers)."""
+
+    def __init__(self, function: Callable[[CTVolume, list[CArm]], np.ndarray]) -> None:
+        self.function = function
+
+    def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
+        return self.function(prepared, views)
+
+
+def as_renderer(renderer: Renderer | Callable[[CTVolume, list[CArm]], np.ndarray]) -> Renderer:
+    """``renderer`` itself, or a plain function wrapped as a :class:`FunctionRenderer`."""
+    return renderer if isinstance(renderer, Renderer) else FunctionRenderer(renderer)
+
+
+class PhysicsDRRRenderer(Renderer):
+    """The "DRR (physics)" renderer: ``ct2x.drr.render_drr`` with DeepDRR's physics, not the GAN.
+
+    ``drr_options`` go to ``render_drr`` (``step``, ``spectrum``, ``photons``, ``seed``);
+    ``device`` is a :data:`DEVICES` choice. ``ct2x.drr`` (and torch) are imported on first use.
+    """
+
+    def __init__(self, device: str = "auto", **drr_options: object) -> None:
+        self.device = device
+        self.drr_options = drr_options
+
+    def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
         from ct2x.drr import render_drr
 
-        images = render_drr(ct, views, device=device, **drr_options)
+        images = render_drr(prepared, views, device=resolve_device(self.device), **self.drr_options)
         return images.detach().cpu().numpy()
 
-    return render
+
+def physics_drr_renderer(device: str = "auto", **drr_options: object) -> PhysicsDRRRenderer:
+    """:class:`PhysicsDRRRenderer` (mode :data:`DRR_PHYSICS_MODE`)."""
+    return PhysicsDRRRenderer(device, **drr_options)
 
 
 def bundled_model_path() -> Path:
@@ -313,12 +403,7 @@ def stored_style_names(model_path: str | Path | None) -> list[str]:
     return sorted(key[len(STYLE_CODE_PREFIX) :] for key in header if key.startswith(STYLE_CODE_PREFIX))
 
 
-def learned_renderer(
-    model_path: str | Path | None = None,
-    style: str | Path | np.ndarray | None = None,
-    device: str = "cpu",
-    model_style: str | None = None,
-) -> Renderer:
+class LearnedRenderer(Renderer):
     """The learned CT2X-GAN synthesis (``ct2x.synthesize``), mode :data:`LEARNED_MODE`.
 
     ``model_path``: a trained model (``.safetensors`` with its card); ``None`` = the bundled
@@ -327,72 +412,210 @@ def learned_renderer(
     :func:`stored_style_names`; as ``ct2x synthesize --model-style``); neither = the DRR style.
     The model makes ``S x S`` images (its ``image_size``) over the requested physical detector;
     they are resized (bilinear) to the detector's pixel count, so they lie exactly where the
-    view's detector is. The model (and a stored style) is loaded on first use: a name the model
-    does not store raises ``ValueError`` then, naming the stored ones.
+    view's detector is. The model (and a stored style) is loaded once, on first use, and kept
+    while this renderer lives; a style the model does not store is refused then, naming the
+    stored ones.
     """
-    if style is not None and model_style is not None:
-        raise ValueError("give one style reference: a radiograph or a style stored with the model, not both")
-    loaded: list = []
 
-    def render(ct: CTVolume, views: list[CArm]) -> np.ndarray:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        style: str | Path | np.ndarray | None = None,
+        device: str = "auto",
+        model_style: str | None = None,
+    ) -> None:
+        if style is not None and model_style is not None:
+            raise CT2XError("give one style reference: a radiograph or a style stored with the model, not both")
+        self.model_path = model_path
+        self.style = style
+        self.device = device
+        self.model_style = model_style
+        self._loaded: tuple | None = None
+        self._lock = threading.Lock()
+
+    def model(self):  # noqa: ANN201 (torch is imported lazily)
+        """``(model, stored style code or None)``, loaded on the first call."""
+        with self._lock:
+            if self._loaded is None:
+                from ct2x.checkpoint import load_model, load_style_codes
+                from ct2x.samples import bundled_model
+
+                path = Path(self.model_path) if self.model_path is not None else bundled_model()
+                model = load_model(path, resolve_device(self.device))[0]
+                code = None
+                if self.model_style is not None:
+                    codes = load_style_codes(path)
+                    if self.model_style not in codes:
+                        stored = ", ".join(sorted(codes)) if codes else "none"
+                        raise CT2XError(
+                            f"the model {path.name} stores no style named {self.model_style!r} "
+                            f"(stored styles: {stored})"
+                        )
+                    code = codes[self.model_style]
+                self._loaded = (model, code)
+            return self._loaded
+
+    def prepare(self, ct: CTVolume) -> object:
+        from ct2x.synthesize import prepare_ct
+
+        return prepare_ct(self.model()[0], ct)
+
+    def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        from ct2x.checkpoint import load_model, load_style_codes
-        from ct2x.samples import bundled_model
         from ct2x.synthesize import synthesize
 
-        if not loaded:
-            path = Path(model_path) if model_path is not None else bundled_model()
-            model = load_model(path, device)[0]
-            code = None
-            if model_style is not None:
-                codes = load_style_codes(path)
-                if model_style not in codes:
-                    stored = ", ".join(sorted(codes)) if codes else "none"
-                    raise ValueError(
-                        f"the model {path.name} stores no style named {model_style!r} (stored styles: {stored})"
-                    )
-                code = codes[model_style]
-            loaded.append((model, code))
-        model, code = loaded[0]
+        model, code = self.model()
         size = model.config.image_size
         at_model_size = [
             replace(v, detector_shape=(size, size), pixel_spacing=tuple(mm / size for mm in v.detector_size_mm))
             for v in views
         ]
-        results = synthesize(
-            model, ct, at_model_size, style=style, style_code=code, drr_style=style is None and code is None
-        )
+        drr_style = self.style is None and code is None
+        results = synthesize(model, prepared, at_model_size, style=self.style, style_code=code, drr_style=drr_style)
         images = torch.from_numpy(np.stack([r.image for r in results]))[:, None]
         resized = F.interpolate(images, size=views[0].detector_shape, mode="bilinear", align_corners=False)
         return resized[:, 0].numpy()
 
-    return render
+
+def learned_renderer(
+    model_path: str | Path | None = None,
+    style: str | Path | np.ndarray | None = None,
+    device: str = "auto",
+    model_style: str | None = None,
+) -> LearnedRenderer:
+    """:class:`LearnedRenderer` (mode :data:`LEARNED_MODE`)."""
+    return LearnedRenderer(model_path, style, device, model_style)
 
 
-def render_views(
-    ct: CTVolume,
-    views: Sequence[CArm],
-    renderer: Renderer,
-    progress: ProgressCallback | None = None,
-) -> list[np.ndarray]:
-    """Render each view separately (so ``progress`` can report each), as float32 (H, W) images."""
-    images = []
-    for index, view in enumerate(views):
-        label = view_name(view.primary, view.secondary)
-        if progress is not None:
-            progress(index, len(views), f"Rendering {label} ({index + 1} of {len(views)})")
-        result = np.asarray(renderer(ct, [view]), dtype=np.float32)
-        if result.shape != (1, *view.detector_shape):
-            raise CT2XError(
-                f"the renderer returned an image of shape {result.shape} for {label}, "
-                f"expected (1, {view.detector_shape[0]}, {view.detector_shape[1]})"
-            )
-        images.append(result[0])
-    if progress is not None:
-        progress(len(views), len(views), "Placing the views in the scene")
-    return images
+@dataclass(frozen=True)
+class RendererChoice:
+    """The panel's choice of renderer: everything that changes what it renders.
+
+    ``model_source`` is one of :data:`MODEL_SOURCES` and ``style_source`` one of
+    :data:`STYLE_SOURCES` (compared by name); ``style_key`` identifies a style volume's voxels
+    (its node ID and modified time), whose array is passed beside the choice.
+    """
+
+    model_source: str = MODEL_BUNDLED
+    model_file: str = ""
+    style_source: str = STYLE_DRR
+    style_file: str = ""
+    style_key: str = ""
+    model_style: str = ""
+    device: str = "auto"
+
+    def model_path(self) -> Path | None:
+        """The chosen model file (it may be missing), or None for the physics renderer or no file yet."""
+        if self.model_source == MODEL_BUNDLED:
+            return bundled_model_path()
+        if self.model_source == MODEL_FILE:
+            text = self.model_file.strip()
+            return Path(text) if text and text != "." else None
+        return None
+
+
+def _file_stamp(path: str | Path | None) -> tuple:
+    """What tells a changed file: its path, modification time and size (None when unreadable)."""
+    if path is None or not str(path).strip():
+        return (None,)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (str(path), None, None)
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def build_renderer(choice: RendererChoice, style_array: np.ndarray | None = None) -> tuple[Renderer, str]:
+    """The renderer and its mode label for a :class:`RendererChoice`, or a CT2XError saying what is missing."""
+    for value, allowed, what in (
+        (choice.model_source, MODEL_SOURCES, "model"),
+        (choice.style_source, STYLE_SOURCES, "style reference"),
+    ):
+        if value not in allowed:
+            raise CT2XError(f"unknown {what} choice {value!r}: use one of {', '.join(allowed)}")
+    if choice.model_source == MODEL_NONE:
+        return PhysicsDRRRenderer(choice.device), DRR_PHYSICS_MODE
+    model = choice.model_path()
+    if model is None:
+        raise CT2XError("choose a model file (.safetensors), or the bundled model")
+    model_arg = None if choice.model_source == MODEL_BUNDLED else model
+    if choice.style_source == STYLE_VOLUME:
+        if style_array is None:
+            raise CT2XError("choose the 2D volume to use as style reference")
+        return LearnedRenderer(model_arg, style=style_array, device=choice.device), LEARNED_MODE
+    if choice.style_source == STYLE_FILE:
+        if not choice.style_file.strip() or choice.style_file.strip() == ".":
+            raise CT2XError("choose the radiograph image file to use as style reference")
+        return LearnedRenderer(model_arg, style=Path(choice.style_file), device=choice.device), LEARNED_MODE
+    if choice.style_source == STYLE_STORED:
+        if not choice.model_style:
+            raise CT2XError(f"the model {model.name} stores no styles: choose another style reference")
+        return LearnedRenderer(model_arg, model_style=choice.model_style, device=choice.device), LEARNED_MODE
+    return LearnedRenderer(model_arg, device=choice.device), LEARNED_MODE
+
+
+# ------------------------------------------------------- isocenter, radiograph
+def isocenter_from_markups(node: slicer.vtkMRMLMarkupsNode) -> tuple[float, float, float]:
+    """The world RAS position (mm, through any parent transform) of a markups node's first point."""
+    if node is None or node.GetNumberOfControlPoints() < 1:
+        name = node.GetName() if node is not None else "The isocenter markups"
+        raise CT2XError(f"{name} has no point: place one point at the isocenter, or clear the isocenter choice")
+    position = [0.0, 0.0, 0.0]
+    node.GetNthControlPointPositionWorld(0, position)
+    return (float(position[0]), float(position[1]), float(position[2]))
+
+
+#: Node attribute that Slicer's DICOM plugins set on a loaded volume: its instance UIDs.
+DICOM_INSTANCE_UIDS = "DICOM.instanceUIDs"
+
+
+def radiograph_file_of_node(node: slicer.vtkMRMLVolumeNode, database) -> Path:  # noqa: ANN001 (ctkDICOMDatabase)
+    """The DICOM file a loaded volume came from, through Slicer's DICOM database (``slicer.dicomDatabase``)."""
+    uids = (node.GetAttribute(DICOM_INSTANCE_UIDS) or "").split() if node is not None else []
+    if not uids:
+        name = node.GetName() if node is not None else "The volume"
+        raise CT2XError(
+            f"'{name}' was not loaded from DICOM: load the radiograph with the DICOM module, or choose its file"
+        )
+    path = database.fileForInstance(uids[0]) if database is not None else ""
+    if not path or not Path(path).is_file():
+        raise CT2XError(f"the DICOM file of '{node.GetName()}' is not in Slicer's DICOM database: choose its file")
+    return Path(path)
+
+
+def like_parameters(
+    geometry: RadiographGeometry,
+    isocenter_ras: tuple[float, float, float] | None = None,
+    add_markups: bool = False,
+) -> SynthesisParameters:
+    """One view with a real radiograph's geometry (``ct2x.radiograph_geometry``): its angles,
+    distances and detector (rows x columns of its pixel spacing)."""
+    rows, columns = geometry.detector_shape
+    height, width = geometry.detector_size_mm
+    return SynthesisParameters(
+        angles=((geometry.primary, geometry.secondary),),
+        sdd=geometry.sdd,
+        sid=geometry.sid,
+        detector_pixels=columns,
+        detector_width_mm=width,
+        detector_rows=rows,
+        detector_height_mm=height,
+        isocenter_ras=isocenter_ras,
+        add_markups=add_markups,
+    )
+
+
+def describe_geometry(geometry: RadiographGeometry) -> str:
+    """One paragraph for the panel: the geometry read, then each missing tag and its default."""
+    rows, columns = geometry.detector_shape
+    height, width = geometry.detector_size_mm
+    text = (
+        f"{geometry.modality}: {view_name(geometry.primary, geometry.secondary)[5:]}, SDD {geometry.sdd:g} mm, "
+        f"SID {geometry.sid:g} mm, detector {columns} x {rows} px, {width:.1f} x {height:.1f} mm."
+    )
+    return text + "".join(f"\n{note}." for note in geometry.notes)
 
 
 # --------------------------------------------------------------- the scene
@@ -428,15 +651,31 @@ class SynthesisResult:
 class SynthesisLogic:
     """Synthesize C-arm views of a CT volume node into the node's MRML scene.
 
-    ``renderer`` is any callable ``(CTVolume, list[CArm]) -> (V, H, W)`` array; the default
-    is :func:`physics_drr_renderer` (mode :data:`DRR_PHYSICS_MODE`). The input CT node is
-    only read, never modified.
+    ``renderer`` is a :class:`Renderer` or any callable ``(CTVolume, list[CArm]) -> (V, H, W)``
+    array; the default is :func:`physics_drr_renderer` (mode :data:`DRR_PHYSICS_MODE`).
+    :meth:`choose_renderer` sets it from the panel's choice and keeps it, with its loaded model,
+    while the choice and the model file are unchanged. The input CT node is only read.
+
+    Synthesis in the background: :meth:`start_synthesis` (GUI thread: copies the CT, starts a
+    :class:`~CT2XSynthesisLib.background.SynthesisJob`), then, once the job has finished,
+    :meth:`finish_synthesis` (GUI thread: adds the finished views to the scene). :meth:`synthesize`
+    does both in the caller's thread.
     """
 
-    def __init__(self, renderer: Renderer | None = None, mode: str = DRR_PHYSICS_MODE) -> None:
-        self.renderer = renderer if renderer is not None else physics_drr_renderer()
+    def __init__(self, renderer: Renderer | Callable | None = None, mode: str = DRR_PHYSICS_MODE) -> None:
+        self.renderer = as_renderer(renderer) if renderer is not None else physics_drr_renderer()
         self.mode = mode
         self._ct_cache: tuple[tuple[str, int, int, int], CTVolume] | None = None
+        self._renderer_key: tuple | None = None
+
+    def choose_renderer(self, choice: RendererChoice, style_array: np.ndarray | None = None) -> Renderer:
+        """Use the renderer of ``choice`` (:func:`build_renderer`); the current one is kept (with
+        its loaded model) when the choice, the model file and the style file are unchanged."""
+        key = (choice, _file_stamp(choice.model_path()), _file_stamp(choice.style_file or None))
+        if key != self._renderer_key:
+            self.renderer, self.mode = build_renderer(choice, style_array)
+            self._renderer_key = key
+        return self.renderer
 
     def ct_volume(self, ct_node: slicer.vtkMRMLScalarVolumeNode) -> CTVolume:
         """:func:`ct_volume_from_node`, cached while the node, its voxels and its transform are unchanged."""
@@ -454,30 +693,50 @@ class SynthesisLogic:
             self._ct_cache = (key, ct_volume_from_node(ct_node))
         return self._ct_cache[1]
 
-    def synthesize(
+    def start_synthesis(
         self,
         ct_node: slicer.vtkMRMLScalarVolumeNode,
         parameters: SynthesisParameters,
         progress: ProgressCallback | None = None,
-    ) -> SynthesisResult:
-        """Render every view and add it to the scene, grouped in a subject-hierarchy folder.
-
-        All images are rendered before the first node is added, so a failure leaves the
-        scene as it was.
-        """
+        background: bool = True,
+    ) -> SynthesisJob:
+        """Start rendering (GUI thread): returns at once with the running job (``background``),
+        or after running it in this thread. The scene is not touched."""
         ct = self.ct_volume(ct_node)
         views = parameters.views(ct)
-        images = render_views(ct, views, self.renderer, progress)
+        labels = [view_name(v.primary, v.secondary) for v in views]
+        job = SynthesisJob(ct, views, self.renderer, labels, progress)
+        job.context.update(ct_node=ct_node, parameters=parameters, mode=self.mode)
+        if background:
+            job.start()
+        else:
+            job.run()
+        return job
 
+    def finish_synthesis(self, job: SynthesisJob) -> SynthesisResult | None:
+        """Add the job's finished views to the scene (GUI thread, once the job has finished), in a
+        subject-hierarchy folder: all of them, or those finished before Cancel; none after an error
+        (a CT2XError with its message). Returns None when no view was finished."""
+        status = job.status()
+        if not status.finished:
+            raise CT2XError("the synthesis is still running: finish it only once it has ended")
+        if status.error is not None:
+            raise CT2XError(status.error)
+        finished = job.finished_views()
+        if not finished:
+            return None
+        ct_node, parameters, mode = (job.context[k] for k in ("ct_node", "parameters", "mode"))
         scene = ct_node.GetScene()
+        if scene is None:
+            raise CT2XError(f"the CT '{ct_node.GetName()}' was removed from the scene while its views were rendered")
         hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
         folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), f"CT2X views of {ct_node.GetName()}")
         hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "inputVolume", ct_node.GetID())
-        hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "mode", self.mode)
+        hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "mode", mode)
         volumes = []
-        for view, image in zip(views, images, strict=True):
+        for view, image in finished:
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", view_name(view.primary, view.secondary))
-            _place_image(node, image, view, self.mode)
+            _place_image(node, image, view, mode)
             node.SetAttribute(ATTRIBUTE_PREFIX + "inputVolume", ct_node.GetID())
             _put_in_folder(hierarchy, node, folder)
             volumes.append(node)
@@ -485,35 +744,53 @@ class SynthesisLogic:
         markups = None
         if parameters.add_markups:
             markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CT2X C-arm")
-            markups.AddControlPoint(list(lps_to_ras_point(views[0].isocenter)), "isocenter")
-            for view in views:
+            markups.AddControlPoint(list(lps_to_ras_point(finished[0][0].isocenter)), "isocenter")
+            for view, _ in finished:
                 markups.AddControlPoint(
                     list(lps_to_ras_point(view.source)), "source " + view_name(view.primary, view.secondary)[5:]
                 )
             _put_in_folder(hierarchy, markups, folder)
         return SynthesisResult(volumes, folder, markups)
 
+    def synthesize(
+        self,
+        ct_node: slicer.vtkMRMLScalarVolumeNode,
+        parameters: SynthesisParameters,
+        progress: ProgressCallback | None = None,
+    ) -> SynthesisResult:
+        """Render every view in this thread, then add them to the scene, grouped in a
+        subject-hierarchy folder. All images are rendered before the first node is added, so a
+        failure (a CT2XError with the renderer's message) leaves the scene as it was."""
+        job = self.start_synthesis(ct_node, parameters, progress, background=False)
+        if progress is not None and job.status().error is None:
+            progress(len(job.views), len(job.views), "Placing the views in the scene")
+        return self.finish_synthesis(job)
+
     def update_preview(
         self,
         ct_node: slicer.vtkMRMLScalarVolumeNode,
         parameters: SynthesisParameters,
         preview_pixels: int = 128,
-        renderer: Renderer | None = None,
+        renderer: Renderer | Callable | None = None,
     ) -> slicer.vtkMRMLScalarVolumeNode:
         """Render the first view of ``parameters`` at a coarse resolution into the preview node.
 
-        The preview keeps the physical detector (same width in mm) with ``preview_pixels``
+        The preview keeps the physical detector (same size in mm) with at most ``preview_pixels``
         a side, and reuses the scene's node named :data:`PREVIEW_NODE_NAME` if present.
         ``renderer`` (default: this logic's) lets a faster, coarser renderer share the cached CT.
         """
+        rows = parameters.detector_rows or parameters.detector_pixels
+        scale = min(1.0, preview_pixels / max(rows, parameters.detector_pixels))
         coarse = replace(
             parameters,
             angles=parameters.angles[:1],
-            detector_pixels=min(preview_pixels, parameters.detector_pixels),
+            detector_pixels=max(1, round(parameters.detector_pixels * scale)),
+            detector_rows=max(1, round(rows * scale)) if parameters.detector_rows else None,
         )
         ct = self.ct_volume(ct_node)
         view = coarse.views(ct)[0]
-        image = render_views(ct, [view], renderer if renderer is not None else self.renderer)[0]
+        chosen = as_renderer(renderer) if renderer is not None else self.renderer
+        image = render_one(chosen, chosen.prepare(ct), view, view_name(view.primary, view.secondary))
         scene = ct_node.GetScene()
         node = scene.GetFirstNodeByName(PREVIEW_NODE_NAME)
         if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):

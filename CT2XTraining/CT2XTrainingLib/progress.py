@@ -126,18 +126,40 @@ def parse_checkpoint(line: str) -> Checkpoint | None:
     return Checkpoint(str(fields["path"]), int(step) if isinstance(step, float) else None)
 
 
+_RATE = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?:(?P<per_item>s/\w+)|(?P<per_second>\w+/s))\s*$")
+
+
+def step_time(progress: Progress) -> float | None:
+    """Seconds per step that a progress report states: a machine line's ``step_s``, or a tqdm
+    rate (``4.35s/step`` or ``2.30step/s``); ``None`` if it states none."""
+    value = progress.fields.get("step_s")
+    if isinstance(value, float):
+        return value if value > 0 else None
+    rate = progress.fields.get("rate")
+    match = _RATE.match(rate) if isinstance(rate, str) else None
+    if match is None:
+        return None
+    number = float(match.group("value"))
+    if match.group("per_item"):
+        return number if number > 0 else None
+    return 1.0 / number if number > 0 else None
+
+
 @dataclass
 class JobState:
-    """What the output of one job has told so far: latest progress and latest checkpoint."""
+    """What the output of one job has told so far: latest progress, latest checkpoint, and the
+    latest step time it reported (seconds per step, for the Stop grace period)."""
 
     progress: Progress | None = None
     checkpoint: Checkpoint | None = None
+    step_time_s: float | None = None
 
     def update(self, line: str) -> None:
         """Take one output line into account."""
         progress = parse_progress(line)
         if progress is not None:
             self.progress = progress
+            self.step_time_s = step_time(progress) or self.step_time_s
             return
         checkpoint = parse_checkpoint(line)
         if checkpoint is not None:

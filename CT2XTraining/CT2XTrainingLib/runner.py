@@ -6,10 +6,14 @@ to time with :meth:`ProcessRunner.poll` (in Slicer: from a ``qt.QTimer``), so th
 thread only ever does non-blocking work.
 
 Stopping: :meth:`ProcessRunner.request_stop` asks the job to stop *gracefully* — SIGINT on
-POSIX, CTRL_BREAK_EVENT on Windows (the child runs in its own process group there). The
-core's trainer answers by writing a resumable checkpoint and exiting (it raises
-``KeyboardInterrupt``). If the job is still alive ``grace_s`` seconds later, the next
-:meth:`~ProcessRunner.poll` terminates it, and kills it after another ``grace_s``.
+Linux and macOS, CTRL_BREAK_EVENT on Windows (the child runs in its own process group there;
+Python sees it as SIGBREAK). The core's trainer handles all of them (``ct2x.train.stop_signals``):
+it finishes the step in progress, writes a resumable checkpoint and the model, and exits. If the
+job is still alive :attr:`ProcessRunner.grace_s` seconds later, the next
+:meth:`~ProcessRunner.poll` terminates it, and kills it after another ``grace_s``. The grace
+period follows the job's step time, as the job reports it (:attr:`ProcessRunner.step_time_s`,
+set by the owner from the job's progress lines; see :func:`stop_grace_s`), so that a slow step
+is not cut off before its checkpoint.
 """
 
 from __future__ import annotations
@@ -23,21 +27,40 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ct2x.errors import CT2XError
+
+#: Steps' worth of time a stopping job gets on top of the minimum: the step in progress, then
+#: writing the checkpoint and the model (about as much work as a step again, with margin).
+GRACE_STEPS = 3
+
+
+def stop_grace_s(step_time_s: float | None, minimum_s: float = 30.0) -> float:
+    """Seconds between a stop request and terminate: ``minimum_s`` plus :data:`GRACE_STEPS`
+    times the job's reported seconds per step (just ``minimum_s`` while none is known)."""
+    if step_time_s is None or not step_time_s > 0:
+        return minimum_s
+    return minimum_s + GRACE_STEPS * float(step_time_s)
+
 
 class ProcessRunner:
-    """One child process, its output lines, and its stop requests."""
+    """One child process, its output lines, and its stop requests.
+
+    ``minimum_grace_s``: the shortest wait between a stop request and terminate (and between
+    terminate and kill); :attr:`step_time_s` (seconds per step, ``None`` = unknown) lengthens it.
+    """
 
     def __init__(
         self,
         command: Sequence[str],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        grace_s: float = 30.0,
+        minimum_grace_s: float = 30.0,
     ) -> None:
         self.command = list(command)
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
-        self.grace_s = grace_s
+        self.minimum_grace_s = minimum_grace_s
+        self.step_time_s: float | None = None
         self._process: subprocess.Popen[str] | None = None
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
@@ -48,7 +71,7 @@ class ProcessRunner:
     def start(self) -> None:
         """Start the child; returns at once."""
         if self.running:
-            raise RuntimeError("the job is already running")
+            raise CT2XError("the job is already running: stop it first")
         flags = subprocess.CREATE_NEW_PROCESS_GROUP if os.name == "nt" else 0
         self._process = subprocess.Popen(
             self.command,
@@ -105,6 +128,11 @@ class ProcessRunner:
         return lines
 
     # ----------------------------------------------------------------- stop
+    @property
+    def grace_s(self) -> float:
+        """The current grace period, seconds (:func:`stop_grace_s` of :attr:`step_time_s`)."""
+        return stop_grace_s(self.step_time_s, self.minimum_grace_s)
+
     def request_stop(self) -> None:
         """Ask the child to save a checkpoint and exit; escalation happens in :meth:`poll`."""
         if not self.running or self._stop_requested_at is not None:

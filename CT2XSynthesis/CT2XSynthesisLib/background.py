@@ -1,0 +1,173 @@
+"""Synthesize in a worker thread while Slicer's GUI thread stays free.
+
+:class:`SynthesisJob` renders the views of one *Synthesize* click in a daemon thread: the
+renderer prepares the CT once (the learned model resamples it to its grid), then renders one
+view at a time. The GUI thread starts the job, then polls :meth:`SynthesisJob.status` (in
+Slicer from a ``qt.QTimer``) for the progress bar, and, once the job has finished, places the
+finished images in the scene itself (``SynthesisLogic.finish_synthesis``): the worker never
+touches the MRML scene, which is not thread-safe.
+
+*Cancel* (:meth:`SynthesisJob.cancel`) takes effect between views: the view in progress when
+it arrives is dropped, and the views finished before it are kept. An error in the worker is
+kept as a one-line message (:attr:`JobStatus.error`); it never escapes the thread as a
+traceback. Torch releases the interpreter lock while it computes, so the GUI thread keeps
+running during a view.
+
+No Qt and no ``slicer`` here: the tests drive jobs with plain threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ct2x.errors import CT2XError
+from ct2x.geometry import CArm
+from ct2x.volume import CTVolume
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of a job.
+
+    Attributes:
+        done: views finished (kept).
+        total: views requested.
+        text: what the job is doing, for the progress label.
+        finished: the worker has ended (done, cancelled or failed).
+        cancelled: Cancel was requested.
+        error: the message of the error that ended the job, else None.
+    """
+
+    done: int
+    total: int
+    text: str
+    finished: bool
+    cancelled: bool
+    error: str | None
+
+    @property
+    def fraction(self) -> float:
+        """Finished fraction in [0, 1]."""
+        return self.done / self.total if self.total else 1.0
+
+
+def error_message(error: BaseException) -> str:
+    """One line for the user: a CT2XError's own message, else the exception's type and text."""
+    if isinstance(error, CT2XError):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def render_one(renderer, prepared: object, view: CArm, label: str) -> np.ndarray:  # noqa: ANN001 (a Renderer)
+    """``renderer.render(prepared, [view])`` as one float32 ``(H, W)`` image, checked against the detector."""
+    result = np.asarray(renderer.render(prepared, [view]), dtype=np.float32)
+    if result.shape != (1, *view.detector_shape):
+        raise CT2XError(
+            f"the renderer returned an image of shape {result.shape} for {label}, "
+            f"expected (1, {view.detector_shape[0]}, {view.detector_shape[1]})"
+        )
+    return result[0]
+
+
+class SynthesisJob:
+    """Render ``views`` of ``ct`` with ``renderer`` (see the module docstring).
+
+    ``labels`` name the views in the progress text. ``progress(done, total, text)``, if given,
+    is called from the thread that runs the job.
+    """
+
+    def __init__(
+        self,
+        ct: CTVolume,
+        views: Sequence[CArm],
+        renderer,  # noqa: ANN001 (a logic.Renderer: prepare(ct), render(prepared, views))
+        labels: Sequence[str],
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> None:
+        self.ct = ct
+        self.views = list(views)
+        self.labels = list(labels)
+        self.renderer = renderer
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._images: list[np.ndarray] = []
+        self._text = "Waiting to start"
+        self._finished = threading.Event()
+        self._error: str | None = None
+        self._thread: threading.Thread | None = None
+        #: The starter's own data (``SynthesisLogic`` keeps the CT node, parameters and mode here).
+        self.context: dict = {}
+
+    # ------------------------------------------------------------ control
+    def start(self) -> None:
+        """Run the job in a daemon thread; returns at once."""
+        if self._thread is not None:
+            raise CT2XError("this synthesis job has already been started")
+        self._thread = threading.Thread(target=self.run, name="CT2X synthesis", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop before the next view; the view in progress is dropped."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has finished (tests, scripts); True if it has."""
+        return self._finished.wait(timeout)
+
+    # ------------------------------------------------------------- state
+    def status(self) -> JobStatus:
+        with self._lock:
+            return JobStatus(
+                done=len(self._images),
+                total=len(self.views),
+                text=self._text,
+                finished=self._finished.is_set(),
+                cancelled=self._cancel.is_set(),
+                error=self._error,
+            )
+
+    def finished_views(self) -> list[tuple[CArm, np.ndarray]]:
+        """The views finished so far with their images, in request order."""
+        with self._lock:
+            return list(zip(self.views, self._images, strict=False))
+
+    def _report(self, text: str) -> None:
+        with self._lock:
+            self._text = text
+            done = len(self._images)
+        if self._progress is not None:
+            self._progress(done, len(self.views), text)
+
+    # -------------------------------------------------------------- work
+    def run(self) -> None:
+        """The work itself (in the worker thread, or in the caller's for a blocking synthesis)."""
+        try:
+            self._report("Preparing the CT")
+            prepared = self.renderer.prepare(self.ct)
+            for index, (view, label) in enumerate(zip(self.views, self.labels, strict=True)):
+                if self._cancel.is_set():
+                    break
+                self._report(f"Rendering {label} ({index + 1} of {len(self.views)})")
+                image = render_one(self.renderer, prepared, view, label)
+                if self._cancel.is_set():
+                    break  # finished after Cancel: dropped, as Cancel promises
+                with self._lock:
+                    self._images.append(image)
+            done = len(self._images)
+            self._report("Cancelled" if self._cancel.is_set() else f"Rendered {done} views")
+        except Exception as error:  # noqa: BLE001 (every error becomes the job's message)
+            _LOG.debug("CT2X synthesis failed", exc_info=True)
+            with self._lock:
+                self._error = error_message(error)
+                self._text = "Failed"
+        finally:
+            self._finished.set()
