@@ -14,8 +14,9 @@ every measure scores them the same way (the measures are defined in :mod:`ct2x.m
   distances :data:`SCALE_SIDS_MM` (SDD = SID + :data:`SCALE_GAP_MM`), AP view, first style.
 * **Style effect**: at the AP view, the spread of intensity histograms over the styles (TV
   distance) and the edge agreement between styles.
-* **Realism** (Tables 1 and 2): FID, KID and a classifier two-sample test (C2ST) on the
-  Inception features of the images against those of the real radiographs (offline
+* **Realism** (Tables 1 and 2): FID (:func:`ct2x.measures.frechet_distance`), KID (torchmetrics)
+  and a classifier two-sample test (C2ST) on the Inception features of the images against those
+  of the real radiographs (offline
   InceptionV3 of :mod:`ct2x.inception`); LPIPS (the ``lpips`` package, AlexNet backbone) is
   the mean distance between each image and its style reference.
 * **DRR style reconstruction** (Table 3): eq. 7's reconstruction of every stored DRR of the
@@ -39,14 +40,13 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset
 from ct2x.drr import render_drr
 from ct2x.geometry import CArm
-from ct2x.measures import c2st_auc
+from ct2x.measures import c2st_auc, frechet_distance
 from ct2x.models import CT2XGAN
 from ct2x.synthesize import model_views
 from ct2x.volume import CTVolume
@@ -147,7 +147,7 @@ def inception_features(features: torch.nn.Module, images: torch.Tensor, batch_si
 
 
 class _GivenFeatures(torch.nn.Module):
-    """Hands torchmetrics' FID and KID feature vectors computed beforehand (identity, ``num_features`` wide)."""
+    """Hands torchmetrics' KID feature vectors computed beforehand (identity, ``num_features`` wide)."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -176,11 +176,9 @@ class RealismMetrics:
     ) -> None:
         self.real, self.lpips, self.seed = real.double(), lpips, seed
         given = _GivenFeatures(real.shape[1])
-        self.fid = FrechetInceptionDistance(feature=given, reset_real_features=False)
         with warnings.catch_warnings():  # KID keeps every feature vector: a few hundred here
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             self.kid = KernelInceptionDistance(feature=given, reset_real_features=False, subset_size=2)
-        self.fid.update(self.real, real=True)
         self.kid.update(self.real, real=True)
 
     @torch.no_grad()
@@ -194,9 +192,7 @@ class RealismMetrics:
         """Scores of the images whose Inception features are ``features`` ``(M, F)``; LPIPS of
         ``images`` ``(M, 1, S, S)`` in [0, 1] against ``references[pairs[m]]`` (at the images' size)
         when given and an LPIPS network is set."""
-        self.fid.reset()
         self.kid.reset()
-        self.fid.update(features.double(), real=False)
         self.kid.update(features.double(), real=False)
         self.kid.subset_size = min(50, len(self.real), len(features))
         torch.manual_seed(self.seed)
@@ -210,7 +206,14 @@ class RealismMetrics:
             ]
             lpips = float(torch.cat(distances).mean())
         return RealismScores(
-            float(self.fid.compute()), float(kid), float(kid_std), auc, auc_std, lpips, len(features), len(self.real)
+            frechet_distance(self.real.numpy(), features.double().numpy()),
+            float(kid),
+            float(kid_std),
+            auc,
+            auc_std,
+            lpips,
+            len(features),
+            len(self.real),
         )
 
 
@@ -251,14 +254,12 @@ def synthesized_images(
     """A model's images of every CT (``views[c]``, ``scale[c]``: its C-arms) in the style of each
     reference radiograph (one image per view for a model without the style encoder);
     ``progress`` is called after each CT."""
-    from ct2x.synthesize import synthesize
+    from ct2x.synthesize import synthesize_styles
 
-    styles = [{}] if model.style_encoder is None else [{"style": path} for path in references]
     images, scaled = [], []
     for ct, carms, scale_carms in zip(cts, views, scale, strict=True):
-        per_style = [[v.image for v in synthesize(model, ct, carms, **st, batch_size=batch_size)] for st in styles]
-        images.append(np.stack(per_style, axis=1))  # (V, R, S, S)
-        scaled.append(np.stack([v.image for v in synthesize(model, ct, scale_carms, **styles[0])]))
+        images.append(synthesize_styles(model, ct, carms, references, batch_size))  # (V, R, S, S)
+        scaled.append(synthesize_styles(model, ct, scale_carms, references[:1], batch_size)[:, 0])
         if progress:
             progress()
     return MethodImages(np.stack(images).astype(np.float32), np.stack(scaled).astype(np.float32))

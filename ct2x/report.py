@@ -132,23 +132,38 @@ def evaluate_models(
     runs = {UNTRAINED_ROW: untrained_model(model.config, settings.seed).to(device)}
     runs.update({name: m for name, (m, _) in loaded.items()})
     bar = tqdm(total=len(cts) * (1 + len(runs)) + len(runs) + 2, desc="evaluate", unit="step")
+    timings: dict[str, float] = {}
+    clock = time.time()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        timings[stage] = round(timings.get(stage, 0.0) + time.time() - clock, 1)
+        clock = time.time()
+
+    lap("load models and data")
     drr_views, drr_scale = [], []
     for ct, vs, sc in zip(cts, views, scale, strict=True):
         drr_views.append(drr_images(ct, [v.carm for v in vs], settings.drr_step, device)[:, None])
         drr_scale.append(drr_images(ct, sc, settings.scale_step, device))
         bar.update()
     drrs = MethodImages(np.stack(drr_views), np.stack(drr_scale))
-    reference_images = read_radiographs(references, size)[:, 0].numpy()
-    methods: dict[str, MethodImages] = {DRR_ROW: drrs, STYLED_ROW: styled_drr_images(drrs, reference_images)}
+    lap("physics DRRs")
+    # the styled DRR takes the histogram of the reference at the detector's field of view (the crop of
+    # the real set): a whole chest film's darkest pixels are the air around the patient, not the lungs
+    cropped_references = read_radiographs(references, size, crop=settings.real_crop)[:, 0].numpy()
+    methods: dict[str, MethodImages] = {DRR_ROW: drrs, STYLED_ROW: styled_drr_images(drrs, cropped_references)}
+    lap("styled DRRs")
     carms = [[v.carm for v in vs] for vs in views]
     for name, run in runs.items():
         bar.set_postfix_str(name)
         methods[name] = synthesized_images(run, cts, carms, scale, references, settings.batch_size, bar.update)
+        lap("synthesis")
     real = read_radiographs(radiographs, REAL_SIZE, crop=settings.real_crop)
     features = InceptionFeatures().to(device)
     lpips, lpips_note = _lpips(settings.lpips_weights, device)
     metrics = RealismMetrics(inception_features(features, real), lpips, seed=settings.seed)
-    references_tensor = torch.from_numpy(reference_images)[:, None].to(device)
+    lap("real radiographs (read, Inception)")
+    references_tensor = read_radiographs(references, size).to(device)  # LPIPS: the references as the model reads them
     results: dict[str, dict] = {}
     for name, images in methods.items():
         bar.set_postfix_str(f"measures of {name}")
@@ -156,16 +171,20 @@ def evaluate_models(
         styles = images.images.shape[2]
         pairs = torch.arange(styles).repeat(len(flat) // styles).to(device) if styles == len(references) else None
         realism = metrics.score(inception_features(features, flat), flat.to(device), references_tensor, pairs)
+        lap("realism (Inception, FID, KID, C2ST)")
         results[name] = {"realism": asdict(realism), **view_measures(images, drrs, views[0])}
+        lap("geometry, content, scale, style")
         if name in runs:
             run_dataset = CTViewDataset(data, xray, runs[name].config)
             results[name]["drr_reconstruction"] = asdict(
                 drr_reconstruction(runs[name], run_dataset, settings.batch_size)
             )
+            lap("DRR reconstruction")
         bar.update()
     out.mkdir(parents=True, exist_ok=True)
     index = _write_images(out, methods, real)
     _write_figures(model, card, cts, methods[first], drrs, views[0], out, settings, references)
+    lap("images and figures")
     bar.update()
     bar.close()
     names = [_volume_name(f.name) for f in files]
@@ -199,7 +218,9 @@ def evaluate_models(
         "feature_extractor": features.description,
         "lpips": lpips_note,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "seconds": round(time.time() - started, 1),
+        "seconds_per_stage": timings,
     }
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -309,7 +330,8 @@ def _markdown(summary: dict) -> str:
         f"- Real radiographs: `{summary['radiographs']['folder']}` ({summary['radiographs']['count']} images), "
         f"for the realism measures each centre-cropped to {summary['radiographs']['crop']:g} of its shorter side "
         f"and read at {REAL_SIZE}²; style references: {len(summary['style_references'])} of them, evenly spread, "
-        f"read whole ({', '.join(summary['style_references'])})",
+        f"read whole by the models and cropped like the real set for the histogram matching "
+        f"({', '.join(summary['style_references'])})",
         f"- FID / KID / C2ST features: {summary['feature_extractor']}; KID over 100 random subsets of "
         "min(50, images) images of each set; C2ST: logistic regression on the standardised features, "
         "5-fold stratified cross-validated ROC AUC (mean ± sd over folds)",

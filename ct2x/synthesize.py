@@ -91,6 +91,39 @@ def mip_views(carms: Sequence[CArm], config: CT2XConfig) -> list[CArm]:
     ]
 
 
+def _content_batches(model: CT2XGAN, ct: CTVolume, carms: list[CArm], batch_size: int):  # noqa: ANN202 (generator)
+    """``(views, content code)`` per batch of ``carms``: the CT and the MIPs prepared as in training
+    (module docstring). Checks the CT and the detector size first."""
+    config = model.config
+    if not np.any(ct.array):
+        raise CT2XError("the CT is empty (all voxels are 0): check the file")
+    size = config.image_size
+    if any(c.detector_shape != (size, size) for c in carms):
+        raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
+    device = next(model.parameters()).device
+    grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
+    volume = volume_input(torch.from_numpy(grid.array), config).to(device)
+    for start in range(0, len(carms), batch_size):
+        chunk = carms[start : start + batch_size]
+        poses = torch.as_tensor(np.stack([c.pose for c in chunk]), dtype=torch.float32, device=device)
+        mips = mip_input(mip(grid, mip_views(chunk, config), step=config.drr_step), config)[:, None].to(device)
+        yield chunk, model.content_code(volume[None].expand(len(chunk), -1, -1, -1, -1), poses, mips)
+
+
+def _images(model: CT2XGAN, content: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
+    """G(content, style) as float32 ``(B, S, S)`` in [0, 1]."""
+    return ((model.generator(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+
+
+def _style_image(style: str | Path | np.ndarray, config: CT2XConfig, device: torch.device) -> torch.Tensor:
+    """A style reference (file or array) as the style encoder's input ``(1, 1, S, S)``."""
+    if isinstance(style, np.ndarray):
+        pixels = torch.from_numpy(radiograph_from_array(style, size=config.image_size))
+    else:
+        pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
+    return xray_input(pixels[None], config)[None].to(device)
+
+
 @torch.no_grad()
 def synthesize(
     model: CT2XGAN,
@@ -122,29 +155,10 @@ def synthesize(
             "give one style: a reference radiograph (--style FILE), a style stored with the model "
             "(--model-style NAME) or the DRR style (--drr-style)"
         )
-    if not np.any(ct.array):
-        raise CT2XError("the CT is empty (all voxels are 0): check the file")
-    size = config.image_size
-    if any(c.detector_shape != (size, size) for c in carms):
-        raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
     device = next(model.parameters()).device
-    grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
-    carms = list(carms)
-    volume = volume_input(torch.from_numpy(grid.array), config).to(device)
-    style_image = None
-    if style is not None:
-        if isinstance(style, np.ndarray):
-            pixels = torch.from_numpy(radiograph_from_array(style, size=config.image_size))
-        else:
-            pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
-        style_image = xray_input(pixels[None], config)[None].to(device)
+    style_image = None if style is None else _style_image(style, config, device)
     results: list[SynthesizedView] = []
-    for start in range(0, len(carms), batch_size):
-        chunk = carms[start : start + batch_size]
-        poses = torch.as_tensor(np.stack([c.pose for c in chunk]), dtype=torch.float32, device=device)
-        mips = mip_input(mip(grid, mip_views(chunk, config), step=config.drr_step), config)[:, None].to(device)
-        volumes = volume[None].expand(len(chunk), -1, -1, -1, -1)
-        content = model.content_code(volumes, poses, mips)
+    for chunk, content in _content_batches(model, ct, list(carms), batch_size):
         if model.style_encoder is None:
             codes = model.constant_style.expand(len(chunk), -1, -1)
         elif style_code is not None:
@@ -154,6 +168,33 @@ def synthesize(
             codes = model.style_encoder.drr_style(drrs)
         else:
             codes = model.style_encoder.xray_style(style_image.expand(len(chunk), -1, -1, -1))
-        images = ((model.generator(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+        images = _images(model, content, codes)
         results.extend(SynthesizedView(image, carm) for image, carm in zip(images, chunk, strict=True))
     return results
+
+
+@torch.no_grad()
+def synthesize_styles(
+    model: CT2XGAN,
+    ct: CTVolume,
+    carms: Sequence[CArm],
+    styles: Sequence[str | Path | np.ndarray],
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Every view in each of several style references (files or arrays), as :func:`synthesize` with
+    ``style=`` would make them one style at a time, but with the CT's content code computed once per
+    view. A model without the style encoder makes one image per view.
+
+    Returns:
+        float32 ``(V, R, S, S)`` in [0, 1] (R = ``len(styles)``, or 1 without the style encoder).
+    """
+    device = next(model.parameters()).device
+    if model.style_encoder is None:
+        codes = [model.constant_style[0]]
+    else:
+        codes = [model.style_encoder.xray_style(_style_image(s, model.config, device))[0] for s in styles]
+    views = []
+    for chunk, content in _content_batches(model, ct, list(carms), batch_size):
+        per_style = [_images(model, content, code[None].expand(len(chunk), -1, -1)) for code in codes]
+        views.append(np.stack(per_style, axis=1))
+    return np.concatenate(views)
