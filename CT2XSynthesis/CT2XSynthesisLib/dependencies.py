@@ -72,6 +72,9 @@ PIP_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("torchmetrics>=1.4", "torchmetrics"),
     Requirement("tensorboard>=2.14", "tensorboard"),
     Requirement("numba>=0.59", "numba"),
+    Requirement("scikit-image>=0.22", "skimage"),
+    Requirement("scikit-learn>=1.3", "sklearn"),
+    Requirement("threadpoolctl>=3", "threadpoolctl"),
 )
 
 

@@ -75,8 +75,18 @@ def _read_picture(path: Path, warn_colour: bool) -> np.ndarray:
         raise CT2XError(f"cannot read the image {path}: {error}") from None
 
 
-def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
-    """Resize so the shorter side is ``size`` (area-averaging), then centre-crop to ``size x size``."""
+def square_resize(pixels: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (area-averaging), then centre-crop to ``size x size``.
+
+    ``crop`` < 1 first keeps only a centred square of ``crop`` times the shorter side (a smaller
+    field of view, e.g. to compare a chest film with a C-arm detector's).
+    """
+    if not 0 < crop <= 1:
+        raise CT2XError(f"the radiograph crop must be a fraction in (0, 1] of the shorter side, got {crop:g}")
+    if crop < 1:
+        side = max(2, round(crop * min(pixels.shape)))
+        top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+        pixels = pixels[top : top + side, left : left + side]
     height, width = pixels.shape
     scale = size / min(height, width)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
@@ -85,8 +95,9 @@ def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.array(resized, dtype=np.float32)[top : top + size, left : left + size].copy()
 
 
-def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True) -> np.ndarray:
-    """Read one radiograph as float32 ``(size, size)`` in [0, 1] (bright = attenuating)."""
+def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True, crop: float = 1.0) -> np.ndarray:
+    """Read one radiograph as float32 ``(size, size)`` in [0, 1] (bright = attenuating); ``crop``:
+    the centred fraction of the shorter side kept (:func:`square_resize`)."""
     path = Path(path)
     if not path.is_file():
         raise CT2XError(f"radiograph {path} does not exist")
@@ -96,7 +107,7 @@ def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True)
     pixels = _read_dicom(path) if is_dicom else _read_picture(path, warn_colour)
     if min(pixels.shape) < 2:
         raise CT2XError(f"the image {path} is too small ({pixels.shape[1]} x {pixels.shape[0]} pixels)")
-    return square_resize(pixels, size)
+    return square_resize(pixels, size, crop)
 
 
 def radiograph_from_array(pixels: np.ndarray, size: int = 256) -> np.ndarray:
@@ -125,11 +136,12 @@ class RadiographFolder:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def read_radiographs(paths: Sequence[Path], size: int) -> torch.Tensor:
+def read_radiographs(paths: Sequence[Path], size: int, crop: float = 1.0) -> torch.Tensor:
     """Radiographs as ``(N, 1, size, size)`` float32 in [0, 1] (:func:`read_radiograph`, no colour warning)."""
     import torch
 
-    return torch.stack([torch.from_numpy(read_radiograph(p, size=size, warn_colour=False))[None] for p in paths])
+    images = [read_radiograph(p, size=size, warn_colour=False, crop=crop) for p in paths]
+    return torch.stack([torch.from_numpy(image)[None] for image in images])
 
 
 def evenly_spread(paths: Sequence[Path], count: int) -> list[Path]:

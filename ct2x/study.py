@@ -1,0 +1,296 @@
+"""``ct2x study``: a blinded user study of realism (paper Table 4), run in any web browser.
+
+``make_study`` draws images of every method of a ``ct2x evaluate`` report (its
+``images/index.json``: real radiographs, physics DRRs, styled DRRs, the untrained control,
+the model, its ablations) and writes
+
+* ``study.html``: one self-contained page (the images are embedded as PNG data; no server, no
+  network, no external script). It shows the images in a random order, each with a 1-5 rating
+  of "resembles a real X-ray". Answers are kept in the browser's ``localStorage`` (they survive
+  a reload) until *Export answers* saves them as a JSON file. Images are named only by their
+  position (``q01``, ``q02``, ...): the page holds no method name and no file name.
+* ``key.json``: which item came from which method and image (give raters only the page).
+
+``score_study`` reads the key and the exported answer files and writes Table 4: per method,
+the mean score and a 95 % confidence interval (normal approximation, mean ± 1.96 sd / √n over
+all ratings of that method), with the raters and ratings counted and incomplete answer files
+reported (their ratings are used).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ct2x.atomic import atomic_path
+from ct2x.errors import CT2XError
+
+KEY = "key.json"
+PAGE = "study.html"
+KEY_FORMAT = "ct2x-study-key"
+ANSWERS_FORMAT = "ct2x-study-answers"
+QUESTION = "How much does this image resemble a real X-ray?"
+SCALE = {1: "not at all", 2: "a little", 3: "somewhat", 4: "mostly", 5: "like a real X-ray"}
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CT2XError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CT2XError(f"{what} {path} cannot be read as JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise CT2XError(f"{what} {path} is not a JSON object")
+    return value
+
+
+def _png_data(path: Path) -> str:
+    """The image re-encoded as a grey PNG (pixels only, no metadata) in a data URL."""
+    try:
+        with Image.open(path) as image:
+            grey = image.convert("L")
+    except (OSError, ValueError) as error:
+        raise CT2XError(f"cannot read the report image {path}: {error}") from None
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def make_study(report: Path, out: Path, per_method: int = 10, seed: int = 0) -> Path:
+    """Write ``out/study.html`` and ``out/key.json`` from the images of ``report`` (module docstring)."""
+    from ct2x.report import IMAGE_INDEX
+
+    index = _read_json(report / IMAGE_INDEX, "the image index of the report")
+    methods = index.get("methods")
+    if index.get("format") != "ct2x-evaluation-images" or not isinstance(methods, dict):
+        raise CT2XError(f"{report / IMAGE_INDEX} is not a ct2x evaluate image index: run ct2x evaluate again")
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[str, str]] = []
+    for method, files in methods.items():
+        picks = rng.permutation(len(files))[: min(per_method, len(files))]
+        drawn += [(method, files[i]) for i in sorted(picks)]
+    if not drawn:
+        raise CT2XError(f"the report {report} lists no images: a study page needs at least 1 image")
+    order = rng.permutation(len(drawn))
+    width = max(2, len(str(len(drawn))))
+    items = [{"id": f"q{n + 1:0{width}d}", "method": drawn[i][0], "image": drawn[i][1]} for n, i in enumerate(order)]
+    pictures = [{"id": item["id"], "src": _png_data(report / item["image"])} for item in items]
+    study_id = uuid.uuid4().hex[:16]
+    out.mkdir(parents=True, exist_ok=True)
+    key = {"format": KEY_FORMAT, "version": 1, "study_id": study_id, "report": str(report), "items": items}
+    with atomic_path(out / KEY) as tmp:
+        tmp.write_text(json.dumps(key, indent=1), encoding="utf-8")
+    page = out / PAGE
+    with atomic_path(page) as tmp:
+        tmp.write_text(_page(study_id, pictures), encoding="utf-8")
+    return page
+
+
+def _page(study_id: str, pictures: list[dict]) -> str:
+    data = json.dumps({"study": study_id, "format": ANSWERS_FORMAT, "items": pictures, "scale": SCALE})
+    return _TEMPLATE.replace("__QUESTION__", QUESTION).replace("__DATA__", data.replace("</", "<\\/"))
+
+
+def _read_key(folder: Path) -> dict:
+    key = _read_json(folder / KEY, "the study key")
+    items = key.get("items")
+    broken = f"the study key {folder / KEY} is broken"
+    if key.get("format") != KEY_FORMAT or not isinstance(key.get("study_id"), str):
+        raise CT2XError(f"{broken}: it is not a ct2x study key (run ct2x study make again)")
+    if not isinstance(items, list) or not items:
+        raise CT2XError(f"{broken}: it lists no images")
+    if not all(
+        isinstance(i, dict) and isinstance(i.get("id"), str) and isinstance(i.get("method"), str) for i in items
+    ):
+        raise CT2XError(f"{broken}: every item needs an id and a method")
+    if len({i["id"] for i in items}) != len(items):
+        raise CT2XError(f"{broken}: item ids repeat")
+    return key
+
+
+def _read_answers(path: Path, key: dict) -> tuple[str, dict[str, int]]:
+    answers = _read_json(path, "the answer file")
+    if answers.get("format") != ANSWERS_FORMAT:
+        raise CT2XError(f"{path} is not an answer file exported from a ct2x study page")
+    if answers.get("study") != key["study_id"]:
+        raise CT2XError(f"{path} answers study {answers.get('study')!r}, not this one ({key['study_id']})")
+    ratings = answers.get("ratings")
+    if not isinstance(ratings, dict):
+        raise CT2XError(f"{path} holds no ratings")
+    known = {i["id"] for i in key["items"]}
+    unknown = sorted(set(ratings) - known)
+    if unknown:
+        raise CT2XError(f"{path} rates images this study does not have ({', '.join(unknown[:3])})")
+    bad = [k for k, v in ratings.items() if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5)]
+    if bad:
+        raise CT2XError(f"{path}: ratings are whole numbers 1-5, got {ratings[bad[0]]!r} for {bad[0]}")
+    return str(answers.get("rater") or path.stem), ratings
+
+
+def score_study(folder: Path, answer_files: list[Path]) -> str:
+    """Table 4 from the answers (module docstring); writes ``table4.md`` and ``table4.json`` into ``folder``."""
+    key = _read_key(folder)
+    method_of = {i["id"]: i["method"] for i in key["items"]}
+    methods = list(dict.fromkeys(i["method"] for i in key["items"]))
+    scores: dict[str, list[int]] = {m: [] for m in methods}
+    raters, incomplete = [], []
+    for path in answer_files:
+        rater, ratings = _read_answers(path, key)
+        raters.append(rater)
+        for item, value in ratings.items():
+            scores[method_of[item]].append(value)
+        if len(ratings) < len(method_of):
+            incomplete.append({"file": str(path), "rater": rater, "rated": len(ratings), "of": len(method_of)})
+    rows = []
+    for method in methods:
+        values = np.array(scores[method], dtype=np.float64)
+        mean = float(values.mean()) if len(values) else None
+        half = 1.96 * float(values.std(ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else None
+        rows.append(
+            {
+                "method": method,
+                "mean": mean,
+                "ci95": None if half is None else [mean - half, mean + half],
+                "ratings": len(values),
+                "images": sum(1 for m in method_of.values() if m == method),
+            }
+        )
+    table = {
+        "study_id": key["study_id"],
+        "raters": len(raters),
+        "ratings": sum(len(v) for v in scores.values()),
+        "incomplete": incomplete,
+        "rows": rows,
+    }
+    text = _table_markdown(table)
+    with atomic_path(folder / "table4.json") as tmp:
+        tmp.write_text(json.dumps(table, indent=1), encoding="utf-8")
+    with atomic_path(folder / "table4.md") as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def _table_markdown(table: dict) -> str:
+    lines = [
+        "## Table 4: user study (1-5, 'resembles a real X-ray')",
+        "",
+        f"{table['raters']} rater(s), {table['ratings']} ratings; 95 % CI: mean ± 1.96 sd / √n over the ratings.",
+        "",
+        "| Method | mean score ↑ | 95 % CI | ratings | images |",
+        "|---|---|---|---|---|",
+    ]
+    for row in table["rows"]:
+        mean = "n/a" if row["mean"] is None else f"{row['mean']:.2f}"
+        ci = "n/a" if row["ci95"] is None else f"{row['ci95'][0]:.2f} - {row['ci95'][1]:.2f}"
+        lines.append(f"| {row['method']} | {mean} | {ci} | {row['ratings']} | {row['images']} |")
+    for entry in table["incomplete"]:
+        lines.append("")
+        lines.append(f"Incomplete: {entry['file']} (rater {entry['rater']}): {entry['rated']} of {entry['of']} rated.")
+    return "\n".join(lines)
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>X-ray realism study</title>
+<style>
+body { font-family: sans-serif; margin: 1em auto; max-width: 60em; background: #f4f4f4; }
+.item { display: inline-block; margin: 0.5em; padding: 0.5em; background: white; border-radius: 4px;
+        vertical-align: top; }
+.item img { width: 256px; height: 256px; display: block; image-rendering: auto; background: black; }
+.item.done { outline: 2px solid #4a4; }
+.rating label { margin-right: 0.4em; }
+#status { font-weight: bold; }
+#error { color: #b00; }
+</style>
+</head>
+<body>
+<h1>X-ray realism study</h1>
+<p>For each image: __QUESTION__ 1 = not at all, 5 = like a real X-ray. Your answers are saved in this
+browser as you go (you may close the page and come back). When you have rated every image, enter your
+name and press <b>Export answers</b>, then send the downloaded file back.</p>
+<p><label>Your name: <input id="rater" type="text" size="24"></label>
+<button id="export" type="button">Export answers</button>
+<span id="status"></span> <span id="error"></span></p>
+<div id="items"></div>
+<script id="study-data" type="application/json">__DATA__</script>
+<script>
+"use strict";
+const data = JSON.parse(document.getElementById("study-data").textContent);
+const storageKey = "ct2x-study-" + data.study;
+function load() {
+  try { return JSON.parse(localStorage.getItem(storageKey)) || {rater: "", ratings: {}}; }
+  catch (e) { return {rater: "", ratings: {}}; }
+}
+const state = load();
+function save() { localStorage.setItem(storageKey, JSON.stringify(state)); }
+function update() {
+  const done = Object.keys(state.ratings).length;
+  document.getElementById("status").textContent = "rated " + done + " of " + data.items.length;
+  for (const item of data.items) {
+    document.getElementById("item-" + item.id).classList.toggle("done", item.id in state.ratings);
+  }
+}
+const list = document.getElementById("items");
+for (const item of data.items) {
+  const box = document.createElement("div");
+  box.className = "item";
+  box.id = "item-" + item.id;
+  const img = document.createElement("img");
+  img.src = item.src;
+  img.alt = "image " + item.id;
+  box.appendChild(img);
+  const caption = document.createElement("div");
+  caption.textContent = item.id;
+  box.appendChild(caption);
+  const rating = document.createElement("div");
+  rating.className = "rating";
+  for (let score = 1; score <= 5; score++) {
+    const label = document.createElement("label");
+    label.title = data.scale[score];
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "rate-" + item.id;
+    input.value = String(score);
+    input.checked = state.ratings[item.id] === score;
+    input.addEventListener("change", () => { state.ratings[item.id] = score; save(); update(); });
+    label.appendChild(input);
+    label.appendChild(document.createTextNode(String(score)));
+    rating.appendChild(label);
+  }
+  box.appendChild(rating);
+  list.appendChild(box);
+}
+const rater = document.getElementById("rater");
+rater.value = state.rater || "";
+rater.addEventListener("input", () => { state.rater = rater.value; save(); });
+document.getElementById("export").addEventListener("click", () => {
+  const error = document.getElementById("error");
+  if (!state.rater.trim()) { error.textContent = "Enter your name first."; return; }
+  error.textContent = "";
+  const answers = {format: data.format, study: data.study, rater: state.rater.trim(),
+                   ratings: state.ratings, items: data.items.length, exported: new Date().toISOString()};
+  const blob = new Blob([JSON.stringify(answers, null, 1)], {type: "application/json"});
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "answers-" + data.study + "-" + state.rater.trim().replace(/[^A-Za-z0-9_-]+/g, "_") + ".json";
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+});
+update();
+</script>
+</body>
+</html>
+"""
