@@ -80,9 +80,14 @@ def _lay_out_extension(target: Path) -> Path:
 
 
 def _dependency_paths() -> list[str]:
-    """The running interpreter's site-packages (torch, slicer-core, ...), without the source tree."""
-    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    return sorted(p for p in paths if not Path(p).resolve().is_relative_to(ROOT))
+    """The running interpreter's site-packages (torch, slicer-core, ...).
+
+    They may lie inside the checkout (CI's ``.venv``), but never hold the core itself: an
+    editable install there is a finder that its own ``.pth`` file installs, and ``.pth`` files
+    in a folder added through a ``.pth`` line are not run, so ``ct2x`` still has to come from
+    the layout under test (the tests check where it was imported from).
+    """
+    return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
 
 
 _EXTENSION_RUN = textwrap.dedent(

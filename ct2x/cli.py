@@ -674,18 +674,15 @@ def _make_output_folder(folder: Path) -> None:
         raise CT2XError(f"the output folder {folder} is not writable: choose another --out") from None
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 (warnings API)
-    """One ``ct2x: warning: ...`` line on stderr, on a line of its own even while a progress bar is drawn."""
-    from tqdm import tqdm
-
-    tqdm.write(f"ct2x: warning: {message}", file=sys.stderr)
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings API)
+    return f"ct2x: warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning
     try:
         args.run(args)
     except CT2XError as error:
