@@ -28,8 +28,9 @@ Where each default comes from (paper = CT2X-GAN, ACM MM 2024; sect. 4.1 unless n
 * ``lr`` 0.0025, ``batch_size`` 16, ``epochs`` 100: sect. 4.1. ``adam_betas`` (0, 0.99):
   not stated; StyleGAN2's.
 * ``view_angles`` -60..60 step 30, ``drr_step`` 0.1, ``drr_spectrum`` 60KV_AL35,
-  ``drr_photons`` 1e6, ``sdd_mm`` 1020, ``sid_mm`` 530: sect. 4.1 (the paper swaps the SOD
-  and SDD labels; see DESIGN.md). ``detector_width_mm``: DeepDRR's 1536 x 0.194 mm sensor.
+  ``drr_photons`` 1e6, ``sdd_mm`` 1020, ``sid_mm`` 530: sect. 4.1 (the paper's text swaps the SOD
+  and SDD labels: 1020 mm is source to detector, 530 mm source to isocenter, as on DeepDRR's
+  mobile C-arm). ``detector_width_mm``: DeepDRR's 1536 x 0.194 mm sensor.
 * ``hu_min``, ``hu_max``: not stated; HU are clipped to [-1024, 2048] and scaled to [-1, 1].
 * Loss weights ``lambda_*`` (eq. 8, 9, 17, 18): **not stated in the paper**. We use 1 for
   MAE, LPIPS, content and style consistency, zero loss and adversarial terms, and

@@ -1,6 +1,6 @@
 """The C-arm: gantry angles, distances, detector, and everything derived from them.
 
-Frames and units (one convention for the whole project, see DESIGN.md):
+Frames and units (one convention for the whole project):
 
 * **World** is the CT's physical LPS space (x = patient Left, y = Posterior, z = Superior),
   in millimetres.
