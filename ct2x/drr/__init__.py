@@ -1,11 +1,12 @@
-"""DRRs with DeepDRR's physical model on a torch backend (CPU or CUDA).
+"""DRRs with DeepDRR's physical model: a compiled CPU kernel (numba) and a torch marcher (CPU or CUDA).
 
 * :func:`render_drr`: polyenergetic DRR (``-log`` transmitted fraction), optional Poisson noise;
 * :func:`line_integral`: monoenergetic line integrals of a voxel field (value x mm);
 * :func:`mip`: maximum intensity projection of the HU.
 
 Submodules: ``spectrum`` (SpekPy tube spectra), ``materials`` (HU -> materials, densities,
-xraydb attenuation), ``projector`` (the ray marcher), ``deepdrr_backend`` (DeepDRR, GPU only).
+xraydb attenuation), ``projector`` (the rays and the torch marcher; picks the backend),
+``kernel`` (the numba marcher), ``deepdrr_backend`` (DeepDRR, GPU only), ``peer`` (DiffDRR, for tests).
 """
 
 from ct2x.drr.render import line_integral, mip, render_drr
