@@ -75,6 +75,22 @@ def test_kernel_matches_the_torch_marcher_on_a_real_ct():
     np.testing.assert_allclose(fast.numpy(), slow.numpy(), atol=0.1)  # HU; max of a few hundred thousand samples
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_materials_prepared_once_render_the_same_drr(backend):
+    from ct2x.drr import materials
+
+    volume = lopsided_phantom()
+    views = [VIEW, VIEW.with_angles(-60.0, 5.0)]
+    prepared = materials(volume, backend=backend)
+    assert prepared.marcher == backend and prepared.density.shape == volume.array.shape
+    direct = render_drr(volume, views, step=0.3, backend=backend).numpy()
+    np.testing.assert_array_equal(render_drr(prepared, views, step=0.3).numpy(), direct)
+    one_by_one = torch.cat([render_drr(prepared, [view], step=0.3) for view in views])  # as the Slicer panel renders
+    np.testing.assert_allclose(one_by_one.numpy(), direct, rtol=1e-6, atol=1e-7)
+    with pytest.raises(CT2XError, match="CTVolume"):
+        materials(volume.array)
+
+
 def test_kernel_converges_to_a_dense_reference():
     volume = body_phantom(40, 2.5)
     views = views_of(volume)

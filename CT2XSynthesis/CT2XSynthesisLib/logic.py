@@ -362,6 +362,11 @@ class PhysicsDRRRenderer(Renderer):
         self.device = device
         self.drr_options = drr_options
 
+    def prepare(self, ct: CTVolume) -> object:
+        from ct2x.drr import materials
+
+        return materials(ct, device=resolve_device(self.device))  # HU -> materials once per Synthesize
+
     def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
         from ct2x.drr import render_drr
 

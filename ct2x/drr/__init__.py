@@ -2,13 +2,14 @@
 
 * :func:`render_drr`: polyenergetic DRR (``-log`` transmitted fraction), optional Poisson noise;
 * :func:`line_integral`: monoenergetic line integrals of a voxel field (value x mm);
-* :func:`mip`: maximum intensity projection of the HU.
+* :func:`mip`: maximum intensity projection of the HU;
+* :func:`materials`: the CT converted once for many :func:`render_drr` calls.
 
 Submodules: ``spectrum`` (SpekPy tube spectra), ``materials`` (HU -> materials, densities,
 xraydb attenuation), ``projector`` (the rays and the torch marcher; picks the backend),
 ``kernel`` (the numba marcher), ``deepdrr_backend`` (DeepDRR, GPU only), ``peer`` (DiffDRR, for tests).
 """
 
-from ct2x.drr.render import line_integral, mip, render_drr
+from ct2x.drr.render import Materials, line_integral, materials, mip, render_drr
 
-__all__ = ["line_integral", "mip", "render_drr"]
+__all__ = ["Materials", "line_integral", "materials", "mip", "render_drr"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -67,8 +68,39 @@ def _hu(volume: CTVolume, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(_hu_array(volume)).to(device)
 
 
+@dataclass(frozen=True)
+class Materials:
+    """A CT as the polyenergetic DRR reads it (:func:`materials`): DeepDRR's density (g/cm^3) and
+    material index per voxel, ``(K, J, I)`` like ``volume.array``, on ``density.device``, for the
+    ray marcher ``marcher``. Rendering many views one call at a time from one ``Materials``
+    converts the CT once."""
+
+    volume: CTVolume
+    density: torch.Tensor
+    material: torch.Tensor
+    marcher: str
+
+
+def materials(volume: CTVolume, *, device: str | torch.device = "cpu", backend: Marcher = "auto") -> Materials:
+    """The CT's per-voxel density and material for :func:`render_drr`, computed once.
+
+    ``backend`` picks the ray marcher as in :func:`render_drr` (``"numba"``, ``"torch"`` or
+    ``"auto"``); the numba kernel's form is 5 bytes a voxel, on the CPU.
+    """
+    device = _device(device)
+    marcher = resolve_backend(backend, device)
+    if marcher == "numba":
+        from ct2x.drr.kernel import material_cells
+
+        density, material = (torch.from_numpy(a) for a in material_cells(_hu_array(volume)))
+    else:
+        hu = _hu(volume, device)
+        density, material = hu_to_density(hu), hu_to_material_index(hu)
+    return Materials(volume, density, material, marcher)
+
+
 def render_drr(
-    volume: CTVolume,
+    volume: CTVolume | Materials,
     views: CArm | Sequence[CArm],
     *,
     step: float = 0.1,
@@ -89,7 +121,8 @@ def render_drr(
     Zero counts are set to one photon to keep the log finite. Scatter is not modelled.
 
     Args:
-        volume: the CT in HU.
+        volume: the CT in HU, or its :func:`materials` (then their device and ray marcher are
+            used; ``device`` and ``backend`` only choose DeepDRR or not).
         views: one or more C-arm views with one detector shape.
         step: ray-marching step in voxels (of the smallest spacing).
         spectrum: tube spectrum name ``<kV>KV_AL<mm Al x 10>`` (see ``ct2x.drr.spectrum``).
@@ -120,22 +153,15 @@ def render_drr(
     device = _device(device)
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
+    ct = volume.volume if isinstance(volume, Materials) else volume
     if backend == "deepdrr" or (backend == "auto" and device.type == "cuda" and deepdrr_backend.available()):
-        return deepdrr_backend.render(volume, views, step=step, spectrum=spec, photons=photons, seed=seed).to(device)
+        return deepdrr_backend.render(ct, views, step=step, spectrum=spec, photons=photons, seed=seed).to(device)
 
-    marcher = resolve_backend(backend, device)
-    if marcher == "numba":
-        from ct2x.drr.kernel import material_cells
-
-        density, material = (torch.from_numpy(a) for a in material_cells(_hu_array(volume)))
-    else:
-        hu = _hu(volume, device)
-        density, material = hu_to_density(hu), hu_to_material_index(hu)
-        del hu
+    prepared = volume if isinstance(volume, Materials) else materials(ct, device=device, backend=backend)
+    device = prepared.density.device
     # (V, M, H, W) g/cm^3 x mm: each voxel's density counts for its material only
-    area = project(density, volume, views, step=step, memory_bytes=memory_bytes, backend=marcher, labels=material,
-                   channels=len(MATERIALS))  # fmt: skip
-    del density, material
+    area = project(prepared.density, ct, views, step=step, memory_bytes=memory_bytes, backend=prepared.marcher,
+                   labels=prepared.material, channels=len(MATERIALS))  # fmt: skip
     area = area / _MM_PER_CM  # (V, M, H, W): g/cm^3 * mm -> g/cm^2
     mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
     weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
