@@ -3,13 +3,15 @@
 * :func:`render_drr`: polyenergetic DRR (``-log`` transmitted fraction), optional Poisson noise;
 * :func:`line_integral`: monoenergetic line integrals of a voxel field (value x mm);
 * :func:`mip`: maximum intensity projection of the HU;
-* :func:`materials`: the CT converted once for many :func:`render_drr` calls.
+* :func:`materials`: the CT converted once for many :func:`render_drr` calls;
+* :func:`area_densities` and :func:`drr_from_area`: the two halves of :func:`render_drr` (the
+  per-material area densities along each ray, then the polyenergetic physics).
 
 Submodules: ``spectrum`` (SpekPy tube spectra), ``materials`` (HU -> materials, densities,
 xraydb attenuation), ``projector`` (the rays and the torch marcher; picks the backend),
 ``kernel`` (the numba marcher), ``deepdrr_backend`` (DeepDRR, GPU only), ``peer`` (DiffDRR, for tests).
 """
 
-from ct2x.drr.render import Materials, line_integral, materials, mip, render_drr
+from ct2x.drr.render import Materials, area_densities, drr_from_area, line_integral, materials, mip, render_drr
 
-__all__ = ["Materials", "line_integral", "materials", "mip", "render_drr"]
+__all__ = ["Materials", "area_densities", "drr_from_area", "line_integral", "materials", "mip", "render_drr"]

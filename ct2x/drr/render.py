@@ -143,26 +143,69 @@ def render_drr(
         raise CT2XError(f"unknown DRR backend {backend!r}: use one of {', '.join(BACKENDS)}")
     views, step = _views(views), _step(step)
     spec = get_spectrum(spectrum)
-    if photons is not None:
-        try:
-            photons = float(photons)
-        except (TypeError, ValueError):
-            raise CT2XError(f"photons must be a positive number per pixel, got {photons!r}") from None
-        if not math.isfinite(photons) or photons <= 0:
-            raise CT2XError(f"photons must be a positive number per pixel (e.g. 1e6), got {photons:g}")
+    photons = _photons(photons)
     device = _device(device)
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     ct = volume.volume if isinstance(volume, Materials) else volume
     if backend == "deepdrr" or (backend == "auto" and device.type == "cuda" and deepdrr_backend.available()):
         return deepdrr_backend.render(ct, views, step=step, spectrum=spec, photons=photons, seed=seed).to(device)
+    area = area_densities(volume, views, step=step, device=device, backend=backend, memory_bytes=memory_bytes)
+    return drr_from_area(area, spectrum=spectrum, photons=photons, seed=seed)
 
+
+def _photons(photons: float | None) -> float | None:
+    if photons is None:
+        return None
+    try:
+        photons = float(photons)
+    except (TypeError, ValueError):
+        raise CT2XError(f"photons must be a positive number per pixel, got {photons!r}") from None
+    if not math.isfinite(photons) or photons <= 0:
+        raise CT2XError(f"photons must be a positive number per pixel (e.g. 1e6), got {photons:g}")
+    return photons
+
+
+def area_densities(
+    volume: CTVolume | Materials,
+    views: CArm | Sequence[CArm],
+    *,
+    step: float = 0.1,
+    device: str | torch.device = "cpu",
+    backend: Marcher = "auto",
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> torch.Tensor:
+    """Per-material area densities along each ray: what the polyenergetic DRR is computed from.
+
+    Each voxel's density (g/cm^3, DeepDRR's HU conversion) counts for its material only
+    (air, soft tissue, bone: :data:`ct2x.drr.materials.MATERIALS` order), integrated along the
+    ray from the source to the detector pixel.
+
+    Args:
+        volume: the CT in HU, or its :func:`materials` (then their device and ray marcher are used).
+        views, step, device, backend, memory_bytes: as for :func:`render_drr` (``backend``: a ray
+            marcher, ``"numba"``, ``"torch"`` or ``"auto"``).
+
+    Returns:
+        ``(V, M, H, W)`` float32 g/cm^2 on the device of the materials.
+    """
+    views, step = _views(views), _step(step)
+    ct = volume.volume if isinstance(volume, Materials) else volume
     prepared = volume if isinstance(volume, Materials) else materials(ct, device=device, backend=backend)
-    device = prepared.density.device
-    # (V, M, H, W) g/cm^3 x mm: each voxel's density counts for its material only
     area = project(prepared.density, ct, views, step=step, memory_bytes=memory_bytes, backend=prepared.marcher,
                    labels=prepared.material, channels=len(MATERIALS))  # fmt: skip
-    area = area / _MM_PER_CM  # (V, M, H, W): g/cm^3 * mm -> g/cm^2
+    return area / _MM_PER_CM  # g/cm^3 * mm -> g/cm^2
+
+
+def drr_from_area(
+    area: torch.Tensor, *, spectrum: str = "60KV_AL35", photons: float | None = None, seed: int | None = None
+) -> torch.Tensor:
+    """The polyenergetic DRR (``-log`` transmitted fraction) from area densities ``(V, M, H, W)`` g/cm^2
+    (:func:`area_densities`); ``spectrum``, ``photons`` and ``seed`` as for :func:`render_drr`.
+    Returns ``(V, H, W)`` float32 on ``area``'s device."""
+    spec = get_spectrum(spectrum)
+    photons = _photons(photons)
+    device = area.device
     mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
     weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
     intensity = torch.stack(
