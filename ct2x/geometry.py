@@ -44,6 +44,12 @@ DEFAULT_PIXEL_MM = DEFAULT_DETECTOR_WIDTH_MM / DEFAULT_DETECTOR_PIXELS
 
 POSE_SIZE = 25
 
+#: The two ends of the imaging chains users meet, as (SID, SDD, detector width), mm: DeepDRR's
+#: mobile C-arm (source 530 mm from the isocenter, 298 mm detector 1020 mm away) and a chest
+#: radiograph (source 1800 mm from the isocenter, 430 mm cassette 1900 mm away).
+MOBILE_CARM_CHAIN = (DEFAULT_SID_MM, DEFAULT_SDD_MM, DEFAULT_DETECTOR_WIDTH_MM)
+CHEST_FILM_CHAIN = (1800.0, 1900.0, 430.0)
+
 # Camera axes in the AP view, as columns (image right = patient left, image down =
 # inferior, viewing direction = anterior).
 _AP_AXES = np.array(
@@ -283,6 +289,27 @@ class CArm:
     def with_angles(self, primary: float, secondary: float = 0.0) -> CArm:
         """The same imaging chain at other gantry angles (degrees)."""
         return replace(self, primary=primary, secondary=secondary)
+
+
+def pose_field_of_view_mm(pose: np.ndarray) -> float:
+    """The width in mm, at the isocenter, of the field a 25-number pose's detector sees:
+    ``SID / fx`` (the pose stores the source's offset from the isocenter in metres and
+    ``fx = SDD / detector width``)."""
+    p = np.asarray(pose, dtype=np.float64).ravel()
+    sid_mm = float(np.linalg.norm(p[[3, 7, 11]])) * 1000.0
+    return sid_mm / float(p[16])
+
+
+def matched_chain(sid_mm: float) -> tuple[float, float]:
+    """The (SDD, detector width) in mm of an imaging chain with its source ``sid_mm`` from the
+    isocenter, interpolated linearly between :data:`MOBILE_CARM_CHAIN` and
+    :data:`CHEST_FILM_CHAIN` (and held at their values outside them): the short C-arm has a
+    490 mm air gap and a small detector, the chest radiograph a 100 mm gap and a cassette.
+    The field of view at the isocenter grows from 143 mm (SID 450) to 407 mm (SID 1800)."""
+    (s0, d0, w0), (s1, d1, w1) = MOBILE_CARM_CHAIN, CHEST_FILM_CHAIN
+    t = min(1.0, max(0.0, (float(sid_mm) - s0) / (s1 - s0)))
+    gap = (d0 - s0) + t * ((d1 - s1) - (d0 - s0))
+    return float(sid_mm) + gap, w0 + t * (w1 - w0)
 
 
 def views(

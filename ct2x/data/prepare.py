@@ -8,11 +8,20 @@ For every CT found under the input folder (``*.nii``, ``*.nii.gz``, ``*.nrrd``, 
 3. renders DRRs with DeepDRR's physics at the C-arm poses from the CT as read
    (``ct2x.drr.render_drr``), and MIPs of the resampled grid at the same poses
    (``ct2x.drr.mip``, the pose attention module's input),
+4. with ``projections``, also keeps what the projected generator sees of each view: the three
+   per-material area densities the DRR was computed from (``ct2x.drr.area_densities``) and the
+   MIP of the CT as read, at the DRR's detector (:data:`PROJECTION_CHANNELS`),
 
 and writes ``volumes/<name>-<hash>.safetensors`` (tensors ``ct`` int16 HU ``(D, D, D)`` in
 ``k, j, i`` order, ``ct_ijk_to_lps`` float64 ``(4, 4)``, ``drr`` and ``mip`` float32
-``(V, H, W)``, ``poses`` float32 ``(V, 25)``) plus ``manifest.json`` (sources, content
-hashes, geometry, physics, poses). Re-running skips every CT whose content hash is already
+``(V, H, W)``, ``poses`` float32 ``(V, 25)``, with ``projections`` also ``projections``
+float16 ``(V, 4, H, W)``)
+plus ``manifest.json`` (sources, content hashes, geometry, physics, poses).
+
+Views: the grid of ``angles`` x ``secondary`` at one SID/SDD, or, with ``random_views = N``, N
+views per CT drawn from continuous ranges (primary, secondary angle, SID; the SDD and detector
+follow the SID, ``ct2x.geometry.matched_chain``), seeded by the CT's content hash so a re-run
+draws the same views. Re-running skips every CT whose content hash is already
 in the manifest; a CT that fails is reported and skipped. Files are written atomically.
 """
 
@@ -30,12 +39,15 @@ import numpy as np
 
 from ct2x.atomic import atomic_path
 from ct2x.errors import CT2XError
-from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, views
+from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, matched_chain, views
 
 MANIFEST = "manifest.json"
 FORMAT = "ct2x-dataset"
 FORMAT_VERSION = 1
 CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: The channels of a stored ``projections`` tensor: area densities (g/cm^2) of DeepDRR's three
+#: materials, then the MIP (HU) of the CT as read.
+PROJECTION_CHANNELS = ("air_g_cm2", "soft_tissue_g_cm2", "bone_g_cm2", "mip_hu")
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,10 @@ class PrepareSettings:
 
     Angles in degrees, distances in mm (LPS), ``step`` in voxels, ``photons`` per pixel
     (0 = noise-free), ``grid_spacing_mm`` and ``grid_size`` the resampling of paper sect. 4.1.
+    ``random_views`` > 0 replaces the angle grid by that many views per CT drawn uniformly from
+    ``primary_range`` x ``secondary_range`` x ``sid_range`` (the SDD and the detector width follow
+    the SID: ``ct2x.geometry.matched_chain``; ``detector_size`` pixels). ``projections`` keeps
+    the generator's projection channels (module docstring).
     """
 
     angles: tuple[float, ...] = (-60.0, -30.0, 0.0, 30.0, 60.0)
@@ -57,9 +73,26 @@ class PrepareSettings:
     photons: float = 1e6
     grid_spacing_mm: float = 1.0
     grid_size: int = 128
+    random_views: int = 0
+    primary_range: tuple[float, float] = (-90.0, 90.0)
+    secondary_range: tuple[float, float] = (-30.0, 30.0)
+    sid_range: tuple[float, float] = (450.0, 1800.0)
+    projections: bool = False
 
-    def views(self, isocenter: tuple[float, float, float]) -> list[CArm]:
-        """The C-arm views of this dataset around ``isocenter`` (LPS mm)."""
+    def views(self, isocenter: tuple[float, float, float], seed: int = 0) -> list[CArm]:
+        """The C-arm views of this dataset around ``isocenter`` (LPS mm); ``seed`` draws the random views."""
+        if self.random_views > 0:
+            rng = np.random.default_rng(seed)
+            carms = []
+            for _ in range(self.random_views):
+                primary, secondary, sid = (
+                    rng.uniform(*r) for r in (self.primary_range, self.secondary_range, self.sid_range)
+                )
+                sdd, width = matched_chain(sid)
+                pixel = width / self.detector_size
+                carms.append(CArm(float(primary), float(secondary), sdd, float(sid), (self.detector_size,) * 2,
+                                  (pixel, pixel), isocenter))  # fmt: skip
+            return carms
         return views(
             list(self.angles),
             list(self.secondary),
@@ -142,31 +175,29 @@ def prepare_volume(
     import torch
     from safetensors.torch import save_file
 
-    from ct2x.drr import mip, render_drr
+    from ct2x.drr import area_densities, drr_from_area, mip, render_drr
     from ct2x.volume import preprocess, read_ct
 
     torch.set_num_threads(max(1, int(os.environ.get("CT2X_THREADS", "1"))))
     volume = read_ct(source)
     grid = preprocess(volume, spacing_mm=settings.grid_spacing_mm, size=settings.grid_size)
-    carms = settings.views(tuple(float(c) for c in grid.center_lps))
-    drr = render_drr(
-        volume,
-        carms,
-        step=settings.step,
-        spectrum=settings.spectrum,
-        photons=settings.photons or None,
-        seed=int(digest[:8], 16),
-        device=device,
-        backend=backend,
-    )
-    marcher = "auto" if backend == "deepdrr" else backend  # DeepDRR renders no MIPs
-    projections = mip(grid, carms, step=settings.step, device=device, backend=marcher)
+    carms = settings.views(tuple(float(c) for c in grid.center_lps), seed=int(digest[:8], 16))
+    physics = {"spectrum": settings.spectrum, "photons": settings.photons or None, "seed": int(digest[:8], 16)}
+    marcher = "auto" if backend == "deepdrr" else backend  # DeepDRR renders no MIPs and no area densities
+    tensors = {}
+    if settings.projections:  # one march gives the DRR and the generator's area-density channels
+        area = area_densities(volume, carms, step=settings.step, device=device, backend=marcher)
+        drr = drr_from_area(area, **physics)
+        full_mip = mip(volume, carms, step=settings.step, device=device, backend=marcher)
+        tensors["projections"] = torch.cat([area, full_mip[:, None]], dim=1).half().cpu().contiguous()
+    else:
+        drr = render_drr(volume, carms, step=settings.step, device=device, backend=backend, **physics)
     name = _volume_name(source, digest) + ".safetensors"
-    tensors = {
+    tensors |= {
         "ct": torch.from_numpy(np.round(grid.array).clip(-32768, 32767).astype(np.int16)),
         "ct_ijk_to_lps": torch.from_numpy(grid.ijk_to_lps),
         "drr": drr.float().cpu().contiguous(),
-        "mip": projections.float().cpu().contiguous(),
+        "mip": mip(grid, carms, step=settings.step, device=device, backend=marcher).float().cpu().contiguous(),
         "poses": torch.from_numpy(np.stack([c.pose for c in carms]).astype(np.float32)),
     }
     with atomic_path(out / "volumes" / name) as tmp:
@@ -185,7 +216,8 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
         raise CT2XError(f"the dataset manifest {path} cannot be read ({error}): delete it to start over") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise CT2XError(f"{path} is not a CT2X dataset manifest of version {FORMAT_VERSION}: choose another --out")
-    if manifest.get("settings") != json.loads(json.dumps(asdict(settings))):
+    stored = {**json.loads(json.dumps(asdict(PrepareSettings()))), **(manifest.get("settings") or {})}
+    if stored != json.loads(json.dumps(asdict(settings))):  # settings added later take their defaults
         raise CT2XError(
             f"the dataset in {out} was prepared with other settings ({manifest.get('settings')}): "
             "use the same options, or choose another --out"

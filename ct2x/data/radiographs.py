@@ -75,17 +75,21 @@ def _read_picture(path: Path, warn_colour: bool) -> np.ndarray:
         raise CT2XError(f"cannot read the image {path}: {error}") from None
 
 
-def square_resize(pixels: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+def square_resize(
+    pixels: np.ndarray, size: int, crop: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """Resize so the shorter side is ``size`` (area-averaging), then centre-crop to ``size x size``.
 
-    ``crop`` < 1 first keeps only a centred square of ``crop`` times the shorter side (a smaller
-    field of view, e.g. to compare a chest film with a C-arm detector's).
+    ``crop`` < 1 first keeps only a square of ``crop`` times the shorter side (a smaller field of
+    view, e.g. to compare a chest film with a C-arm detector's), centred, or moved by ``shift``
+    (rows, columns) in units of the room left on each side (-1 .. 1: to the edge).
     """
     if not 0 < crop <= 1:
         raise CT2XError(f"the radiograph crop must be a fraction in (0, 1] of the shorter side, got {crop:g}")
     if crop < 1:
         side = max(2, round(crop * min(pixels.shape)))
-        top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+        top, left = ((n - side) // 2 for n in pixels.shape)
+        top, left = round(top * (1 + shift[0])), round(left * (1 + shift[1]))
         pixels = pixels[top : top + side, left : left + side]
     height, width = pixels.shape
     scale = size / min(height, width)
@@ -95,9 +99,15 @@ def square_resize(pixels: np.ndarray, size: int, crop: float = 1.0) -> np.ndarra
     return np.array(resized, dtype=np.float32)[top : top + size, left : left + size].copy()
 
 
-def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True, crop: float = 1.0) -> np.ndarray:
+def read_radiograph(
+    path: str | Path,
+    size: int = 256,
+    warn_colour: bool = True,
+    crop: float = 1.0,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """Read one radiograph as float32 ``(size, size)`` in [0, 1] (bright = attenuating); ``crop``:
-    the centred fraction of the shorter side kept (:func:`square_resize`)."""
+    the fraction of the shorter side kept, ``shift`` where (:func:`square_resize`)."""
     path = Path(path)
     if not path.is_file():
         raise CT2XError(f"radiograph {path} does not exist")
@@ -107,7 +117,7 @@ def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True,
     pixels = _read_dicom(path) if is_dicom else _read_picture(path, warn_colour)
     if min(pixels.shape) < 2:
         raise CT2XError(f"the image {path} is too small ({pixels.shape[1]} x {pixels.shape[0]} pixels)")
-    return square_resize(pixels, size, crop)
+    return square_resize(pixels, size, crop, shift)
 
 
 def radiograph_from_array(pixels: np.ndarray, size: int = 256) -> np.ndarray:
