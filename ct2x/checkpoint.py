@@ -119,10 +119,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """A trained model (``.safetensors`` + its ``.json`` card) as ``(CT2XGAN, card)``, in eval mode.
 
     Only safetensors weights are read (never a pickle). The discriminator is not part of a
-    trained model and stays at its initial values.
+    trained model (D and D_X stay at their initial values).
     """
     from ct2x.config import CT2XConfig
-    from ct2x.models import CT2XGAN
+    from ct2x.models import CT2XGAN, is_discriminator_key
 
     path = Path(path)
     card_path = path.with_suffix(".json")
@@ -149,7 +149,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         weights = load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for damaged files
         raise CT2XError(f"cannot read the weights {path}: {error}") from None
-    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("discriminator.")}
+    expected = {k: v.shape for k, v in model.state_dict().items() if not is_discriminator_key(k)}
     found = {k: v.shape for k, v in weights.items() if not k.startswith(STYLE_CODE_PREFIX)}
     if found != expected:
         wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])

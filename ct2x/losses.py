@@ -10,7 +10,13 @@ eq. 16  L_adv^gan              :func:`generator_adversarial_loss`
 eq. 17  L_adv^dis (with R1)    :func:`discriminator_adversarial_loss`, :func:`r1_penalty`
 eq. 18  L_total^gan            :meth:`CT2XLoss.generator_loss`
 eq. 19  L_total^dis            :meth:`CT2XLoss.discriminator_loss`
+D_X     (``projected``)        :meth:`CT2XLoss.xray_discriminator_loss`; its G term in eq. 18
 =============================  ===========================================================
+
+D_X (:mod:`ct2x.models.xray_discriminator`) is not in the paper: with ``use_xray_discriminator``
+eq. 18 gains ``lambda_xray_adv * L_adv^X`` (``L_adv^X = E[softplus(-D_X(Î_X))]``, or
+``-D_X(Î_X)`` with ``adv_loss="linear"``), and D_X is trained like D by eq. 17 with real
+radiographs as its reals, with the same R1 weight.
 
 Norms. ``||a - b||_2`` (eq. 10-11) is computed per sample as the root mean square of the
 difference (the Euclidean norm divided by sqrt(n)), and ``||a||_1`` (eq. 12) as the mean
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -251,6 +258,7 @@ class GeneratorLosses:
     sc: torch.Tensor  #: L_sc (eq. 11, unweighted)
     zero: torch.Tensor  #: L_0 (eq. 12, unweighted)
     adv: torch.Tensor  #: L_adv^gan (eq. 16, unweighted)
+    xray_adv: torch.Tensor  #: L_adv^X, D_X's term (unweighted; 0 without D_X)
 
     def as_floats(self) -> dict[str, float]:
         """The terms as Python floats, for logging."""
@@ -261,10 +269,10 @@ class GeneratorLosses:
 class DiscriminatorLosses:
     """The terms of eq. 19 (0-dim tensors). ``total`` is what to back-propagate."""
 
-    total: torch.Tensor  #: L_total^dis = lambda_adv L_adv^dis (eq. 19)
+    total: torch.Tensor  #: L_total^dis = lambda_adv L_adv^dis (eq. 19), or lambda_xray_adv times D_X's
     adv: torch.Tensor  #: L_adv^dis including the R1 term (eq. 17)
-    r1: torch.Tensor  #: E |grad_x D(x)|^2 on real DRRs (eq. 17, unweighted)
-    real_score: torch.Tensor  #: mean D(x) over real DRRs
+    r1: torch.Tensor  #: E |grad_x D(x)|^2 on the reals (eq. 17, unweighted)
+    real_score: torch.Tensor  #: mean D(x) over the reals (DRRs for D, radiographs for D_X)
     fake_score: torch.Tensor  #: mean D over the fakes
 
     def as_floats(self) -> dict[str, float]:
@@ -293,9 +301,15 @@ class CT2XLoss(nn.Module):
         return reconstruction_loss(drr, outputs.drr_hat, self.lpips, c.lambda_mae, c.lambda_lpips)
 
     def generator_loss(
-        self, outputs: CT2XOutputs, drr: torch.Tensor, pose: torch.Tensor, discriminator: nn.Module
+        self,
+        outputs: CT2XOutputs,
+        drr: torch.Tensor,
+        pose: torch.Tensor,
+        discriminator: nn.Module,
+        xray_discriminator: nn.Module | None = None,
     ) -> GeneratorLosses:
-        """Eq. 18: ``L_total^gan = lambda_adv L_adv^gan + L_rec + L_consis + lambda_0 L_0``.
+        """Eq. 18: ``L_total^gan = lambda_adv L_adv^gan + L_rec + L_consis + lambda_0 L_0``
+        (+ ``lambda_xray_adv L_adv^X`` with D_X).
 
         Args:
             outputs: :meth:`ct2x.models.CT2XGAN.forward`'s result.
@@ -303,6 +317,7 @@ class CT2XLoss(nn.Module):
             pose: ``(B, 25)`` poses, given to D with the fakes (pose-aware adversarial loss).
             discriminator: D; it is only evaluated here (its parameters do get gradients, so
                 zero them before D's own step or keep them out of G's optimiser).
+            xray_discriminator: D_X, required with ``use_xray_discriminator`` (judges Î_X).
         """
         c = self.config
         zero = drr.new_zeros(())
@@ -317,8 +332,13 @@ class CT2XLoss(nn.Module):
         if c.use_style_encoder:
             l0 = zero_loss(outputs.f_sty_x_of_drr, outputs.f_sty_drr_of_xray)
         adv = generator_adversarial_loss(discriminator(outputs.fake, pose), c.adv_loss) if c.lambda_adv > 0 else zero
-        total = c.lambda_adv * adv + rec + consis + c.lambda_0 * l0
-        return GeneratorLosses(total, rec, mae, lpips, consis, cc, sc, l0, adv)
+        xray_adv = zero
+        if c.use_xray_discriminator and c.lambda_xray_adv > 0:
+            if xray_discriminator is None or outputs.xray_hat is None:
+                raise CT2XError("this config's loss needs D_X and the synthesized X-rays (use_xray_discriminator)")
+            xray_adv = generator_adversarial_loss(xray_discriminator(outputs.xray_hat), c.adv_loss)
+        total = c.lambda_adv * adv + rec + consis + c.lambda_0 * l0 + c.lambda_xray_adv * xray_adv
+        return GeneratorLosses(total, rec, mae, lpips, consis, cc, sc, l0, adv, xray_adv)
 
     def discriminator_loss(
         self,
@@ -339,11 +359,24 @@ class CT2XLoss(nn.Module):
             r1_scale: multiplies ``lambda_r1``; lazy regularisation computes R1 every k-th step
                 with ``r1_scale = k`` and skips it (``0``) in between.
         """
+        return self._discriminator_loss(lambda x: discriminator(x, pose), fake, real, r1_scale, self.config.lambda_adv)
+
+    def xray_discriminator_loss(
+        self, xray_discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor, r1_scale: float = 1.0
+    ) -> DiscriminatorLosses:
+        """D_X's loss, eq. 17's form with weight ``lambda_xray_adv``: ``fake`` the synthesized
+        X-rays Î_X, ``real`` real radiographs cropped to the detector's field (``(B, 1, S, S)``)."""
+        return self._discriminator_loss(xray_discriminator, fake, real, r1_scale, self.config.lambda_xray_adv)
+
+    def _discriminator_loss(
+        self, score: Callable[[torch.Tensor], torch.Tensor], fake: torch.Tensor, real: torch.Tensor,
+        r1_scale: float, weight_adv: float,
+    ) -> DiscriminatorLosses:  # fmt: skip
         c = self.config
         weight = c.lambda_r1 * r1_scale
         real = real.detach().requires_grad_(weight > 0)
-        fake_scores = discriminator(fake.detach(), pose)
-        real_scores = discriminator(real, pose)
+        fake_scores = score(fake.detach())
+        real_scores = score(real)
         r1 = r1_penalty(real_scores, real) if weight > 0 else real.new_zeros(())
         adv = discriminator_adversarial_loss(fake_scores, real_scores, r1, weight, c.adv_loss)
-        return DiscriminatorLosses(c.lambda_adv * adv, adv, r1, real_scores.mean(), fake_scores.mean())
+        return DiscriminatorLosses(weight_adv * adv, adv, r1, real_scores.mean(), fake_scores.mean())

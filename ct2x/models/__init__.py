@@ -6,16 +6,22 @@
   :class:`PoseQuery` is eq. 14 alone (the "w/o PAM" ablation).
 * :class:`Generator` — G with AdaIN synthesis layers (eq. 4, 7).
 * :class:`Discriminator` — the pose-conditioned D (eq. 16-17).
+* :class:`ProjectionEncoder` — the projection path of the ``projected`` preset: the CT's area
+  densities and MIP at the view as G's spatial input (``ct2x.models.projection``).
+* :class:`XRayDiscriminator` — D_X, the multi-scale patch discriminator on real radiographs.
 * :class:`CT2XGAN` — all of them from one :class:`~ct2x.config.CT2XConfig`, with the forward
-  pass of Fig. 2 returning :class:`CT2XOutputs`.
+  pass of Fig. 2 returning :class:`CT2XOutputs`, and the one inference path
+  (:meth:`CT2XGAN.view_content`, :meth:`CT2XGAN.render`, :class:`ViewContent`).
 """
 
-from ct2x.models.ct2xgan import CT2XGAN, CT2XOutputs, normalize_hu
+from ct2x.models.ct2xgan import CT2XGAN, CT2XOutputs, ViewContent, is_discriminator_key, normalize_hu
 from ct2x.models.ct_encoder import CTEncoder
 from ct2x.models.discriminator import Discriminator
 from ct2x.models.generator import Generator
 from ct2x.models.pose_attention import PoseAttentionModule, PoseQuery, pose_attention
+from ct2x.models.projection import ProjectionEncoder
 from ct2x.models.style_encoder import StyleDecouplingEncoder
+from ct2x.models.xray_discriminator import XRayDiscriminator
 
 __all__ = [
     "CT2XGAN",
@@ -25,7 +31,11 @@ __all__ = [
     "Generator",
     "PoseAttentionModule",
     "PoseQuery",
+    "ProjectionEncoder",
     "StyleDecouplingEncoder",
+    "ViewContent",
+    "XRayDiscriminator",
+    "is_discriminator_key",
     "normalize_hu",
     "pose_attention",
 ]

@@ -6,8 +6,15 @@
     Î_X     = G(f_c^{w+}, f_sty^X)                     (eq. 4)
     Î_DRR   = G(f_c^{w+}, f_sty^DRR)                   (eq. 7)
 
-plus the codes the losses of eq. 10-12 compare. The discriminator D is held here too, so one
-state dict carries the whole model, but :meth:`CT2XGAN.forward` does not call it.
+plus the codes the losses of eq. 10-12 compare. With the projection path (``projected``
+preset, :mod:`ct2x.models.projection`) G also takes the projection features P(view) of the CT's
+area densities and MIP at the view: Î = G(f_c^{w+}, f_sty, P). The discriminators (D, and D_X
+of :mod:`ct2x.models.xray_discriminator` when configured) are held here too, so one state dict
+carries the whole model, but :meth:`CT2XGAN.forward` does not call them.
+
+Inference has one path: :meth:`CT2XGAN.view_content` (what the CT gives G at a view) then
+:meth:`CT2XGAN.render` (G with a style code); synthesis, evaluation, the training previews and
+the Slicer module all go through these two.
 """
 
 from __future__ import annotations
@@ -23,7 +30,17 @@ from ct2x.models.ct_encoder import CTEncoder
 from ct2x.models.discriminator import Discriminator
 from ct2x.models.generator import Generator
 from ct2x.models.pose_attention import PoseAttentionModule, PoseQuery
+from ct2x.models.projection import ProjectionEncoder
 from ct2x.models.style_encoder import StyleDecouplingEncoder
+from ct2x.models.xray_discriminator import XRayDiscriminator
+
+#: Names of the discriminators among a model's children: trained, checkpointed, never in a model file.
+DISCRIMINATORS = ("discriminator", "xray_discriminator")
+
+
+def is_discriminator_key(name: str) -> bool:
+    """Whether a state-dict key belongs to a discriminator (D or D_X)."""
+    return name.split(".", 1)[0] in DISCRIMINATORS
 
 
 def normalize_hu(hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
@@ -33,6 +50,15 @@ def normalize_hu(hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
     """
     lo, hi = config.hu_min, config.hu_max
     return (hu.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+@dataclass
+class ViewContent:
+    """What the CT gives G at a batch of views: f_c^{w+} ``(B, num_content_layers, w_dim)`` and,
+    with the projection path, the projection features ``{r: (B, C_r, r, r)}`` (else ``None``)."""
+
+    code: torch.Tensor
+    features: dict[int, torch.Tensor] | None = None
 
 
 @dataclass
@@ -76,8 +102,12 @@ class CT2XGAN(nn.Module):
         constant_style: with ``use_style_encoder=False``, the learned style code
             ``(1, num_style_layers, w_dim)`` that replaces f_sty^DRR (G then synthesises DRRs
             only); otherwise ``None``.
+        projection_encoder: the projection path (:class:`ProjectionEncoder`), ``None``
+            without ``projection_inputs``.
         generator: G (:class:`Generator`).
         discriminator: D (:class:`Discriminator`).
+        xray_discriminator: D_X (:class:`XRayDiscriminator`), ``None`` without
+            ``use_xray_discriminator``.
     """
 
     def __init__(self, config: CT2XConfig):
@@ -89,17 +119,37 @@ class CT2XGAN(nn.Module):
         self.constant_style = (
             None if config.use_style_encoder else nn.Parameter(torch.zeros(1, config.num_style_layers, config.w_dim))
         )
+        self.projection_encoder = ProjectionEncoder(config) if config.projection_inputs else None
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
+        self.xray_discriminator = XRayDiscriminator(config) if config.use_xray_discriminator else None
 
     def generator_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained by L_total^gan (eq. 18): everything but D."""
-        skip = {id(p) for p in self.discriminator.parameters()}
-        return [p for p in self.parameters() if id(p) not in skip]
+        """Parameters trained by L_total^gan (eq. 18): everything but the discriminators."""
+        return [p for name, p in self.named_parameters() if not is_discriminator_key(name)]
 
-    def content_code(self, volume: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor) -> torch.Tensor:
-        """f_c^{w+}: ``(B,1,D,D,D)``, ``(B,25)``, ``(B,1,h,w)`` -> ``(B, num_content_layers, w_dim)``."""
-        return self._content(self.ct_encoder(volume), pose, mip)
+    def view_content(
+        self, volume: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor, projections: torch.Tensor | None = None
+    ) -> ViewContent:
+        """What the CT gives G at each view: V ``(B,1,D,D,D)``, p ``(B,25)``, the PAM's MIP
+        ``(B,1,h,w)`` and, with the projection path, the projection images ``(B,4,S,S)``
+        (:func:`ct2x.data.dataset.projection_input`)."""
+        code = self._content(self.ct_encoder(volume), pose, mip)
+        return ViewContent(code, self._projection_features(projections))
+
+    def render(self, content: ViewContent, style: torch.Tensor) -> torch.Tensor:
+        """G(f_c^{w+}, f_sty[, P]): the image ``(B, 1, S, S)`` (about [-1, 1]) of each view in the
+        style code ``(B, num_style_layers, w_dim)``."""
+        return self.generator(content.code, style, content.features)
+
+    def _projection_features(self, projections: torch.Tensor | None) -> dict[int, torch.Tensor] | None:
+        if self.projection_encoder is None:
+            if projections is not None:
+                raise CT2XError("this model takes no projection images (it is not of the 'projected' preset)")
+            return None
+        if projections is None:
+            raise CT2XError("this model of the 'projected' preset needs the projection images of every view")
+        return self.projection_encoder(projections)
 
     def _content(self, f_c_ct: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor) -> torch.Tensor:
         if self.config.use_pam:
@@ -113,23 +163,6 @@ class CT2XGAN(nn.Module):
             return self.constant_style.expand(drr.shape[0], -1, -1)
         return self.style_encoder.drr_style(drr)
 
-    def synthesize(
-        self, volume: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor, style_image: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Eq. 1 / 4: the X-ray at pose p, styled by the radiograph ``style_image`` ``(B, 1, S, S)``.
-
-        Without E_sty (ablation) ``style_image`` must be ``None`` and the result is G's DRR-like
-        synthesis. Returns ``(B, 1, S, S)``.
-        """
-        content = self.content_code(volume, pose, mip)
-        if self.style_encoder is None:
-            if style_image is not None:
-                raise CT2XError("this model was trained without the style encoder: it takes no style image")
-            return self.generator(content, self.constant_style.expand(content.shape[0], -1, -1))
-        if style_image is None:
-            raise CT2XError("give a style reference X-ray image to synthesise an X-ray")
-        return self.generator(content, self.style_encoder.xray_style(style_image))
-
     def forward(
         self,
         volume: torch.Tensor,
@@ -137,6 +170,7 @@ class CT2XGAN(nn.Module):
         mip: torch.Tensor,
         drr: torch.Tensor,
         xray: torch.Tensor | None = None,
+        projections: torch.Tensor | None = None,
     ) -> CT2XOutputs:
         """The training forward pass of Fig. 2.
 
@@ -147,15 +181,17 @@ class CT2XGAN(nn.Module):
             drr: I_DRR, the ground-truth DRR of V at p, ``(B, 1, S, S)`` in [-1, 1].
             xray: I_X, an unpaired real radiograph ``(B, 1, S, S)`` in [-1, 1]; required with
                 E_sty, ignored without it.
+            projections: with the projection path, the projection images ``(B, 4, S, S)``.
 
         Returns:
             :class:`CT2XOutputs`.
         """
         f_c_ct = self.ct_encoder(volume)
-        f_c_wplus = self._content(f_c_ct, pose, mip)
+        content = ViewContent(self._content(f_c_ct, pose, mip), self._projection_features(projections))
+        f_c_wplus = content.code
         f_sty_drr = self.drr_style_code(drr)
         if self.style_encoder is None:
-            return CT2XOutputs(f_c_ct, f_c_wplus, f_sty_drr, self.generator(f_c_wplus, f_sty_drr))
+            return CT2XOutputs(f_c_ct, f_c_wplus, f_sty_drr, self.render(content, f_sty_drr))
         if xray is None:
             raise CT2XError("CT2X-GAN with the style encoder needs a real X-ray image for every sample")
         enc = self.style_encoder
@@ -164,9 +200,9 @@ class CT2XGAN(nn.Module):
             f_c_ct=f_c_ct,
             f_c_wplus=f_c_wplus,
             f_sty_drr=f_sty_drr,
-            drr_hat=self.generator(f_c_wplus, f_sty_drr),
+            drr_hat=self.render(content, f_sty_drr),
             f_sty_x=f_sty_x,
-            xray_hat=self.generator(f_c_wplus, f_sty_x),
+            xray_hat=self.render(content, f_sty_x),
             f_sty_x_of_drr=enc.xray_style(drr),
             f_sty_drr_of_xray=enc.drr_style(xray),
         )

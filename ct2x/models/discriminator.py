@@ -4,7 +4,9 @@ A StyleGAN2 residual discriminator whose score is conditioned on the pose p the 
 is: a mapping MLP embeds p into ``cmap`` and the image features are projected onto it
 (a projection discriminator), ``D(x, p) = <phi(x), cmap(p)> / sqrt(d_cmap_dim)``. Real
 samples are DRRs at pose p, fakes the syntheses at p. Minibatch-std is left out so that
-each sample's score depends on that sample alone. Downsampling is 2x2 average pooling.
+each sample's score depends on that sample alone. Downsampling is 2x2 average pooling. Every
+LeakyReLU carries StyleGAN2's sqrt(2) gain (:func:`ct2x.models.layers.leaky`), as in the rest of
+the networks, so that the equalised learning rate sees unit-variance activations.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 from ct2x.config import CT2XConfig
 from ct2x.geometry import POSE_SIZE
 from ct2x.models.generator import channels_at
-from ct2x.models.layers import LEAKY_SLOPE, EqualConv, EqualLinear, check_shape, mlp
+from ct2x.models.layers import EqualConv, EqualLinear, check_shape, leaky, mlp
 
 
 class DiscriminatorBlock(nn.Module):
@@ -32,8 +34,8 @@ class DiscriminatorBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = self.skip(F.avg_pool2d(x, 2))
-        x = F.leaky_relu(self.conv0(x), LEAKY_SLOPE)
-        x = F.avg_pool2d(F.leaky_relu(self.conv1(x), LEAKY_SLOPE), 2)
+        x = leaky(self.conv0(x))
+        x = F.avg_pool2d(leaky(self.conv1(x)), 2)
         return (x + skip) / math.sqrt(2.0)
 
 
@@ -71,7 +73,7 @@ class Discriminator(nn.Module):
     def forward(self, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         check_shape("an image given to D", image, (None, 1, self.image_size, self.image_size))
         check_shape("the pose given to D", pose, (image.shape[0], POSE_SIZE))
-        x = F.leaky_relu(self.from_image(image), LEAKY_SLOPE)
-        x = F.leaky_relu(self.final_conv(self.blocks(x)), LEAKY_SLOPE)
+        x = leaky(self.from_image(image))
+        x = leaky(self.final_conv(self.blocks(x)))
         features = self.out(self.final_fc(x.flatten(1)))
         return (features * self.pose_mapping(pose)).sum(dim=1) * self.cmap_scale

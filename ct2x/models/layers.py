@@ -20,6 +20,11 @@ from ct2x.errors import CT2XError
 LEAKY_SLOPE = 0.2
 
 
+def leaky(x: torch.Tensor) -> torch.Tensor:
+    """LeakyReLU(0.2) scaled by sqrt(2), which keeps the activations' variance (StyleGAN2's gain)."""
+    return F.leaky_relu(x, LEAKY_SLOPE) * math.sqrt(2.0)
+
+
 class EqualLinear(nn.Module):
     """Fully connected layer with equalised learning rate: ``(..., in) -> (..., out)``.
 
@@ -38,7 +43,7 @@ class EqualLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.linear(x, self.weight * self.scale, self.bias)
-        return F.leaky_relu(x, LEAKY_SLOPE) * math.sqrt(2.0) if self.activation else x
+        return leaky(x) if self.activation else x
 
 
 class EqualConv(nn.Module):
