@@ -164,6 +164,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--step", type=float, default=0.1, help="ray-marching step in voxels (default: %(default)g)")
     prepare.add_argument(
+        "--random-views",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the --angles grid, N views per CT drawn at random: primary -90..90, secondary -30..30 "
+        "degrees, source 450-1800 mm from the isocenter with the detector and its distance following "
+        "(mobile C-arm to chest radiograph); the same views on every re-run (default: the angle grid)",
+    )
+    prepare.add_argument(
+        "--projections",
+        action="store_true",
+        help="also store the projected generator's inputs: per-material area densities and the MIP of each view "
+        "(needed to train the 'projected' config preset)",
+    )
+    prepare.add_argument(
         "--photons",
         type=float,
         default=1e6,
@@ -196,7 +211,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, required=True, help="dataset folder written by ct2x prepare")
     train.add_argument("--xray", type=Path, required=True, help="folder of real radiographs (PNG, JPEG, DICOM)")
     train.add_argument(
-        "--config", default="paper", help="paper, small (trains on a CPU), or a .yaml/.json file (default: %(default)s)"
+        "--config",
+        default="projected",
+        help="projected (the product's model: projection path and radiograph discriminator, needs a dataset "
+        "prepared with --projections), small (the paper's architecture at CPU size), paper (the paper's "
+        "architecture and sizes, for GPUs), or a .yaml/.json file (default: %(default)s)",
     )
     train.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, the trained model)")
     train.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the config's epochs)")
@@ -389,7 +408,11 @@ def _run_prepare(args: argparse.Namespace) -> None:
         step=args.step,
         photons=args.photons,
         grid_size=args.grid,
+        random_views=args.random_views,
+        projections=args.projections,
     )
+    if args.random_views < 0:
+        raise CT2XError(f"--random-views must be 0 (the angle grid) or a number of views, got {args.random_views}")
     settings.views((0.0, 0.0, 0.0))  # validates the geometry before any work starts
     report = prepare_dataset(
         args.ct, args.out, settings, workers=args.workers, device=args.device, backend=args.backend
@@ -403,10 +426,10 @@ def _run_prepare(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from ct2x.config import CT2XConfig
+    from ct2x.config import PRESETS, CT2XConfig
     from ct2x.train import TrainOptions, train
 
-    config = CT2XConfig.preset(args.config) if args.config in ("paper", "small") else CT2XConfig.from_file(args.config)
+    config = CT2XConfig.preset(args.config) if args.config in PRESETS else CT2XConfig.from_file(args.config)
     for name in ("checkpoint_every", "log_every", "image_every"):
         if getattr(args, name) < 1:
             raise CT2XError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

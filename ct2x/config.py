@@ -1,7 +1,7 @@
 """One configuration for CT2X-GAN: every size, weight and switch, with the paper's values as defaults.
 
 :class:`CT2XConfig` is a flat, frozen dataclass. Build it with :meth:`CT2XConfig.preset`
-(``"paper"`` or ``"small"``), :meth:`CT2XConfig.from_file` (``.yaml``, ``.yml`` or ``.json``)
+(``"paper"``, ``"small"`` or ``"projected"``), :meth:`CT2XConfig.from_file` (``.yaml``, ``.yml`` or ``.json``)
 or :meth:`CT2XConfig.from_dict`; change it with :meth:`CT2XConfig.replace`. A file may name a
 ``preset`` to start from and then override keys. Unknown keys, wrong types and values out of
 range raise :class:`~ct2x.errors.CT2XError` naming the key.
@@ -27,10 +27,11 @@ Where each default comes from (paper = CT2X-GAN, ACM MM 2024; sect. 4.1 unless n
   not in the paper; StyleGAN2's practice.
 * ``lr`` 0.0025, ``batch_size`` 16, ``epochs`` 100: sect. 4.1. ``adam_betas`` (0, 0.99):
   not stated; StyleGAN2's.
-* ``view_angles`` -60..60 step 30, ``drr_step`` 0.1, ``drr_spectrum`` 60KV_AL35,
-  ``drr_photons`` 1e6, ``sdd_mm`` 1020, ``sid_mm`` 530: sect. 4.1 (the paper's text swaps the SOD
-  and SDD labels: 1020 mm is source to detector, 530 mm source to isocenter, as on DeepDRR's
-  mobile C-arm). ``detector_width_mm``: DeepDRR's 1536 x 0.194 mm sensor.
+* ``drr_step`` 0.1 (the ray step of the MIPs and DRRs made at synthesis), ``sdd_mm`` 1020,
+  ``sid_mm`` 530: sect. 4.1 (the paper's text swaps the SOD and SDD labels: 1020 mm is source to
+  detector, 530 mm source to isocenter, as on DeepDRR's mobile C-arm); the default geometry of
+  a model whose card names none. ``detector_width_mm``: DeepDRR's 1536 x 0.194 mm sensor. The
+  training views, spectrum and photon count are those of the dataset (``ct2x prepare``).
 * ``hu_min``, ``hu_max``: not stated; HU are clipped to [-1024, 2048] and scaled to [-1, 1].
 * Loss weights ``lambda_*`` (eq. 8, 9, 17, 18): **not stated in the paper**. We use 1 for
   MAE, LPIPS, content and style consistency, zero loss and adversarial terms, and
@@ -41,6 +42,18 @@ Where each default comes from (paper = CT2X-GAN, ACM MM 2024; sect. 4.1 unless n
   losses the same way with the softplus understood (non-saturating logistic loss).
   ``"linear"`` takes the equations literally.
 * ``lpips_backbone`` ``"alex"``: LPIPS's default backbone [49]; the paper does not say which.
+
+Beyond the paper (the ``projected`` preset, see :mod:`ct2x.models.projection` for why):
+
+* ``projection_inputs``: G also reads, as images, the CT's per-material area densities and MIP
+  at the target view (``ct2x prepare --projections``); ``projection_scale_g_cm2`` scales the
+  three area densities (air, soft tissue, bone) to about [0, 1].
+* ``use_xray_discriminator``: a multi-scale patch discriminator D_X whose reals are real
+  radiographs cropped to the synthesized detector's field of view, whose fakes are Î_X; its
+  term joins eq. 18 with weight ``lambda_xray_adv``; ``xray_d_channels`` (first width) and
+  ``xray_d_scales`` (image scales) size it; ``radiograph_field_mm`` is the field a real
+  radiograph is taken to cover at the patient (the films carry no calibrated pixel size; a
+  chest film covers about 400 mm).
 
 Ablations of Table 2: ``use_style_encoder`` (False: no E_sty; G synthesises DRRs only, with
 a learned constant style code), ``use_pam`` (False: the content code is the pose-conditioned
@@ -62,7 +75,10 @@ from typing import Any
 
 from ct2x.errors import CT2XError
 
-PRESETS = ("paper", "small")
+PRESETS = ("paper", "small", "projected")
+#: Keys of earlier versions that never changed anything (the dataset decides the views and the
+#: physics); a config or model card holding them still loads, without them.
+RETIRED_KEYS = ("view_angles", "drr_spectrum", "drr_photons")
 LPIPS_BACKBONES = ("alex", "vgg", "random")
 ADV_LOSSES = ("softplus", "linear")
 
@@ -77,13 +93,10 @@ class CT2XConfig:
     hu_min: float = -1024.0
     hu_max: float = 2048.0
     image_size: int = 256
-    view_angles: tuple[float, ...] = (-60.0, -30.0, 0.0, 30.0, 60.0)
     sdd_mm: float = 1020.0
     sid_mm: float = 530.0
     detector_width_mm: float = 1536 * 0.194
     drr_step: float = 0.1
-    drr_spectrum: str = "60KV_AL35"
-    drr_photons: float = 1e6
 
     # ---- networks
     w_dim: int = 512
@@ -101,6 +114,12 @@ class CT2XConfig:
     d_channel_base: int = 32768
     d_channel_max: int = 512
     d_cmap_dim: int = 256
+    projection_inputs: bool = False
+    projection_scale_g_cm2: tuple[float, ...] = (2.0, 30.0, 10.0)
+    use_xray_discriminator: bool = False
+    xray_d_channels: int = 64
+    xray_d_scales: int = 2
+    radiograph_field_mm: float = 400.0
 
     # ---- losses (eq. 8-19)
     lambda_mae: float = 1.0
@@ -110,6 +129,7 @@ class CT2XConfig:
     lambda_0: float = 1.0
     lambda_adv: float = 1.0
     lambda_r1: float = 0.5
+    lambda_xray_adv: float = 1.0
     adv_loss: str = "softplus"
     lpips_backbone: str = "alex"
     lpips_weights: str | None = None
@@ -163,10 +183,11 @@ class CT2XConfig:
     # ------------------------------------------------------------ constructors
     @classmethod
     def preset(cls, name: str = "paper", **overrides: Any) -> CT2XConfig:
-        """The ``"paper"`` configuration or the ``"small"`` one that trains on a CPU, with overrides."""
+        """The ``"paper"`` configuration, the ``"small"`` one that trains on a CPU, or the
+        ``"projected"`` one (small sizes, projection inputs, radiograph discriminator), with overrides."""
         if name not in PRESETS:
             raise CT2XError(f"unknown config preset {name!r} (known presets: {', '.join(PRESETS)})")
-        base = _SMALL if name == "small" else {}
+        base = {"paper": {}, "small": _SMALL, "projected": _PROJECTED}[name]
         return cls.from_dict({**base, **overrides})
 
     @classmethod
@@ -181,6 +202,8 @@ class CT2XConfig:
                 raise CT2XError(f"config key 'preset' must be str, got {type(preset).__name__}")
             return cls.preset(preset, **values)
         known = _field_names()
+        for key in RETIRED_KEYS:
+            values.pop(key, None)
         for key in values:
             if key not in known:
                 raise CT2XError(f"unknown config key {key!r} (known keys: {', '.join(sorted(known))})")
@@ -278,10 +301,20 @@ class CT2XConfig:
             "batch_size",
             "epochs",
             "r1_interval",
+            "xray_d_channels",
+            "xray_d_scales",
         ):
             need(getattr(self, key) >= 1, key, "must be at least 1")
         need(self.pam_mip_size % self.pam_patch_size == 0, "pam_mip_size", "must be a multiple of pam_patch_size")
-        for key in ("voxel_spacing_mm", "sdd_mm", "sid_mm", "detector_width_mm", "drr_step", "drr_photons", "lr"):
+        for key in (
+            "voxel_spacing_mm",
+            "sdd_mm",
+            "sid_mm",
+            "detector_width_mm",
+            "drr_step",
+            "lr",
+            "radiograph_field_mm",
+        ):
             need(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key, "must be positive")
         need(self.sid_mm < self.sdd_mm, "sid_mm", "must be smaller than sdd_mm")
         need(0 <= self.ema_beta < 1, "ema_beta", "must lie in [0, 1)")
@@ -291,14 +324,32 @@ class CT2XConfig:
             "pam_tau",
             "must be positive (or null for sqrt(w_dim))",
         )
-        for key in ("lambda_mae", "lambda_lpips", "lambda_cc", "lambda_sc", "lambda_0", "lambda_adv", "lambda_r1"):
+        need(
+            len(self.projection_scale_g_cm2) == 3 and all(v > 0 for v in self.projection_scale_g_cm2),
+            "projection_scale_g_cm2",
+            "must be three positive scales (air, soft tissue, bone) in g/cm^2",
+        )
+        need(
+            self.image_size // 2 ** (self.xray_d_scales - 1) >= 32,
+            "xray_d_scales",
+            "must leave images of at least 32 pixels at the coarsest scale",
+        )
+        for key in (
+            "lambda_mae",
+            "lambda_lpips",
+            "lambda_cc",
+            "lambda_sc",
+            "lambda_0",
+            "lambda_adv",
+            "lambda_r1",
+            "lambda_xray_adv",
+        ):
             need(math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, key, "must be a weight >= 0")
         need(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
             "adam_betas",
             "must be two numbers in [0, 1)",
         )
-        need(len(self.view_angles) >= 1, "view_angles", "must list at least one angle in degrees")
         need(self.adv_loss in ADV_LOSSES, "adv_loss", f"must be one of {', '.join(ADV_LOSSES)}")
         need(self.lpips_backbone in LPIPS_BACKBONES, "lpips_backbone", f"must be one of {', '.join(LPIPS_BACKBONES)}")
 
@@ -322,6 +373,16 @@ _SMALL: dict[str, Any] = {
     "d_channel_max": 64,
     "d_cmap_dim": 32,
     "batch_size": 4,
+}
+
+
+#: The product's preset: the small sizes at 128^2 with the projection path and the radiograph
+#: discriminator (see :mod:`ct2x.models.projection`), trained on views drawn from continuous ranges.
+_PROJECTED: dict[str, Any] = {
+    **_SMALL,
+    "projection_inputs": True,
+    "use_xray_discriminator": True,
+    "xray_d_channels": 32,
 }
 
 

@@ -44,6 +44,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset
+from ct2x.data.prepare import PrepareSettings
 from ct2x.drr import render_drr
 from ct2x.geometry import CArm
 from ct2x.measures import c2st_auc, frechet_distance
@@ -102,8 +103,8 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
     model.eval()
     for batch in DataLoader(dataset, batch_size=batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
-        content = model.content_code(batch["volume"], batch["pose"], batch["mip"])
-        predicted = (model.generator(content, model.drr_style_code(batch["drr"])).clamp(-1, 1) + 1) / 2
+        content = model.view_content(batch["volume"], batch["pose"], batch["mip"], batch.get("projections"))
+        predicted = (model.render(content, model.drr_style_code(batch["drr"])).clamp(-1, 1) + 1) / 2
         truth = (batch["drr"] + 1) / 2
         psnr.update(predicted, truth)
         ssim.update(predicted, truth)
@@ -111,13 +112,16 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
 
 
 def evaluation_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[EvaluationView]:
-    """The training poses of the model (its card; else its config's) and :data:`UNSEEN_VIEWS`,
+    """The training poses of the model (its card's angle grid; for a model trained on views drawn
+    from ranges, or without a card, ``ct2x prepare``'s default grid, -60..60 degrees) and :data:`UNSEEN_VIEWS`,
     at the model's detector and distances (``ct2x.synthesize.model_views``)."""
     from ct2x.view_files import view_label
 
     trained = card.get("training", {}).get("dataset_settings", {})
-    primaries = [float(a) for a in trained.get("angles", config.view_angles)]
-    secondaries = [float(a) for a in trained.get("secondary", [0.0])]
+    if trained.get("random_views", 0) > 0:  # views drawn from ranges: the default grid lies inside them
+        trained = {}
+    primaries = [float(a) for a in trained.get("angles", PrepareSettings().angles)]
+    secondaries = [float(a) for a in trained.get("secondary", PrepareSettings().secondary)]
     if len(secondaries) == 1:
         secondaries *= len(primaries)
     seen = list(zip(primaries, secondaries, strict=True))

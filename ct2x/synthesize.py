@@ -9,7 +9,15 @@ the MIP resized to ``pam_mip_size`` either way, the two agree within 0.03 (mean 
 [-1, 1] scale (``Testing/test_synthesize.py``), and the MIP no longer dominates the time.
 The C-arm keeps the CT's frame (LPS mm); the isocenter defaults to the centre of the CT's
 bounding box, the distances and detector to the geometry the model was trained with (its
-card). The detector is read out at the model's ``image_size``.
+card). The detector is read out at the model's ``image_size``. A model of the ``projected``
+preset also reads the CT's per-material area densities and MIP at each view, made from the CT
+as read (not the grid) at the view's exact geometry (``ct2x.drr.area_densities``, ``ct2x.drr.mip``),
+as ``ct2x prepare --projections`` makes them for training.
+
+One inference path: :func:`view_content` (the CT's content at the views, through
+:meth:`ct2x.models.CT2XGAN.view_content`) then :func:`render_images` (G in a style code, through
+:meth:`ct2x.models.CT2XGAN.render`); ``ct2x synthesize``, ``ct2x evaluate``, ``ct2x demo`` and the
+Slicer module all call :func:`synthesize` / :func:`synthesize_styles`, which call these.
 
 Style: a reference radiograph (its X-ray style code, eq. 2), a style code stored with the
 model (``ct2x.checkpoint.load_style_codes``), or ``drr_style=True``, which uses the DRR style
@@ -30,12 +38,12 @@ import numpy as np
 import torch
 
 from ct2x.config import CT2XConfig
-from ct2x.data.dataset import drr_input, mip_input, volume_input, xray_input
+from ct2x.data.dataset import drr_input, mip_input, projection_input, volume_input, xray_input
 from ct2x.data.radiographs import radiograph_from_array, read_radiograph
-from ct2x.drr import mip, render_drr
+from ct2x.drr import Materials, area_densities, materials, mip, render_drr
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm, views
-from ct2x.models import CT2XGAN
+from ct2x.models import CT2XGAN, ViewContent
 from ct2x.volume import CTVolume, preprocess
 
 
@@ -97,12 +105,14 @@ def mip_views(carms: Sequence[CArm], config: CT2XConfig) -> list[CArm]:
 @dataclass(frozen=True)
 class PreparedCT:
     """A CT prepared for one model (:func:`prepare_ct`): the CT in HU, its grid resampled as in
-    training, and the volume input tensor on the model's device. Synthesizing many views one at
-    a time (e.g. with a progress bar per view) from one ``PreparedCT`` resamples the CT once."""
+    training, the volume input tensor on the model's device and, for a model with the projection
+    path, the CT's materials for the area densities. Synthesizing many views one at a time (e.g.
+    with a progress bar per view) from one ``PreparedCT`` resamples and converts the CT once."""
 
     ct: CTVolume
     grid: CTVolume
     volume: torch.Tensor
+    materials: Materials | None = None
 
 
 def prepare_ct(model: CT2XGAN, ct: CTVolume | PreparedCT) -> PreparedCT:
@@ -115,28 +125,40 @@ def prepare_ct(model: CT2XGAN, ct: CTVolume | PreparedCT) -> PreparedCT:
     config = model.config
     grid = preprocess(ct, spacing_mm=config.voxel_spacing_mm, size=config.volume_size)
     volume = volume_input(torch.from_numpy(grid.array), config).to(next(model.parameters()).device)
-    return PreparedCT(ct, grid, volume)
+    return PreparedCT(ct, grid, volume, materials(ct) if config.projection_inputs else None)
+
+
+def view_content(model: CT2XGAN, prepared: PreparedCT, carms: Sequence[CArm]) -> ViewContent:
+    """What the CT gives G at ``carms`` (read out at ``image_size``): the volume, the poses, the
+    PAM's MIPs and, with the projection path, the projection images (module docstring)."""
+    config = model.config
+    device = prepared.volume.device
+    poses = torch.as_tensor(np.stack([c.pose for c in carms]), dtype=torch.float32, device=device)
+    mips = mip_input(mip(prepared.grid, mip_views(carms, config), step=config.drr_step), config)[:, None].to(device)
+    projections = None
+    if prepared.materials is not None:
+        area = area_densities(prepared.materials, carms, step=config.drr_step)
+        full_mip = mip(prepared.ct, carms, step=config.drr_step)
+        projections = projection_input(torch.cat([area, full_mip[:, None]], dim=1), config).to(device)
+    volume = prepared.volume[None].expand(len(carms), -1, -1, -1, -1)
+    return model.view_content(volume, poses, mips, projections)
+
+
+def render_images(model: CT2XGAN, content: ViewContent, codes: torch.Tensor) -> np.ndarray:
+    """G(content, style) as float32 ``(B, S, S)`` in [0, 1] (bright = attenuating)."""
+    return ((model.render(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
 
 
 def _content_batches(model: CT2XGAN, ct: CTVolume | PreparedCT, carms: list[CArm], batch_size: int):  # noqa: ANN202 (generator)
-    """``(views, content code)`` per batch of ``carms``: the CT (:func:`prepare_ct`) and the MIPs
-    prepared as in training (module docstring). Checks the detector size and the CT first."""
-    config = model.config
-    size = config.image_size
+    """``(views, ViewContent)`` per batch of ``carms`` (:func:`view_content`). Checks the detector
+    size and the CT first."""
+    size = model.config.image_size
     if any(c.detector_shape != (size, size) for c in carms):
         raise CT2XError(f"this model makes {size} x {size} images: read the detector out at {size} pixels")
     prepared = prepare_ct(model, ct)
-    device = prepared.volume.device
     for start in range(0, len(carms), batch_size):
         chunk = carms[start : start + batch_size]
-        poses = torch.as_tensor(np.stack([c.pose for c in chunk]), dtype=torch.float32, device=device)
-        mips = mip_input(mip(prepared.grid, mip_views(chunk, config), step=config.drr_step), config)[:, None].to(device)
-        yield chunk, model.content_code(prepared.volume[None].expand(len(chunk), -1, -1, -1, -1), poses, mips)
-
-
-def _images(model: CT2XGAN, content: torch.Tensor, codes: torch.Tensor) -> np.ndarray:
-    """G(content, style) as float32 ``(B, S, S)`` in [0, 1]."""
-    return ((model.generator(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+        yield chunk, view_content(model, prepared, chunk)
 
 
 def _style_image(style: str | Path | np.ndarray, config: CT2XConfig, device: torch.device) -> torch.Tensor:
@@ -193,7 +215,7 @@ def synthesize(
             codes = model.style_encoder.drr_style(drrs)
         else:
             codes = model.style_encoder.xray_style(style_image.expand(len(chunk), -1, -1, -1))
-        images = _images(model, content, codes)
+        images = render_images(model, content, codes)
         results.extend(SynthesizedView(image, carm) for image, carm in zip(images, chunk, strict=True))
     return results
 
@@ -220,6 +242,6 @@ def synthesize_styles(
         codes = [model.style_encoder.xray_style(_style_image(s, model.config, device))[0] for s in styles]
     views = []
     for chunk, content in _content_batches(model, ct, list(carms), batch_size):
-        per_style = [_images(model, content, code[None].expand(len(chunk), -1, -1)) for code in codes]
+        per_style = [render_images(model, content, code[None].expand(len(chunk), -1, -1)) for code in codes]
         views.append(np.stack(per_style, axis=1))
     return np.concatenate(views)

@@ -4,10 +4,13 @@ Each step takes a batch of (CT, pose, MIP, DRR) samples and unpaired radiographs
 (:class:`ct2x.data.dataset.CTViewDataset`), then
 
 1. **D step** (eq. 17, 19): D learns real DRRs vs. the synthesized X-rays at the same poses;
-   the R1 penalty on real DRRs is applied lazily, every ``r1_interval`` steps with its weight
-   multiplied by the interval (StyleGAN2's lazy regularisation);
-2. **G step** (eq. 18): E_CT, the PAM, E_sty and G learn ``lambda_adv L_adv + L_rec +
-   L_consis + lambda_0 L_0`` with D frozen;
+   with ``use_xray_discriminator`` D_X learns real radiographs (cropped to the view's field)
+   vs. the synthesized X-rays. The R1 penalty on the reals is applied lazily, every
+   ``r1_interval`` steps with its weight multiplied by the interval, and the discriminators'
+   Adam runs at ``lr * k / (k + 1)`` with betas raised to ``k / (k + 1)`` (k = the interval:
+   StyleGAN2's lazy regularisation with its minibatch-ratio correction);
+2. **G step** (eq. 18): E_CT, the PAM, E_sty, the projection path and G learn ``lambda_adv L_adv
+   + L_rec + L_consis + lambda_0 L_0`` (+ ``lambda_xray_adv L_adv^X``) with the discriminators frozen;
 3. the EMA copy of everything but D is updated with decay ``min(ema_beta, (1 + t) / (10 + t))``
    at step ``t`` (TensorFlow's ExponentialMovingAverage warm-up), so a short run's EMA is not
    dominated by the initial weights.
@@ -62,7 +65,8 @@ from ct2x.data.dataset import CTViewDataset, StepSampler, xray_input
 from ct2x.data.radiographs import evenly_spread, read_radiographs
 from ct2x.errors import CT2XError
 from ct2x.losses import CT2XLoss
-from ct2x.models import CT2XGAN
+from ct2x.models import CT2XGAN, is_discriminator_key
+from ct2x.models.ct2xgan import DISCRIMINATORS
 
 
 @dataclass(frozen=True)
@@ -89,16 +93,16 @@ class TrainOptions:
 
 
 class GeneratorSide(nn.Module):
-    """Everything of CT2X-GAN but D, as one module (so D and G can be wrapped separately).
+    """Everything of CT2X-GAN but the discriminators, as one module (so they can be wrapped separately).
 
     Its forward is :meth:`CT2XGAN.forward`; its parameters are exactly those of eq. 18.
     """
 
     def __init__(self, model: CT2XGAN):
         super().__init__()
-        object.__setattr__(self, "model", model)  # not registered: D stays outside
+        object.__setattr__(self, "model", model)  # not registered: the discriminators stay outside
         for name, child in model.named_children():
-            if name != "discriminator":
+            if name not in DISCRIMINATORS:
                 self.add_module(name, child)
         if model.constant_style is not None:
             self.constant_style = model.constant_style
@@ -201,7 +205,8 @@ def _ignore_stop_signals(worker_id: int) -> None:
 def _image_grid(model: nn.Module, preview: dict[str, torch.Tensor]) -> torch.Tensor:
     """Rows: true DRR, reconstructed DRR, synthesized X-ray; one column per pose. ``(1, 3H, VW)`` in [0, 1]."""
     with torch.no_grad():
-        out = model(preview["volume"], preview["pose"], preview["mip"], preview["drr"], preview["xray"])
+        out = model(preview["volume"], preview["pose"], preview["mip"], preview["drr"], preview["xray"],
+                    preview.get("projections"))  # fmt: skip
     rows = [preview["drr"], out.drr_hat, out.xray_hat if out.xray_hat is not None else out.drr_hat]
     grid = torch.cat([torch.cat(list(r[:, 0].float().cpu()), dim=1) for r in rows], dim=0)
     return ((grid.clamp(-1, 1) + 1) / 2)[None]
@@ -248,13 +253,19 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     model = CT2XGAN(config).to(device)
     initialized = warm_start(model, options.init) if options.init is not None else None
     ema_model = copy.deepcopy(model)
-    ema_model.discriminator = None  # the EMA copy is of the generator side only
+    for name in DISCRIMINATORS:  # the EMA copy is of the generator side only
+        setattr(ema_model, name, None)
     ema = GeneratorSide(ema_model).eval()
     _set_requires_grad(ema, False)
     loss_fn = CT2XLoss(config).to(device)
     g_side = GeneratorSide(model)
     opt_g = torch.optim.Adam(g_side.parameters(), lr=config.lr, betas=tuple(config.adam_betas))
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=tuple(config.adam_betas))
+    r1_interval = max(1, config.r1_interval)
+    ratio = r1_interval / (r1_interval + 1)  # StyleGAN2's mb_ratio for lazily regularised players
+    d_betas = tuple(b**ratio for b in config.adam_betas)
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr * ratio, betas=d_betas)
+    x_disc = model.xray_discriminator
+    opt_x = torch.optim.Adam(x_disc.parameters(), lr=config.lr * ratio, betas=d_betas) if x_disc else None
 
     step = 0
     if saved is not None:
@@ -263,17 +274,22 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         optimizer_from_files("opt_g", opt_g, tensors, info["optimizers"]["g"])
         optimizer_from_files("opt_d", opt_d, tensors, info["optimizers"]["d"])
+        if opt_x is not None:
+            optimizer_from_files("opt_x", opt_x, tensors, info["optimizers"]["x"])
         torch.set_rng_state(tensors["rng.torch"])
         step = int(info["step"])
 
     g_train: nn.Module = g_side
     d_train: nn.Module = model.discriminator
+    x_train: nn.Module | None = x_disc
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         # Without L_consis the content branch of E_sty takes no part in the loss.
         unused = config.use_style_encoder and not config.consistency_enabled
         g_train = nn.parallel.DistributedDataParallel(g_side, device_ids=ids, find_unused_parameters=unused)
         d_train = nn.parallel.DistributedDataParallel(model.discriminator, device_ids=ids)
+        if x_disc is not None:
+            x_train = nn.parallel.DistributedDataParallel(x_disc, device_ids=ids)
 
     sampler = StepSampler(len(dataset), config.batch_size, options.seed, step, rank, world)
     loader = DataLoader(
@@ -287,14 +303,14 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     preview = {k: v.to(device) for k, v in _preview_batch(dataset).items()}
     writer = SummaryWriter(str(run / "tensorboard")) if main_process else None
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    r1_interval = max(1, config.r1_interval)
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (options.progress and main_process))
     metrics_file = run / "metrics.jsonl"
     losses: dict[str, float] = {}
     data_wait, tick, logged_step, first_step = 0.0, time.perf_counter(), step, step
 
     def checkpoint() -> Path:
-        info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, opt_g, opt_d, step, losses)
+        optimizers = {"g": opt_g, "d": opt_d, **({"x": opt_x} if opt_x is not None else {})}
+        info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, optimizers, step, losses)
         path = save_checkpoint(run, step, tensors, info)
         print(f"CT2X-CHECKPOINT step={step} path={path}", flush=True)
         return path
@@ -305,24 +321,40 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             waited = time.perf_counter()
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             data_wait += time.perf_counter() - waited
-            xray = batch["xray"] if config.use_style_encoder else None
+            inputs = (batch["volume"], batch["pose"], batch["mip"], batch["drr"],
+                      batch["xray"] if config.use_style_encoder else None, batch.get("projections"))  # fmt: skip
 
-            # ---- D step (eq. 17, 19), lazy R1
-            _set_requires_grad(model.discriminator, True)
+            # ---- D and D_X steps (eq. 17, 19), lazy R1
+            for disc in (model.discriminator, x_disc):
+                if disc is not None:
+                    _set_requires_grad(disc, True)
             with torch.no_grad(), amp:
-                fake = g_train(batch["volume"], batch["pose"], batch["mip"], batch["drr"], xray).fake
+                outputs = g_train(*inputs)
             r1_scale = float(r1_interval) if step % r1_interval == 0 else 0.0
             with amp:
-                d_losses = loss_fn.discriminator_loss(d_train, fake.float(), batch["drr"], batch["pose"], r1_scale)
+                d_losses = loss_fn.discriminator_loss(
+                    d_train, outputs.fake.float(), batch["drr"], batch["pose"], r1_scale
+                )
             opt_d.zero_grad(set_to_none=True)
             d_losses.total.backward()
             opt_d.step()
+            x_losses = None
+            if x_train is not None:
+                with amp:
+                    x_losses = loss_fn.xray_discriminator_loss(
+                        x_train, outputs.xray_hat.float(), batch["xray_real"], r1_scale
+                    )
+                opt_x.zero_grad(set_to_none=True)
+                x_losses.total.backward()
+                opt_x.step()
 
-            # ---- G step (eq. 18) with D frozen
-            _set_requires_grad(model.discriminator, False)
+            # ---- G step (eq. 18) with the discriminators frozen
+            for disc in (model.discriminator, x_disc):
+                if disc is not None:
+                    _set_requires_grad(disc, False)
             with amp:
-                outputs = g_train(batch["volume"], batch["pose"], batch["mip"], batch["drr"], xray)
-                g_losses = loss_fn.generator_loss(outputs, batch["drr"], batch["pose"], d_train)
+                outputs = g_train(*inputs)
+                g_losses = loss_fn.generator_loss(outputs, batch["drr"], batch["pose"], d_train, x_train)
             opt_g.zero_grad(set_to_none=True)
             g_losses.total.backward()
             opt_g.step()
@@ -332,6 +364,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             losses = {
                 **{f"g/{k}": v for k, v in g_losses.as_floats().items()},
                 **{f"d/{k}": v for k, v in d_losses.as_floats().items()},
+                **({f"dx/{k}": v for k, v in x_losses.as_floats().items()} if x_losses is not None else {}),
             }
             if not all(math.isfinite(v) for v in losses.values()):
                 raise CT2XError(f"training diverged at step {step} (a loss is not finite): lower lr in the config")
@@ -391,13 +424,13 @@ def warm_start(model: CT2XGAN, path: Path) -> dict[str, Any]:
     if not copied:
         raise CT2XError(f"--init {path}: none of its tensors fit this config (another architecture?)")
     model.load_state_dict(copied, strict=False)
-    fresh = sorted(k for k in own if k not in copied and not k.startswith("discriminator."))
+    fresh = sorted(k for k in own if k not in copied and not is_discriminator_key(k))
     return {"model": Path(path).name, "tensors_copied": len(copied), "fresh_tensors": fresh}
 
 
-def _preview_batch(dataset: CTViewDataset) -> dict[str, torch.Tensor]:
-    """Every view of the dataset's first CT, each with the same radiograph (for the image grid)."""
-    samples = [dataset[i] for i in range(dataset.views)]
+def _preview_batch(dataset: CTViewDataset, count: int = 5) -> dict[str, torch.Tensor]:
+    """Up to ``count`` views of the dataset's first CT, each with the same radiograph (for the image grid)."""
+    samples = [dataset[i] for i in evenly_spread(list(dataset.views_of(0)), count)]
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
     batch["xray"] = batch["xray"][:1].expand_as(batch["xray"]).contiguous()
     return batch
@@ -416,24 +449,23 @@ def _checkpoint_payload(
     manifest_hash: str,
     model: CT2XGAN,
     ema: nn.Module,
-    opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer,
+    optimizers: dict[str, torch.optim.Optimizer],
     step: int,
     losses: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    g_tensors, g_info = optimizer_to_files("opt_g", opt_g)
-    d_tensors, d_info = optimizer_to_files("opt_d", opt_d)
     tensors = {
         **{f"model.{k}": v for k, v in model.state_dict().items()},
         **{f"ema.{k}": v for k, v in ema.state_dict().items()},
-        **g_tensors,
-        **d_tensors,
         "rng.torch": torch.get_rng_state(),
     }
+    infos = {}
+    for name, optimizer in optimizers.items():
+        part, infos[name] = optimizer_to_files(f"opt_{name}", optimizer)
+        tensors.update(part)
     info = {
         "config": config.to_dict(),
         "manifest_hash": manifest_hash,
-        "optimizers": {"g": g_info, "d": d_info},
+        "optimizers": infos,
         "losses": losses,
         "ct2x_version": __version__,
     }
@@ -460,7 +492,7 @@ def _write_model_card(
             "steps": step,
             "batch_size": config.batch_size,
             "ct_volumes": len(dataset.files),
-            "views_per_ct": dataset.views,
+            "views_per_ct": dataset.view_counts,
             "radiographs": len(dataset.radiographs),
             "dataset_settings": dataset.manifest["settings"],
             "manifest_hash": dataset.manifest_hash,

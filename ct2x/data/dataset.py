@@ -1,6 +1,6 @@
 """Training samples: prepared CT volumes (``ct2x prepare``) paired with unpaired real radiographs.
 
-One sample is one (CT, view) pair of the dataset plus one radiograph drawn at random:
+One sample is one (CT, view) pair of the dataset plus radiographs drawn at random:
 
 * ``volume`` ``(1, D, D, D)``: the CT grid in HU, clipped and scaled to [-1, 1]
   (:func:`ct2x.models.normalize_hu`), resized to the config's ``volume_size`` if the dataset
@@ -10,11 +10,17 @@ One sample is one (CT, view) pair of the dataset plus one radiograph drawn at ra
   ``pam_mip_size``;
 * ``drr`` ``(1, S, S)``: the DRR (``-log`` transmitted fraction) min-max scaled per image to
   [-1, 1] (bright = attenuating, like a displayed radiograph), resized to ``image_size``;
-* ``xray`` ``(1, S, S)``: a real radiograph in [-1, 1] (``ct2x.data.radiographs``).
+* ``xray`` ``(1, S, S)``: a real radiograph in [-1, 1] (``ct2x.data.radiographs``), E_sty's
+  style reference;
+* with ``projection_inputs``, ``projections`` ``(4, S, S)``: the stored area densities and MIP
+  of the CT at the view (``ct2x prepare --projections``), scaled by :func:`projection_input`;
+* with ``use_xray_discriminator``, ``xray_real`` ``(1, S, S)``: another real radiograph, cropped
+  to the field of view of the view's detector at the isocenter (the radiograph taken to cover
+  ``radiograph_field_mm``; the crop moved at random by up to a tenth of the room around it), D_X's real.
 
-The order of samples is a pure function of the seed and the global sample number, so a run
-resumed at step ``t`` sees exactly the batches an uninterrupted run would (see
-:class:`StepSampler`).
+The order of samples and the radiographs drawn are pure functions of the seed and the global
+sample number, so a run resumed at step ``t`` sees exactly the batches an uninterrupted run
+would, and every sample gets fresh radiographs each time it is drawn (see :class:`StepSampler`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ct2x.config import CT2XConfig
 from ct2x.data.prepare import FORMAT, MANIFEST
 from ct2x.data.radiographs import find_radiographs, read_radiograph
 from ct2x.errors import CT2XError
+from ct2x.geometry import pose_field_of_view_mm
 from ct2x.models import normalize_hu
 
 
@@ -96,8 +103,27 @@ def xray_input(pixels: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
     return _resize2d(pixels * 2.0 - 1.0, config.image_size)
 
 
+def projection_input(projections: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
+    """Projection images ``(V, 4, H, W)`` (area densities of air, soft tissue and bone in g/cm^2,
+    then the MIP in HU; ``ct2x.data.prepare.PROJECTION_CHANNELS``) -> G's projection input
+    ``(V, 4, image_size, image_size)``: the densities divided by ``projection_scale_g_cm2``, the MIP
+    scaled like the CT (:func:`ct2x.models.normalize_hu`)."""
+    projections = projections.float()
+    scale = torch.tensor(config.projection_scale_g_cm2, dtype=torch.float32, device=projections.device)
+    scaled = torch.cat([projections[:, :3] / scale[:, None, None], normalize_hu(projections[:, 3:], config)], dim=1)
+    if scaled.shape[-1] == config.image_size and scaled.shape[-2] == config.image_size:
+        return scaled
+    size = (config.image_size, config.image_size)
+    return F.interpolate(scaled, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 class CTViewDataset(Dataset):
-    """Every (prepared CT, view) pair of a dataset folder, with radiographs drawn per sample."""
+    """Every (prepared CT, view) pair of a dataset folder, with radiographs drawn per sample.
+
+    Items are indexed by the sample number ``i`` (a radiograph draw fixed by ``i``) or by a pair
+    ``(i, n)``: sample ``i`` with the radiographs of draw ``n`` (:class:`StepSampler` passes the
+    global sample number, so each epoch draws afresh).
+    """
 
     def __init__(self, data: str | Path, xray: str | Path, config: CT2XConfig, seed: int = 0):
         self.folder = Path(data)
@@ -108,7 +134,17 @@ class CTViewDataset(Dataset):
         missing = [f.name for f in self.files if not f.is_file()]
         if missing:
             raise CT2XError(f"the dataset {self.folder} lacks {', '.join(missing)}: run ct2x prepare again on it")
-        self.views = len(self.manifest["settings"]["angles"])
+        if config.projection_inputs and not self.manifest["settings"].get("projections"):
+            raise CT2XError(
+                f"the dataset {self.folder} has no projection images, which this config's generator reads "
+                "(projection_inputs): prepare it with ct2x prepare --projections"
+            )
+        counts = []
+        for file in self.files:
+            with safe_open(str(file), framework="pt") as stored:
+                counts.append(stored.get_slice("poses").get_shape()[0])
+        self.view_counts = counts
+        self._starts = np.cumsum([0, *counts])
         self.radiographs = find_radiographs(xray, size=8).paths
 
     @property
@@ -116,28 +152,45 @@ class CTViewDataset(Dataset):
         return manifest_hash(self.manifest)
 
     def __len__(self) -> int:
-        return len(self.files) * self.views
+        return int(self._starts[-1])
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        volume_index, view = divmod(int(index), self.views)
+    def views_of(self, volume_index: int) -> range:
+        """The sample numbers of every view of the ``volume_index``-th CT."""
+        return range(int(self._starts[volume_index]), int(self._starts[volume_index + 1]))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, draw = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), int(key))
+        volume_index = int(np.searchsorted(self._starts, index, side="right")) - 1
+        view = index - int(self._starts[volume_index])
+        config = self.config
         with safe_open(str(self.files[volume_index]), framework="pt") as stored:
             ct = stored.get_tensor("ct").float()
             drr = stored.get_slice("drr")[view : view + 1].float()
             mip = stored.get_slice("mip")[view : view + 1].float()
             pose = stored.get_slice("poses")[view].float()
-        generator = np.random.default_rng([self.seed, int(index), len(self.radiographs)])
+            projections = stored.get_slice("projections")[view : view + 1] if config.projection_inputs else None
+        generator = np.random.default_rng([self.seed, draw, len(self.radiographs)])
         radiograph = self.radiographs[generator.integers(len(self.radiographs))]
-        pixels = torch.from_numpy(read_radiograph(radiograph, size=self.config.image_size, warn_colour=False))
-        return {
-            "volume": volume_input(ct, self.config),
+        pixels = torch.from_numpy(read_radiograph(radiograph, size=config.image_size, warn_colour=False))
+        sample = {
+            "volume": volume_input(ct, config),
             "pose": pose,
-            "mip": mip_input(mip, self.config),
-            "drr": drr_input(drr, self.config),
-            "xray": xray_input(pixels[None], self.config),
+            "mip": mip_input(mip, config),
+            "drr": drr_input(drr, config),
+            "xray": xray_input(pixels[None], config),
         }
+        if projections is not None:
+            sample["projections"] = projection_input(projections, config)[0]
+        if config.use_xray_discriminator:
+            real = self.radiographs[generator.integers(len(self.radiographs))]
+            crop = min(1.0, pose_field_of_view_mm(pose.numpy()) / config.radiograph_field_mm)
+            shift = tuple(float(v) for v in generator.uniform(-0.1, 0.1, size=2))
+            pixels = read_radiograph(real, size=config.image_size, warn_colour=False, crop=crop, shift=shift)
+            sample["xray_real"] = xray_input(torch.from_numpy(pixels)[None], config)
+        return sample
 
 
-class StepSampler(Sampler[list[int]]):
+class StepSampler(Sampler[list[tuple[int, int]]]):
     """Batches of sample indices for steps ``start_step, start_step + 1, ...`` (endless).
 
     Global sample number ``s = step * batch_size + i`` falls in epoch ``s // N`` at position
@@ -161,9 +214,12 @@ class StepSampler(Sampler[list[int]]):
             self._order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
         return int(self._order[position])
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        """Each batch as ``(sample index, global sample number)`` pairs (the number seeds the
+        radiograph draw, :class:`CTViewDataset`)."""
         step = self.start_step
         while True:
             first = step * self.batch_size
-            yield [self._sample(first + i) for i in range(self.rank, self.batch_size, self.world_size)]
+            numbers = [first + i for i in range(self.rank, self.batch_size, self.world_size)]
+            yield [(self._sample(n), n) for n in numbers]
             step += 1
