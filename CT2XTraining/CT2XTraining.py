@@ -72,7 +72,7 @@ class CT2XTrainingParameterNode:
     ctFolder: Path
     xrayFolder: Path
     outputFolder: Path
-    config: Annotated[str, Choice(CONFIG_CHOICES)] = "small"
+    config: Annotated[str, Choice(CONFIG_CHOICES)] = BUILTIN_CONFIGS[0]
     configFile: Path
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     steps: Annotated[int, WithinRange(0, 10_000_000)] = 0

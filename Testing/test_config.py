@@ -16,8 +16,7 @@ def test_defaults_are_the_papers_values():
     # sect. 4.1
     assert (c.volume_size, c.voxel_spacing_mm) == (128, 1.0)
     assert (c.lr, c.batch_size, c.epochs) == (0.0025, 16, 100)
-    assert c.view_angles == (-60.0, -30.0, 0.0, 30.0, 60.0)
-    assert (c.drr_step, c.drr_spectrum, c.drr_photons) == (0.1, "60KV_AL35", 1e6)
+    assert c.drr_step == 0.1
     assert (c.sdd_mm, c.sid_mm) == (1020.0, 530.0)
     # 14 synthesis layers at 256^2, layers 1-8 content, 9-14 style
     assert (c.image_size, c.num_ws, c.num_content_layers, c.num_style_layers) == (256, 14, 8, 6)
@@ -48,12 +47,48 @@ def test_file_round_trip(tmp_path, suffix):
 
 def test_yaml_with_preset_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("preset: small\ndrr_photons: 1e6\nview_angles: [-60, 0, 60]\nuse_consistency: false\n")
+    path.write_text("preset: small\nradiograph_field_mm: 4e2\nadam_betas: [0, 0.9]\nuse_consistency: false\n")
     config = CT2XConfig.from_file(path)
     assert config.volume_size == CT2XConfig.preset("small").volume_size
-    assert config.drr_photons == 1e6 and isinstance(config.drr_photons, float)
-    assert config.view_angles == (-60.0, 0.0, 60.0)
+    assert config.radiograph_field_mm == 400.0 and isinstance(config.radiograph_field_mm, float)
+    assert config.adam_betas == (0.0, 0.9)
     assert not config.use_consistency and not config.consistency_enabled
+
+
+def test_retired_keys_of_old_model_cards_still_load():
+    old = {"preset": "small", "view_angles": [-60, 0, 60], "drr_spectrum": "60KV_AL35", "drr_photons": 1e6}
+    assert CT2XConfig.from_dict(old) == CT2XConfig.preset("small")
+
+
+def test_projected_preset_adds_the_projection_path_and_radiograph_discriminator():
+    projected, small, paper = (CT2XConfig.preset(n) for n in ("projected", "small", "paper"))
+    assert projected.projection_inputs and projected.use_xray_discriminator
+    assert not (small.projection_inputs or small.use_xray_discriminator)
+    assert not (paper.projection_inputs or paper.use_xray_discriminator)
+    assert (projected.image_size, projected.w_dim) == (small.image_size, small.w_dim)
+
+
+def test_every_config_key_is_read_by_the_package():
+    """A key no code reads is a dead switch: each field must be used outside config.py, directly or
+    through a derived property of the config (e.g. ``tau`` reads ``pam_tau``) that is."""
+    import dataclasses
+    import inspect
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "ct2x"
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in package.rglob("*.py") if p.name != "config.py")
+
+    def used(name: str) -> bool:
+        return re.search(rf"\.{name}\b|[\"']{name}[\"']", sources) is not None
+
+    derived = {n: inspect.getsource(v.fget) for n, v in vars(CT2XConfig).items() if isinstance(v, property)}
+    dead = [
+        f.name
+        for f in dataclasses.fields(CT2XConfig)
+        if not used(f.name) and not any(used(n) and f"self.{f.name}" in body for n, body in derived.items())
+    ]
+    assert dead == []
 
 
 def test_ablation_switches():
@@ -71,7 +106,7 @@ def test_ablation_switches():
         ({"use_pam": 1}, "config key 'use_pam' must be bool, got int"),
         ({"lr": True}, "config key 'lr' must be float, got bool"),
         ({"ct_channels": [8, "16", 32, 32]}, "config key 'ct_channels[1]' must be int, got str"),
-        ({"view_angles": 30}, "config key 'view_angles' must be list of float, got int"),
+        ({"adam_betas": 0.5}, "config key 'adam_betas' must be list of float, got float"),
         ({"pam_tau": "small"}, "config key 'pam_tau' must be float or null, got str"),
         ({"lpips_weights": 3}, "config key 'lpips_weights' must be str or null, got int"),
         ({"image_size": 200}, "config key 'image_size' must be a power of two"),

@@ -260,10 +260,33 @@ def test_totals_follow_eq_18_and_19():
     assert g.rec.item() == pytest.approx(criterion.reconstruction_loss(out, x["drr"]).item())
     assert g.consis.item() == pytest.approx(0.4 * g.cc.item() + 2.5 * g.sc.item())
     assert g.total.item() == pytest.approx(0.2 * g.adv.item() + g.rec.item() + g.consis.item() + 0.3 * g.zero.item())
-    assert min(g.as_floats().values()) > 0
+    assert g.xray_adv.item() == 0  # no D_X in this config
+    assert min(v for k, v in g.as_floats().items() if k != "xray_adv") > 0
 
     d = criterion.discriminator_loss(model.discriminator, out.fake, x["drr"], x["pose"])
     assert d.total.item() == pytest.approx(0.2 * d.adv.item())
+    assert d.r1.item() > 0
+
+
+def test_radiograph_discriminator_term_joins_eq_18():
+    torch.manual_seed(0)
+    config = tiny_config(use_xray_discriminator=True, xray_d_channels=8, lambda_xray_adv=0.6, lambda_r1=5.0)
+    model = CT2XGAN(config)
+    x = make_batch(config, 2)
+    out = model(x["volume"], x["pose"], x["mip"], x["drr"], x["xray"])
+    criterion = CT2XLoss(config)
+    g = criterion.generator_loss(out, x["drr"], x["pose"], model.discriminator, model.xray_discriminator)
+    expected_adv = F.softplus(-model.xray_discriminator(out.xray_hat)).mean()
+    assert g.xray_adv.item() == pytest.approx(expected_adv.item())
+    assert g.total.item() == pytest.approx(
+        g.adv.item() + g.rec.item() + g.consis.item() + g.zero.item() + 0.6 * g.xray_adv.item()
+    )
+    with pytest.raises(CT2XError, match="needs D_X"):
+        criterion.generator_loss(out, x["drr"], x["pose"], model.discriminator)
+    d = criterion.xray_discriminator_loss(model.xray_discriminator, out.xray_hat, x["xray"], r1_scale=2.0)
+    real, fake = model.xray_discriminator(x["xray"]), model.xray_discriminator(out.xray_hat)
+    plain = F.softplus(fake).mean() + F.softplus(-real).mean()
+    assert d.total.item() == pytest.approx(0.6 * (plain.item() + 10.0 * d.r1.item()), rel=1e-5)
     assert d.r1.item() > 0
 
 

@@ -151,8 +151,8 @@ def test_ablation_outputs():
     pam = CT2XGAN(tiny_config()).eval()
     assert isinstance(pam.pose_module, PoseAttentionModule)
     with torch.no_grad():
-        a = pam.content_code(x["volume"], x["pose"], x["mip"])
-        b = pam.content_code(x["volume"], x["pose"], other_mip)
+        a = pam.view_content(x["volume"], x["pose"], x["mip"]).code
+        b = pam.view_content(x["volume"], x["pose"], other_mip).code
     assert not torch.allclose(a, b)  # the PAM reads the MIP
 
 
@@ -164,7 +164,7 @@ def test_content_code_depends_on_pose():
     same_volume = x["volume"][:1].expand(2, -1, -1, -1, -1)
     same_mip = x["mip"][:1].expand(2, -1, -1, -1)
     with torch.no_grad():
-        code = model.content_code(same_volume, x["pose"], same_mip)  # poses -60 and +60
+        code = model.view_content(same_volume, x["pose"], same_mip).code  # poses -60 and +60
     assert not torch.allclose(code[0], code[1])
 
 
@@ -210,17 +210,47 @@ def test_discriminator_is_pose_conditioned():
     assert scores[0] != scores[1]
 
 
-def test_synthesize_matches_forward():
+def test_inference_path_matches_forward():
     torch.manual_seed(0)
     c = tiny_config()
     model = CT2XGAN(c).eval()
     x = make_batch(c, 2)
     with torch.no_grad():
         out = model(x["volume"], x["pose"], x["mip"], x["drr"], x["xray"])
-        image = model.synthesize(x["volume"], x["pose"], x["mip"], x["xray"])
+        content = model.view_content(x["volume"], x["pose"], x["mip"])
+        image = model.render(content, model.style_encoder.xray_style(x["xray"]))
     torch.testing.assert_close(image, out.xray_hat)
-    with pytest.raises(CT2XError, match="style reference X-ray"):
-        model.synthesize(x["volume"], x["pose"], x["mip"])
+    with pytest.raises(CT2XError, match="takes no projection images"):
+        model.view_content(x["volume"], x["pose"], x["mip"], torch.zeros(2, 4, c.image_size, c.image_size))
+
+
+def test_projected_generator_draws_its_projection_images():
+    """With the projection path the image follows the projections given (the same codes, other
+    projections: another image) and keeps their layout (a bright square stays where it is)."""
+    torch.manual_seed(0)
+    c = tiny_config(projection_inputs=True, use_xray_discriminator=True, xray_d_channels=8)
+    model = CT2XGAN(c).eval()
+    x = make_batch(c, 2)
+    size = c.image_size
+    projections = torch.zeros(2, 4, size, size)
+    projections[0, 1, : size // 2, : size // 2] = 1.0  # soft tissue top left
+    projections[1, 1, size // 2 :, size // 2 :] = 1.0  # bottom right
+    same = {k: v[:1].expand_as(v) for k, v in x.items()}
+    with torch.no_grad():
+        content = model.view_content(same["volume"], same["pose"], same["mip"], projections)
+        images = model.render(content, model.drr_style_code(same["drr"]))
+    assert not torch.allclose(images[0], images[1], atol=1e-3)
+    # the two images differ where the projections differ (top left, bottom right), far less elsewhere
+    diff = (images[0] - images[1]).abs()[0]
+    h = size // 2
+    changed = (diff[:h, :h].mean() + diff[h:, h:].mean()) / 2
+    unchanged = (diff[:h, h:].mean() + diff[h:, :h].mean()) / 2
+    assert changed > 2 * unchanged
+    with pytest.raises(CT2XError, match="needs the projection images"):
+        model.view_content(x["volume"], x["pose"], x["mip"])
+    out = model(x["volume"], x["pose"], x["mip"], x["drr"], x["xray"], projections)
+    scores = model.xray_discriminator(out.xray_hat)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
 
 
 def test_bad_inputs_raise_ct2x_errors():

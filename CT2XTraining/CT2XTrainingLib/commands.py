@@ -3,9 +3,10 @@
 The CT2XTraining module runs the core's command-line verbs in a separate process (see
 :mod:`CT2XTrainingLib.runner`), so that Slicer's GUI never waits on them:
 
-* ``ct2x prepare --ct CT_DIR --out DATA_DIR [--angles A ...] [--workers N] [--device DEVICE]`` turns a folder
-  of CT volumes into a training set (resampled CTs, DRRs, poses);
-* ``ct2x train --data DATA_DIR --xray XRAY_DIR --config small|paper|FILE --out RUN_DIR
+* ``ct2x prepare --ct CT_DIR --out DATA_DIR --projections (--random-views N | --angles A ...) [--workers N]
+  [--device DEVICE]`` turns a folder of CT volumes into a training set (resampled CTs, DRRs, poses, and the
+  projection images every preset can train on);
+* ``ct2x train --data DATA_DIR --xray XRAY_DIR --config projected|small|paper|FILE --out RUN_DIR
   [--steps N] [--resume] [--device DEVICE]`` trains (or resumes training of) a model.
 
 One output folder holds both: the prepared data in ``<output>/data`` and the training
@@ -23,8 +24,10 @@ from pathlib import Path
 
 from ct2x.errors import CT2XError
 
-#: Built-in training configurations of the core (``--config small|paper``).
-BUILTIN_CONFIGS = ("small", "paper")
+#: Built-in training configurations of the core (``--config projected|small|paper``); the first is the default.
+BUILTIN_CONFIGS = ("projected", "small", "paper")
+#: Views per CT drawn from the core's continuous ranges when no angles are given.
+RANDOM_VIEWS = 64
 
 #: ``--device`` choices offered by the module; "auto" passes no ``--device`` (the core decides).
 DEVICES = ("auto", "cpu", "cuda")
@@ -78,7 +81,8 @@ class PrepareOptions:
     Attributes:
         ct_dir: folder of CT volumes (``*.nii.gz``, e.g. a CTSpine1K export).
         output_dir: the run's output folder; the data go to ``<output_dir>/data``.
-        angles: primary angles (degrees) of the supervision DRRs; empty = the core's default.
+        angles: primary angles (degrees) of the supervision DRRs; empty = :data:`RANDOM_VIEWS` views
+            per CT drawn from continuous ranges of angle and distance.
         workers: parallel worker processes; ``None`` = the core's default.
         device: one of :data:`DEVICES` (the DRRs' torch device).
     """
@@ -98,7 +102,7 @@ class TrainOptions:
         xray_dir: folder of real radiographs (unpaired style references).
         output_dir: the run's output folder; data are read from ``<output_dir>/data`` and
             the run is written to ``<output_dir>/run``.
-        config: ``"small"``, ``"paper"`` or the path of a config file.
+        config: ``"projected"``, ``"small"``, ``"paper"`` or the path of a config file.
         steps: number of training steps; ``None`` = the config's.
         resume: continue from the run's latest checkpoint.
         device: one of :data:`DEVICES`.
@@ -106,7 +110,7 @@ class TrainOptions:
 
     xray_dir: Path
     output_dir: Path
-    config: str = "small"
+    config: str = BUILTIN_CONFIGS[0]
     steps: int | None = None
     resume: bool = False
     device: str = "auto"
@@ -116,9 +120,11 @@ def prepare_command(python: str, options: PrepareOptions) -> list[str]:
     """``[python, "-m", "ct2x", "prepare", ...]`` for ``options``; checks the inputs exist."""
     ct_dir = _existing_dir(options.ct_dir, "CT folder")
     out = data_dir(_output_dir(options.output_dir))
-    command = [python, "-m", "ct2x", "prepare", "--ct", str(ct_dir), "--out", str(out)]
+    command = [python, "-m", "ct2x", "prepare", "--ct", str(ct_dir), "--out", str(out), "--projections"]
     if options.angles:
         command += ["--angles", *(_format_angle(a) for a in options.angles)]
+    else:
+        command += ["--random-views", str(RANDOM_VIEWS)]
     if options.workers is not None:
         if options.workers < 1:
             raise CT2XError(f"the number of workers must be at least 1, got {options.workers}")

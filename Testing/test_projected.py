@@ -1,0 +1,202 @@
+"""The ``projected`` preset end to end on phantoms: random views, projection images, fresh
+radiograph draws, D_X's field-of-view crops, training, and one inference path.
+
+Models here are randomly initialised or trained for a few steps on phantoms: these tests check
+the plumbing and the geometry, never image quality; no number from them is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import body_phantom
+from PIL import Image
+from safetensors.torch import load_file
+
+from ct2x.checkpoint import load_model
+from ct2x.config import CT2XConfig
+from ct2x.data.dataset import CTViewDataset, StepSampler, projection_input
+from ct2x.data.prepare import PROJECTION_CHANNELS, PrepareSettings, prepare_dataset
+from ct2x.drr import area_densities, drr_from_area, mip, render_drr
+from ct2x.errors import CT2XError
+from ct2x.geometry import CArm, matched_chain, pose_field_of_view_mm
+from ct2x.synthesize import model_views, synthesize
+from ct2x.train import TrainOptions, train
+from ct2x.volume import read_ct
+
+TINY = {"preset": "projected", "image_size": 64, "batch_size": 2, "lpips_backbone": "random", "xray_d_channels": 8}
+CONFIG = CT2XConfig.from_dict(TINY)
+SETTINGS = PrepareSettings(detector_size=64, step=0.5, photons=0, grid_size=32, random_views=6, projections=True)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """2 phantom CTs prepared at 6 random views with projections, and 6 phantom radiographs."""
+    root = tmp_path_factory.mktemp("projected")
+    for n, (size, shift) in enumerate([(24, 0.0), (20, 30.0)]):
+        volume = body_phantom(size=size, spacing=4.0)
+        image = sitk.GetImageFromArray(volume.array)
+        image.SetSpacing(tuple(volume.spacing))
+        image.SetOrigin(tuple(volume.origin + shift))
+        (root / "cts").mkdir(exist_ok=True)
+        sitk.WriteImage(image, str(root / "cts" / f"ct{n}.nii.gz"))
+    prepare_dataset(root / "cts", root / "data", SETTINGS, workers=1, progress=False)
+    rng = np.random.default_rng(0)
+    (root / "xray").mkdir()
+    for n in range(6):
+        pixels = rng.uniform(0, 255, (90, 80)) * np.linspace(0.2, 1, 80)[None, :]
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "xray" / f"{n}.png")
+    return {"root": root, "data": root / "data", "xray": root / "xray"}
+
+
+def test_matched_chain_runs_from_mobile_c_arm_to_chest_film() -> None:
+    assert matched_chain(530.0) == pytest.approx((1020.0, 1536 * 0.194))
+    assert matched_chain(1800.0) == pytest.approx((1900.0, 430.0))
+    sdd, width = matched_chain(1000.0)
+    assert 1000.0 < sdd < 1900.0 and 298.0 < width < 430.0
+    carm = CArm(sid=1000.0, sdd=sdd, detector_shape=(64, 64), pixel_spacing=(width / 64, width / 64))
+    assert pose_field_of_view_mm(carm.pose) == pytest.approx(width * 1000.0 / sdd)
+
+
+def test_random_views_fill_the_ranges_and_repeat_per_ct() -> None:
+    settings = PrepareSettings(detector_size=32, random_views=400)
+    carms = settings.views((1.0, 2.0, 3.0), seed=7)
+    primary = np.array([c.primary for c in carms])
+    secondary = np.array([c.secondary for c in carms])
+    sid = np.array([c.sid for c in carms])
+    assert primary.min() < -80 and primary.max() > 80 and np.abs(primary).max() <= 90
+    assert secondary.min() < -25 and secondary.max() > 25 and np.abs(secondary).max() <= 30
+    assert sid.min() < 500 and sid.max() > 1700
+    for c in carms[:20]:
+        assert (c.sdd, c.detector_shape[1] * c.pixel_spacing[1]) == pytest.approx(matched_chain(c.sid))
+        assert c.isocenter == (1.0, 2.0, 3.0)
+    again = settings.views((1.0, 2.0, 3.0), seed=7)
+    assert [c.pose.tolist() for c in again] == [c.pose.tolist() for c in carms]
+    other = settings.views((1.0, 2.0, 3.0), seed=8)
+    assert other[0].primary != carms[0].primary
+
+
+def test_prepare_stores_projections_the_drr_is_made_of(inputs: dict[str, Path]) -> None:
+    manifest = json.loads((inputs["data"] / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["settings"]["random_views"] == 6 and manifest["settings"]["projections"]
+    entry = manifest["volumes"][0]
+    stored = load_file(inputs["data"] / "volumes" / entry["file"])
+    assert stored["projections"].shape == (6, len(PROJECTION_CHANNELS), 64, 64)
+    ct = read_ct(entry["source"])
+    poses = stored["poses"].numpy()
+    carms = [CArm.from_pose(p, (64, 64), (w / 64, w / 64)) for p, w in ((p, matched_chain(_sid(p))[1]) for p in poses)]
+    carms = [CArm(c.primary, c.secondary, c.sdd, c.sid, c.detector_shape, c.pixel_spacing, _iso(ct)) for c in carms]
+    area = area_densities(ct, carms, step=0.5)
+    np.testing.assert_allclose(stored["projections"][:, :3].float().numpy(), area.numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(stored["projections"][:, 3].float().numpy(), mip(ct, carms, step=0.5).numpy(), atol=1.0)
+    # the stored DRR is the polyenergetic physics of those area densities, and render_drr's image
+    np.testing.assert_allclose(stored["drr"].numpy(), drr_from_area(area).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stored["drr"].numpy(), render_drr(ct, carms, step=0.5).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _sid(pose: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(pose)[[3, 7, 11]])) * 1000.0
+
+
+def _iso(ct) -> tuple[float, float, float]:  # noqa: ANN001
+    from ct2x.volume import preprocess
+
+    return tuple(float(c) for c in preprocess(ct, size=32).center_lps)
+
+
+def test_radiograph_draws_differ_between_epochs_and_repeat_on_resume(inputs: dict[str, Path]) -> None:
+    dataset = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)
+    assert len(dataset) == 12 and dataset.view_counts == [6, 6]
+    sampler = iter(StepSampler(len(dataset), 2, seed=0))
+    numbers = [pair for _ in range(12) for pair in next(sampler)]  # two epochs of 12 samples
+    first = {index: dataset[(index, n)]["xray"] for index, n in numbers[:12]}
+    second = {index: dataset[(index, n)]["xray"] for index, n in numbers[12:]}
+    assert sorted(first) == sorted(second) == list(range(12))  # every sample once per epoch
+    changed = sum(not torch.equal(first[i], second[i]) for i in range(12))
+    assert changed >= 6  # 6 radiographs: most samples get another one in the next epoch
+    resumed = iter(StepSampler(len(dataset), 2, seed=0, start_step=6))
+    assert next(resumed) == numbers[12:14]
+
+
+def test_xray_discriminator_reals_are_cropped_to_the_view_field(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A radiograph covering ``radiograph_field_mm`` is cropped to the view's field at the isocenter."""
+    field = tmp_path / "field"
+    field.mkdir()
+    pixels = np.zeros((400, 400), np.uint8)  # a 400 mm film, 1 mm pixels: a bright 100 mm centre square
+    pixels[150:250, 150:250] = 255
+    Image.fromarray(pixels).save(field / "film.png")
+    dataset = CTViewDataset(inputs["data"], field, CONFIG.replace(radiograph_field_mm=400.0))
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        fov = pose_field_of_view_mm(sample["pose"].numpy())
+        bright = float((sample["xray_real"] > 0).float().mean())
+        # the bright square fills (100 / fov)^2 of the crop (the crop moves by at most a tenth)
+        assert bright == pytest.approx(min(1.0, (100.0 / min(fov, 400.0)) ** 2), abs=0.08)
+        assert sample["projections"].shape == (4, 64, 64)
+
+
+def test_projection_input_scales_each_channel() -> None:
+    raw = torch.zeros(1, 4, 8, 8)
+    raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3] = 2.0, 30.0, 10.0, CONFIG.hu_max
+    scaled = projection_input(raw, CONFIG)
+    assert scaled.shape == (1, 4, 64, 64)
+    torch.testing.assert_close(scaled, torch.ones_like(scaled))
+
+
+def test_projected_training_and_one_inference_path(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Train 3 steps, then the same view from synthesize and from the evaluation's reconstruction path
+    (the stored inputs through CT2XGAN.view_content / render) agree."""
+    options = TrainOptions(
+        data=inputs["data"], xray=inputs["xray"], out=tmp_path / "run", steps=3, workers=0, progress=False,
+        checkpoint_every=2, log_every=1, image_every=3,
+    )  # fmt: skip
+    path = train(CONFIG, options)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("dx/total" in m and "g/xray_adv" in m for m in metrics)
+    assert all(np.isfinite(m["dx/real_score"]) for m in metrics)
+    model, card = load_model(path)
+    assert model.projection_encoder is not None and model.xray_discriminator is not None
+    assert not any(k.startswith("xray_discriminator.") for k in load_file(str(path)))
+    # synthesize draws the projections itself; at the stored pose it must see what training saw
+    dataset = CTViewDataset(inputs["data"], inputs["xray"], model.config)
+    entry = json.loads((inputs["data"] / "manifest.json").read_text(encoding="utf-8"))["volumes"][0]
+    ct = read_ct(entry["source"])
+    sample = dataset[0]
+    pose = sample["pose"].numpy()
+    width = matched_chain(_sid(pose))[1]
+    carm = CArm.from_pose(pose, (64, 64), (width / 64, width / 64))
+    carm = CArm(carm.primary, carm.secondary, carm.sdd, carm.sid, (64, 64), carm.pixel_spacing, _iso(ct))
+    code = model.style_encoder.xray_style(sample["xray"][None])[0]
+    (view,) = synthesize(model, ct, [carm], style_code=code)
+    with torch.no_grad():
+        content = model.view_content(*(sample[k][None] for k in ("volume", "pose")), _pam_mip(model, ct, carm),
+                                     sample["projections"][None])  # fmt: skip
+        stored = ((model.render(content, code[None]).clamp(-1, 1) + 1) / 2)[0, 0].numpy()
+    np.testing.assert_allclose(view.image, stored, atol=0.02)
+    carms = model_views(model.config, card, ct, [0.0])
+    with pytest.raises(CT2XError, match="64 x 64"):
+        synthesize(model, ct, [CArm(detector_shape=(32, 32))], style_code=code)
+    assert synthesize(model, ct, carms, style_code=code)[0].image.shape == (64, 64)
+
+
+def _pam_mip(model, ct, carm: CArm) -> torch.Tensor:  # noqa: ANN001
+    """The PAM's MIP exactly as synthesis reads it (from the model's grid)."""
+    from ct2x.data.dataset import mip_input
+    from ct2x.synthesize import mip_views, prepare_ct
+
+    prepared = prepare_ct(model, ct)
+    return mip_input(mip(prepared.grid, mip_views([carm], model.config), step=model.config.drr_step), model.config)[
+        :, None
+    ]
+
+
+def test_projected_preset_refuses_a_dataset_without_projections(inputs: dict[str, Path], tmp_path: Path) -> None:
+    settings = PrepareSettings(angles=(0.0,), detector_size=64, step=0.5, photons=0, grid_size=32)
+    prepare_dataset(inputs["root"] / "cts", tmp_path / "plain", settings, workers=1, progress=False)
+    with pytest.raises(CT2XError, match="--projections"):
+        CTViewDataset(tmp_path / "plain", inputs["xray"], CONFIG)
