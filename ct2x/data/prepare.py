@@ -11,9 +11,16 @@ For every CT found under the input folder (``*.nii``, ``*.nii.gz``, ``*.nrrd``, 
 
 and writes ``volumes/<name>-<hash>.safetensors`` (tensors ``ct`` int16 HU ``(D, D, D)`` in
 ``k, j, i`` order, ``ct_ijk_to_lps`` float64 ``(4, 4)``, ``drr`` and ``mip`` float32
-``(V, H, W)``, ``poses`` float32 ``(V, 25)``) plus ``manifest.json`` (sources, content
-hashes, geometry, physics, poses). Re-running skips every CT whose content hash is already
-in the manifest; a CT that fails is reported and skipped. Files are written atomically.
+``(V, H, W)``, ``poses`` float32 ``(V, 25)``; metadata ``source``, ``sha256`` and ``settings``,
+so each file describes itself) plus ``manifest.json`` (sources, content hashes, geometry,
+physics, poses). Re-running skips every CT whose content hash is already in the manifest with a
+complete file; a CT that fails is reported and skipped. Files are written atomically.
+
+One ``prepare`` at a time writes into a dataset folder: a second one waits for the first
+(:func:`ct2x.folder_lock.folder_lock`), then reads the manifest the first wrote. Each run starts
+by repairing the manifest from the folder: a damaged or missing volume file is dropped from it
+(and re-rendered when its CT is among the inputs), and a complete volume file of the same settings
+that the manifest misses (a run stopped between writing it and the manifest) is listed again.
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import hashlib
 import json
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ct2x.atomic import atomic_path
+from ct2x.atomic import WriteError, atomic_path, check_output_folder, remove_temporaries, write_safetensors
 from ct2x.errors import CT2XError
+from ct2x.folder_lock import folder_lock
 from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, views
 
 MANIFEST = "manifest.json"
@@ -140,7 +149,6 @@ def prepare_volume(
 ) -> str:
     """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process."""
     import torch
-    from safetensors.torch import save_file
 
     from ct2x.drr import mip, render_drr
     from ct2x.volume import preprocess, read_ct
@@ -169,9 +177,34 @@ def prepare_volume(
         "mip": projections.float().cpu().contiguous(),
         "poses": torch.from_numpy(np.stack([c.pose for c in carms]).astype(np.float32)),
     }
-    with atomic_path(out / "volumes" / name) as tmp:
-        save_file(tensors, str(tmp), metadata={"source": str(source), "sha256": digest})
+    metadata = {"source": str(source), "sha256": digest, "settings": json.dumps(asdict(settings), sort_keys=True)}
+    write_safetensors(out / "volumes" / name, tensors, metadata=metadata)
     return name
+
+
+def volume_file_problem(path: Path, settings: dict) -> str | None:
+    """Why the prepared volume file ``path`` is not complete for a dataset of ``settings`` (the
+    manifest's, as JSON); None when it is. Reads the header only: names, shapes, and that the file
+    is as long as its header says (so a truncated file is found)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as stored:
+            shapes = {name: tuple(stored.get_slice(name).get_shape()) for name in stored.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        return f"{type(error).__name__}: {error}"
+    grid, views, size = settings["grid_size"], len(settings["angles"]), settings["detector_size"]
+    expected = {"ct": (grid,) * 3, "ct_ijk_to_lps": (4, 4), "drr": (views, size, size), "mip": (views, size, size)}
+    expected["poses"] = (views, 25)
+    wrong = [f"{name} {shapes.get(name)}" for name, shape in expected.items() if shapes.get(name) != shape]
+    return f"unexpected tensors {', '.join(wrong)}" if wrong else None
+
+
+def _volume_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as stored:
+        return stored.metadata() or {}
 
 
 def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
@@ -194,8 +227,46 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    try:
+        with atomic_path(out / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    except WriteError as error:
+        raise CT2XError(
+            f"{error}; the previous manifest is kept: free space, then run ct2x prepare again "
+            "(it lists the CTs done from their files)"
+        ) from None
+
+
+def _repair_manifest(out: Path, manifest: dict) -> None:
+    """Make ``manifest`` (in place, and on disk when it changed) list exactly the complete volume
+    files of its settings in ``out/volumes``: drop (and delete) damaged or missing ones, and list
+    again the complete files it misses. Call it holding the folder's lock."""
+    folder = out / "volumes"
+    settings = json.loads(json.dumps(manifest["settings"]))  # as stored in the files' metadata
+    listed, kept = set(), []
+    for entry in manifest["volumes"]:
+        path = folder / entry["file"]
+        problem = "missing" if not path.is_file() else volume_file_problem(path, settings)
+        if problem is None:
+            kept.append(entry)
+            listed.add(entry["file"])
+            continue
+        warnings.warn(
+            f"the prepared volume {path} is damaged ({problem}): dropped from the manifest, "
+            f"prepared again when its CT {entry['source']} is under --ct",
+            stacklevel=3,
+        )
+        path.unlink(missing_ok=True)
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name in listed or volume_file_problem(path, settings) is not None:
+            continue
+        metadata = _volume_metadata(path)
+        stored = json.loads(metadata.get("settings", "null"))
+        if stored == settings and "sha256" in metadata and "source" in metadata:
+            kept.append({"file": path.name, "source": metadata["source"], "sha256": metadata["sha256"]})
+    if kept != manifest["volumes"]:
+        manifest["volumes"] = kept
+        _write_manifest(out, manifest)
 
 
 def prepare_dataset(
@@ -214,8 +285,6 @@ def prepare_dataset(
     (compiled CPU kernel), ``"torch"`` (CPU or GPU), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
     MIPs by ``"auto"``) or ``"auto"`` (the fastest available on ``device``).
     """
-    from tqdm import tqdm
-
     from ct2x.drr import deepdrr_backend
 
     if backend == "deepdrr" and not deepdrr_backend.available():
@@ -227,12 +296,30 @@ def prepare_dataset(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(out)
     sources = find_cts(ct_root)
-    try:
-        (out / "volumes").mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CT2XError(f"cannot create the dataset folder {out}: {error.strerror}; choose another --out") from None
+    check_output_folder(out)
+    (out / "volumes").mkdir(exist_ok=True)
+    with folder_lock(out, "ct2x prepare", wait=True):
+        remove_temporaries(out, MANIFEST)
+        remove_temporaries(out / "volumes", "*.safetensors")
+        return _prepare_into(sources, ct_root, out, settings, workers, device, progress, backend)
+
+
+def _prepare_into(
+    sources: list[Path],
+    ct_root: str | Path,
+    out: Path,
+    settings: PrepareSettings,
+    workers: int,
+    device: str,
+    progress: bool,
+    backend: str,
+) -> PrepareReport:
+    """:func:`prepare_dataset`'s work, with the dataset folder locked."""
+    from tqdm import tqdm
+
     manifest = _read_manifest(out, settings)
-    known = {entry["sha256"] for entry in manifest["volumes"] if (out / "volumes" / entry["file"]).is_file()}
+    _repair_manifest(out, manifest)
+    known = {entry["sha256"] for entry in manifest["volumes"]}
     report = PrepareReport()
     todo: list[tuple[Path, str]] = []
     for source in sources:
@@ -252,20 +339,24 @@ def prepare_dataset(
                 pool.submit(prepare_volume, source, digest, settings, out, device, backend): (source, digest)
                 for source, digest in todo
             }
-            for job in as_completed(jobs):
-                source, digest = jobs[job]
-                try:
-                    name = job.result()
-                except Exception as error:  # a bad CT is reported and skipped, never stops the run
-                    message = str(error) if isinstance(error, CT2XError) else f"{type(error).__name__}: {error}"
-                    report.failed.append((str(source), message))
-                    bar.write(f"ct2x: skipped {source}: {message}")
-                else:
-                    manifest["volumes"] = [e for e in manifest["volumes"] if e["sha256"] != digest]
-                    manifest["volumes"].append({"file": name, "source": str(source), "sha256": digest})
-                    _write_manifest(out, manifest)
-                    report.done.append(str(source))
-                bar.update()
+            try:
+                for job in as_completed(jobs):
+                    source, digest = jobs[job]
+                    try:
+                        name = job.result()
+                    except Exception as error:  # a bad CT is reported and skipped, never stops the run
+                        message = str(error) if isinstance(error, CT2XError) else f"{type(error).__name__}: {error}"
+                        report.failed.append((str(source), message))
+                        bar.write(f"ct2x: skipped {source}: {message}")
+                    else:
+                        manifest["volumes"] = [e for e in manifest["volumes"] if e["sha256"] != digest]
+                        manifest["volumes"].append({"file": name, "source": str(source), "sha256": digest})
+                        _write_manifest(out, manifest)
+                        report.done.append(str(source))
+                    bar.update()
+            except BaseException:  # e.g. the manifest cannot be written: no CT is started after it
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         bar.close()
         if env_threads is None:
