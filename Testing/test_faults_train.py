@@ -171,7 +171,9 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_last_good_one(
     run = tmp_path / "run"
     _fail_when_writing(monkeypatch, "step-00000002")
     assert main(_argv(inputs, run, 3, "--checkpoint-every", "1", "--image-every", "100")) == 1
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ct2x:")]  # besides the bar
+    err = capsys.readouterr().err
+    lines = [line for line in err.split("\n") if "ct2x:" in line]
+    assert "\nct2x: error:" in err  # on a line of its own, after the progress bar
     assert len(lines) == 1 and lines[0].startswith("ct2x: error: cannot write"), lines
     assert "No space left on device" in lines[0] and "last good checkpoint, step 1, is kept" in lines[0]
     assert "--resume" in lines[0]

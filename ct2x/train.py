@@ -308,6 +308,7 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
         except WriteError as error:
             last = latest_step(run)
             kept = f"the last good checkpoint, step {last}, is kept" if last else "no checkpoint was written before"
+            bar.close()  # the error goes on a line of its own
             raise CT2XError(f"{error}; {kept}: free space, then continue with --resume") from None
         print(f"CT2X-CHECKPOINT step={step} path={path}", flush=True)
         return path
