@@ -243,27 +243,29 @@ def _repair_manifest(out: Path, manifest: dict) -> None:
     again the complete files it misses. Call it holding the folder's lock."""
     folder = out / "volumes"
     settings = json.loads(json.dumps(manifest["settings"]))  # as stored in the files' metadata
-    listed, kept = set(), []
+    kept = []
     for entry in manifest["volumes"]:
         path = folder / entry["file"]
-        problem = "missing" if not path.is_file() else volume_file_problem(path, settings)
+        problem = "is missing" if not path.is_file() else volume_file_problem(path, settings)
         if problem is None:
             kept.append(entry)
-            listed.add(entry["file"])
             continue
+        state = problem if not path.is_file() else f"is damaged ({problem})"
         warnings.warn(
-            f"the prepared volume {path} is damaged ({problem}): dropped from the manifest, "
+            f"the prepared volume {path} {state}: dropped from the manifest, "
             f"prepared again when its CT {entry['source']} is under --ct",
             stacklevel=3,
         )
         path.unlink(missing_ok=True)
+    files, hashes = {e["file"] for e in kept}, {e["sha256"] for e in kept}
     for path in sorted(folder.glob("*.safetensors")):
-        if path.name in listed or volume_file_problem(path, settings) is not None:
+        if path.name in files or volume_file_problem(path, settings) is not None:
             continue
         metadata = _volume_metadata(path)
-        stored = json.loads(metadata.get("settings", "null"))
-        if stored == settings and "sha256" in metadata and "source" in metadata:
+        same = json.loads(metadata.get("settings", "null")) == settings and "source" in metadata
+        if same and metadata.get("sha256") and metadata["sha256"] not in hashes:  # one file per CT content
             kept.append({"file": path.name, "source": metadata["source"], "sha256": metadata["sha256"]})
+            hashes.add(metadata["sha256"])
     if kept != manifest["volumes"]:
         manifest["volumes"] = kept
         _write_manifest(out, manifest)
@@ -324,10 +326,11 @@ def _prepare_into(
     todo: list[tuple[Path, str]] = []
     for source in sources:
         digest = content_hash(source)
-        if digest in known:
+        if digest in known:  # done, or the same CT content found twice
             report.skipped.append(str(source))
         else:
             todo.append((source, digest))
+            known.add(digest)
     workers = max(1, min(workers, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(todo), desc="prepare", unit="CT", disable=not progress)
