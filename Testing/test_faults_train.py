@@ -142,11 +142,12 @@ def test_resume_with_no_complete_checkpoint_is_one_error(two_checkpoints: Path, 
 def test_pruning_goes_by_step_number_and_never_removes_the_newest(tmp_path: Path) -> None:
     tensors = {"rng.torch": torch.zeros(4, dtype=torch.uint8)}
     info = {"config": {}, "manifest_hash": "x", "optimizers": {}}
-    for step in (2, 4, 99_999_999, 100_000_000):  # 9 digits sort before 8 by name
+    for step in (20_000_000, 30_000_000, 40_000_000, 100_000_000):  # by name, step-100000000 sorts first
         save_checkpoint(tmp_path, step, tensors, info, keep=3)
-    assert checkpoint_steps(tmp_path) == [4, 99_999_999, 100_000_000]
+    assert checkpoint_steps(tmp_path) == [30_000_000, 40_000_000, 100_000_000]
+    assert load_latest(tmp_path)[0]["step"] == 100_000_000
     save_checkpoint(tmp_path, 3, tensors, info, keep=3)  # a run resumed from an older checkpoint
-    assert checkpoint_steps(tmp_path) == [3, 4, 99_999_999, 100_000_000]
+    assert checkpoint_steps(tmp_path) == [3, 30_000_000, 40_000_000, 100_000_000]
     assert load_latest(tmp_path)[0]["step"] == 3
 
 
