@@ -208,7 +208,7 @@ def test_torchrun_two_processes_on_the_cpu(inputs: dict[str, Path], tmp_path: Pa
         ({"xray": "empty"}, "no readable radiograph"),
         ({"config_text": "preset: small\nlr_g: 0.1\n"}, "unknown config key 'lr_g'"),
         ({"config_text": "preset: small\nbatch_size: many\n"}, "batch_size"),
-        ({"out": "file"}, "cannot write the run folder"),
+        ({"out": "file"}, "is a file, not a folder"),
     ],
 )
 def test_bad_input_is_a_one_line_error(inputs: dict[str, Path], tmp_path: Path, capsys, edit, message) -> None:

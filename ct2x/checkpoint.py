@@ -4,7 +4,9 @@ Nothing here unpickles: every tensor lives in a ``.safetensors`` file and every 
 (config, step, optimiser hyper-parameters, dataset hash) in a JSON file beside it. Every file
 is written atomically (temporary file, then rename), and a run's ``latest.json`` is replaced
 only after the checkpoint it names is complete, so a crash at any moment leaves the previous
-checkpoint as the latest one.
+checkpoint as the latest one. Old checkpoints are pruned by their step number, never the newest;
+:func:`load_latest` falls back to the newest complete checkpoint when the one ``latest.json``
+names is damaged or missing (or ``latest.json`` itself is), with one warning.
 
 Layout of a run folder::
 
@@ -23,13 +25,15 @@ style grid); they are numbers the model computed, not images.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ct2x.atomic import atomic_path
+from ct2x.atomic import atomic_path, remove_temporaries, write_safetensors
 from ct2x.errors import CT2XError
 
 CHECKPOINT_FORMAT = "ct2x-checkpoint"
@@ -37,16 +41,14 @@ MODEL_FORMAT = "ct2x-model"
 FORMAT_VERSION = 1
 LATEST = "latest.json"
 STYLE_CODE_PREFIX = "style_code."
+CHECKPOINTS = "checkpoints"
+MODEL = "model.safetensors"
+_CHECKPOINT_NAME = re.compile(r"step-(\d+)\.(json|safetensors)")
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-
-
-def _write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def optimizer_to_files(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -72,46 +74,118 @@ def optimizer_from_files(prefix: str, optimizer: torch.optim.Optimizer, tensors:
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def checkpoint_steps(run: Path) -> list[int]:
+    """The step numbers of the checkpoint files in ``run`` (either file of a pair), ascending."""
+    folder = run / CHECKPOINTS
+    names = (_CHECKPOINT_NAME.fullmatch(p.name) for p in folder.iterdir()) if folder.is_dir() else ()
+    return sorted({int(match.group(1)) for match in names if match})
+
+
+def run_contents(run: Path) -> list[str]:
+    """What of a training run ``run`` holds (``latest.json``, checkpoints, the model); empty for a new run."""
+    steps = checkpoint_steps(run)
+    found = [LATEST] if (run / LATEST).exists() else []
+    found += [f"{len(steps)} checkpoints (steps {steps[0]}-{steps[-1]})"] if steps else []
+    return found + [name for name in (MODEL, "model.json") if (run / name).exists()]
+
+
+def remove_stale_temporaries(run: Path) -> list[Path]:
+    """Remove the temporary files a killed run left (see :func:`ct2x.atomic.remove_temporaries`).
+    Only the process that holds the run's lock may call this."""
+    removed = [p for target in (LATEST, MODEL, "model.json") for p in remove_temporaries(run, target)]
+    if (run / CHECKPOINTS).is_dir():
+        removed += [p for t in ("step-*.json", "step-*.safetensors") for p in remove_temporaries(run / CHECKPOINTS, t)]
+    return removed
+
+
+def latest_step(run: Path) -> int | None:
+    """The step ``latest.json`` of ``run`` names, or None (no readable ``latest.json``)."""
+    try:
+        return int(json.loads((run / LATEST).read_text(encoding="utf-8"))["step"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def save_checkpoint(
     run: Path, step: int, tensors: dict[str, torch.Tensor], info: dict[str, Any], keep: int = 3
 ) -> Path:
     """Write checkpoint ``step`` (tensors + JSON ``info``), then point ``latest.json`` at it.
 
-    Older checkpoints beyond the ``keep`` most recent are deleted afterwards.
-    Returns the JSON file of the checkpoint.
+    Afterwards only the ``keep`` checkpoints of the highest step numbers and this one are kept.
+    Returns the JSON file of the checkpoint. A failed write raises :class:`ct2x.atomic.WriteError`
+    with ``latest.json`` still naming the previous checkpoint.
     """
-    folder = run / "checkpoints"
+    folder = run / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
-    _write_tensors(folder / f"{name}.safetensors", tensors)
+    write_safetensors(folder / f"{name}.safetensors", tensors)
     payload = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "step": step, "weights": f"{name}.safetensors"}
     _write_json(folder / f"{name}.json", {**payload, **info})
-    _write_json(run / LATEST, {"checkpoint": f"checkpoints/{name}.json", "step": step})
-    for old in sorted(folder.glob("step-*.json"))[:-keep]:
-        old.with_suffix(".safetensors").unlink(missing_ok=True)
-        old.unlink(missing_ok=True)
+    _write_json(run / LATEST, {"checkpoint": f"{CHECKPOINTS}/{name}.json", "step": step})
+    for old in checkpoint_steps(run)[:-keep]:
+        if old != step:
+            for suffix in (".safetensors", ".json"):
+                (folder / f"step-{old:08d}{suffix}").unlink(missing_ok=True)
     return folder / f"{name}.json"
 
 
-def load_latest(run: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The JSON info and tensors of the run's latest checkpoint, or a CT2XError saying why not."""
-    latest = run / LATEST
-    if not latest.is_file():
-        raise CT2XError(f"nothing to resume in {run}: it has no {LATEST} (start without --resume)")
+def _read_checkpoint(info_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A complete checkpoint's JSON info and tensors, or a CT2XError saying what is wrong with it."""
     try:
-        pointer = json.loads(latest.read_text(encoding="utf-8"))
-        info_path = run / pointer["checkpoint"]
         info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, KeyError, json.JSONDecodeError) as error:
-        raise CT2XError(f"the checkpoint named by {latest} cannot be read ({error})") from None
-    if info.get("format") != CHECKPOINT_FORMAT or info.get("version") != FORMAT_VERSION:
+    except (OSError, json.JSONDecodeError) as error:
+        raise CT2XError(f"the checkpoint {info_path} cannot be read ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT or info.get("version") != FORMAT_VERSION:
         raise CT2XError(f"{info_path} is not a CT2X checkpoint of format version {FORMAT_VERSION}")
-    return info, load_file(str(info_path.parent / info["weights"]))
+    missing = [k for k in ("step", "weights", "config", "manifest_hash", "optimizers") if k not in info]
+    if missing:
+        raise CT2XError(f"the checkpoint {info_path} lacks {', '.join(missing)}")
+    weights = info_path.parent / str(info["weights"])
+    try:
+        tensors = load_file(str(weights))
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        raise CT2XError(f"the checkpoint weights {weights} cannot be read ({error})") from None
+    if "rng.torch" not in tensors:
+        raise CT2XError(f"the checkpoint weights {weights} are incomplete (no rng.torch)")
+    return info, tensors
+
+
+def load_latest(run: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON info and tensors of the run's latest checkpoint, or a CT2XError saying why not.
+
+    When the checkpoint ``latest.json`` names (or ``latest.json`` itself) is damaged or missing,
+    this falls back to the complete checkpoint of the highest step, with one warning."""
+    latest = run / LATEST
+    named: Path | None = None
+    if not latest.is_file():
+        problem = f"{run} has no {LATEST}"
+    else:
+        try:
+            named = run / json.loads(latest.read_text(encoding="utf-8"))["checkpoint"]
+            return _read_checkpoint(named)
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+            problem = f"{latest} cannot be read ({error})"
+        except CT2XError as error:
+            problem = str(error)
+    folder = run / CHECKPOINTS
+    for step in reversed(checkpoint_steps(run)):
+        candidate = folder / f"step-{step:08d}.json"
+        if candidate == named or not candidate.is_file():
+            continue
+        try:
+            saved = _read_checkpoint(candidate)
+        except CT2XError:
+            continue
+        warnings.warn(f"{problem}: resuming from {candidate} (step {step}), the newest complete one", stacklevel=2)
+        return saved
+    if named is None and not checkpoint_steps(run):
+        raise CT2XError(f"nothing to resume in {run}: it has no {LATEST} (start without --resume)")
+    raise CT2XError(f"nothing to resume in {run}: {problem}, and no other checkpoint in {folder} is complete")
 
 
 def save_model(path: Path, weights: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
     """Write a trained model: ``path`` (.safetensors) and its card ``path.with_suffix('.json')``."""
-    _write_tensors(path, weights, metadata={"format": MODEL_FORMAT})
+    write_safetensors(path, weights, metadata={"format": MODEL_FORMAT})
     _write_json(path.with_suffix(".json"), {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **card})
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ct2x import __version__
+from ct2x.atomic import check_output_folder
 from ct2x.errors import CT2XError
 from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM
 
@@ -423,6 +424,11 @@ def _run_prepare(args: argparse.Namespace) -> None:
     )
     for source, message in report.failed:
         print(f"  failed: {source}: {message}", file=sys.stderr)
+    if report.failed:
+        raise CT2XError(
+            f"{len(report.failed)} of {len(report.failed) + len(report.done) + len(report.skipped)} CTs could not be "
+            f"prepared (listed above; {args.out} holds the others): fix or remove them, then run ct2x prepare again"
+        )
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -463,10 +469,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - {"png", "nrrd", "dcm"}:
         raise CT2XError(f"--format takes png, nrrd and/or dcm separated by commas, got {args.format!r}")
-    if args.out.exists() and not args.overwrite:
-        raise CT2XError(
-            f"the output folder {args.out} exists: add --overwrite to write into it, or choose another --out"
-        )
+    check_output_folder(args.out, args.overwrite, create=False)
     geometry = _synthesis_geometry(args)
     model, card = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ct = read_ct(args.ct, series_uid=args.series)
@@ -519,7 +522,7 @@ def _synthesize_to_folder(
     strip = model_views(model.config, card, ct, **strip_geometry)
     results = synthesize(model, ct, requested + strip, **style)
     results, strip = results[: len(requested)], results[len(requested) :]
-    _make_output_folder(out)
+    check_output_folder(out)
     for index, view in enumerate(results):
         stem = out / view_stem(view.carm, index)
         if "nrrd" in formats:
@@ -557,8 +560,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     for option, value in (("--drr-step", args.drr_step), ("--scale-step", args.scale_step)):
         if not value > 0:
             raise CT2XError(f"{option} must be a positive number of voxels, got {value:g}")
-    if args.out.exists() and not args.overwrite:
-        raise CT2XError(f"the report folder {args.out} exists: add --overwrite, or choose another --out")
+    check_output_folder(args.out, args.overwrite, create=False)
     settings = EvaluationSettings(
         styles=args.styles,
         lpips_weights=args.lpips_weights,
@@ -576,8 +578,7 @@ def _run_study_make(args: argparse.Namespace) -> None:
 
     if args.per_method < 1:
         raise CT2XError(f"--per-method must be at least 1, got {args.per_method}")
-    if args.out.exists() and not args.overwrite:
-        raise CT2XError(f"the study folder {args.out} exists: add --overwrite, or choose another --out")
+    check_output_folder(args.out, args.overwrite, create=False)
     page = make_study(args.report, args.out, args.per_method, args.seed)
     print(f"wrote {page} (send it to the raters) and {page.with_name('key.json')} (keep it: it names the methods)")
 
@@ -608,6 +609,7 @@ def _run_demo(args: argparse.Namespace) -> None:
     from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
+    check_output_folder(args.out, create=False)
     model_path = bundled_model()
     codes = load_style_codes(model_path)
     if not codes:
@@ -655,7 +657,7 @@ def _run_drr(args: argparse.Namespace) -> None:
     }
     carms = views(args.angles, args.secondary, **chain)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _make_output_folder(args.out)
+    check_output_folder(args.out)
     images, labels = [], []
     for index, carm in enumerate(tqdm(carms, desc="DRR views", unit="view")):
         image = (
@@ -679,22 +681,6 @@ def _run_drr(args: argparse.Namespace) -> None:
         labels.append(view_label(carm))
     write_contact_sheet(args.out / "contact_sheet.png", images, labels)
     print(f"wrote {len(carms)} views to {args.out}/ (NRRD + PNG per view, contact_sheet.png)")
-
-
-def _make_output_folder(folder: Path) -> None:
-    """Create ``folder`` (and parents), or say why it cannot be used for output."""
-    if folder.exists() and not folder.is_dir():
-        raise CT2XError(f"output {folder} exists and is not a folder: choose another --out")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CT2XError(f"cannot create the output folder {folder}: {error.strerror}; choose another --out") from None
-    probe = folder / ".ct2x-write-test"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError:
-        raise CT2XError(f"the output folder {folder} is not writable: choose another --out") from None
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings API)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ct2x.atomic import atomic_path
+from ct2x.atomic import atomic_path, check_output_folder
 from ct2x.checkpoint import load_model
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
@@ -181,7 +181,7 @@ def evaluate_models(
             )
             lap("DRR reconstruction")
         bar.update()
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
     index = _write_images(out, methods, real)
     _write_figures(model, card, cts, methods[first], drrs, views[0], out, settings, references)
     lap("images and figures")

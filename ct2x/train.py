@@ -52,11 +52,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ct2x import __version__
+from ct2x.atomic import WriteError, check_output_folder
 from ct2x.checkpoint import (
     STYLE_CODE_PREFIX,
+    latest_step,
     load_latest,
     optimizer_from_files,
     optimizer_to_files,
+    remove_stale_temporaries,
+    run_contents,
     save_checkpoint,
     save_model,
 )
@@ -64,6 +68,7 @@ from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset, StepSampler, xray_input
 from ct2x.data.radiographs import evenly_spread, read_radiographs
 from ct2x.errors import CT2XError
+from ct2x.folder_lock import folder_lock
 from ct2x.losses import CT2XLoss
 from ct2x.models import CT2XGAN, is_discriminator_key
 from ct2x.models.ct2xgan import DISCRIMINATORS
@@ -146,18 +151,6 @@ def _config_differences(saved: dict[str, Any], config: CT2XConfig) -> list[str]:
     ]
 
 
-def _check_output(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".ct2x-write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise CT2XError(
-            f"cannot write the run folder {folder}: {error.strerror or error}; choose another --out"
-        ) from None
-
-
 def stop_signals() -> tuple[int, ...]:
     """The signals that ask a run to stop with a checkpoint, those this platform has: SIGINT
     (Ctrl-C; Stop in CT2XTraining on Linux and macOS), SIGTERM (``kill``, schedulers; the
@@ -213,7 +206,26 @@ def _image_grid(model: nn.Module, preview: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def train(config: CT2XConfig, options: TrainOptions) -> Path:
-    """Train (or resume) a run; returns the path of the trained model's ``.safetensors``."""
+    """Train (or resume) a run; returns the path of the trained model's ``.safetensors``.
+
+    The run folder is locked for the run (another training process on it is refused), the
+    temporary files a killed run left in it are removed, and a folder that holds a run (a
+    checkpoint, ``latest.json`` or a model) is only continued with ``resume``, never overwritten."""
+    if _distributed()[0] != 0:  # under torchrun, rank 0 owns the run folder
+        return _train(config, options)
+    check_output_folder(options.out)
+    with folder_lock(options.out, "ct2x train", wait=False):
+        remove_stale_temporaries(options.out)
+        found = run_contents(options.out)
+        if found and not options.resume:
+            raise CT2XError(
+                f"{options.out} already holds a training run ({', '.join(found)}): add --resume to continue it, "
+                "or choose another --out"
+            )
+        return _train(config, options)
+
+
+def _train(config: CT2XConfig, options: TrainOptions) -> Path:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -223,8 +235,6 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main_process = rank == 0
     run = options.out
-    if main_process:
-        _check_output(run)
     dataset = CTViewDataset(options.data, options.xray, config, seed=options.seed)
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
     total = options.steps if options.steps is not None else config.epochs * steps_per_epoch
@@ -244,8 +254,6 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
             raise CT2XError(f"cannot resume {run}: it was trained on another dataset than {options.data}")
         if int(saved[0]["step"]) >= total:
             raise CT2XError(f"{run} already trained {saved[0]['step']} steps (>= --steps {total}): raise --steps")
-    elif main_process and (run / "latest.json").exists():
-        raise CT2XError(f"{run} already holds a training run: add --resume to continue it, or choose another --out")
     if options.init is not None and options.resume:
         raise CT2XError("--init starts a new run from a model; --resume continues a run: give one of them")
 
@@ -311,7 +319,13 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     def checkpoint() -> Path:
         optimizers = {"g": opt_g, "d": opt_d, **({"x": opt_x} if opt_x is not None else {})}
         info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, optimizers, step, losses)
-        path = save_checkpoint(run, step, tensors, info)
+        try:
+            path = save_checkpoint(run, step, tensors, info)
+        except WriteError as error:
+            last = latest_step(run)
+            kept = f"the last good checkpoint, step {last}, is kept" if last else "no checkpoint was written before"
+            bar.close()  # the error goes on a line of its own
+            raise CT2XError(f"{error}; {kept}: free space, then continue with --resume") from None
         print(f"CT2X-CHECKPOINT step={step} path={path}", flush=True)
         return path
 

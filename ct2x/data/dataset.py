@@ -37,7 +37,7 @@ from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
 from ct2x.config import CT2XConfig
-from ct2x.data.prepare import FORMAT, MANIFEST
+from ct2x.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST, volume_file_problem
 from ct2x.data.radiographs import find_radiographs, read_radiograph
 from ct2x.errors import CT2XError
 from ct2x.geometry import pose_field_of_view_mm
@@ -55,7 +55,13 @@ def load_manifest(folder: str | Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise CT2XError(f"cannot read {path}: {error}; run ct2x prepare again") from None
-    if manifest.get("format") != FORMAT or not manifest.get("volumes"):
+    found = (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else (None, None)
+    if found != (FORMAT, FORMAT_VERSION):
+        raise CT2XError(
+            f"{path} is a manifest of format {found[0]!r} version {found[1]!r}; this ct2x reads {FORMAT!r} "
+            f"version {FORMAT_VERSION}: prepare the CTs again with this ct2x (ct2x prepare --ct CT_DIR --out NEW_DIR)"
+        )
+    if not manifest.get("volumes"):
         raise CT2XError(f"{path} lists no prepared CT: run ct2x prepare --ct CT_DIR --out {folder}")
     return manifest
 
@@ -134,6 +140,13 @@ class CTViewDataset(Dataset):
         missing = [f.name for f in self.files if not f.is_file()]
         if missing:
             raise CT2XError(f"the dataset {self.folder} lacks {', '.join(missing)}: run ct2x prepare again on it")
+        for file in self.files:
+            problem = volume_file_problem(file, self.manifest["settings"])
+            if problem:
+                raise CT2XError(
+                    f"the prepared volume {file} is damaged ({problem}): run ct2x prepare again on {self.folder} "
+                    "(with the same --ct and options) to render it again"
+                )
         if config.projection_inputs and not self.manifest["settings"].get("projections"):
             raise CT2XError(
                 f"the dataset {self.folder} has no projection images, which this config's generator reads "

@@ -15,14 +15,21 @@ For every CT found under the input folder (``*.nii``, ``*.nii.gz``, ``*.nrrd``, 
 and writes ``volumes/<name>-<hash>.safetensors`` (tensors ``ct`` int16 HU ``(D, D, D)`` in
 ``k, j, i`` order, ``ct_ijk_to_lps`` float64 ``(4, 4)``, ``drr`` and ``mip`` float32
 ``(V, H, W)``, ``poses`` float32 ``(V, 25)``, with ``projections`` also ``projections``
-float16 ``(V, 4, H, W)``)
-plus ``manifest.json`` (sources, content hashes, geometry, physics, poses).
+float16 ``(V, 4, H, W)``; metadata ``source``, ``sha256`` and ``settings``, so each file
+describes itself) plus ``manifest.json`` (sources, content hashes, geometry, physics, poses).
+Re-running skips every CT whose content hash is already in the manifest with a complete file; a
+CT that fails is reported and skipped. Files are written atomically.
 
 Views: the grid of ``angles`` x ``secondary`` at one SID/SDD, or, with ``random_views = N``, N
 views per CT drawn from continuous ranges (primary, secondary angle, SID; the SDD and detector
 follow the SID, ``ct2x.geometry.matched_chain``), seeded by the CT's content hash so a re-run
-draws the same views. Re-running skips every CT whose content hash is already
-in the manifest; a CT that fails is reported and skipped. Files are written atomically.
+draws the same views.
+
+One ``prepare`` at a time writes into a dataset folder: a second one waits for the first
+(:func:`ct2x.folder_lock.folder_lock`), then reads the manifest the first wrote. Each run starts
+by repairing the manifest from the folder: a damaged or missing volume file is dropped from it
+(and re-rendered when its CT is among the inputs), and a complete volume file of the same settings
+that the manifest misses (a run stopped between writing it and the manifest) is listed again.
 """
 
 from __future__ import annotations
@@ -31,14 +38,16 @@ import hashlib
 import json
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ct2x.atomic import atomic_path
+from ct2x.atomic import WriteError, atomic_path, check_output_folder, remove_temporaries, write_safetensors
 from ct2x.errors import CT2XError
+from ct2x.folder_lock import folder_lock
 from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, matched_chain, views
 
 MANIFEST = "manifest.json"
@@ -173,7 +182,6 @@ def prepare_volume(
 ) -> str:
     """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process."""
     import torch
-    from safetensors.torch import save_file
 
     from ct2x.drr import area_densities, drr_from_area, mip, render_drr
     from ct2x.volume import preprocess, read_ct
@@ -200,9 +208,37 @@ def prepare_volume(
         "mip": mip(grid, carms, step=settings.step, device=device, backend=marcher).float().cpu().contiguous(),
         "poses": torch.from_numpy(np.stack([c.pose for c in carms]).astype(np.float32)),
     }
-    with atomic_path(out / "volumes" / name) as tmp:
-        save_file(tensors, str(tmp), metadata={"source": str(source), "sha256": digest})
+    metadata = {"source": str(source), "sha256": digest, "settings": json.dumps(asdict(settings), sort_keys=True)}
+    write_safetensors(out / "volumes" / name, tensors, metadata=metadata)
     return name
+
+
+def volume_file_problem(path: Path, settings: dict) -> str | None:
+    """Why the prepared volume file ``path`` is not complete for a dataset of ``settings`` (the
+    manifest's, as JSON); None when it is. Reads the header only: names, shapes, and that the file
+    is as long as its header says (so a truncated file is found)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as stored:
+            shapes = {name: tuple(stored.get_slice(name).get_shape()) for name in stored.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        return f"{type(error).__name__}: {error}"
+    grid, size = settings["grid_size"], settings["detector_size"]
+    views = settings.get("random_views", 0) or len(settings["angles"])
+    expected = {"ct": (grid,) * 3, "ct_ijk_to_lps": (4, 4), "drr": (views, size, size), "mip": (views, size, size)}
+    expected["poses"] = (views, 25)
+    if settings.get("projections"):
+        expected["projections"] = (views, len(PROJECTION_CHANNELS), size, size)
+    wrong = [f"{name} {shapes.get(name)}" for name, shape in expected.items() if shapes.get(name) != shape]
+    return f"unexpected tensors {', '.join(wrong)}" if wrong else None
+
+
+def _volume_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as stored:
+        return stored.metadata() or {}
 
 
 def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
@@ -226,8 +262,48 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    try:
+        with atomic_path(out / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    except WriteError as error:
+        raise CT2XError(
+            f"{error}; the previous manifest is kept: free space, then run ct2x prepare again "
+            "(it lists the CTs done from their files)"
+        ) from None
+
+
+def _repair_manifest(out: Path, manifest: dict) -> None:
+    """Make ``manifest`` (in place, and on disk when it changed) list exactly the complete volume
+    files of its settings in ``out/volumes``: drop (and delete) damaged or missing ones, and list
+    again the complete files it misses. Call it holding the folder's lock."""
+    folder = out / "volumes"
+    settings = json.loads(json.dumps(manifest["settings"]))  # as stored in the files' metadata
+    kept = []
+    for entry in manifest["volumes"]:
+        path = folder / entry["file"]
+        problem = "is missing" if not path.is_file() else volume_file_problem(path, settings)
+        if problem is None:
+            kept.append(entry)
+            continue
+        state = problem if not path.is_file() else f"is damaged ({problem})"
+        warnings.warn(
+            f"the prepared volume {path} {state}: dropped from the manifest, "
+            f"prepared again when its CT {entry['source']} is under --ct",
+            stacklevel=3,
+        )
+        path.unlink(missing_ok=True)
+    files, hashes = {e["file"] for e in kept}, {e["sha256"] for e in kept}
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name in files or volume_file_problem(path, settings) is not None:
+            continue
+        metadata = _volume_metadata(path)
+        same = json.loads(metadata.get("settings", "null")) == settings and "source" in metadata
+        if same and metadata.get("sha256") and metadata["sha256"] not in hashes:  # one file per CT content
+            kept.append({"file": path.name, "source": metadata["source"], "sha256": metadata["sha256"]})
+            hashes.add(metadata["sha256"])
+    if kept != manifest["volumes"]:
+        manifest["volumes"] = kept
+        _write_manifest(out, manifest)
 
 
 def prepare_dataset(
@@ -246,8 +322,6 @@ def prepare_dataset(
     (compiled CPU kernel), ``"torch"`` (CPU or GPU), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
     MIPs by ``"auto"``) or ``"auto"`` (the fastest available on ``device``).
     """
-    from tqdm import tqdm
-
     from ct2x.drr import deepdrr_backend
 
     if backend == "deepdrr" and not deepdrr_backend.available():
@@ -259,20 +333,39 @@ def prepare_dataset(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(out)
     sources = find_cts(ct_root)
-    try:
-        (out / "volumes").mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CT2XError(f"cannot create the dataset folder {out}: {error.strerror}; choose another --out") from None
+    check_output_folder(out)
+    (out / "volumes").mkdir(exist_ok=True)
+    with folder_lock(out, "ct2x prepare", wait=True):
+        remove_temporaries(out, MANIFEST)
+        remove_temporaries(out / "volumes", "*.safetensors")
+        return _prepare_into(sources, ct_root, out, settings, workers, device, progress, backend)
+
+
+def _prepare_into(
+    sources: list[Path],
+    ct_root: str | Path,
+    out: Path,
+    settings: PrepareSettings,
+    workers: int,
+    device: str,
+    progress: bool,
+    backend: str,
+) -> PrepareReport:
+    """:func:`prepare_dataset`'s work, with the dataset folder locked."""
+    from tqdm import tqdm
+
     manifest = _read_manifest(out, settings)
-    known = {entry["sha256"] for entry in manifest["volumes"] if (out / "volumes" / entry["file"]).is_file()}
+    _repair_manifest(out, manifest)
+    known = {entry["sha256"] for entry in manifest["volumes"]}
     report = PrepareReport()
     todo: list[tuple[Path, str]] = []
     for source in sources:
         digest = content_hash(source)
-        if digest in known:
+        if digest in known:  # done, or the same CT content found twice
             report.skipped.append(str(source))
         else:
             todo.append((source, digest))
+            known.add(digest)
     workers = max(1, min(workers, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(todo), desc="prepare", unit="CT", disable=not progress)
@@ -284,20 +377,24 @@ def prepare_dataset(
                 pool.submit(prepare_volume, source, digest, settings, out, device, backend): (source, digest)
                 for source, digest in todo
             }
-            for job in as_completed(jobs):
-                source, digest = jobs[job]
-                try:
-                    name = job.result()
-                except Exception as error:  # a bad CT is reported and skipped, never stops the run
-                    message = str(error) if isinstance(error, CT2XError) else f"{type(error).__name__}: {error}"
-                    report.failed.append((str(source), message))
-                    bar.write(f"ct2x: skipped {source}: {message}")
-                else:
-                    manifest["volumes"] = [e for e in manifest["volumes"] if e["sha256"] != digest]
-                    manifest["volumes"].append({"file": name, "source": str(source), "sha256": digest})
-                    _write_manifest(out, manifest)
-                    report.done.append(str(source))
-                bar.update()
+            try:
+                for job in as_completed(jobs):
+                    source, digest = jobs[job]
+                    try:
+                        name = job.result()
+                    except Exception as error:  # a bad CT is reported and skipped, never stops the run
+                        message = str(error) if isinstance(error, CT2XError) else f"{type(error).__name__}: {error}"
+                        report.failed.append((str(source), message))
+                        bar.write(f"ct2x: skipped {source}: {message}")
+                    else:
+                        manifest["volumes"] = [e for e in manifest["volumes"] if e["sha256"] != digest]
+                        manifest["volumes"].append({"file": name, "source": str(source), "sha256": digest})
+                        _write_manifest(out, manifest)
+                        report.done.append(str(source))
+                    bar.update()
+            except BaseException:  # e.g. the manifest cannot be written: no CT is started after it
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         bar.close()
         if env_threads is None:
