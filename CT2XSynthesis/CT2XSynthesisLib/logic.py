@@ -309,13 +309,9 @@ def resolve_device(choice: str) -> str:
     CUDA GPU, else ``cpu``; ``cuda`` without one is refused."""
     if choice not in DEVICES:
         raise CT2XError(f"the device must be one of {', '.join(DEVICES)}, got {choice!r}")
-    import torch
+    from ct2x.device import torch_device
 
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise CT2XError("the device cuda was chosen, but torch sees no CUDA GPU: choose auto or cpu")
-    return choice
+    return str(torch_device(choice))
 
 
 class Renderer:
