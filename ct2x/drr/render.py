@@ -41,9 +41,9 @@ BYTES_PER_RAY = 200
 BYTES_PER_PIXEL_ENERGY = 8
 BYTES_PER_VOXEL = {"numba": 9, "torch": 36}
 
-#: A view whose largest attenuation (-log transmission) stays below this is empty: less than 0.1% of the
-#: beam is absorbed anywhere, the rays miss the CT or cross only air.
-EMPTY_ATTENUATION = 1e-3
+#: A view in which no ray crosses this much tissue (soft tissue and bone, g/cm^2: 0.1 mm of water) is
+#: empty: the rays miss the CT or cross only air.
+EMPTY_AREA_DENSITY = 0.01
 
 
 def render_memory_bytes(
@@ -75,10 +75,11 @@ def check_render_memory(
     _check_memory(need, what, "use a smaller detector (ct2x drr --size) or resample the CT coarser")
 
 
-def _warn_if_empty(attenuation: torch.Tensor, volume: CTVolume, views: Sequence[CArm]) -> None:
-    """One warning when a view's largest attenuation is below :data:`EMPTY_ATTENUATION` (``(V, H, W)``)."""
-    largest = attenuation.flatten(1).amax(dim=1)
-    empty = [index for index, value in enumerate(largest.tolist()) if not value >= EMPTY_ATTENUATION]
+def _warn_if_empty(area: torch.Tensor, volume: CTVolume, views: Sequence[CArm]) -> None:
+    """One warning when no ray of a view crosses :data:`EMPTY_AREA_DENSITY` of tissue; ``area``: the
+    per-material area densities ``(V, M, H, W)``, g/cm^2, material 0 = air."""
+    largest = area[:, 1:].sum(dim=1).flatten(1).amax(dim=1)
+    empty = [index for index, value in enumerate(largest.tolist()) if not value >= EMPTY_AREA_DENSITY]
     if not empty:
         return
     low, high = volume.corners_lps.min(axis=0), volume.corners_lps.max(axis=0)
@@ -86,7 +87,7 @@ def _warn_if_empty(attenuation: torch.Tensor, volume: CTVolume, views: Sequence[
     centre = ", ".join(f"{c:.4g}" for c in views[empty[0]].isocenter)
     which = f"{len(empty)} of {len(views)} views, e.g. view {empty[0] + 1}: " if len(views) > 1 else ""
     warnings.warn(
-        f"a DRR is empty ({which}nothing in it absorbs 0.1% of the beam): the rays "
+        f"a DRR is empty ({which}no ray crosses 0.1 mm of tissue): the rays "
         f"miss the CT or cross only air; the CT spans {box} mm (spacing "
         f"{', '.join(f'{s:g}' for s in volume.spacing)} mm) and the isocenter is at ({centre}) mm: check the "
         "isocenter, the CT's spacing and its HU",
@@ -199,8 +200,8 @@ def render_drr(
         ``(V, H, W)`` float32 tensor on ``device``; dimensionless (0 where nothing attenuates).
 
     Warns:
-        UserWarning: a view is empty (its largest noise-free attenuation is below
-        :data:`EMPTY_ATTENUATION`: the rays miss the CT or cross only air).
+        UserWarning: a view is empty (no ray crosses :data:`EMPTY_AREA_DENSITY` of tissue: the
+        rays miss the CT or cross only air).
     """
     if backend not in BACKENDS:
         raise CT2XError(f"unknown DRR backend {backend!r}: use one of {', '.join(BACKENDS)}")
@@ -231,12 +232,12 @@ def render_drr(
     area = project(prepared.density, ct, views, step=step, memory_bytes=memory_bytes, backend=prepared.marcher,
                    labels=prepared.material, channels=len(MATERIALS))  # fmt: skip
     area = area / _MM_PER_CM  # (V, M, H, W): g/cm^3 * mm -> g/cm^2
+    _warn_if_empty(area, ct, views)
     mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
     weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
     intensity = torch.stack(
         [torch.einsum("e,ehw->hw", weights, torch.exp(-torch.einsum("me,mhw->ehw", mu, a))) for a in area]
     )  # (V, H, W), 1 for an unattenuated ray
-    _warn_if_empty(-torch.log(intensity.clamp_min(torch.finfo(torch.float32).tiny)), ct, views)
     if photons is not None:
         counts = poisson_noise(intensity * photons, None if seed is None else int(seed)).clamp_min(1.0)
         intensity = counts / photons
