@@ -56,8 +56,10 @@ def _check_pixel_count(path: Path, width: int, height: int, frames: int = 1) -> 
 
 
 def _too_large(path: Path, size: str, pixels: int) -> CT2XError:
+    """The error for an image of ``pixels`` pixels (``size``: its dimensions in words, or '')."""
     return CT2XError(
-        f"the image {path} is {size} ({pixels / 1e6:.0f} megapixels), more than the {MAX_PIXELS / 1e6:.0f} "
+        f"the image {path} is {size + ' (' if size else ''}{pixels / 1e6:.0f} megapixels{')' if size else ''}, "
+        f"more than the {MAX_PIXELS / 1e6:.0f} "
         "megapixels of any radiograph (a damaged file or a decompression bomb): it was not decoded; "
         "use a radiograph of normal size"
     )
@@ -121,7 +123,7 @@ def _read_picture(path: Path, warn_colour: bool) -> np.ndarray:
     except Image.DecompressionBombError as error:  # Image.open refuses twice its MAX_IMAGE_PIXELS itself
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         count = int(pixels.group(1)) if pixels else 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
-        raise _too_large(path, "larger than Pillow opens", count) from None
+        raise _too_large(path, "", count) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise CT2XError(f"cannot read the image {path}: {error}") from None
 
@@ -252,11 +254,12 @@ def find_radiographs(folder: str | Path, size: int = 256, warn_single: bool = Tr
     if found.skipped:
         shown = "; ".join(f"{p.name}: {reason}" for p, reason in found.skipped[:3])
         more = f"; and {len(found.skipped) - 3} more" if len(found.skipped) > 3 else ""
-        warnings.warn(f"skipped {len(found.skipped)} unreadable file(s) in {root}: {shown}{more}", stacklevel=2)
+        # stacklevel 1: one location, so a folder scanned twice (evaluate, then its dataset) warns once
+        warnings.warn(f"skipped {len(found.skipped)} unreadable file(s) in {root}: {shown}{more}", stacklevel=1)
     if warn_single and len(found.paths) == 1:
         warnings.warn(
             f"the radiograph folder {root} holds a single readable radiograph ({found.paths[0].name}): every X-ray "
             "style will be learned from that one image; give tens to thousands of radiographs",
-            stacklevel=2,
+            stacklevel=1,
         )
     return found
