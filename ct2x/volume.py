@@ -9,7 +9,11 @@ the patient's space.
 
 Reading (:func:`read_ct`) goes through SimpleITK, whose physical space is LPS: NIfTI files
 (stored in RAS by convention) are converted to LPS by ITK's NIfTI reader, DICOM rescale
-slope/intercept and NIfTI ``scl_slope``/``scl_inter`` are applied, so values are HU.
+slope/intercept and NIfTI ``scl_slope``/``scl_inter`` are applied, so values are HU. What ITK
+would read with wrong geometry or values is refused instead: a DICOM series whose slice positions
+do not step evenly (a missing or displaced slice) or with a damaged slice file, and NaN or
+infinite voxels in any format (:func:`check_finite`). ITK's own warnings become Python warnings
+(:func:`itk_warnings`).
 
 Resampling (:func:`resample_isotropic`, :func:`resample_to_grid`, :func:`preprocess`) always
 produces an axis-aligned LPS grid (identity direction) placed from the input's physical
