@@ -251,6 +251,23 @@ def test_a_ct_slice_as_style_is_warned(tmp_path: Path) -> None:
         radiograph_from_array(body_phantom(size=16, spacing=8.0).array[8])  # a CT slice node in HU, from Slicer
 
 
+def test_single_slice_volume_files_as_style(tmp_path: Path) -> None:
+    ct_slice = body_phantom(size=32, spacing=8.0).array[16:17]  # (1, 32, 32) HU
+    sitk.WriteImage(sitk.GetImageFromArray(ct_slice), str(tmp_path / "slice.nrrd"))
+    with pytest.warns(NotRadiographWarning, match=r"slice\.nrrd holds values down to -1000, like air"):
+        image = read_radiograph(tmp_path / "slice.nrrd", size=16)
+    assert image.shape == (16, 16) and 0 <= image.min() < image.max() <= 1
+    drr = np.tile(np.linspace(0.0, 3.0, 40, dtype=np.float32), (40, 1))[None]  # a DRR view: -log transmission
+    sitk.WriteImage(sitk.GetImageFromArray(drr), str(tmp_path / "view.nrrd"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = read_radiograph(tmp_path / "view.nrrd", size=16)
+    assert image[:, -1].mean() > image[:, 0].mean() + 0.5  # brighter where it attenuates more
+    sitk.WriteImage(sitk.GetImageFromArray(body_phantom(size=8, spacing=8.0).array), str(tmp_path / "ct.nii.gz"))
+    with pytest.raises(CT2XError, match=r"ct\.nii\.gz is a 8 x 8 x 8 volume \(a CT\?\), not a radiograph"):
+        read_radiograph(tmp_path / "ct.nii.gz")
+
+
 def test_a_radiograph_folder_of_one_image_is_warned(tmp_path: Path) -> None:
     _gradient_png(tmp_path / "only.png")
     with pytest.warns(UserWarning, match=r"single readable radiograph \(only\.png\)"):

@@ -1,7 +1,8 @@
 """Real radiographs: the unpaired X-ray style references of CT2X-GAN.
 
 Accepted: PNG and JPEG (8- or 16-bit, grey, grey+alpha, RGB or palette), TIFF, and DICOM
-CR/DX/DR files (``.dcm`` or no extension). Every image becomes a float32 ``(S, S)`` array
+CR/DX/DR files (``.dcm`` or no extension); given as one file (a style reference), also a
+single-slice NRRD, NIfTI or MetaImage image such as a view ``ct2x drr`` wrote. Every image becomes a float32 ``(S, S)`` array
 in ``[0, 1]`` where brighter means more attenuation (bone white), the usual display of a
 radiograph: DICOM ``MONOCHROME1`` is inverted, the DICOM VOI LUT / window is applied when
 present. The image is resized so its shorter side is ``S`` (area-averaging), then
@@ -11,6 +12,7 @@ geometry.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+#: Single-slice volume files accepted as one image (a style reference), never searched in folders.
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz")
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 
 
@@ -166,7 +170,10 @@ def read_radiograph(path: str | Path, size: int = 256, warn_colour: bool = True,
     if size < 8:
         raise CT2XError(f"the radiograph size must be at least 8 pixels, got {size}")
     is_dicom = path.suffix.lower() in DICOM_SUFFIXES and _looks_like_dicom(path)
-    pixels = _read_dicom(path, warn_colour) if is_dicom else _read_picture(path, warn_colour)
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        pixels = _read_volume_slice(path, warn_colour)
+    else:
+        pixels = _read_dicom(path, warn_colour) if is_dicom else _read_picture(path, warn_colour)
     if min(pixels.shape) < 2:
         raise CT2XError(f"the image {path} is too small ({pixels.shape[1]} x {pixels.shape[0]} pixels)")
     return square_resize(pixels, size, crop)
@@ -178,18 +185,45 @@ def radiograph_from_array(pixels: np.ndarray, size: int = 256) -> np.ndarray:
     image = np.squeeze(np.asarray(pixels, dtype=np.float64))
     if image.ndim != 2 or min(image.shape) < 2:
         raise CT2XError(f"a style reference must be one 2D image, got an array of shape {np.shape(pixels)}")
+    return square_resize(_min_max(image, "the style reference", warn=True), size)
+
+
+def _min_max(image: np.ndarray, what: str, warn: bool) -> np.ndarray:
+    """A 2D array of any intensity range scaled to [0, 1] (NaN: the minimum); with ``warn``, a
+    :class:`NotRadiographWarning` when it holds values below -500, like the air of a CT slice in HU."""
     finite = image[np.isfinite(image)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if low < NOT_CT_MIN_HU:
+    if warn and low < NOT_CT_MIN_HU:
         warnings.warn(
             NotRadiographWarning(
-                f"the style reference holds values down to {low:g}, like air (-1000 HU) in a CT slice, not a "
-                "radiograph's: the X-ray style taken from it will not look like an X-ray; choose a radiograph"
+                f"{what} holds values down to {low:g}, like air (-1000 HU) in a CT slice, not a radiograph's: "
+                "the X-ray style taken from it will not look like an X-ray; choose a radiograph"
             ),
-            stacklevel=2,
+            stacklevel=4,
         )
-    scaled = (np.nan_to_num(image, nan=low) - low) / (high - low) if high > low else np.zeros_like(image)
-    return square_resize(scaled, size)
+    return (np.nan_to_num(image, nan=low) - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def _read_volume_slice(path: Path, warn: bool) -> np.ndarray:
+    """A single-slice NRRD, NIfTI or MetaImage file (e.g. a view written by ``ct2x drr``) as one 2D
+    image scaled to [0, 1]; a volume of several slices (a CT) is refused."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        _check_pixel_count(path, size[0], size[1] if len(size) > 1 else 1, math.prod(size[2:]))
+        if len(size) > 3 or (len(size) == 3 and min(size) > 1) or reader.GetNumberOfComponents() != 1:
+            raise CT2XError(
+                f"{path} is a {' x '.join(map(str, size))} volume (a CT?), not a radiograph: give one 2D image "
+                "(PNG, JPEG, TIFF, DICOM, or a single-slice NRRD such as a view written by ct2x drr)"
+            )
+        pixels = sitk.GetArrayFromImage(reader.Execute()).astype(np.float64)
+    except RuntimeError as error:
+        raise CT2XError(f"cannot read the image {path}: {str(error).strip().splitlines()[-1]}") from None
+    return _min_max(np.squeeze(pixels), path.name, warn)
 
 
 def _looks_like_dicom(path: Path) -> bool:
