@@ -29,7 +29,9 @@ import numbers
 import os
 import re
 import struct
+import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -196,6 +198,10 @@ def check_finite(array: np.ndarray, source: str, bad: int | None = None) -> None
         )
 
 
+#: Held by the thread whose ITK calls' stderr is being captured (:func:`itk_warnings`).
+_STDERR_CAPTURE = threading.Lock()
+
+
 @contextmanager
 def itk_warnings(source: str) -> Iterator[None]:
     """Catch the warnings ITK's C++ code prints on stderr while the block runs, and re-issue each as
@@ -203,14 +209,21 @@ def itk_warnings(source: str) -> Iterator[None]:
     and object address), so that the command line shows it as one ``ct2x: warning:`` line.
 
     When the block raises, its error is the message and ITK's warnings are dropped. Other text
-    written to the process's stderr meanwhile is passed through unchanged.
+    written to the process's stderr meanwhile is passed through unchanged (after the block). Only
+    one thread captures at a time; a read in another thread meanwhile leaves ITK's text as it is.
     """
+    if not _STDERR_CAPTURE.acquire(blocking=False):
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:  # no stderr to redirect (e.g. a GUI process without one)
+        _STDERR_CAPTURE.release()
         yield
         return
     messages: list[str] = []
+    if sys.stderr is not None:
+        sys.stderr.flush()  # what Python wrote before the block stays before it
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
@@ -218,6 +231,7 @@ def itk_warnings(source: str) -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            _STDERR_CAPTURE.release()
             captured.seek(0)
             messages, other = _itk_warning_messages(captured.read().decode("utf-8", "replace"))
             if other:
