@@ -2,9 +2,9 @@
 
 Accepted: PNG and JPEG (8- or 16-bit, grey, grey+alpha, RGB or palette), TIFF, and DICOM
 CR/DX/DR files (``.dcm`` or no extension); given as one file (a style reference), also a
-single-slice NRRD, NIfTI or MetaImage image such as a view ``ct2x drr`` wrote. Every image becomes a float32 ``(S, S)`` array
-in ``[0, 1]`` where brighter means more attenuation (bone white), the usual display of a
-radiograph: DICOM ``MONOCHROME1`` is inverted, the DICOM VOI LUT / window is applied when
+single-slice NRRD, NIfTI or MetaImage image such as a view ``ct2x drr`` wrote. Every image
+becomes a float32 ``(S, S)`` array in ``[0, 1]`` where brighter means more attenuation (bone
+white), the usual display of a radiograph: DICOM ``MONOCHROME1`` is inverted, the DICOM VOI LUT / window is applied when
 present. The image is resized so its shorter side is ``S`` (area-averaging), then
 centre-cropped to a square. Pixel spacing is not used: these are style references, not
 geometry.
