@@ -60,7 +60,11 @@ def test_formats_become_grey_squares(tmp_path: Path) -> None:
 def test_unreadable_files_are_skipped_and_reported(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    found = find_radiographs(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        found = find_radiographs(tmp_path)
+    messages = [str(w.message) for w in caught]
+    assert any("skipped 1 unreadable file(s)" in m and "broken.png" in m for m in messages), messages
+    assert any("single readable radiograph (good.png)" in m for m in messages), messages
     assert [p.name for p in found.paths] == ["good.png"]
     assert [p.name for p, _ in found.skipped] == ["broken.png"] and "cannot read" in found.skipped[0][1]
 

@@ -189,14 +189,11 @@ def save_model(path: Path, weights: dict[str, torch.Tensor], card: dict[str, Any
     _write_json(path.with_suffix(".json"), {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **card})
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A trained model (``.safetensors`` + its ``.json`` card) as ``(CT2XGAN, card)``, in eval mode.
-
-    Only safetensors weights are read (never a pickle). The discriminator is not part of a
-    trained model (D and D_X stay at their initial values).
-    """
+def load_card(path: str | Path):  # noqa: ANN201 (CT2XConfig is imported lazily)
+    """The card of a trained model file (``path``: its ``.safetensors``) and the config it records, as
+    ``(card, CT2XConfig)``, checked without building the network; a CT2XError says what is wrong
+    (missing files, not a JSON object, another format or version, no or a bad ``config``)."""
     from ct2x.config import CT2XConfig
-    from ct2x.models import CT2XGAN, is_discriminator_key
 
     path = Path(path)
     card_path = path.with_suffix(".json")
@@ -212,12 +209,38 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise CT2XError(f"cannot read the model card {card_path}: {error}") from None
+    if not isinstance(card, dict):
+        raise CT2XError(
+            f"the model card {card_path} holds a JSON {type(card).__name__}, not the card's JSON object "
+            '({"format": "ct2x-model", "config": {...}, ...}): put the card ct2x train wrote beside the model'
+        )
     if card.get("format") != MODEL_FORMAT or card.get("version") != FORMAT_VERSION:
         raise CT2XError(
             f"{card_path} is a model card of format {card.get('format')!r} version {card.get('version')!r}; "
             f"this ct2x reads {MODEL_FORMAT!r} version {FORMAT_VERSION}"
         )
-    config = CT2XConfig.from_dict(card["config"])
+    if "config" not in card:
+        raise CT2XError(
+            f"the model card {card_path} has no 'config' (the network's configuration), so the weights cannot "
+            "be placed: put the card ct2x train wrote beside the model"
+        )
+    try:
+        config = CT2XConfig.from_dict(card["config"])
+    except CT2XError as error:
+        raise CT2XError(f"the 'config' of the model card {card_path} is not valid: {error}") from None
+    return card, config
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """A trained model (``.safetensors`` + its ``.json`` card) as ``(CT2XGAN, card)``, in eval mode.
+
+    Only safetensors weights are read (never a pickle). The discriminators are not part of a
+    trained model (D and D_X stay at their initial values). The card is read by :func:`load_card`.
+    """
+    from ct2x.models import CT2XGAN, is_discriminator_key
+
+    path = Path(path)
+    card, config = load_card(path)
     model = CT2XGAN(config)
     try:
         weights = load_file(str(path))

@@ -461,17 +461,17 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_synthesize(args: argparse.Namespace) -> None:
-    import torch
-
     from ct2x.checkpoint import load_model
+    from ct2x.device import torch_device
     from ct2x.volume import read_ct
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - {"png", "nrrd", "dcm"}:
         raise CT2XError(f"--format takes png, nrrd and/or dcm separated by commas, got {args.format!r}")
     check_output_folder(args.out, args.overwrite, create=False)
+    device = torch_device(args.device)
     geometry = _synthesis_geometry(args)
-    model, card = load_model(args.model, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, card = load_model(args.model, device)
     ct = read_ct(args.ct, series_uid=args.series)
     if args.drr_style:
         style, style_name = {"drr_style": True}, "DRR style"
@@ -539,8 +539,7 @@ def _synthesize_to_folder(
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    import torch
-
+    from ct2x.device import torch_device
     from ct2x.report import EvaluationSettings, evaluate_models
 
     models = {"CT2X-GAN": args.model}
@@ -561,6 +560,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         if not value > 0:
             raise CT2XError(f"{option} must be a positive number of voxels, got {value:g}")
     check_output_folder(args.out, args.overwrite, create=False)
+    device = torch_device(args.device)
     settings = EvaluationSettings(
         styles=args.styles,
         lpips_weights=args.lpips_weights,
@@ -568,7 +568,6 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         drr_step=args.drr_step,
         scale_step=args.scale_step,
     )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_models(models, args.data, args.xray, args.out, settings, device)
     print(f"wrote {report} (metrics.json, strip.png, style_grid.png, ct_a_vs_b.png, images/ beside it)")
 
@@ -632,10 +631,11 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_drr(args: argparse.Namespace) -> None:
-    import torch
     from tqdm import tqdm
 
+    from ct2x.device import torch_device
     from ct2x.drr import render_drr
+    from ct2x.drr.render import check_render_memory
     from ct2x.drr.spectrum import get_spectrum
     from ct2x.geometry import views
     from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_nrrd
@@ -646,6 +646,7 @@ def _run_drr(args: argparse.Namespace) -> None:
     if not args.step > 0:
         raise CT2XError(f"--step must be a positive number of voxels (e.g. 0.1), got {args.step:g}")
     get_spectrum(args.spectrum)  # an unknown spectrum fails here, before any work
+    device = torch_device(args.device)
     volume = read_ct(args.ct, series_uid=args.series)
     isocenter = tuple(args.isocenter) if args.isocenter else tuple(volume.center_lps)
     chain = {
@@ -656,7 +657,7 @@ def _run_drr(args: argparse.Namespace) -> None:
         "isocenter": isocenter,
     }
     carms = views(args.angles, args.secondary, **chain)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_render_memory(volume, carms, spectrum=args.spectrum, device=device, backend=args.backend)
     check_output_folder(args.out)
     images, labels = [], []
     for index, carm in enumerate(tqdm(carms, desc="DRR views", unit="view")):
@@ -670,6 +671,7 @@ def _run_drr(args: argparse.Namespace) -> None:
                 seed=args.seed + index,
                 device=device,
                 backend=args.backend,
+                check_memory=False,  # checked above for all views
             )[0]
             .cpu()
             .numpy()

@@ -26,9 +26,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ct2x.atomic import atomic_path, check_output_folder
-from ct2x.checkpoint import load_model
+from ct2x.checkpoint import load_card, load_model
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
+from ct2x.device import torch_device
 from ct2x.errors import CT2XError
 from ct2x.evaluate import (
     SCALE_GAP_MM,
@@ -101,32 +102,34 @@ def evaluate_models(
 ) -> Path:
     """Evaluate ``models`` (``{name: model file}``; the first is the model under test, the rest its
     ablations) with the baselines, and write the report folder ``out``; returns ``out / 'report.md'``."""
-    device = torch.device(device)
+    device = torch_device(device)
     started = time.time()
-    loaded = {name: load_model(path, device) for name, path in models.items()}
+    # every input is checked (cards, radiographs, held-out CTs) before any network is built
+    configs = {name: load_card(path)[1] for name, path in models.items()}
     first = next(iter(models))
-    model, card = loaded[first]
-    size = model.config.image_size
-    for name, (other, _) in loaded.items():
-        if other.config.image_size != size:
+    size = configs[first].image_size
+    for name, other in configs.items():
+        if other.image_size != size:
             raise CT2XError(
-                f"{name} makes {other.config.image_size}² images, the model under test {size}²: "
+                f"{name} makes {other.image_size}² images, the model under test {size}²: "
                 "ablations are compared on the same views, train them at the same image_size"
             )
-    radiographs = find_radiographs(xray).paths
+    radiographs = find_radiographs(xray, warn_single=False).paths  # fewer than 2 are refused below
     if len(radiographs) < 2:
         raise CT2XError(
             f"{xray} holds {len(radiographs)} readable radiograph: the realism measures compare two sets, "
             "give a folder of at least 2 real radiographs (tens for meaningful numbers)"
         )
     references = evenly_spread(radiographs, settings.styles)
-    dataset = CTViewDataset(data, xray, model.config)
+    dataset = CTViewDataset(data, xray, configs[first])
     files = dataset.files
-    cts = [prepared_volume(f) for f in files]
-    if len(cts) < 2:
+    if len(files) < 2:
         raise CT2XError(
-            f"{data} holds {len(cts)} prepared CT: content sensitivity compares CTs, prepare at least 2 held-out CTs"
+            f"{data} holds {len(files)} prepared CT: content sensitivity compares CTs, prepare at least 2 held-out CTs"
         )
+    cts = [prepared_volume(f) for f in files]
+    loaded = {name: load_model(path, device) for name, path in models.items()}
+    model, card = loaded[first]
     views = [evaluation_views(model.config, card, ct) for ct in cts]
     scale = [scale_views(model.config, card, ct) for ct in cts]
     runs = {UNTRAINED_ROW: untrained_model(model.config, settings.seed).to(device)}

@@ -67,6 +67,7 @@ from ct2x.checkpoint import (
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset, StepSampler, xray_input
 from ct2x.data.radiographs import evenly_spread, read_radiographs
+from ct2x.device import torch_device
 from ct2x.errors import CT2XError
 from ct2x.folder_lock import folder_lock
 from ct2x.losses import CT2XLoss
@@ -128,15 +129,8 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _device(requested: str | None, local_rank: int, world: int) -> torch.device:
-    if requested in (None, "auto"):
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise CT2XError(f"unknown device {requested!r}: use cpu, cuda or cuda:N") from None
+    device = torch_device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CT2XError("--device cuda was requested but torch sees no CUDA GPU: use --device cpu")
         if world > 1:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

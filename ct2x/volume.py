@@ -9,7 +9,11 @@ the patient's space.
 
 Reading (:func:`read_ct`) goes through SimpleITK, whose physical space is LPS: NIfTI files
 (stored in RAS by convention) are converted to LPS by ITK's NIfTI reader, DICOM rescale
-slope/intercept and NIfTI ``scl_slope``/``scl_inter`` are applied, so values are HU.
+slope/intercept and NIfTI ``scl_slope``/``scl_inter`` are applied, so values are HU. What ITK
+would read with wrong geometry or values is refused instead: a DICOM series whose slice positions
+do not step evenly (a missing or displaced slice) or with a damaged slice file, and NaN or
+infinite voxels in any format (:func:`check_finite`). ITK's own warnings become Python warnings
+(:func:`itk_warnings`).
 
 Resampling (:func:`resample_isotropic`, :func:`resample_to_grid`, :func:`preprocess`) always
 produces an axis-aligned LPS grid (identity direction) placed from the input's physical
@@ -25,7 +29,12 @@ import numbers
 import os
 import re
 import struct
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,12 +146,15 @@ def read_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTVo
 
     Raises:
         CT2XError: the path is missing or unreadable, the image is not a single 3D scalar
-            volume, its spacing is not positive, it holds NaN or infinite values, or the
-            DICOM folder holds no series, several series without ``series_uid``, or not
-            the series asked for.
+            volume, its spacing is not positive, it holds NaN or infinite values (checked on
+            the file's bytes for NIfTI, whose ITK reader reads NaN as 0), or the DICOM folder
+            holds no series, several series without ``series_uid``, or not the series asked
+            for, or the series has a damaged or truncated slice file or unevenly stepping slice
+            positions (a missing slice: refused, not resampled).
 
     Warns:
         NotCTWarning: no voxel is below -500 HU, so the image is probably not a CT in HU.
+        UserWarning: ITK printed a warning while reading (:func:`itk_warnings`).
 
     The input is only read, never written.
     """
@@ -158,12 +170,7 @@ def read_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTVo
     else:
         image = _read_image_file(path)
     volume = from_sitk(image)
-    bad = int(np.count_nonzero(~np.isfinite(volume.array)))
-    if bad:
-        raise CT2XError(
-            f"'{path}' holds {bad} NaN or infinite voxel values: replace them with valid HU "
-            f"(e.g. {OUTSIDE_HU:g} for air) and save the volume again"
-        )
+    check_finite(volume.array, f"'{path}'")
     lowest = float(volume.array.min())
     if lowest >= NOT_CT_MIN_HU:
         warnings.warn(
@@ -174,6 +181,81 @@ def read_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTVo
             stacklevel=2,
         )
     return volume
+
+
+def check_finite(array: np.ndarray, source: str, bad: int | None = None) -> None:
+    """Raise CT2XError if ``array`` holds NaN or infinite values (``bad``: their count, when already known).
+
+    The one check of every CT reader (files, DICOM, Slicer nodes); ``source`` names the input in
+    the message, already quoted (e.g. ``"'ct.nii.gz'"``).
+    """
+    if bad is None:
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise CT2XError(
+            f"{source} holds {bad} NaN or infinite voxel values: replace them with valid HU "
+            f"(e.g. {OUTSIDE_HU:g} for air) and save the volume again"
+        )
+
+
+#: Held by the thread whose ITK calls' stderr is being captured (:func:`itk_warnings`).
+_STDERR_CAPTURE = threading.Lock()
+
+
+@contextmanager
+def itk_warnings(source: str) -> Iterator[None]:
+    """Catch the warnings ITK's C++ code prints on stderr while the block runs, and re-issue each as
+    one Python warning ``"<source>: SimpleITK warns: <message>"`` (without ITK's source file, line
+    and object address), so that the command line shows it as one ``ct2x: warning:`` line.
+
+    When the block raises, its error is the message and ITK's warnings are dropped. Other text
+    written to the process's stderr meanwhile is passed through unchanged (after the block). Only
+    one thread captures at a time; a read in another thread meanwhile leaves ITK's text as it is.
+    """
+    if not _STDERR_CAPTURE.acquire(blocking=False):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect (e.g. a GUI process without one)
+        _STDERR_CAPTURE.release()
+        yield
+        return
+    messages: list[str] = []
+    if sys.stderr is not None:
+        sys.stderr.flush()  # what Python wrote before the block stays before it
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            _STDERR_CAPTURE.release()
+            captured.seek(0)
+            messages, other = _itk_warning_messages(captured.read().decode("utf-8", "replace"))
+            if other:
+                os.write(2, other.encode("utf-8"))
+    for message in messages:
+        warnings.warn(f"{source}: SimpleITK warns: {message}", stacklevel=3)
+
+
+def _itk_warning_messages(text: str) -> tuple[list[str], str]:
+    """(ITK warning messages, the remaining text) of what ITK printed on stderr.
+
+    ITK prints ``WARNING: In <file>, line <n>`` followed by ``<Class> (0x...): <message>`` and a
+    blank line.
+    """
+    messages, other = [], []
+    blocks = re.split(r"\n\s*\n", text)
+    for block in blocks:
+        match = re.match(r"\s*WARNING: In [^\n]*, line \d+\n(.*)", block, re.S)
+        if match:
+            message = re.sub(r"^\w+ \(0x[0-9a-fA-F]+\):\s*", "", match.group(1).strip())
+            messages.append(" ".join(message.split()))
+        elif block.strip():
+            other.append(block + "\n")
+    return messages, "".join(other)
 
 
 def _itk_reason(error: RuntimeError) -> str:
@@ -215,54 +297,76 @@ def _check_geometry(source: str, size: tuple[int, ...], components: int, spacing
 
 
 def _read_image_file(path: Path) -> sitk.Image:
-    """Read one image file after checking its header; ITK errors become CT2XError."""
+    """Read one image file after checking its header; ITK errors become CT2XError, its warnings one line each."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     damaged = f"cannot read '{path}': it is damaged, truncated or not a {_FORMATS}"
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
-    _check_geometry(f"'{path}'", reader.GetSize(), reader.GetNumberOfComponents(), reader.GetSpacing())
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)
-    try:
-        return reader.Execute()
-    except RuntimeError as error:
-        raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
+    with itk_warnings(f"'{path}'"):
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
+        _check_geometry(f"'{path}'", reader.GetSize(), reader.GetNumberOfComponents(), reader.GetSpacing())
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_data(path)
+        try:
+            return reader.Execute()
+        except RuntimeError as error:
+            raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """Raise CT2XError if a single-file NIfTI holds fewer bytes than its header announces.
+def _check_nifti_data(path: Path) -> None:
+    """Raise CT2XError if a single-file NIfTI holds fewer bytes than its header announces, or NaN /
+    infinite floating-point voxels (:func:`check_finite`).
 
-    ITK's NIfTI reader silently fills the missing part of a truncated file with zeros.
+    ITK's NIfTI reader silently fills the missing part of a truncated file with zeros, and reads NaN
+    voxels as 0, so both are checked on the file's own bytes.
     """
     truncated = f"'{path}' is truncated or damaged: it holds less image data than its header announces; copy it again"
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as stream:
             header = stream.read(540)
-            expected = _nifti_expected_bytes(header)
-            if expected is None:
+            layout = _nifti_layout(header)
+            if layout is None:
                 return
-            total = len(header)
+            offset, voxel_bytes, dtype = layout
+            total, bad, pending = len(header), 0, header[offset:]
+            if offset > len(header):  # header extensions before the voxels
+                total += len(stream.read(offset - len(header)))
             while chunk := stream.read(1 << 22):
                 total += len(chunk)
+                pending += chunk
+                if dtype is not None:
+                    whole = len(pending) - len(pending) % dtype.itemsize
+                    values = np.frombuffer(pending[:whole], dtype=dtype)
+                    bad += int(np.count_nonzero(~np.isfinite(values)))
+                    pending = pending[whole:]
+            if dtype is not None and len(pending) >= dtype.itemsize:
+                values = np.frombuffer(pending[: len(pending) - len(pending) % dtype.itemsize], dtype=dtype)
+                bad += int(np.count_nonzero(~np.isfinite(values)))
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise CT2XError(f"{truncated} ({error})") from None
-    if total < expected:
+    if total < offset + voxel_bytes:
         raise CT2XError(truncated)
+    check_finite(np.empty(0), f"'{path}'", bad=bad)
 
 
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """Bytes a single-file NIfTI-1/-2 must hold (header offset + voxel data), or None if not recognised."""
+#: NIfTI datatype codes of floating-point voxels (the only ones that can hold NaN): float32, float64.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_layout(header: bytes) -> tuple[int, int, np.dtype | None] | None:
+    """(data offset, voxel data bytes, float dtype or None) of a single-file NIfTI-1/-2, or None if not recognised."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
+            datatype = struct.unpack(endian + "h", header[70:72])[0]
             dims = struct.unpack(endian + "8h", header[40:56])
             bitpix = struct.unpack(endian + "h", header[72:74])[0]
             offset = int(struct.unpack(endian + "f", header[108:112])[0])
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
+            datatype = struct.unpack(endian + "h", header[12:14])[0]
             bitpix = struct.unpack(endian + "h", header[14:16])[0]
             dims = struct.unpack(endian + "8q", header[16:80])
             offset = struct.unpack(endian + "q", header[168:176])[0]
@@ -271,7 +375,8 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
         return None
     if not 1 <= dims[0] <= 7:
         return None
-    return offset + math.prod(max(n, 1) for n in dims[1 : dims[0] + 1]) * bitpix // 8
+    dtype = np.dtype(endian + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
+    return offset, math.prod(max(n, 1) for n in dims[1 : dims[0] + 1]) * bitpix // 8, dtype
 
 
 def _dicom_series(folder: Path) -> dict[str, list[str]]:
@@ -288,16 +393,105 @@ def _dicom_series(folder: Path) -> dict[str, list[str]]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
-def _series_description(files: list[str]) -> str:
-    """The Series Description (0008,103E) of a series' first file, or '' when absent."""
+def _series_summary(files: list[str]) -> str:
+    """What tells one series from another: its Series Description (0008,103E), slice count and the
+    range of its slices' S coordinate (LPS z of Image Position (Patient), mm), e.g.
+    ``"'ARTERIAL' (40 slices, z -100 to 17 mm"``; the caller closes the parenthesis."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
-    reader.ReadImageInformation()
-    return reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
+    values = {}
+    for name in (files[0], files[-1]):
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        values[name] = {
+            k: reader.GetMetaData(k).strip() for k in ("0008|103e", "0020|0032") if reader.HasMetaDataKey(k)
+        }
+    description = values[files[0]].get("0008|103e", "")
+    try:
+        low, high = sorted(float(values[name]["0020|0032"].split("\\")[2]) for name in (files[0], files[-1]))
+        z_range = f", z {low:g} to {high:g} mm"
+    except (KeyError, IndexError, ValueError):
+        z_range = ""
+    return f"'{description}' ({len(files)} slices{z_range}"
+
+
+#: Media Storage SOP Class UID of a DICOMDIR (an index of a DICOM folder, not a slice).
+_DICOMDIR = "1.2.840.10008.1.3.10"
+
+
+def _damaged_slices(series: dict[str, list[str]], series_uid: str) -> list[str]:
+    """Files beside the series' slices (same folders) that GDCM left out of every series because it
+    could not read them, and that are this series' or unreadable: damaged or truncated slices."""
+    import pydicom
+
+    listed = {os.path.abspath(f) for files in series.values() for f in files}
+    folders = sorted({os.path.dirname(os.path.abspath(f)) for f in series[series_uid]})
+    damaged = []
+    for folder in folders:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if not entry.is_file() or entry.name.startswith(".") or os.path.abspath(entry.path) in listed:
+                continue
+            with open(entry.path, "rb") as stream:
+                preamble = stream.read(132)
+            if preamble[128:132] != b"DICM" and not entry.name.lower().endswith(".dcm"):
+                continue
+            try:
+                header = pydicom.dcmread(entry.path, stop_before_pixels=True)
+                sop_class = str(getattr(header.get("file_meta", None), "MediaStorageSOPClassUID", ""))
+                uid = str(header.get("SeriesInstanceUID", series_uid))  # cut before its UID: counted as this series'
+            except Exception:  # pydicom raises many types for damaged files
+                sop_class, uid = "", series_uid
+            if uid == series_uid and sop_class != _DICOMDIR:
+                damaged.append(entry.path)
+    return damaged
+
+
+#: Largest deviation of one slice-to-slice distance from the series' median, as a fraction of it, read as
+#: evenly spaced; a larger one (a missing slice, an overlap) is refused.
+SLICE_SPACING_TOLERANCE = 0.1
+
+
+def _check_slice_positions(source: str, files: list[str], reader: sitk.ImageSeriesReader) -> None:
+    """Raise CT2XError unless the slices' Image Position (Patient), projected on the slice normal
+    (the cross product of the Image Orientation (Patient) row and column directions), steps evenly.
+
+    ITK places slice ``k`` at ``first + k * spacing``; a missing slice or an overlap would move the
+    slices beyond it. ``reader`` has read the series with its per-slice metadata.
+    """
+    if len(files) < 3:
+        return
+    try:
+        orientation = np.array([float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")])
+        positions = np.array(
+            [[float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")] for k in range(len(files))]
+        )
+    except (RuntimeError, ValueError):  # a slice without position or orientation: ITK's own spacing is all there is
+        return
+    if orientation.shape != (6,) or positions.shape != (len(files), 3):
+        return
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = positions @ (normal / np.linalg.norm(normal))
+    steps = np.abs(np.diff(along))
+    spacing = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - spacing)))
+    if spacing > 0 and abs(steps[worst] - spacing) <= SLICE_SPACING_TOLERANCE * spacing:
+        return
+    what = "overlap or repeat" if steps[worst] < spacing else "are missing"
+    raise CT2XError(
+        f"{source} has uneven slice positions: slices {worst + 1} and {worst + 2} of {len(files)} "
+        f"('{os.path.basename(files[worst])}' at {along[worst]:g} mm and '{os.path.basename(files[worst + 1])}' "
+        f"at {along[worst + 1]:g} mm along the slice normal) are {steps[worst]:g} mm apart where the others are "
+        f"{spacing:g} mm, so slices {what}; ct2x refuses the series rather than misplace the slices beyond the gap: "
+        "export the complete series again"
+    )
 
 
 def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
-    """Read the (chosen) DICOM series under ``folder``; rescale slope/intercept are applied by GDCM."""
+    """Read the (chosen) DICOM series under ``folder``; rescale slope/intercept are applied by GDCM.
+
+    The series is refused when a file beside its slices is one of its slices but unreadable
+    (damaged or truncated: GDCM leaves it out) and when its slice positions do not step evenly
+    (:func:`_check_slice_positions`); ITK would read both with wrong geometry.
+    """
     series = _dicom_series(folder)
     if not series:
         what = "is empty" if not any(folder.iterdir()) else "holds no DICOM files"
@@ -308,8 +502,7 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
 
     def listing() -> str:
         return "; ".join(
-            f"{uid} '{_series_description(files)}' ({len(files)} slices, "
-            f"in '{os.path.commonpath([os.path.dirname(f) for f in files])}')"
+            f"{uid} {_series_summary(files)}, in '{os.path.commonpath([os.path.dirname(f) for f in files])}')"
             for uid, files in series.items()
         )
 
@@ -322,17 +515,29 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
         series_uid = next(iter(series))
     elif series_uid not in series:
         raise CT2XError(f"folder '{folder}' holds no DICOM series {series_uid}; it holds: {listing()}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[series_uid])
+    files = series[series_uid]
     source = f"series {series_uid} in '{folder}'"
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
+    damaged = _damaged_slices(series, series_uid)
+    if damaged:
+        names = ", ".join(f"'{os.path.basename(f)}'" for f in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
         raise CT2XError(
-            f"cannot read {source}: a slice is damaged or not an image (SimpleITK: {_itk_reason(error)}); "
+            f"{source}: {len(damaged)} of its {len(files) + len(damaged)} slice files cannot be read (damaged or "
+            f"truncated: {names}), and reading the rest would misplace the slices beyond them: "
             "export the series again"
-        ) from None
-    _check_geometry(source, image.GetSize(), image.GetNumberOfComponentsPerPixel(), image.GetSpacing())
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    with itk_warnings(source):  # ITK warns of uneven slices; the check below says which, or lets it pass
+        try:
+            image = reader.Execute()
+        except RuntimeError as error:
+            raise CT2XError(
+                f"cannot read {source}: a slice is damaged or not an image (SimpleITK: {_itk_reason(error)}); "
+                "export the series again"
+            ) from None
+        _check_geometry(source, image.GetSize(), image.GetNumberOfComponentsPerPixel(), image.GetSpacing())
+        _check_slice_positions(source, files, reader)
     return image
 
 

@@ -48,7 +48,7 @@ from ct2x.geometry import (
     CArm,
 )
 from ct2x.radiograph_geometry import RadiographGeometry
-from ct2x.volume import CTVolume
+from ct2x.volume import CTVolume, check_finite
 from CT2XSynthesisLib.background import SynthesisJob, render_one
 
 #: LPS <-> RAS: negate the first two axes (the same matrix both ways).
@@ -217,21 +217,30 @@ def node_ijk_to_world_ras(node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
 def ct_volume_from_node(node: slicer.vtkMRMLScalarVolumeNode) -> CTVolume:
     """A :class:`CTVolume` (HU, LPS placement) copied from a scalar volume node in RAS.
 
-    The voxels are copied to float32, so nothing done to the result reaches the node.
+    The voxels are copied to float32, so nothing done to the result reaches the node. A label map
+    (segment labels, not HU) and voxels that are NaN or infinite are refused
+    (:func:`ct2x.volume.check_finite`, the check of every CT reader).
     """
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.GetImageData() is None:
         raise CT2XError("select a CT volume (a scalar volume with image data) as the input")
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise CT2XError(
+            f"the input '{node.GetName()}' is a label map (segment labels, not Hounsfield units): select the CT "
+            "volume itself"
+        )
     voxels = slicer.util.arrayFromVolume(node)
     if voxels.ndim != 3 or min(voxels.shape) < 2:
         raise CT2XError(
             f"the input '{node.GetName()}' is not a 3D CT volume (its voxel grid is {voxels.shape[::-1]}): "
             "select a CT with at least 2 voxels along each axis"
         )
+    array = np.array(voxels, dtype=np.float32, copy=True)
+    check_finite(array, f"the input '{node.GetName()}'")
     ijk_to_lps = LPS_TO_RAS @ node_ijk_to_world_ras(node)
     linear = ijk_to_lps[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     return CTVolume(
-        array=np.array(voxels, dtype=np.float32, copy=True),
+        array=array,
         spacing=spacing,
         origin=ijk_to_lps[:3, 3].copy(),
         direction=linear / spacing,
@@ -309,13 +318,9 @@ def resolve_device(choice: str) -> str:
     CUDA GPU, else ``cpu``; ``cuda`` without one is refused."""
     if choice not in DEVICES:
         raise CT2XError(f"the device must be one of {', '.join(DEVICES)}, got {choice!r}")
-    import torch
+    from ct2x.device import torch_device
 
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise CT2XError("the device cuda was chosen, but torch sees no CUDA GPU: choose auto or cpu")
-    return choice
+    return str(torch_device(choice))
 
 
 class Renderer:

@@ -327,10 +327,9 @@ def prepare_dataset(
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     settings = settings or PrepareSettings()
-    if device is None:
-        import torch
+    from ct2x.device import torch_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(torch_device(device))  # a device this machine lacks fails here, not once per CT
     out = Path(out)
     sources = find_cts(ct_root)
     check_output_folder(out)

@@ -8,6 +8,7 @@ All functions take a :class:`ct2x.volume.CTVolume` in HU (LPS placement) and a l
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,12 +16,15 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ct2x.device import torch_device
 from ct2x.drr import deepdrr_backend
 from ct2x.drr.materials import MATERIALS, attenuation_table, hu_to_density, hu_to_material_index
-from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, Marcher, project, resolve_backend
+from ct2x.drr.noise import poisson_noise
+from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, MARCHERS, Marcher, project, resolve_backend
 from ct2x.drr.spectrum import get_spectrum
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
+from ct2x.memory import check_memory as _check_memory
 from ct2x.volume import CTVolume
 
 Backend = Literal["numba", "torch", "deepdrr", "auto"]
@@ -29,16 +33,66 @@ BACKENDS = ("numba", "torch", "deepdrr", "auto")
 _MM_PER_CM = 10.0
 
 
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CT2XError(f"unknown device {device!r}: use 'cpu' or 'cuda' (or 'cuda:N')") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CT2XError("device 'cuda' was requested but torch sees no CUDA GPU here: use device='cpu'")
-    if device.type not in ("cpu", "cuda"):
-        raise CT2XError(f"device {str(device)!r} is not supported: use 'cpu' or 'cuda'")
-    return device
+#: Working memory of :func:`render_drr` (measured peaks, rounded up): per ray (its float64 geometry in
+#: ``ray_samples``), per pixel of one view and energy (the spectral sum, float32, twice), per CT voxel
+#: by ray marcher (numba: the 5-byte material cells and a float32 copy; torch: HU, density, material
+#: index and the per-material atlas), plus the torch marcher's chunk of samples (``memory_bytes``).
+BYTES_PER_RAY = 200
+BYTES_PER_PIXEL_ENERGY = 8
+BYTES_PER_VOXEL = {"numba": 9, "torch": 36}
+
+#: A view in which no ray crosses this much tissue (soft tissue and bone, g/cm^2: 0.1 mm of water) is
+#: empty: the rays miss the CT or cross only air.
+EMPTY_AREA_DENSITY = 0.01
+
+
+def render_memory_bytes(
+    volume: CTVolume, views: Sequence[CArm], spectrum: str = "60KV_AL35", marcher: str = "numba",
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> int:  # fmt: skip
+    """Estimated peak working memory (bytes) of :func:`render_drr` for ``views`` of ``volume``
+    (host memory; the CT's own array is not counted), before anything is allocated."""
+    rays = sum(int(np.prod(v.detector_shape)) for v in views)
+    largest_view = max(int(np.prod(v.detector_shape)) for v in views)
+    energies = len(get_spectrum(spectrum).energies_kev)
+    need = BYTES_PER_RAY * rays + BYTES_PER_PIXEL_ENERGY * energies * largest_view
+    need += BYTES_PER_VOXEL.get(marcher, BYTES_PER_VOXEL["torch"]) * int(np.prod(volume.array.shape))
+    return need + (memory_bytes if marcher == "torch" else 0)
+
+
+def check_render_memory(
+    volume: CTVolume, views: CArm | Sequence[CArm], *, spectrum: str = "60KV_AL35",
+    device: str | torch.device = "cpu", backend: Backend = "auto", memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> None:  # fmt: skip
+    """Refuse a render that cannot fit in this machine's memory, warn about one that needs more than is
+    free now (:func:`ct2x.memory.check_memory`, with the estimate of :func:`render_memory_bytes`)."""
+    views = _views(views)
+    marcher = resolve_backend(backend if backend in MARCHERS else "auto", torch_device(device))
+    need = render_memory_bytes(volume, views, spectrum, marcher, memory_bytes)
+    rows, columns = views[0].detector_shape
+    i, j, k = volume.shape_ijk
+    what = f"rendering {len(views)} view(s) of {rows} x {columns} pixels of a {i} x {j} x {k} CT"
+    _check_memory(need, what, "use a smaller detector (ct2x drr --size) or resample the CT coarser")
+
+
+def _warn_if_empty(area: torch.Tensor, volume: CTVolume, views: Sequence[CArm]) -> None:
+    """One warning when no ray of a view crosses :data:`EMPTY_AREA_DENSITY` of tissue; ``area``: the
+    per-material area densities ``(V, M, H, W)``, g/cm^2, material 0 = air."""
+    largest = area[:, 1:].sum(dim=1).flatten(1).amax(dim=1)
+    empty = [index for index, value in enumerate(largest.tolist()) if not value >= EMPTY_AREA_DENSITY]
+    if not empty:
+        return
+    low, high = volume.corners_lps.min(axis=0), volume.corners_lps.max(axis=0)
+    box = ", ".join(f"{axis} {a:.4g} to {b:.4g}" for axis, a, b in zip("LPS", low, high, strict=True))
+    centre = ", ".join(f"{c:.4g}" for c in views[empty[0]].isocenter)
+    which = f"{len(empty)} of {len(views)} views, e.g. view {empty[0] + 1}: " if len(views) > 1 else ""
+    warnings.warn(
+        f"a DRR is empty ({which}no ray crosses 0.1 mm of tissue): the rays "
+        f"miss the CT or cross only air; the CT spans {box} mm (spacing "
+        f"{', '.join(f'{s:g}' for s in volume.spacing)} mm) and the isocenter is at ({centre}) mm: check the "
+        "isocenter, the CT's spacing and its HU",
+        stacklevel=3,
+    )
 
 
 def _views(views: CArm | Sequence[CArm]) -> list[CArm]:
@@ -87,7 +141,7 @@ def materials(volume: CTVolume, *, device: str | torch.device = "cpu", backend: 
     ``backend`` picks the ray marcher as in :func:`render_drr` (``"numba"``, ``"torch"`` or
     ``"auto"``); the numba kernel's form is 5 bytes a voxel, on the CPU.
     """
-    device = _device(device)
+    device = torch_device(device)
     marcher = resolve_backend(backend, device)
     if marcher == "numba":
         from ct2x.drr.kernel import material_cells
@@ -110,6 +164,7 @@ def render_drr(
     device: str | torch.device = "cpu",
     backend: Backend = "auto",
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    check_memory: bool = True,
 ) -> torch.Tensor:
     """Polyenergetic DRRs, ``-log`` of the transmitted fraction, like DeepDRR's.
 
@@ -117,7 +172,8 @@ def render_drr(
     -> per-material area densities ``a_m`` (g/cm^2) along each ray -> intensity
     ``I = sum_E w(E) exp(-sum_m (mu/rho)_m(E) a_m)`` with ``w`` the energy-integrating
     detector weights of ``spectrum`` (sum 1) -> with ``photons``, Poisson noise, counts
-    ``~ Poisson(photons * I)`` -> ``-log(counts / photons)`` (without, ``-log(I)``).
+    ``~ Poisson(photons * I)`` drawn per pixel from ``(seed, pixel index)``
+    (:mod:`ct2x.drr.noise`) -> ``-log(counts / photons)`` (without, ``-log(I)``).
     Zero counts are set to one photon to keep the log finite. Scatter is not modelled.
 
     Args:
@@ -128,26 +184,39 @@ def render_drr(
         spectrum: tube spectrum name ``<kV>KV_AL<mm Al x 10>`` (see ``ct2x.drr.spectrum``).
         photons: photons per pixel of the unattenuated beam: adds Poisson noise at that
             level (DeepDRR's default is 1e6); ``None`` renders without noise.
-        seed: makes the noise reproducible (``None``: fresh noise each call).
+        seed: makes the noise reproducible (``None``: fresh noise each call); pixel ``n`` of the
+            ``(V, H, W)`` result draws from ``(seed, n)`` only, so a CT stored in another
+            orientation (or any change in the last digits of ``I``) keeps the noise pattern.
         device: ``"cpu"`` or ``"cuda"``.
         backend: ``"numba"`` (this package's compiled CPU kernel), ``"torch"`` (this
             package's torch marcher, CPU or CUDA), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
             optional extra) or ``"auto"``: on a CUDA device DeepDRR when available, else
             torch; on the CPU numba when it imports, else torch (with one warning).
         memory_bytes: working-memory budget of one chunk of ray samples (torch backend).
+        check_memory: first refuse a render that cannot fit in memory, warn about one that needs
+            more than is free (:func:`check_render_memory`; off when the caller checked already).
 
     Returns:
         ``(V, H, W)`` float32 tensor on ``device``; dimensionless (0 where nothing attenuates).
+
+    Warns:
+        UserWarning: a view is empty (no ray crosses :data:`EMPTY_AREA_DENSITY` of tissue: the
+        rays miss the CT or cross only air).
     """
     if backend not in BACKENDS:
         raise CT2XError(f"unknown DRR backend {backend!r}: use one of {', '.join(BACKENDS)}")
     views, step = _views(views), _step(step)
     spec = get_spectrum(spectrum)
     photons = _photons(photons)
-    device = _device(device)
+    device = torch_device(device)
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     ct = volume.volume if isinstance(volume, Materials) else volume
+    if not isinstance(ct, CTVolume):
+        raise CT2XError(f"expected a ct2x.volume.CTVolume, got {type(ct).__name__}")
+    if check_memory:
+        marcher = volume.marcher if isinstance(volume, Materials) else backend
+        check_render_memory(ct, views, spectrum=spectrum, device=device, backend=marcher, memory_bytes=memory_bytes)
     if backend == "deepdrr" or (backend == "auto" and device.type == "cuda" and deepdrr_backend.available()):
         return deepdrr_backend.render(ct, views, step=step, spectrum=spec, photons=photons, seed=seed).to(device)
     area = area_densities(volume, views, step=step, device=device, backend=backend, memory_bytes=memory_bytes)
@@ -194,7 +263,9 @@ def area_densities(
     prepared = volume if isinstance(volume, Materials) else materials(ct, device=device, backend=backend)
     area = project(prepared.density, ct, views, step=step, memory_bytes=memory_bytes, backend=prepared.marcher,
                    labels=prepared.material, channels=len(MATERIALS))  # fmt: skip
-    return area / _MM_PER_CM  # g/cm^3 * mm -> g/cm^2
+    area = area / _MM_PER_CM  # g/cm^3 * mm -> g/cm^2
+    _warn_if_empty(area, ct, views)
+    return area
 
 
 def drr_from_area(
@@ -212,12 +283,7 @@ def drr_from_area(
         [torch.einsum("e,ehw->hw", weights, torch.exp(-torch.einsum("me,mhw->ehw", mu, a))) for a in area]
     )  # (V, H, W), 1 for an unattenuated ray
     if photons is not None:
-        generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(seed))
-        counts = torch.poisson(intensity * photons, generator=generator).clamp_min(1.0)
+        counts = poisson_noise(intensity * photons, None if seed is None else int(seed)).clamp_min(1.0)
         intensity = counts / photons
     return -torch.log(intensity.clamp_min(torch.finfo(torch.float32).tiny))
 
@@ -248,7 +314,7 @@ def line_integral(
     Returns:
         ``(V, H, W)`` (or ``(V, C, H, W)``) float32 tensor on ``device``.
     """
-    views, step, device = _views(views), _step(step), _device(device)
+    views, step, device = _views(views), _step(step), torch_device(device)
     if values is None:
         field = hu_to_density(_hu(volume, device))
     else:
@@ -277,6 +343,6 @@ def mip(
     Returns:
         ``(V, H, W)`` float32 HU on ``device``.
     """
-    views, step, device = _views(views), _step(step), _device(device)
+    views, step, device = _views(views), _step(step), torch_device(device)
     hu = _hu(volume, device)
     return project(hu, volume, views, step=step, reduce="max", memory_bytes=memory_bytes, backend=backend)
