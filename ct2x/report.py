@@ -211,7 +211,7 @@ def evaluate_models(
         "data": {
             "folder": str(data),
             "volumes": [f.name for f in files],
-            "stored_views_per_volume": dataset.views,
+            "stored_views_per_volume": dataset.view_counts,
             "samples": len(dataset),
         },
         "radiographs": {"folder": str(xray), "count": len(radiographs), "crop": settings.real_crop},

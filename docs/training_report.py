@@ -85,7 +85,7 @@ def main() -> None:
     print(f"| trained | {after.psnr:.2f} | {after.ssim:.3f} |")
 
     _curves(args.run, args.out)
-    samples = [heldout[i] for i in range(heldout.views)]
+    samples = [heldout[i] for i in heldout.views_of(0)]
     batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
     batch["xray"] = batch["xray"][:1].expand_as(batch["xray"])
     rows = [batch["drr"], _reconstructions(initial, batch)[0], *_reconstructions(trained, batch)]
