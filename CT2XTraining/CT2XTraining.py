@@ -21,6 +21,7 @@ from CT2XSynthesisLib.logic import MODEL_FILE
 from CT2XSynthesisLib.reloading import forget_package
 from CT2XTrainingLib.commands import (
     BUILTIN_CONFIGS,
+    DEFAULT_CONFIG,
     DEVICES,
     PrepareOptions,
     TrainOptions,
@@ -72,7 +73,7 @@ class CT2XTrainingParameterNode:
     ctFolder: Path
     xrayFolder: Path
     outputFolder: Path
-    config: Annotated[str, Choice(CONFIG_CHOICES)] = BUILTIN_CONFIGS[0]
+    config: Annotated[str, Choice(CONFIG_CHOICES)] = DEFAULT_CONFIG
     configFile: Path
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     steps: Annotated[int, WithinRange(0, 10_000_000)] = 0

@@ -24,8 +24,10 @@ from pathlib import Path
 
 from ct2x.errors import CT2XError
 
-#: Built-in training configurations of the core (``--config projected|small|paper``); the first is the default.
+#: Built-in training configurations of the core (``--config projected|small|paper``).
 BUILTIN_CONFIGS = ("projected", "small", "paper")
+#: The configuration a new training job uses (the core's ``ct2x train`` default).
+DEFAULT_CONFIG = "projected"
 #: Views per CT drawn from the core's continuous ranges when no angles are given.
 RANDOM_VIEWS = 64
 
@@ -110,7 +112,7 @@ class TrainOptions:
 
     xray_dir: Path
     output_dir: Path
-    config: str = BUILTIN_CONFIGS[0]
+    config: str = DEFAULT_CONFIG
     steps: int | None = None
     resume: bool = False
     device: str = "auto"
