@@ -261,7 +261,8 @@ def test_totals_follow_eq_18_and_19():
     assert g.consis.item() == pytest.approx(0.4 * g.cc.item() + 2.5 * g.sc.item())
     assert g.total.item() == pytest.approx(0.2 * g.adv.item() + g.rec.item() + g.consis.item() + 0.3 * g.zero.item())
     assert g.xray_adv.item() == 0  # no D_X in this config
-    assert min(v for k, v in g.as_floats().items() if k != "xray_adv") > 0
+    assert min(v for k, v in g.as_floats().items() if k not in ("xray_adv", "edge", "hist")) > 0
+    assert g.edge.item() == 0 and g.hist.item() == 0  # no physics-anchor terms in this config
 
     d = criterion.discriminator_loss(model.discriminator, out.fake, x["drr"], x["pose"])
     assert d.total.item() == pytest.approx(0.2 * d.adv.item())

@@ -1,5 +1,6 @@
 """The ``projected`` preset end to end on phantoms: random views, projection images, fresh
-radiograph draws, D_X's field-of-view crops, training, and one inference path.
+radiograph draws, D_X's field-of-view crops, the physics anchor and its loss terms, training,
+and one inference path.
 
 Models here are randomly initialised or trained for a few steps on phantoms: these tests check
 the plumbing and the geometry, never image quality; no number from them is reported.
@@ -22,9 +23,14 @@ from ct2x.checkpoint import load_model
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset, StepSampler, projection_input
 from ct2x.data.prepare import PROJECTION_CHANNELS, PrepareSettings, prepare_dataset
+from ct2x.data.radiographs import read_radiograph
 from ct2x.drr import area_densities, drr_from_area, mip, render_drr
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm, matched_chain, pose_field_of_view_mm
+from ct2x.losses import edge_loss, edge_maps, histogram_loss
+from ct2x.measures import edge_map
+from ct2x.models import CT2XGAN
+from ct2x.models.physics_anchor import ToneCurve, physics_base
 from ct2x.synthesize import model_views, synthesize
 from ct2x.train import TrainOptions, train
 from ct2x.volume import read_ct
@@ -203,3 +209,82 @@ def test_projected_preset_refuses_a_dataset_without_projections(inputs: dict[str
     prepare_dataset(inputs["root"] / "cts", tmp_path / "plain", settings, workers=1, progress=False)
     with pytest.raises(CT2XError, match="--projections"):
         CTViewDataset(tmp_path / "plain", inputs["xray"], CONFIG)
+
+
+# ----------------------------------------------------------------------------- the physics anchor
+
+
+def test_physics_base_is_the_noise_free_drr_of_the_view(inputs: dict[str, Path]) -> None:
+    """B, computed inside the model from the projection images, is the view's stored (noise-free) DRR."""
+    dataset = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)
+    samples = [dataset[i] for i in (0, 5, 7)]
+    base = physics_base(torch.stack([s["projections"] for s in samples]), CONFIG)
+    drr = torch.stack([s["drr"] for s in samples])
+    assert base.shape == drr.shape == (3, 1, 64, 64)
+    assert float((base - drr).abs().max()) < 0.02  # float16 storage of the area densities
+    assert float((base[0] - base[2]).abs().mean()) > 0.05  # another CT, another image
+
+
+def test_tone_curve_starts_as_the_identity_and_stays_monotone() -> None:
+    torch.manual_seed(0)
+    curve = ToneCurve(CONFIG)
+    ramp = torch.linspace(-1, 1, 101).view(1, 1, 1, 101).expand(2, 1, 1, 101)
+    style = torch.randn(2, CONFIG.num_style_layers, CONFIG.w_dim)
+    torch.testing.assert_close(curve(ramp, style), ramp, atol=1e-5, rtol=0)
+    torch.nn.init.normal_(curve.slopes.weight, std=0.5)
+    toned = curve(ramp, style)
+    assert bool((toned[..., 1:] >= toned[..., :-1] - 1e-6).all())  # monotone: no edge moves or flips
+    assert float((toned[0] - toned[1]).abs().max().detach()) > 0.05  # another style code, another curve
+
+
+def test_anchored_model_adds_g_to_the_toned_base(inputs: dict[str, Path]) -> None:
+    torch.manual_seed(0)
+    model = CT2XGAN(CONFIG).eval()
+    sample = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)[3]
+    batch = {k: v[None] for k, v in sample.items()}
+    with torch.no_grad():
+        content = model.view_content(batch["volume"], batch["pose"], batch["mip"], batch["projections"])
+        style = model.style_encoder.xray_style(batch["xray"])
+        image = model.render(content, style)
+        residual = model.generator(content.code, style, content.features)
+    torch.testing.assert_close(image - residual, model.tone_curve(content.base, style))
+    torch.testing.assert_close(content.base, physics_base(batch["projections"], CONFIG))
+    plain = CT2XGAN(CONFIG.replace(physics_anchor=False))
+    assert plain.tone_curve is None
+    with pytest.raises(CT2XError, match="projection_inputs"):
+        CONFIG.replace(projection_inputs=False)
+
+
+def test_edge_and_histogram_terms_can_fail(inputs: dict[str, Path]) -> None:
+    drr = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)[1]["drr"][None]
+    # the torch edge map is the evaluation's (skimage Sobel of the standardised image), border aside
+    ours = edge_maps(drr)[0, 0, 2:-2, 2:-2].numpy()
+    theirs = edge_map(drr[0, 0].numpy())[2:-2, 2:-2]
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.99
+    assert float(edge_loss(drr, drr)) < 1e-5
+    assert float(edge_loss(0.5 * drr - 0.2, drr)) < 1e-5  # brightness and contrast are not anatomy
+    assert float(edge_loss(torch.roll(drr, (12, 12), dims=(-2, -1)), drr)) > 0.3  # the anatomy moved
+    assert float(edge_loss(torch.rand_like(drr), drr)) > 0.7  # unrelated
+    shuffled = drr.flatten()[torch.randperm(drr.numel())].view_as(drr)
+    assert float(histogram_loss(shuffled, drr)) == 0.0  # the same intensities, wherever they are
+    assert float(histogram_loss(drr + 0.2, drr)) == pytest.approx(0.2, abs=1e-5)
+
+
+def test_histogram_reference_is_the_style_radiograph_cropped_to_the_view(inputs: dict[str, Path]) -> None:
+    dataset = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)
+    for key in ((2, 2), (9, 40)):
+        sample = dataset[key]
+        draw = np.random.default_rng([dataset.seed, key[1], len(dataset.radiographs)])
+        film = dataset.radiographs[draw.integers(len(dataset.radiographs))]
+        field = min(1.0, pose_field_of_view_mm(sample["pose"].numpy()) / CONFIG.radiograph_field_mm)
+        expected = read_radiograph(film, size=64, warn_colour=False, crop=field) * 2.0 - 1.0
+        torch.testing.assert_close(sample["xray_field"][0], torch.from_numpy(expected))
+        whole = read_radiograph(film, size=64, warn_colour=False) * 2.0 - 1.0
+        torch.testing.assert_close(sample["xray"][0], torch.from_numpy(whole))
+    without = CTViewDataset(inputs["data"], inputs["xray"], CONFIG.replace(lambda_hist=0.0))
+    assert "xray_field" not in without[0]
+
+
+def test_physics_anchor_refuses_a_dataset_of_another_spectrum(inputs: dict[str, Path]) -> None:
+    with pytest.raises(CT2XError, match="physics_spectrum: 60KV_AL35"):
+        CTViewDataset(inputs["data"], inputs["xray"], CONFIG.replace(physics_spectrum="90KV_AL40"))

@@ -389,3 +389,54 @@ def test_older_slicer_gets_a_message_naming_the_required_version(major, minor):
     message = slicer_version_error(major, minor)
     assert message is not None
     assert "Slicer 5.4 or later" in message and f"this is Slicer {major}.{minor}" in message
+
+
+def test_one_inference_path_for_synthesize_evaluate_and_the_slicer_module(scene, tmp_path):
+    """The same CT, views and style reference through ``ct2x synthesize`` (the command line, NRRD
+    files), ``ct2x evaluate``'s synthesis and the Slicer module's learned renderer give the same
+    images: a random ``projected`` model (physics anchor, projection path) at 64^2, plumbing only."""
+    import SimpleITK as sitk
+    import torch
+    from conftest import body_phantom
+    from PIL import Image
+
+    from ct2x.checkpoint import load_model, save_model
+    from ct2x.cli import main
+    from ct2x.config import CT2XConfig
+    from ct2x.evaluate import synthesized_images
+    from ct2x.models import CT2XGAN, is_discriminator_key
+    from ct2x.synthesize import model_views
+
+    config = CT2XConfig.preset("projected", image_size=64, lpips_backbone="random", xray_d_channels=8)
+    torch.manual_seed(5)
+    weights = {k: v for k, v in CT2XGAN(config).state_dict().items() if not is_discriminator_key(k)}
+    path = tmp_path / "projected.safetensors"
+    save_model(path, weights, {"config": config.to_dict(), "training": {"steps": 0}})
+    style = tmp_path / "style.png"
+    Image.fromarray(np.tile(np.linspace(30, 220, 70), (80, 1)).astype(np.uint8)).save(style)
+    ct = body_phantom(size=24, spacing=4.0)
+    image = sitk.GetImageFromArray(ct.array)
+    image.SetSpacing(tuple(float(s) for s in ct.spacing))
+    image.SetOrigin(tuple(float(o) for o in ct.origin))
+    image.SetDirection(tuple(float(d) for d in np.asarray(ct.direction).ravel()))
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    angles = [0.0, 40.0]
+
+    out = tmp_path / "cli"
+    argv = ["synthesize", str(tmp_path / "ct.nrrd"), "--model", str(path), "--style", str(style), "--format", "nrrd"]
+    assert main([*argv, "--angles", *map(str, angles), "--out", str(out)]) == 0
+    cli = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(str(f)))[0] for f in sorted(out.glob("view*.nrrd"))])
+
+    model, card = load_model(path)
+    views = model_views(model.config, card, ct, angles)
+    evaluated = synthesized_images(model, [ct], [views], [views[:1]], [style]).images[0][:, 0]
+
+    node = _add_ct_node(ct)
+    params = SynthesisParameters(angles=tuple((a, 0.0) for a in angles), detector_pixels=64)
+    logic = SynthesisLogic(learned_renderer(model_path=path, style=style), mode=LEARNED_MODE)
+    module = np.stack([slicer.util.arrayFromVolume(v)[0] for v in logic.synthesize(node, params).volumes])
+
+    assert cli.shape == evaluated.shape == module.shape == (2, 64, 64)
+    assert cli.std() > 0.01 and np.abs(cli[0] - cli[1]).max() > 0.05  # two different views
+    np.testing.assert_allclose(evaluated, cli, atol=1e-5)
+    np.testing.assert_allclose(module, cli, atol=1e-5)

@@ -1,6 +1,7 @@
 """Synthesis speed: 5 views from a 128^3 CT with the model loaded, and model load time.
 
-For each model: the bundled one (small preset, 128^2 output) and a paper-size CT2X-GAN
+For each model: the bundled one (``projected`` preset at 256^2: the times include the area
+densities and the MIP the projection path marches through the full CT per view) and a paper-size CT2X-GAN
 (256^2 output, 128^3 CT code; randomly initialised and saved as a model file: the timing is
 the same as a trained one's, the images mean nothing). The CT is a 128^3 phantom at 2 mm.
 Times are medians of ``--runs`` runs after one warm-up. Each model runs in its own process;
@@ -77,7 +78,7 @@ def _measure(label: str, runs: int, device: torch.device) -> None:
     print(f"{MODELS[label]:14} {size:>5}² {load_s:>7.2f} {total:>10.2f} {total / 5:>9.2f} {peak:>9.0f}", flush=True)
 
 
-MODELS = {"bundled": "bundled small", "paper": "paper size"}
+MODELS = {"bundled": "bundled", "paper": "paper size"}
 
 
 def main() -> None:

@@ -49,11 +49,18 @@ Beyond the paper (the ``projected`` preset, see :mod:`ct2x.models.projection` fo
   at the target view (``ct2x prepare --projections``); ``projection_scale_g_cm2`` scales the
   three area densities (air, soft tissue, bone) to about [0, 1].
 * ``use_xray_discriminator``: a multi-scale patch discriminator D_X whose reals are real
-  radiographs cropped to the synthesized detector's field of view, whose fakes are Î_X; its
-  term joins eq. 18 with weight ``lambda_xray_adv``; ``xray_d_channels`` (first width) and
-  ``xray_d_scales`` (image scales) size it; ``radiograph_field_mm`` is the field a real
-  radiograph is taken to cover at the patient (the films carry no calibrated pixel size; a
-  chest film covers about 400 mm).
+  radiographs cropped to the synthesized detector's field of view, whose fakes are Î_X (G's
+  only output, Î_DRR, without E_sty); its term joins eq. 18 with weight ``lambda_xray_adv``;
+  ``xray_d_channels`` (first width) and ``xray_d_scales`` (image scales) size it;
+  ``radiograph_field_mm`` is the field a real radiograph is taken to cover at the patient (the
+  films carry no calibrated pixel size; a chest film covers about 400 mm).
+* ``physics_anchor``: G's output is a residual on a style-toned physics DRR computed from the
+  projection images with ``physics_spectrum`` (the dataset's spectrum;
+  :mod:`ct2x.models.physics_anchor`).
+* ``lambda_edge``: weight of the edge term, 1 - NCC of the Sobel maps of Î_X and of the physics
+  image (keeps the anatomy in the X-ray style); ``lambda_hist``: weight of the histogram term,
+  the 1-D Wasserstein distance between the intensities of Î_X and of its style reference cropped
+  to the view's field (makes the X-ray style follow the reference). Not in the paper.
 
 Ablations of Table 2: ``use_style_encoder`` (False: no E_sty; G synthesises DRRs only, with
 a learned constant style code), ``use_pam`` (False: the content code is the pose-conditioned
@@ -120,6 +127,8 @@ class CT2XConfig:
     xray_d_channels: int = 64
     xray_d_scales: int = 2
     radiograph_field_mm: float = 400.0
+    physics_anchor: bool = False
+    physics_spectrum: str = "60KV_AL35"
 
     # ---- losses (eq. 8-19)
     lambda_mae: float = 1.0
@@ -130,6 +139,8 @@ class CT2XConfig:
     lambda_adv: float = 1.0
     lambda_r1: float = 0.5
     lambda_xray_adv: float = 1.0
+    lambda_edge: float = 0.0
+    lambda_hist: float = 0.0
     adv_loss: str = "softplus"
     lpips_backbone: str = "alex"
     lpips_weights: str | None = None
@@ -343,8 +354,27 @@ class CT2XConfig:
             "lambda_adv",
             "lambda_r1",
             "lambda_xray_adv",
+            "lambda_edge",
+            "lambda_hist",
         ):
             need(math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, key, "must be a weight >= 0")
+        need(
+            self.projection_inputs or not self.physics_anchor,
+            "physics_anchor",
+            "needs projection_inputs (the base image is computed from the projection images)",
+        )
+        from ct2x.drr.spectrum import parse_name
+
+        try:
+            parse_name(self.physics_spectrum)
+        except CT2XError as error:
+            raise CT2XError(f"config key 'physics_spectrum': {error}") from None
+        for key in ("lambda_edge", "lambda_hist"):
+            need(
+                getattr(self, key) == 0 or self.use_style_encoder,
+                key,
+                "weighs a term on the synthesized X-rays, which need the style encoder (use_style_encoder)",
+            )
         need(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
             "adam_betas",
@@ -383,6 +413,9 @@ _PROJECTED: dict[str, Any] = {
     "projection_inputs": True,
     "use_xray_discriminator": True,
     "xray_d_channels": 32,
+    "physics_anchor": True,
+    "lambda_edge": 4.0,
+    "lambda_hist": 2.0,
 }
 
 

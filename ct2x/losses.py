@@ -18,6 +18,12 @@ eq. 18 gains ``lambda_xray_adv * L_adv^X`` (``L_adv^X = E[softplus(-D_X(Î_X))]`
 ``-D_X(Î_X)`` with ``adv_loss="linear"``), and D_X is trained like D by eq. 17 with real
 radiographs as its reals, with the same R1 weight.
 
+The physics anchor's terms (``projected``; not in the paper, see :mod:`ct2x.models.physics_anchor`):
+with ``lambda_edge`` eq. 18 gains ``lambda_edge * L_edge`` (:func:`edge_loss`, Î_X against the
+physics image B: the anatomy stays in the X-ray style), with ``lambda_hist``
+``lambda_hist * L_hist`` (:func:`histogram_loss`, Î_X against its style reference cropped to the
+view's field: the X-ray style follows the reference).
+
 Norms. ``||a - b||_2`` (eq. 10-11) is computed per sample as the root mean square of the
 difference (the Euclidean norm divided by sqrt(n)), and ``||a||_1`` (eq. 12) as the mean
 absolute value, so that the weights do not depend on the codes' sizes; both are then
@@ -203,6 +209,39 @@ def zero_loss(f_sty_x_of_drr: torch.Tensor, f_sty_drr_of_xray: torch.Tensor) -> 
     return _mean_abs(f_sty_x_of_drr) + _mean_abs(f_sty_drr_of_xray)
 
 
+# ----------------------------------------------------------------------------- the anchor's terms
+
+_SOBEL = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4.0
+
+
+def _standardise(images: torch.Tensor) -> torch.Tensor:
+    flat = images.flatten(1)
+    mean, std = flat.mean(dim=1), flat.std(dim=1, correction=0).clamp_min(1e-6)
+    return (images - mean[:, None, None, None]) / std[:, None, None, None]
+
+
+def edge_maps(images: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of each standardised image ``(B, 1, S, S)`` -> ``(B, 1, S, S)``
+    (edge-replicated border; the magnitude of :func:`ct2x.measures.edge_map`)."""
+    kernel = _SOBEL.to(images)
+    kernels = torch.stack([kernel, kernel.T])[:, None]  # (2, 1, 3, 3): d/dx, d/dy
+    gradients = F.conv2d(F.pad(_standardise(images), (1, 1, 1, 1), mode="replicate"), kernels)
+    return torch.sqrt((gradients**2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+def edge_loss(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``L_edge = 1 - NCC(edges(Î), edges(B))``, averaged over the batch; 0 when the edge maps agree
+    up to a positive scale, 1 when they are unrelated."""
+    a, b = (_standardise(edge_maps(x)).flatten(1) for x in (image, reference))
+    return 1.0 - (a * b).mean(dim=1).mean()
+
+
+def histogram_loss(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``L_hist``: the 1-D Wasserstein distance between the intensities of each image and of its
+    reference (both ``(B, 1, S, S)`` in [-1, 1]): the mean absolute difference of their sorted pixels."""
+    return (torch.sort(image.flatten(1), dim=1).values - torch.sort(reference.flatten(1), dim=1).values).abs().mean()
+
+
 # ----------------------------------------------------------------------------- eq. 16-17
 
 
@@ -259,6 +298,8 @@ class GeneratorLosses:
     zero: torch.Tensor  #: L_0 (eq. 12, unweighted)
     adv: torch.Tensor  #: L_adv^gan (eq. 16, unweighted)
     xray_adv: torch.Tensor  #: L_adv^X, D_X's term (unweighted; 0 without D_X)
+    edge: torch.Tensor  #: L_edge (unweighted; 0 without lambda_edge)
+    hist: torch.Tensor  #: L_hist (unweighted; 0 without lambda_hist)
 
     def as_floats(self) -> dict[str, float]:
         """The terms as Python floats, for logging."""
@@ -307,6 +348,7 @@ class CT2XLoss(nn.Module):
         pose: torch.Tensor,
         discriminator: nn.Module,
         xray_discriminator: nn.Module | None = None,
+        xray_field: torch.Tensor | None = None,
     ) -> GeneratorLosses:
         """Eq. 18: ``L_total^gan = lambda_adv L_adv^gan + L_rec + L_consis + lambda_0 L_0``
         (+ ``lambda_xray_adv L_adv^X`` with D_X).
@@ -317,7 +359,10 @@ class CT2XLoss(nn.Module):
             pose: ``(B, 25)`` poses, given to D with the fakes (pose-aware adversarial loss).
             discriminator: D; it is only evaluated here (its parameters do get gradients, so
                 zero them before D's own step or keep them out of G's optimiser).
-            xray_discriminator: D_X, required with ``use_xray_discriminator`` (judges Î_X).
+            xray_discriminator: D_X, required with ``use_xray_discriminator`` (judges Î_X, or
+                Î_DRR without E_sty: :attr:`CT2XOutputs.fake`).
+            xray_field: with ``lambda_hist``, each sample's style reference cropped to its view's
+                field ``(B, 1, S, S)`` (the dataset's ``xray_field``).
         """
         c = self.config
         zero = drr.new_zeros(())
@@ -334,11 +379,21 @@ class CT2XLoss(nn.Module):
         adv = generator_adversarial_loss(discriminator(outputs.fake, pose), c.adv_loss) if c.lambda_adv > 0 else zero
         xray_adv = zero
         if c.use_xray_discriminator and c.lambda_xray_adv > 0:
-            if xray_discriminator is None or outputs.xray_hat is None:
-                raise CT2XError("this config's loss needs D_X and the synthesized X-rays (use_xray_discriminator)")
-            xray_adv = generator_adversarial_loss(xray_discriminator(outputs.xray_hat), c.adv_loss)
-        total = c.lambda_adv * adv + rec + consis + c.lambda_0 * l0 + c.lambda_xray_adv * xray_adv
-        return GeneratorLosses(total, rec, mae, lpips, consis, cc, sc, l0, adv, xray_adv)
+            if xray_discriminator is None:
+                raise CT2XError("this config's loss needs D_X (use_xray_discriminator)")
+            xray_adv = generator_adversarial_loss(xray_discriminator(outputs.fake), c.adv_loss)
+        edge = hist = zero
+        if c.lambda_edge > 0:
+            edge = edge_loss(outputs.xray_hat, outputs.base if outputs.base is not None else drr)
+        if c.lambda_hist > 0:
+            if xray_field is None:
+                raise CT2XError("this config's loss needs each style reference cropped to its view (lambda_hist)")
+            hist = histogram_loss(outputs.xray_hat, xray_field)
+        total = (
+            c.lambda_adv * adv + rec + consis + c.lambda_0 * l0 + c.lambda_xray_adv * xray_adv
+            + c.lambda_edge * edge + c.lambda_hist * hist
+        )  # fmt: skip
+        return GeneratorLosses(total, rec, mae, lpips, consis, cc, sc, l0, adv, xray_adv, edge, hist)
 
     def discriminator_loss(
         self,

@@ -350,7 +350,7 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
             if x_train is not None:
                 with amp:
                     x_losses = loss_fn.xray_discriminator_loss(
-                        x_train, outputs.xray_hat.float(), batch["xray_real"], r1_scale
+                        x_train, outputs.fake.float(), batch["xray_real"], r1_scale
                     )
                 opt_x.zero_grad(set_to_none=True)
                 x_losses.total.backward()
@@ -362,7 +362,9 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
                     _set_requires_grad(disc, False)
             with amp:
                 outputs = g_train(*inputs)
-                g_losses = loss_fn.generator_loss(outputs, batch["drr"], batch["pose"], d_train, x_train)
+                g_losses = loss_fn.generator_loss(
+                    outputs, batch["drr"], batch["pose"], d_train, x_train, batch.get("xray_field")
+                )
             opt_g.zero_grad(set_to_none=True)
             g_losses.total.backward()
             opt_g.step()

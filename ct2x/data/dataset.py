@@ -16,7 +16,9 @@ One sample is one (CT, view) pair of the dataset plus radiographs drawn at rando
   of the CT at the view (``ct2x prepare --projections``), scaled by :func:`projection_input`;
 * with ``use_xray_discriminator``, ``xray_real`` ``(1, S, S)``: another real radiograph, cropped
   to the field of view of the view's detector at the isocenter (the radiograph taken to cover
-  ``radiograph_field_mm``; the crop moved at random by up to a tenth of the room around it), D_X's real.
+  ``radiograph_field_mm``; the crop moved at random by up to a tenth of the room around it), D_X's real;
+* with ``lambda_hist``, ``xray_field`` ``(1, S, S)``: the style reference ``xray`` cropped to that
+  field (centred), what the histogram term compares Î_X with.
 
 The order of samples and the radiographs drawn are pure functions of the seed and the global
 sample number, so a run resumed at step ``t`` sees exactly the batches an uninterrupted run
@@ -152,6 +154,12 @@ class CTViewDataset(Dataset):
                 f"the dataset {self.folder} has no projection images, which this config's generator reads "
                 "(projection_inputs): prepare it with ct2x prepare --projections"
             )
+        spectrum = self.manifest["settings"].get("spectrum")
+        if config.physics_anchor and spectrum != config.physics_spectrum:
+            raise CT2XError(
+                f"the dataset {self.folder} was rendered with the spectrum {spectrum} but this config's physics "
+                f"anchor uses {config.physics_spectrum}: set physics_spectrum: {spectrum} in the config"
+            )
         counts = []
         for file in self.files:
             with safe_open(str(file), framework="pt") as stored:
@@ -185,6 +193,7 @@ class CTViewDataset(Dataset):
         generator = np.random.default_rng([self.seed, draw, len(self.radiographs)])
         radiograph = self.radiographs[generator.integers(len(self.radiographs))]
         pixels = torch.from_numpy(read_radiograph(radiograph, size=config.image_size, warn_colour=False))
+        field = min(1.0, pose_field_of_view_mm(pose.numpy()) / config.radiograph_field_mm)
         sample = {
             "volume": volume_input(ct, config),
             "pose": pose,
@@ -196,10 +205,12 @@ class CTViewDataset(Dataset):
             sample["projections"] = projection_input(projections, config)[0]
         if config.use_xray_discriminator:
             real = self.radiographs[generator.integers(len(self.radiographs))]
-            crop = min(1.0, pose_field_of_view_mm(pose.numpy()) / config.radiograph_field_mm)
             shift = tuple(float(v) for v in generator.uniform(-0.1, 0.1, size=2))
-            pixels = read_radiograph(real, size=config.image_size, warn_colour=False, crop=crop, shift=shift)
+            pixels = read_radiograph(real, size=config.image_size, warn_colour=False, crop=field, shift=shift)
             sample["xray_real"] = xray_input(torch.from_numpy(pixels)[None], config)
+        if config.lambda_hist > 0:
+            pixels = read_radiograph(radiograph, size=config.image_size, warn_colour=False, crop=field)
+            sample["xray_field"] = xray_input(torch.from_numpy(pixels)[None], config)
         return sample
 
 

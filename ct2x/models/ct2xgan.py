@@ -8,7 +8,9 @@
 
 plus the codes the losses of eq. 10-12 compare. With the projection path (``projected``
 preset, :mod:`ct2x.models.projection`) G also takes the projection features P(view) of the CT's
-area densities and MIP at the view: Î = G(f_c^{w+}, f_sty, P). The discriminators (D, and D_X
+area densities and MIP at the view: Î = G(f_c^{w+}, f_sty, P); with the physics anchor
+(:mod:`ct2x.models.physics_anchor`) the image is a residual on the toned physics DRR B of the
+view: Î = T(B; f_sty) + G(f_c^{w+}, f_sty, P). The discriminators (D, and D_X
 of :mod:`ct2x.models.xray_discriminator` when configured) are held here too, so one state dict
 carries the whole model, but :meth:`CT2XGAN.forward` does not call them.
 
@@ -29,6 +31,7 @@ from ct2x.errors import CT2XError
 from ct2x.models.ct_encoder import CTEncoder
 from ct2x.models.discriminator import Discriminator
 from ct2x.models.generator import Generator
+from ct2x.models.physics_anchor import ToneCurve, physics_base
 from ct2x.models.pose_attention import PoseAttentionModule, PoseQuery
 from ct2x.models.projection import ProjectionEncoder
 from ct2x.models.style_encoder import StyleDecouplingEncoder
@@ -54,11 +57,14 @@ def normalize_hu(hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
 
 @dataclass
 class ViewContent:
-    """What the CT gives G at a batch of views: f_c^{w+} ``(B, num_content_layers, w_dim)`` and,
-    with the projection path, the projection features ``{r: (B, C_r, r, r)}`` (else ``None``)."""
+    """What the CT gives G at a batch of views: f_c^{w+} ``(B, num_content_layers, w_dim)``,
+    with the projection path the projection features ``{r: (B, C_r, r, r)}``, and with the
+    physics anchor the base image B ``(B, 1, S, S)`` (:func:`ct2x.models.physics_anchor.physics_base`);
+    ``None`` where the configuration has no such part."""
 
     code: torch.Tensor
     features: dict[int, torch.Tensor] | None = None
+    base: torch.Tensor | None = None
 
 
 @dataclass
@@ -83,6 +89,7 @@ class CT2XOutputs:
     f_c_drr_hat: torch.Tensor | None = None  #: E_sty^c(Î_DRR) (eq. 10)
     f_sty_x_hat: torch.Tensor | None = None  #: E_sty^sX(Î_X) (eq. 11)
     f_sty_drr_hat: torch.Tensor | None = None  #: E_sty^sDRR(Î_DRR) (eq. 11)
+    base: torch.Tensor | None = None  #: the physics anchor's base image B (``physics_anchor``)
 
     @property
     def fake(self) -> torch.Tensor:
@@ -108,6 +115,8 @@ class CT2XGAN(nn.Module):
         discriminator: D (:class:`Discriminator`).
         xray_discriminator: D_X (:class:`XRayDiscriminator`), ``None`` without
             ``use_xray_discriminator``.
+        tone_curve: the physics anchor's tone curve (:class:`ToneCurve`), ``None`` without
+            ``physics_anchor``.
     """
 
     def __init__(self, config: CT2XConfig):
@@ -121,6 +130,7 @@ class CT2XGAN(nn.Module):
         )
         self.projection_encoder = ProjectionEncoder(config) if config.projection_inputs else None
         self.generator = Generator(config)
+        self.tone_curve = ToneCurve(config) if config.physics_anchor else None
         self.discriminator = Discriminator(config)
         self.xray_discriminator = XRayDiscriminator(config) if config.use_xray_discriminator else None
 
@@ -134,13 +144,21 @@ class CT2XGAN(nn.Module):
         """What the CT gives G at each view: V ``(B,1,D,D,D)``, p ``(B,25)``, the PAM's MIP
         ``(B,1,h,w)`` and, with the projection path, the projection images ``(B,4,S,S)``
         (:func:`ct2x.data.dataset.projection_input`)."""
-        code = self._content(self.ct_encoder(volume), pose, mip)
-        return ViewContent(code, self._projection_features(projections))
+        return self._view_content(self.ct_encoder(volume), pose, mip, projections)
+
+    def _view_content(
+        self, f_c_ct: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor, projections: torch.Tensor | None
+    ) -> ViewContent:
+        base = physics_base(projections, self.config) if self.tone_curve is not None else None
+        return ViewContent(self._content(f_c_ct, pose, mip), self._projection_features(projections), base)
 
     def render(self, content: ViewContent, style: torch.Tensor) -> torch.Tensor:
-        """G(f_c^{w+}, f_sty[, P]): the image ``(B, 1, S, S)`` (about [-1, 1]) of each view in the
-        style code ``(B, num_style_layers, w_dim)``."""
-        return self.generator(content.code, style, content.features)
+        """G(f_c^{w+}, f_sty[, P]) (+ T(B; f_sty) with the physics anchor): the image
+        ``(B, 1, S, S)`` (about [-1, 1]) of each view in the style code ``(B, num_style_layers, w_dim)``."""
+        image = self.generator(content.code, style, content.features)
+        if self.tone_curve is not None:
+            image = image + self.tone_curve(content.base, style)
+        return image
 
     def _projection_features(self, projections: torch.Tensor | None) -> dict[int, torch.Tensor] | None:
         if self.projection_encoder is None:
@@ -187,11 +205,11 @@ class CT2XGAN(nn.Module):
             :class:`CT2XOutputs`.
         """
         f_c_ct = self.ct_encoder(volume)
-        content = ViewContent(self._content(f_c_ct, pose, mip), self._projection_features(projections))
+        content = self._view_content(f_c_ct, pose, mip, projections)
         f_c_wplus = content.code
         f_sty_drr = self.drr_style_code(drr)
         if self.style_encoder is None:
-            return CT2XOutputs(f_c_ct, f_c_wplus, f_sty_drr, self.render(content, f_sty_drr))
+            return CT2XOutputs(f_c_ct, f_c_wplus, f_sty_drr, self.render(content, f_sty_drr), base=content.base)
         if xray is None:
             raise CT2XError("CT2X-GAN with the style encoder needs a real X-ray image for every sample")
         enc = self.style_encoder
@@ -205,6 +223,7 @@ class CT2XGAN(nn.Module):
             xray_hat=self.render(content, f_sty_x),
             f_sty_x_of_drr=enc.xray_style(drr),
             f_sty_drr_of_xray=enc.drr_style(xray),
+            base=content.base,
         )
         if self.config.use_consistency:
             out.f_c_xray_hat = enc.content(out.xray_hat)

@@ -30,6 +30,10 @@ What each part does, in the paper's terms.
 
 Because the projections are made at the view's own C-arm geometry (pose, source distance,
 detector), magnification and the pose are exact by construction rather than learned.
+
+With ``physics_anchor`` (the ``projected`` preset) G's output is moreover a residual on the
+style-toned physics DRR computed from the same area densities (:mod:`ct2x.models.physics_anchor`):
+the projection path then shapes what G adds to the physics, not the anatomy itself.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ shows the networks a real radiograph except through E_sty's style code, and L_0 
 satisfied by an X-ray style that changes little: "X-ray style" drifts toward DRR style. D_X
 closes that gap. Its reals are real radiographs, cropped to the physical field of view of the
 synthesized detector at the isocenter (``radiograph_field_mm``; see
-:class:`ct2x.data.dataset.CTViewDataset`); its fakes are Î_X = G(f_c^{w+}, f_sty^X). Its
-non-saturating logistic loss joins eq. 18 with weight ``lambda_xray_adv``, and D_X is trained
-like D (eq. 17: softplus loss, lazy R1 on its reals).
+:class:`ct2x.data.dataset.CTViewDataset`); its fakes are Î_X = G(f_c^{w+}, f_sty^X) (without
+E_sty, G's only output). Its non-saturating logistic loss joins eq. 18 with weight
+``lambda_xray_adv``, and D_X is trained like D (eq. 17: softplus loss, lazy R1 on its reals).
 
 It judges patches, not whole images: a stack of strided 3x3 convolutions (receptive field about
 47 pixels) gives a map of logits, at ``xray_d_scales`` image scales (full, half, ...), so that
