@@ -520,8 +520,9 @@ def _synthesize_to_folder(
     requested = model_views(model.config, card, ct, **geometry)
     strip_geometry = {**geometry, "primaries": [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], "secondaries": [0.0]}
     strip = model_views(model.config, card, ct, **strip_geometry)
-    results = synthesize(model, ct, requested + strip, **style)
-    results, strip = results[: len(requested)], results[len(requested) :]
+    unique = list(dict.fromkeys(requested + strip))  # the demo asks for the strip's own views
+    made = dict(zip(unique, synthesize(model, ct, unique, **style), strict=True))
+    results, strip = [made[c] for c in requested], [made[c] for c in strip]
     check_output_folder(out)
     for index, view in enumerate(results):
         stem = out / view_stem(view.carm, index)
@@ -604,7 +605,7 @@ def _model_style(model: Path, name: str):  # noqa: ANN202 (torch is imported laz
 def _run_demo(args: argparse.Namespace) -> None:
     from ct2x.checkpoint import load_model, load_style_codes
     from ct2x.samples import bundled_model, sample_ct
-    from ct2x.synthesize import model_views, prepare_ct, synthesize
+    from ct2x.synthesize import model_views, synthesize_codes
     from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
@@ -620,12 +621,10 @@ def _run_demo(args: argparse.Namespace) -> None:
     style = {"style_code": codes[first]}
     _synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, args.out)
     poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
-    prepared = prepare_ct(model, ct)  # resampled once for all styles
-    images, labels = [], []
-    for name in sorted(codes):
-        for view in synthesize(model, prepared, poses, style_code=codes[name]):
-            images.append(view.image)
-            labels.append(f"{name}, {view_label(view.carm)}")
+    names = sorted(codes)
+    grid = synthesize_codes(model, ct, poses, [codes[n] for n in names])  # (V, R, S, S): projections once
+    images = [grid[v, r] for r in range(len(names)) for v in range(len(poses))]
+    labels = [f"{name}, {view_label(carm)}" for name in names for carm in poses]
     write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses), window=(0.0, 1.0))
     print(f"wrote style_grid.png ({len(codes)} styles x {len(poses)} poses) to {args.out}/")
 

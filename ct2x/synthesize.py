@@ -240,6 +240,25 @@ def synthesize_styles(
         codes = [model.constant_style[0]]
     else:
         codes = [model.style_encoder.xray_style(_style_image(s, model.config, device))[0] for s in styles]
+    return synthesize_codes(model, ct, carms, codes, batch_size)
+
+
+@torch.no_grad()
+def synthesize_codes(
+    model: CT2XGAN,
+    ct: CTVolume | PreparedCT,
+    carms: Sequence[CArm],
+    codes: Sequence[torch.Tensor],
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Every view in each of several style codes ``(num_style_layers, w_dim)`` (e.g. the styles
+    stored with a model), the CT's content (and projections) computed once per view.
+
+    Returns:
+        float32 ``(V, R, S, S)`` in [0, 1] (R = ``len(codes)``).
+    """
+    device = next(model.parameters()).device
+    codes = [code.to(device) for code in codes]
     views = []
     for chunk, content in _content_batches(model, ct, list(carms), batch_size):
         per_style = [render_images(model, content, code[None].expand(len(chunk), -1, -1)) for code in codes]
