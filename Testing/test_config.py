@@ -157,3 +157,18 @@ def test_file_errors(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert CT2XConfig.from_file(empty) == CT2XConfig()
+
+
+def test_every_shipped_config_file_loads_and_changes_its_preset():
+    """configs/*.yaml and configs/ablations/*.yaml are README recipes: each must load (an unknown or
+    misspelt key is refused) and must differ from the bare preset it names."""
+    from pathlib import Path
+
+    import yaml
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert len(files) >= 9
+    for path in files:
+        loaded = CT2XConfig.from_file(path)
+        preset = yaml.safe_load(path.read_text(encoding="utf-8"))["preset"]
+        assert loaded != CT2XConfig.preset(preset), path.name

@@ -152,6 +152,7 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
         assert np.isfinite(realism["fid"]) and 0 <= realism["c2st_auc"] <= 1
     for name in (UNTRAINED_ROW, "CT2X-GAN", "w/o PAM"):
         assert rows[name]["drr_reconstruction"]["samples"] == 4
+    assert metrics["drr_reconstruction_baselines"] is None and "prepared with `--projections`" in report
     # the physics DRR is its own reference: perfect geometry, no scale error, clearly CT-specific
     drr = rows[DRR_ROW]
     assert drr["geometry"]["seen"]["edge_ncc"] == pytest.approx(1.0) and drr["geometry"]["unseen"]["ssim"] > 0.99

@@ -288,3 +288,14 @@ def test_histogram_reference_is_the_style_radiograph_cropped_to_the_view(inputs:
 def test_physics_anchor_refuses_a_dataset_of_another_spectrum(inputs: dict[str, Path]) -> None:
     with pytest.raises(CT2XError, match="physics_spectrum: 60KV_AL35"):
         CTViewDataset(inputs["data"], inputs["xray"], CONFIG.replace(physics_spectrum="90KV_AL40"))
+
+
+def test_table3_baselines_from_the_stored_projections(inputs: dict[str, Path]) -> None:
+    from ct2x.evaluate import LINE_INTEGRAL_ROW, NOISE_FREE_ROW, projection_baselines
+
+    dataset = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)
+    scores = projection_baselines(dataset, batch_size=4)
+    line, free = scores[LINE_INTEGRAL_ROW], scores[NOISE_FREE_ROW]
+    assert line.samples == free.samples == len(dataset) == 12
+    assert free.psnr > 40 and free.ssim > 0.99  # prepared without noise: the stored DRR is B, up to float16
+    assert 15 < line.psnr < free.psnr - 3  # one affine map of the line integral misses the beam hardening

@@ -21,7 +21,9 @@ every measure scores them the same way (the measures are defined in :mod:`ct2x.m
   the mean distance between each image and its style reference.
 * **DRR style reconstruction** (Table 3): eq. 7's reconstruction of every stored DRR of the
   dataset from the CT's content code and the DRR's own style code, scored against the DRR by
-  PSNR (dB) and SSIM on images scaled to [0, 1] (torchmetrics).
+  PSNR (dB) and SSIM on images scaled to [0, 1] (torchmetrics), beside two rows without
+  learning from the stored area densities (:func:`projection_baselines`): the line integral
+  with an oracle affine fit, and the noise-free physics DRR.
 
 The physics DRRs are rendered from the stored CT grid (``ct2x.drr.render_drr``, no noise) and
 min-max scaled per image to [0, 1], as the model's training target. FID and KID from a few
@@ -57,6 +59,9 @@ UNSEEN_VIEWS = ((-90.0, 0.0), (-75.0, 0.0), (75.0, 0.0), (90.0, 0.0), (0.0, -20.
 #: Source-to-isocenter distances of the scale-error sweep (mm); the detector is SCALE_GAP_MM behind the isocenter.
 SCALE_SIDS_MM = tuple(float(d) for d in range(400, 801, 50))
 SCALE_GAP_MM = 490.0
+#: Table 3's rows without learning (:func:`projection_baselines`).
+LINE_INTEGRAL_ROW = "Line integral (affine fit per image)"
+NOISE_FREE_ROW = "Noise-free physics DRR (the anchor's B)"
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,43 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
         psnr.update(predicted, truth)
         ssim.update(predicted, truth)
     return ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
+
+
+@torch.no_grad()
+def projection_baselines(dataset: CTViewDataset, batch_size: int = 8) -> dict[str, ReconstructionScores]:
+    """Table 3 without learning, scored like :func:`drr_reconstruction`, from the stored area
+    densities of each view (``dataset``'s config must read ``projections``, so the data must be
+    prepared with ``--projections``):
+
+    * :data:`LINE_INTEGRAL_ROW`: the monoenergetic line integral of the density, the sum of the
+      three materials' area densities (g/cm^2), mapped onto each DRR by its own least-squares
+      affine fit (an oracle brightness and contrast per image);
+    * :data:`NOISE_FREE_ROW`: the noise-free polyenergetic DRR of the view (:func:`physics_base`,
+      the physics anchor's B), min-max scaled like the stored DRR; it differs from it only by the
+      stored DRR's Poisson noise, so it is the ceiling of a model that draws the physics.
+    """
+    from ct2x.models.physics_anchor import physics_base
+
+    config = dataset.config
+    scale = torch.tensor(config.projection_scale_g_cm2)
+    scores = {}
+    for name in (LINE_INTEGRAL_ROW, NOISE_FREE_ROW):
+        psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            truth, projections = (batch["drr"] + 1) / 2, batch["projections"]
+            if name == LINE_INTEGRAL_ROW:
+                line = (projections[:, :3] * scale[:, None, None]).sum(dim=1, keepdim=True)
+                x = line - line.mean(dim=(2, 3), keepdim=True)
+                y = truth - truth.mean(dim=(2, 3), keepdim=True)
+                gain = (x * y).sum(dim=(2, 3), keepdim=True) / (x * x).sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+                predicted = gain * x + truth.mean(dim=(2, 3), keepdim=True)
+            else:
+                predicted = (physics_base(projections, config) + 1) / 2
+            psnr.update(predicted.clamp(0, 1), truth)
+            ssim.update(predicted.clamp(0, 1), truth)
+        scores[name] = ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
+    return scores
 
 
 def evaluation_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[EvaluationView]:

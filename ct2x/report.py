@@ -41,6 +41,7 @@ from ct2x.evaluate import (
     evaluation_views,
     inception_features,
     prepared_volume,
+    projection_baselines,
     scale_views,
     styled_drr_images,
     synthesized_images,
@@ -184,6 +185,11 @@ def evaluate_models(
             )
             lap("DRR reconstruction")
         bar.update()
+    baselines = None
+    if dataset.manifest["settings"].get("projections"):
+        projected = CTViewDataset(data, xray, configs[first].replace(projection_inputs=True))
+        baselines = {k: asdict(v) for k, v in projection_baselines(projected, settings.batch_size).items()}
+        lap("DRR reconstruction")
     check_output_folder(out)
     index = _write_images(out, methods, real)
     _write_figures(model, card, cts, methods[first], drrs, views[0], out, settings, references)
@@ -202,6 +208,7 @@ def evaluate_models(
             for name, path in models.items()
         },
         "rows": results,
+        "drr_reconstruction_baselines": baselines,
         "views": [{"label": v.label, "seen": v.seen} for v in views[0]],
         "scale_sweep": {"sid_mm": list(SCALE_SIDS_MM), "sdd_minus_sid_mm": SCALE_GAP_MM, "view": "AP", "style": 1},
         "grid": {
@@ -366,9 +373,14 @@ def _markdown(summary: dict) -> str:
         "| Method | PSNR (dB) ↑ | SSIM ↑ | samples |",
         "|---|---|---|---|",
     ]
+    baselines = summary["drr_reconstruction_baselines"]
+    for name, r in (baselines or {}).items():
+        lines.append(f"| {name} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'])} | {r['samples']} |")
     for name in order[2:]:
         r = rows[name]["drr_reconstruction"]
         lines.append(f"| {name} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'])} | {r['samples']} |")
+    if baselines is None:
+        lines += ["", "The line-integral and noise-free DRR rows need held-out data prepared with `--projections`."]
     lines += [
         "",
         "## Geometric fidelity (agreement with the physics DRR of the same CT and view)",
