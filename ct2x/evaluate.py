@@ -51,6 +51,7 @@ from ct2x.drr import render_drr
 from ct2x.geometry import CArm
 from ct2x.measures import c2st_auc, frechet_distance
 from ct2x.models import CT2XGAN
+from ct2x.models.physics_anchor import physics_base
 from ct2x.synthesize import model_views
 from ct2x.volume import CTVolume
 
@@ -129,8 +130,6 @@ def projection_baselines(dataset: CTViewDataset, batch_size: int = 8) -> dict[st
       the physics anchor's B), min-max scaled like the stored DRR; it differs from it only by the
       stored DRR's Poisson noise, so it is the ceiling of a model that draws the physics.
     """
-    from ct2x.models.physics_anchor import physics_base
-
     config = dataset.config
     scale = torch.tensor(config.projection_scale_g_cm2)
     scores = {}
