@@ -168,9 +168,12 @@ def test_runner_streams_tqdm_style_progress_from_a_real_process():
 
 
 def test_stop_asks_the_job_to_checkpoint_and_exit():
+    # the child installs its SIGINT handler like ct2x train does (a process started in the background
+    # by a non-interactive shell inherits SIGINT ignored, and Python then installs none of its own)
     child = textwrap.dedent(
         """
-        import time
+        import signal, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         print("ready", flush=True)
         try:
             while True:
