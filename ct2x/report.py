@@ -186,8 +186,9 @@ def evaluate_models(
             lap("DRR reconstruction")
         bar.update()
     baselines = None
-    if dataset.manifest["settings"].get("projections"):
-        projected = CTViewDataset(data, xray, configs[first].replace(projection_inputs=True))
+    if dataset.manifest["settings"].get("projections"):  # B at the dataset's own spectrum, whatever the model's
+        spectrum = dataset.manifest["settings"]["spectrum"]
+        projected = CTViewDataset(data, xray, configs[first].replace(projection_inputs=True, physics_spectrum=spectrum))
         baselines = {k: asdict(v) for k, v in projection_baselines(projected, settings.batch_size).items()}
         lap("DRR reconstruction")
     check_output_folder(out)
