@@ -132,24 +132,30 @@ def projection_baselines(dataset: CTViewDataset, batch_size: int = 8) -> dict[st
     """
     config = dataset.config
     scale = torch.tensor(config.projection_scale_g_cm2)
-    scores = {}
-    for name in (LINE_INTEGRAL_ROW, NOISE_FREE_ROW):
-        psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            truth, projections = (batch["drr"] + 1) / 2, batch["projections"]
-            if name == LINE_INTEGRAL_ROW:
-                line = (projections[:, :3] * scale[:, None, None]).sum(dim=1, keepdim=True)
-                x = line - line.mean(dim=(2, 3), keepdim=True)
-                y = truth - truth.mean(dim=(2, 3), keepdim=True)
-                gain = (x * y).sum(dim=(2, 3), keepdim=True) / (x * x).sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
-                predicted = gain * x + truth.mean(dim=(2, 3), keepdim=True)
-            else:
-                predicted = (physics_base(projections, config) + 1) / 2
-            psnr.update(predicted.clamp(0, 1), truth)
-            ssim.update(predicted.clamp(0, 1), truth)
-        scores[name] = ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
-    return scores
+    metrics = {
+        name: (
+            PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
+            StructuralSimilarityIndexMeasure(data_range=1.0),
+        )
+        for name in (LINE_INTEGRAL_ROW, NOISE_FREE_ROW)
+    }
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        truth, projections = (batch["drr"] + 1) / 2, batch["projections"]
+        line = (projections[:, :3] * scale[:, None, None]).sum(dim=1, keepdim=True)
+        x = line - line.mean(dim=(2, 3), keepdim=True)
+        y = truth - truth.mean(dim=(2, 3), keepdim=True)
+        gain = (x * y).sum(dim=(2, 3), keepdim=True) / (x * x).sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        predicted = {
+            LINE_INTEGRAL_ROW: gain * x + truth.mean(dim=(2, 3), keepdim=True),
+            NOISE_FREE_ROW: (physics_base(projections, config) + 1) / 2,
+        }
+        for name, (psnr, ssim) in metrics.items():
+            psnr.update(predicted[name].clamp(0, 1), truth)
+            ssim.update(predicted[name].clamp(0, 1), truth)
+    return {
+        name: ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
+        for name, (psnr, ssim) in metrics.items()
+    }
 
 
 def evaluation_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[EvaluationView]:
