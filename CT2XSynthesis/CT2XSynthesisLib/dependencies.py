@@ -8,19 +8,28 @@ Rules:
 
 * The modules need Slicer :data:`MINIMUM_SLICER_VERSION` or later; in an older one their
   panels show :func:`slicer_version_error` instead of failing.
+* Each module asks only for what it runs: CT2XSynthesis for :data:`SYNTHESIS_REQUIREMENTS`
+  (what ``ct2x.synthesize``, ``ct2x.checkpoint``, ``ct2x.drr`` and the modules they import
+  need, lazy imports included), CT2XTraining for :data:`TRAINING_REQUIREMENTS` (the whole
+  core: its jobs run ``ct2x prepare`` and ``ct2x train``). A test keeps both in step with the
+  import graph and with pyproject.toml.
 * ``torch`` and ``torchvision`` come from the **PyTorch** extension
   (``PyTorchUtils.PyTorchUtilsLogic().installTorch``); if that extension is absent, the
   user is told to install it from the Extensions Manager.
 * Slicer's own ``numpy``, ``vtk`` and ``SimpleITK`` (and PyTorch's ``torch`` and
   ``torchvision``) are never pip-installed or upgraded.
-* Every other package the ``ct2x`` core needs is pip-installed, after a confirmation
-  dialog, only when it cannot be imported (a package Slicer already bundles, such as
-  ``pydicom``, is left alone).
+* Every other package a module needs is pip-installed, after a confirmation dialog, only when
+  it cannot be imported (a package Slicer already bundles, such as ``pydicom``, is left alone).
+* In Slicer's testing mode (``Slicer --testing``: ``slicer.app.testingEnabled()``) nothing is
+  installed and no dialog is shown (:func:`may_install`): what is missing is logged and
+  :func:`ensure_dependencies` returns False.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,24 +66,55 @@ class Requirement:
     pip: str
     module: str
 
+    @property
+    def distribution(self) -> str:
+        """The distribution name, lower case (``"Pillow>=10"`` -> ``"pillow"``)."""
+        return re.split(r"[<>=!~\[; ]", self.pip, maxsplit=1)[0].lower()
 
-#: The core's dependencies (pyproject.toml) that may be pip-installed into Slicer: all of
-#: them except :data:`PROTECTED_DISTRIBUTIONS` (a test keeps the two lists in step).
-PIP_REQUIREMENTS: tuple[Requirement, ...] = (
+
+#: Installed by the PyTorch extension's ``installTorch``, never by pip.
+TORCH = Requirement(f"torch{TORCH_VERSION_REQUIREMENT}", "torch")
+TORCHVISION = Requirement(f"torchvision{TORCHVISION_VERSION_REQUIREMENT}", "torchvision")
+PYTORCH_EXTENSION_REQUIREMENTS = (TORCH, TORCHVISION)
+
+#: What the CT2XSynthesis module runs (``ct2x.synthesize``, ``ct2x.checkpoint``, ``ct2x.drr``,
+#: ``ct2x.samples``, ``ct2x.radiograph_geometry``, ``ct2x.volume``, ``ct2x.geometry``,
+#: ``ct2x.device`` and the core modules they import, at the top or inside functions) needs,
+#: besides Slicer's numpy and SimpleITK: torch (not torchvision), safetensors (model files),
+#: Pillow (radiograph images), pydicom (DICOM CTs and radiograph geometry), numba (the DRR ray
+#: marcher), spekpy (X-ray spectra) and xraydb (attenuation). Not PyYAML (YAML training configs
+#: only) nor tqdm (``ct2x prepare`` only; torch uses it if present). A test checks this list
+#: against the import graph.
+SYNTHESIS_REQUIREMENTS: tuple[Requirement, ...] = (
+    TORCH,
     Requirement("spekpy>=2.0.9", "spekpy"),
     Requirement("xraydb>=4.5", "xraydb"),
     Requirement("safetensors>=0.4", "safetensors"),
-    Requirement("tqdm>=4.66", "tqdm"),
     Requirement("Pillow>=10", "PIL"),
-    Requirement("PyYAML>=6", "yaml"),
     Requirement("pydicom>=2.4", "pydicom"),
+    Requirement("numba>=0.59", "numba"),
+)
+
+#: What the CT2XTraining module runs (``PythonSlicer -m ct2x prepare|train`` and the evaluation
+#: measures): every core dependency of pyproject.toml except Slicer's own, a superset of
+#: :data:`SYNTHESIS_REQUIREMENTS`.
+TRAINING_REQUIREMENTS: tuple[Requirement, ...] = (
+    *SYNTHESIS_REQUIREMENTS,
+    TORCHVISION,
+    Requirement("tqdm>=4.66", "tqdm"),
+    Requirement("PyYAML>=6", "yaml"),
     Requirement("lpips>=0.1.4", "lpips"),
     Requirement("torchmetrics>=1.4", "torchmetrics"),
     Requirement("tensorboard>=2.14", "tensorboard"),
-    Requirement("numba>=0.59", "numba"),
     Requirement("scikit-image>=0.22", "skimage"),
     Requirement("scikit-learn>=1.3", "sklearn"),
     Requirement("threadpoolctl>=3", "threadpoolctl"),
+)
+
+#: The core's dependencies (pyproject.toml) that may be pip-installed into Slicer: all of
+#: them except :data:`PROTECTED_DISTRIBUTIONS` (a test keeps the two lists in step).
+PIP_REQUIREMENTS: tuple[Requirement, ...] = tuple(
+    r for r in TRAINING_REQUIREMENTS if r.distribution not in PROTECTED_DISTRIBUTIONS
 )
 
 
@@ -85,36 +125,75 @@ def module_importable(name: str) -> bool:
 
 @dataclass(frozen=True)
 class DependencyPlan:
-    """What first use must do before the core can run.
+    """What first use must do before a module can run.
 
     Attributes:
-        pytorch_extension_missing: torch is absent and so is the PyTorch extension; the
-            user must install the extension (nothing else can be done from here).
-        install_torch: torch (or torchvision) is absent and the PyTorch extension is
-            present: call its ``installTorch``.
+        pytorch_extension_missing: torch (or torchvision, where needed) is absent and so is the
+            PyTorch extension; the user must install the extension (nothing else can be done from here).
+        install_torch: torch (or torchvision, where needed) is absent and the PyTorch extension
+            is present: call its ``installTorch``.
         pip_requirements: requirement specifiers to pip-install after confirmation.
+        torch_requirements: the requirement specifiers of the PyTorch extension's packages that
+            are absent (what ``installTorch`` is for).
     """
 
     pytorch_extension_missing: bool
     install_torch: bool
     pip_requirements: tuple[str, ...]
+    torch_requirements: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:
         """Nothing to install."""
         return not (self.pytorch_extension_missing or self.install_torch or self.pip_requirements)
 
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Everything absent, for a message: the PyTorch extension's packages, then pip's."""
+        torch = tuple(
+            f"{r} (PyTorch extension{', which is not installed' if self.pytorch_extension_missing else ''})"
+            for r in self.torch_requirements
+        )
+        return torch + self.pip_requirements
 
-def plan_dependencies(importable: Callable[[str], bool] = module_importable) -> DependencyPlan:
-    """Decide what to install; ``importable(module_name)`` says whether a module is present."""
-    torch_missing = not (importable("torch") and importable("torchvision"))
+
+def plan_dependencies(
+    requirements: tuple[Requirement, ...] = TRAINING_REQUIREMENTS,
+    importable: Callable[[str], bool] = module_importable,
+) -> DependencyPlan:
+    """Decide what to install for ``requirements`` (:data:`SYNTHESIS_REQUIREMENTS` or
+    :data:`TRAINING_REQUIREMENTS`); ``importable(module_name)`` says whether a module is present.
+
+    torch and torchvision are planned for the PyTorch extension; Slicer's own packages
+    (:data:`PROTECTED_DISTRIBUTIONS`) are never planned for pip.
+    """
+    pytorch = {r.distribution for r in PYTORCH_EXTENSION_REQUIREMENTS}
+    torch_missing = tuple(r.pip for r in requirements if r.distribution in pytorch and not importable(r.module))
     has_extension = importable("PyTorchUtils")
-    pip_requirements = tuple(r.pip for r in PIP_REQUIREMENTS if not importable(r.module))
-    return DependencyPlan(
-        pytorch_extension_missing=torch_missing and not has_extension,
-        install_torch=torch_missing and has_extension,
-        pip_requirements=pip_requirements,
+    pip_requirements = tuple(
+        r.pip for r in requirements if r.distribution not in PROTECTED_DISTRIBUTIONS and not importable(r.module)
     )
+    return DependencyPlan(
+        pytorch_extension_missing=bool(torch_missing) and not has_extension,
+        install_torch=bool(torch_missing) and has_extension,
+        pip_requirements=pip_requirements,
+        torch_requirements=torch_missing,
+    )
+
+
+def may_install(testing: bool) -> bool:
+    """Whether first use may install packages (and show its dialogs).
+
+    Never in Slicer's testing mode (``testing``: ``slicer.app.testingEnabled()``, as under
+    ``Slicer --testing``): nobody is there to answer, ``slicer.util.confirmOkCancelDisplay``
+    would answer OK by itself, and a test must not change Slicer's Python environment.
+    """
+    return not testing
+
+
+def warning_in_testing_mode(plan: DependencyPlan) -> str:
+    """What :func:`ensure_dependencies` logs in testing mode when ``plan`` is not ready."""
+    return "CT2X: Slicer runs in testing mode, so no Python package is installed; missing: " + ", ".join(plan.missing)
 
 
 def check_slicer_version(show_in_panel: Callable[[str], None] | None = None) -> bool:
@@ -134,14 +213,23 @@ def check_slicer_version(show_in_panel: Callable[[str], None] | None = None) -> 
     return False
 
 
-def ensure_dependencies() -> bool:
-    """First use: make torch (PyTorch extension) and the core's other packages importable.
+def ensure_dependencies(requirements: tuple[Requirement, ...] = TRAINING_REQUIREMENTS) -> bool:
+    """First use: make ``requirements`` importable (:data:`SYNTHESIS_REQUIREMENTS` for
+    CT2XSynthesis, :data:`TRAINING_REQUIREMENTS` for CT2XTraining): torch from the PyTorch
+    extension, the other packages from pip.
 
     Shows the dialogs; returns False if the user declined or the PyTorch extension is missing.
+    In Slicer's testing mode it installs nothing and shows no dialog: if anything is missing it
+    logs what (``logging.warning``) and returns False.
     """
     import slicer
 
-    plan = plan_dependencies()
+    plan = plan_dependencies(requirements)
+    if plan.ready:
+        return True
+    if not may_install(testing=slicer.app.testingEnabled()):
+        logging.warning(warning_in_testing_mode(plan))
+        return False
     if plan.pytorch_extension_missing:
         slicer.util.errorDisplay(
             "CT2X needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
