@@ -16,7 +16,7 @@ from typing import Annotated
 
 import qt
 import slicer
-from CT2XSynthesisLib.dependencies import check_slicer_version, ensure_dependencies
+from CT2XSynthesisLib.dependencies import TRAINING_REQUIREMENTS, check_slicer_version, ensure_dependencies
 from CT2XSynthesisLib.logic import MODEL_FILE
 from CT2XSynthesisLib.reloading import forget_package
 from CT2XTrainingLib.commands import (
@@ -59,9 +59,11 @@ class CT2XTraining(ScriptedLoadableModule):
         self.parent.dependencies = ["CT2XSynthesis"]
         self.parent.contributors = ["CT2X maintainers"]
         self.parent.helpText = (
-            "Train CT2X-GAN on a folder of CT volumes and a folder of unpaired real radiographs. Prepare renders "
-            "the training set into <output>/data; Train writes the run into <output>/run. Jobs run as separate "
-            "PythonSlicer processes, so Slicer stays responsive; Stop leaves a checkpoint that Resume continues."
+            "Train CT2X-GAN on a folder of CT volumes and a folder of unpaired real radiographs. Prepare "
+            "renders the training set into &lt;output&gt;/data; Train writes the run into &lt;output&gt;/run. "
+            "Jobs run as separate PythonSlicer processes, so Slicer stays responsive; Stop leaves a checkpoint "
+            "that Resume continues. "
+            'See more information in the <a href="https://github.com/ct2x/SlicerCT2X#readme">documentation</a>.'
         )
         self.parent.acknowledgementText = "Implements CT2X-GAN (ACM Multimedia 2024) on a pure-PyTorch core."
 
@@ -127,16 +129,17 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(label)
 
     def onReload(self) -> None:
-        """Developer mode's Reload: the Lib package is reloaded from disk with the main script."""
+        """Developer mode's Reload: the Lib package and the ``ct2x`` core are reloaded from disk with the script."""
         self.cleanup()
         forget_package("CT2XTrainingLib")
+        forget_package("ct2x")
         ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self) -> None:
         if self._timer is not None:
             self._timer.stop()
         if self._runner is not None:
-            self._runner.kill()
+            self._runner.kill()  # the whole job: PythonSlicer, the ct2x process under it and its workers
         self.removeObservers()
 
     def enter(self) -> None:
@@ -188,9 +191,11 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _start(self, command: list[str]) -> None:
         if self._runner is not None and self._runner.running:
             raise CT2XError("a job is already running: stop it first")
-        if not ensure_dependencies():
+        if not ensure_dependencies(TRAINING_REQUIREMENTS):
             return
         self._state = JobState()
+        self._jobVerb = command[3] if len(command) > 3 else ""  # [PythonSlicer, -m, ct2x, prepare|train, ...]
+        self._checkpointAtStop = None  # the job's last checkpoint when Stop was pressed
         self._runner = ProcessRunner(command, env=child_environment(os.environ, coreRoot()))
         self.ui.logTextEdit.appendPlainText("$ " + " ".join(command))
         self.ui.progressBar.value = 0
@@ -206,19 +211,40 @@ class CT2XTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runner.step_time_s = self._state.step_time_s  # Stop's grace period follows the step time
         if self._state.progress is not None:
             self.ui.progressBar.value = int(round(100 * self._state.progress.fraction))
-        if self._runner.finished:
-            self._timer.stop()
-            code = self._runner.returncode
-            self.ui.logTextEdit.appendPlainText("Job finished." if code == 0 else f"Job ended with exit status {code}.")
-            self._setRunning(False)
+        if not self._runner.finished:  # over only once the ct2x process under PythonSlicer has ended too
+            return
+        self._timer.stop()
+        code, checkpoint = self._runner.returncode, self._state.checkpoint
+        if not self._runner.stopped:
+            message = "Job finished." if code == 0 else f"Job ended with exit status {code}."
+        elif checkpoint is not None and checkpoint is not self._checkpointAtStop:
+            # the exit status is PythonSlicer's, which Stop's signal kills: the job's own output tells
+            at_step = f" at step {checkpoint.step}" if checkpoint.step is not None else ""
+            message = f"Job stopped{at_step}: checkpoint written ({checkpoint.path}); Resume continues from it."
+        elif self._jobVerb == "prepare":
+            message = "Job stopped: the CTs prepared so far are kept; Prepare again goes on with the others."
+        else:
+            message = "Job stopped without writing a checkpoint: Resume continues from the last one, if any."
+        if self._runner.forced:
+            message += " It did not stop within the grace period and was terminated."
+        self.ui.logTextEdit.appendPlainText(message)
+        self._setRunning(False)
 
     def onStopButton(self) -> None:
-        if self._runner is not None and self._runner.running:
-            self._runner.request_stop()
-            self.ui.logTextEdit.appendPlainText(
-                "Stop requested: the job finishes its step, saves a checkpoint, then exits "
-                f"(it is terminated if still running in {self._runner.grace_s:.0f} s)."
-            )
+        if self._runner is None or not self._runner.running:
+            return
+        if self._runner.stop_requested:
+            self.ui.logTextEdit.appendPlainText("Stop already requested: waiting for the job to end.")
+            return
+        self._checkpointAtStop = self._state.checkpoint
+        self._runner.request_stop()  # to PythonSlicer and the ct2x process under it (their process group)
+        if self._jobVerb == "prepare":
+            what = "preparation stops, keeping the CTs done"
+        else:
+            what = "training finishes its step, saves a checkpoint and the model, then exits"
+        self.ui.logTextEdit.appendPlainText(
+            f"Stop requested: {what} (it is terminated if still running in {self._runner.grace_s:.0f} s)."
+        )
 
     def onUseModelButton(self) -> None:
         model = latest_model(run_dir(self._parameterNode.outputFolder))

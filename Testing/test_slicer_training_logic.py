@@ -117,6 +117,11 @@ def test_parse_machine_lines():
     assert (c.path, c.step) == (path, 45)
     assert parse_checkpoint("CT2X-CHECKPOINT step=45") is None
     assert parse_checkpoint("CT2X-CHECKPOINT path='unterminated") is None
+    # tqdm's bar (stderr, no newline) and a machine line (stdout) glued on one line of the shared pipe
+    glued = parse_progress("train:  75%|#######5  | 3/4 [00:02<00:00, 1.2it/s]CT2X-PROGRESS step=3 total=4 loss_g=0.5")
+    assert (glued.step, glued.total, glued.fields) == (3, 4, {"loss_g": 0.5})
+    checkpoint = parse_checkpoint("train: 100%|##########| 4/4 [00:03]CT2X-CHECKPOINT step=4 path=/r/c.safetensors")
+    assert (checkpoint.path, checkpoint.step) == ("/r/c.safetensors", 4)
 
 
 def test_job_state_and_latest_model(tmp_path):

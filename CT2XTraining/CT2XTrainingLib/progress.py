@@ -84,8 +84,13 @@ def _value(text: str) -> float | str:
 
 
 def parse_machine_fields(line: str, tag: str) -> dict[str, float | str] | None:
-    """The ``key=value`` fields of a machine line with ``tag``, or ``None`` if the line is not one."""
-    stripped = line.strip()
+    """The ``key=value`` fields of a machine line with ``tag``, or ``None`` if the line is not one.
+
+    The tag may follow other text on the same line: tqdm redraws its bar on stderr without a newline,
+    and the job's stdout and stderr share one pipe, so a machine line can arrive glued to a bar.
+    """
+    start = line.find(tag)
+    stripped = line[start:].strip() if start >= 0 else ""
     if not (stripped == tag or stripped.startswith(tag + " ")):
         return None
     try:

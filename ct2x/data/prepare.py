@@ -391,8 +391,9 @@ def _prepare_into(
                         _write_manifest(out, manifest)
                         report.done.append(str(source))
                     bar.update()
-            except BaseException:  # e.g. the manifest cannot be written: no CT is started after it
-                pool.shutdown(wait=False, cancel_futures=True)
+            except BaseException:  # Stop (SIGINT), or the manifest cannot be written: no CT is started after it
+                # wait=True here: the with-block's own shutdown(wait=True) would clear cancel_futures again
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
     finally:
         bar.close()
