@@ -42,6 +42,7 @@ from CT2XSynthesisLib.logic import (  # noqa: E402
     like_parameters,
     radiograph_file_of_node,
     resolve_device,
+    style_reference,
     view_from_attributes,
 )
 
@@ -146,6 +147,35 @@ def test_cancel_after_the_first_view_keeps_exactly_the_finished_views(ct_node, s
     for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
         assert node.GetImageData() is not None, f"{node.GetName()} is half-written"
     assert result.markups.GetNumberOfControlPoints() == 2  # the isocenter and the one finished view's source
+
+
+def test_views_finished_before_the_ct_was_removed_are_kept(ct_node, scene):
+    renderer = CountingRenderer(block_view=1)
+    logic = SynthesisLogic(renderer)
+    job = logic.start_synthesis(ct_node, SynthesisParameters(angles=ANGLES, detector_pixels=16))
+    deadline = time.monotonic() + 20
+    while job.status().done < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ct_id = ct_node.GetID()
+    scene.RemoveNode(ct_node)  # the user deletes the CT while the second view renders
+    renderer.release.set()
+    assert _wait(job)[-1].done == 3
+    result = logic.finish_synthesis(job)
+    assert [n.GetScene() for n in result.volumes] == [scene] * 3
+    assert [n.GetName() for n in result.volumes] == ["CT2X RAO 30 CRAN 0", "CT2X LAO 0 CRAN 0", "CT2X LAO 30 CRAN 0"]
+    assert {n.GetAttribute("CT2X.inputVolume") for n in result.volumes} == {ct_id}
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert hierarchy.GetItemName(result.folder_item) == "CT2X views of CT"
+
+
+def test_the_style_volume_reaches_the_worker_as_a_copy(scene):
+    style = slicer.util.addVolumeFromArray(np.arange(12, dtype=np.float32).reshape(1, 3, 4), name="film")
+    array, key = style_reference(style)
+    slicer.util.arrayFromVolume(style)[0, 0, 0] = 99.0  # an edit of the node during a synthesis
+    slicer.util.arrayFromVolumeModified(style)
+    assert array[0, 0, 0] == 0.0, "the worker's style reference changed with the node"
+    assert style_reference(style)[1] != key, "the key must tell the edited node"
 
 
 def test_cancel_before_any_view_adds_nothing(ct_node, scene):

@@ -28,14 +28,17 @@ from CT2XSynthesisLib.logic import (  # noqa: E402
     STYLE_CODE_PREFIX,
     SynthesisLogic,
     SynthesisParameters,
+    as_renderer,
     ct_volume_from_node,
     learned_renderer,
     parse_angles,
     physics_drr_renderer,
+    place_preview,
     stored_style_names,
     view_from_attributes,
     view_name,
 )
+from CT2XSynthesisLib.preview import PreviewWorker  # noqa: E402
 
 from ct2x.errors import CT2XError  # noqa: E402
 from ct2x.geometry import DEFAULT_DETECTOR_WIDTH_MM, CArm  # noqa: E402
@@ -231,10 +234,17 @@ def test_a_failing_renderer_leaves_the_scene_unchanged(ct_and_node, scene):
 
 def test_preview_reuses_one_coarse_node_with_the_same_physical_detector(ct_and_node, scene):
     _, _, node = ct_and_node
-    logic = SynthesisLogic(lambda ct, views: pytest.fail("the preview must use the renderer it is given"))
-    two_views = SynthesisParameters(angles=((10.0, 0.0), (20.0, 0.0)))
-    first = logic.update_preview(node, two_views, renderer=_geometry_renderer)
-    second = logic.update_preview(node, SynthesisParameters(angles=((-40.0, 5.0),)), renderer=_geometry_renderer)
+    logic = SynthesisLogic(lambda ct, views: pytest.fail("the preview must use the worker's renderer"))
+    worker = PreviewWorker(as_renderer(_geometry_renderer))
+
+    def preview(parameters):
+        assert worker.request(logic.preview_request(node, parameters))
+        assert worker.wait_idle(30)
+        return place_preview(scene, worker.take_result())
+
+    first = preview(SynthesisParameters(angles=((10.0, 0.0), (20.0, 0.0))))
+    second = preview(SynthesisParameters(angles=((-40.0, 5.0),)))
+    worker.close()
     assert first is second and first.GetName() == PREVIEW_NODE_NAME
     assert len(slicer.util.getNodes(PREVIEW_NODE_NAME + "*")) == 1
     assert first.GetImageData().GetDimensions() == (128, 128, 1)

@@ -9,8 +9,10 @@ touches the MRML scene, which is not thread-safe.
 
 *Cancel* (:meth:`SynthesisJob.cancel`) takes effect between views: the view in progress when
 it arrives is dropped, and the views finished before it are kept. An error in the worker is
-kept as a one-line message (:attr:`JobStatus.error`); it never escapes the thread as a
-traceback. Torch releases the interpreter lock while it computes, so the GUI thread keeps
+kept as a one-line message (:attr:`JobStatus.error`) with its full traceback text
+(:attr:`JobStatus.details`, for the GUI thread to log); it never escapes the thread. A job can
+first wait for something else to finish (``wait_before``: the live preview's render in
+progress), so the two never run at once. Torch releases the interpreter lock while it computes, so the GUI thread keeps
 running during a view.
 
 No Qt and no ``slicer`` here: the tests drive jobs with plain threads.
@@ -18,8 +20,8 @@ No Qt and no ``slicer`` here: the tests drive jobs with plain threads.
 
 from __future__ import annotations
 
-import logging
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,8 +30,6 @@ import numpy as np
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
-
-_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class JobStatus:
         finished: the worker has ended (done, cancelled or failed).
         cancelled: Cancel was requested.
         error: the message of the error that ended the job, else None.
+        details: the traceback of that error, else None.
     """
 
     done: int
@@ -51,6 +52,7 @@ class JobStatus:
     finished: bool
     cancelled: bool
     error: str | None
+    details: str | None = None
 
     @property
     def fraction(self) -> float:
@@ -81,7 +83,7 @@ class SynthesisJob:
     """Render ``views`` of ``ct`` with ``renderer`` (see the module docstring).
 
     ``labels`` name the views in the progress text. ``progress(done, total, text)``, if given,
-    is called from the thread that runs the job.
+    is called from the thread that runs the job; so is ``wait_before()``, before anything else.
     """
 
     def __init__(
@@ -91,18 +93,21 @@ class SynthesisJob:
         renderer,  # noqa: ANN001 (a logic.Renderer: prepare(ct), render(prepared, views))
         labels: Sequence[str],
         progress: Callable[[int, int, str], None] | None = None,
+        wait_before: Callable[[], object] | None = None,
     ) -> None:
         self.ct = ct
         self.views = list(views)
         self.labels = list(labels)
         self.renderer = renderer
         self._progress = progress
+        self._wait_before = wait_before
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._images: list[np.ndarray] = []
         self._text = "Waiting to start"
         self._finished = threading.Event()
         self._error: str | None = None
+        self._details: str | None = None
         self._thread: threading.Thread | None = None
         #: The starter's own data (``SynthesisLogic`` keeps the CT node, parameters and mode here).
         self.context: dict = {}
@@ -133,6 +138,7 @@ class SynthesisJob:
                 finished=self._finished.is_set(),
                 cancelled=self._cancel.is_set(),
                 error=self._error,
+                details=self._details,
             )
 
     def finished_views(self) -> list[tuple[CArm, np.ndarray]]:
@@ -151,6 +157,9 @@ class SynthesisJob:
     def run(self) -> None:
         """The work itself (in the worker thread, or in the caller's for a blocking synthesis)."""
         try:
+            if self._wait_before is not None:
+                self._report("Waiting for the live preview")
+                self._wait_before()
             self._report("Preparing the CT")
             prepared = self.renderer.prepare(self.ct)
             for index, (view, label) in enumerate(zip(self.views, self.labels, strict=True)):
@@ -165,9 +174,9 @@ class SynthesisJob:
             done = len(self._images)
             self._report("Cancelled" if self._cancel.is_set() else f"Rendered {done} views")
         except Exception as error:  # noqa: BLE001 (every error becomes the job's message)
-            _LOG.debug("CT2X synthesis failed", exc_info=True)
             with self._lock:
                 self._error = error_message(error)
+                self._details = traceback.format_exc()
                 self._text = "Failed"
         finally:
             self._finished.set()

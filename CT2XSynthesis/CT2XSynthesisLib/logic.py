@@ -49,7 +49,8 @@ from ct2x.geometry import (
 )
 from ct2x.radiograph_geometry import RadiographGeometry
 from ct2x.volume import CTVolume, check_finite
-from CT2XSynthesisLib.background import SynthesisJob, render_one
+from CT2XSynthesisLib.background import SynthesisJob
+from CT2XSynthesisLib.preview import PreviewRequest, PreviewResult, PreviewWorker
 
 #: LPS <-> RAS: negate the first two axes (the same matrix both ways).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -649,6 +650,41 @@ def _put_in_folder(hierarchy: slicer.vtkMRMLSubjectHierarchyNode, node: slicer.v
         hierarchy.SetItemParent(item, folder)
 
 
+def stop_background_work(job: SynthesisJob | None, preview: PreviewWorker, timeout_s: float) -> bool:
+    """Cancel the synthesis ``job`` (if any), hold the live ``preview`` and drop its result, then wait up to
+    ``timeout_s`` for each thread to end what it renders; True when both have. The panel calls it when the
+    scene closes (nothing rendered for the old scene is placed in the new one) and when the module is
+    cleaned up; after a scene close it releases the preview again."""
+    preview.hold()
+    stopped = True
+    if job is not None:
+        job.cancel()
+        stopped = job.wait(timeout_s)
+    stopped = preview.wait_idle(timeout_s) and stopped
+    preview.take_result()
+    return stopped
+
+
+def ct_key(ct_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int, int, int]:
+    """What tells a changed CT: the node's ID and the modification times of the node, its voxels and its transform."""
+    transform = ct_node.GetParentTransformNode()
+    image = ct_node.GetImageData()
+    return (
+        ct_node.GetID(),
+        ct_node.GetMTime(),
+        image.GetMTime() if image is not None else 0,
+        transform.GetMTime() if transform is not None else 0,
+    )
+
+
+def style_reference(node: slicer.vtkMRMLScalarVolumeNode) -> tuple[np.ndarray, str]:
+    """A 2D volume's voxels as a style reference: a **copy** (an edit of the node during a synthesis
+    cannot reach the worker) and the key that tells a changed node (its ID and voxels' modification time)."""
+    image = node.GetImageData()
+    array = np.array(slicer.util.arrayFromVolume(node), copy=True)
+    return array, f"{node.GetID()}:{image.GetMTime() if image is not None else 0}"
+
+
 @dataclass(frozen=True)
 class SynthesisResult:
     """What :meth:`SynthesisLogic.synthesize` added to the scene."""
@@ -688,17 +724,10 @@ class SynthesisLogic:
         return self.renderer
 
     def ct_volume(self, ct_node: slicer.vtkMRMLScalarVolumeNode) -> CTVolume:
-        """:func:`ct_volume_from_node`, cached while the node, its voxels and its transform are unchanged."""
+        """:func:`ct_volume_from_node`, cached while :func:`ct_key` is unchanged."""
         if ct_node is None:
             raise CT2XError("select a CT volume as the input")
-        transform = ct_node.GetParentTransformNode()
-        image = ct_node.GetImageData()
-        key = (
-            ct_node.GetID(),
-            ct_node.GetMTime(),
-            image.GetMTime() if image is not None else 0,
-            transform.GetMTime() if transform is not None else 0,
-        )
+        key = ct_key(ct_node)
         if self._ct_cache is None or self._ct_cache[0] != key:
             self._ct_cache = (key, ct_volume_from_node(ct_node))
         return self._ct_cache[1]
@@ -709,14 +738,23 @@ class SynthesisLogic:
         parameters: SynthesisParameters,
         progress: ProgressCallback | None = None,
         background: bool = True,
+        wait_before: Callable[[], object] | None = None,
     ) -> SynthesisJob:
         """Start rendering (GUI thread): returns at once with the running job (``background``),
-        or after running it in this thread. The scene is not touched."""
+        or after running it in this thread. The scene is not touched. The job reads only copies:
+        the CT's voxels, frozen parameters, and the renderer's own style copy. ``wait_before`` runs
+        first in the job's thread (the panel passes the live preview's ``wait_idle``)."""
         ct = self.ct_volume(ct_node)
         views = parameters.views(ct)
         labels = [view_name(v.primary, v.secondary) for v in views]
-        job = SynthesisJob(ct, views, self.renderer, labels, progress)
-        job.context.update(ct_node=ct_node, parameters=parameters, mode=self.mode)
+        job = SynthesisJob(ct, views, self.renderer, labels, progress, wait_before)
+        job.context.update(
+            scene=ct_node.GetScene(),
+            ct_id=ct_node.GetID(),
+            ct_name=ct_node.GetName(),
+            parameters=parameters,
+            mode=self.mode,
+        )
         if background:
             job.start()
         else:
@@ -726,7 +764,8 @@ class SynthesisLogic:
     def finish_synthesis(self, job: SynthesisJob) -> SynthesisResult | None:
         """Add the job's finished views to the scene (GUI thread, once the job has finished), in a
         subject-hierarchy folder: all of them, or those finished before Cancel; none after an error
-        (a CT2XError with its message). Returns None when no view was finished."""
+        (a CT2XError with its message). Returns None when no view was finished. The views go to the
+        scene the CT was in when the job started, even if the CT has been removed since."""
         status = job.status()
         if not status.finished:
             raise CT2XError("the synthesis is still running: finish it only once it has ended")
@@ -735,19 +774,18 @@ class SynthesisLogic:
         finished = job.finished_views()
         if not finished:
             return None
-        ct_node, parameters, mode = (job.context[k] for k in ("ct_node", "parameters", "mode"))
-        scene = ct_node.GetScene()
-        if scene is None:
-            raise CT2XError(f"the CT '{ct_node.GetName()}' was removed from the scene while its views were rendered")
+        scene, ct_id, ct_name, parameters, mode = (
+            job.context[k] for k in ("scene", "ct_id", "ct_name", "parameters", "mode")
+        )
         hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-        folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), f"CT2X views of {ct_node.GetName()}")
-        hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "inputVolume", ct_node.GetID())
+        folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), f"CT2X views of {ct_name}")
+        hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "inputVolume", ct_id)
         hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "mode", mode)
         volumes = []
         for view, image in finished:
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", view_name(view.primary, view.secondary))
             _place_image(node, image, view, mode)
-            node.SetAttribute(ATTRIBUTE_PREFIX + "inputVolume", ct_node.GetID())
+            node.SetAttribute(ATTRIBUTE_PREFIX + "inputVolume", ct_id)
             _put_in_folder(hierarchy, node, folder)
             volumes.append(node)
 
@@ -776,18 +814,17 @@ class SynthesisLogic:
             progress(len(job.views), len(job.views), "Placing the views in the scene")
         return self.finish_synthesis(job)
 
-    def update_preview(
+    def preview_request(
         self,
         ct_node: slicer.vtkMRMLScalarVolumeNode,
         parameters: SynthesisParameters,
         preview_pixels: int = 128,
-        renderer: Renderer | Callable | None = None,
-    ) -> slicer.vtkMRMLScalarVolumeNode:
-        """Render the first view of ``parameters`` at a coarse resolution into the preview node.
+    ) -> PreviewRequest:
+        """The live preview of the first view of ``parameters`` (GUI thread; cheap once the CT is cached).
 
         The preview keeps the physical detector (same size in mm) with at most ``preview_pixels``
-        a side, and reuses the scene's node named :data:`PREVIEW_NODE_NAME` if present.
-        ``renderer`` (default: this logic's) lets a faster, coarser renderer share the cached CT.
+        a side. Render it with a :class:`~CT2XSynthesisLib.preview.PreviewWorker`, then place the
+        result with :func:`place_preview`.
         """
         rows = parameters.detector_rows or parameters.detector_pixels
         scale = min(1.0, preview_pixels / max(rows, parameters.detector_pixels))
@@ -799,11 +836,16 @@ class SynthesisLogic:
         )
         ct = self.ct_volume(ct_node)
         view = coarse.views(ct)[0]
-        chosen = as_renderer(renderer) if renderer is not None else self.renderer
-        image = render_one(chosen, chosen.prepare(ct), view, view_name(view.primary, view.secondary))
-        scene = ct_node.GetScene()
-        node = scene.GetFirstNodeByName(PREVIEW_NODE_NAME)
-        if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
-            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", PREVIEW_NODE_NAME)
-        _place_image(node, image, view, self.mode)
-        return node
+        return PreviewRequest(ct_key(ct_node), ct, view, view_name(view.primary, view.secondary))
+
+
+def place_preview(scene: slicer.vtkMRMLScene, result: PreviewResult, mode: str = DRR_PHYSICS_MODE):  # noqa: ANN201
+    """Put a finished preview in the scene's node named :data:`PREVIEW_NODE_NAME` (reused, else added)
+    on its detector plane; a failed one raises its CT2XError. Returns the node."""
+    if result.error is not None:
+        raise CT2XError(result.error)
+    node = scene.GetFirstNodeByName(PREVIEW_NODE_NAME)
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", PREVIEW_NODE_NAME)
+    _place_image(node, result.image, result.request.view, mode)
+    return node
