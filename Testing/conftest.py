@@ -41,6 +41,26 @@ def body_phantom(size: int = 48, spacing: float = 2.0) -> CTVolume:
     return CTVolume(hu, np.full(3, spacing), origin, np.eye(3))
 
 
+def write_phantom_ct(path: Path, size: int, shift_mm: float = 0.0) -> Path:
+    """Write :func:`body_phantom` (4 mm voxels) to ``path`` (a SimpleITK format), moved by ``shift_mm`` per axis."""
+    volume = body_phantom(size=size, spacing=4.0)
+    image = sitk.GetImageFromArray(volume.array)
+    image.SetSpacing(tuple(volume.spacing))
+    image.SetOrigin(tuple(volume.origin + shift_mm))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene (PyPI ``slicer-core``), installed as ``slicer.mrmlScene`` and cleared afterwards."""
+    slicer = pytest.importorskip("slicer", reason="needs the MRML library of PyPI's slicer-core")
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
+
+
 def write_dicom_series(
     folder: Path,
     hu: np.ndarray,

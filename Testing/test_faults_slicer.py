@@ -20,13 +20,6 @@ from ct2x.errors import CT2XError  # noqa: E402
 IJK_TO_RAS = np.diag([-2.0, -2.0, 2.0, 1.0])
 
 
-@pytest.fixture
-def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    yield slicer.mrmlScene
-    slicer.mrmlScene.Clear(1)
-
-
 def _renderer(ct, views):  # noqa: ANN001, ANN202
     return np.zeros((len(views), *views[0].detector_shape), np.float32)
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
-from conftest import body_phantom
+from conftest import write_phantom_ct
 from safetensors.numpy import load_file
 
 from ct2x.cli import main
@@ -21,21 +20,11 @@ from ct2x.volume import preprocess, read_ct
 SMALL = PrepareSettings(angles=(-60.0, 0.0, 60.0), detector_size=24, pixel_mm=6.0, step=0.5, photons=0, grid_size=16)
 
 
-def _write_ct(path: Path, size: int, shift_mm: float = 0.0) -> Path:
-    volume = body_phantom(size=size, spacing=4.0)
-    image = sitk.GetImageFromArray(volume.array)
-    image.SetSpacing(tuple(volume.spacing))
-    image.SetOrigin(tuple(volume.origin + shift_mm))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path))
-    return path
-
-
 @pytest.fixture
 def ct_tree(tmp_path: Path) -> Path:
     root = tmp_path / "ctspine1k"
-    _write_ct(root / "case1" / "a.nii.gz", 24)
-    _write_ct(root / "case2" / "b.nii.gz", 20, shift_mm=30.0)
+    write_phantom_ct(root / "case1" / "a.nii.gz", 24)
+    write_phantom_ct(root / "case2" / "b.nii.gz", 20, shift_mm=30.0)
     (root / "case3").mkdir()
     (root / "case3" / "corrupt.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a volume")
     return root

@@ -53,13 +53,6 @@ ANGLES = ((-30.0, 0.0), (0.0, 0.0), (30.0, 0.0))
 
 
 @pytest.fixture
-def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    yield slicer.mrmlScene
-    slicer.mrmlScene.Clear(1)
-
-
-@pytest.fixture
 def ct_node(scene):
     k, j, i = np.mgrid[0:16, 0:18, 0:20].astype(np.float32)
     hu = np.where((i - 9.5) ** 2 + (j - 8.5) ** 2 < 49, 0.0, -1000.0).astype(np.float32)

@@ -29,7 +29,7 @@ from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CT2XSynthesis"))
 
 from CT2XSynthesisLib import display  # noqa: E402
-from CT2XSynthesisLib.logic import SynthesisLogic, SynthesisParameters  # noqa: E402
+from CT2XSynthesisLib.logic import SynthesisLogic, SynthesisParameters, node_ijk_to_world_ras  # noqa: E402
 
 from ct2x.errors import CT2XError  # noqa: E402
 from ct2x.geometry import CArm  # noqa: E402
@@ -594,7 +594,7 @@ def test_transformed_view_is_shown_where_its_transform_puts_it(scene):
     (model,) = display.show_views(scene, [volume], set_layout=False).models
     assert model.GetParentTransformNode() is transform
     corners = _texture_corners(model)
-    ijk_to_world = display.view_ijk_to_world(volume)
+    ijk_to_world = node_ijk_to_world_ras(volume)
     for (s, t), ras in corners.items():
         world = shift @ np.array([*ras, 1.0])
         expected = ijk_to_world @ np.array([s * COLUMNS - 0.5, t * ROWS - 0.5, 0.0, 1.0])

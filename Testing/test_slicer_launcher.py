@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-import SimpleITK as sitk
-from conftest import body_phantom
+from conftest import write_phantom_ct
 from test_train import TINY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CT2XTraining"))
@@ -225,15 +224,6 @@ def test_kill_ends_the_whole_job(launcher: Path, tmp_path: Path) -> None:
     assert not job.runner.running and not job.runner.stop_requested
 
 
-def _write_ct(path: Path, size: int, shift_mm: float) -> None:
-    volume = body_phantom(size=size, spacing=4.0)
-    image = sitk.GetImageFromArray(volume.array)
-    image.SetSpacing(tuple(volume.spacing))
-    image.SetOrigin(tuple(volume.origin + shift_mm))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path))
-
-
 @pytest.fixture
 def training_folders(tmp_path: Path) -> dict[str, Path]:
     """The module's output folder with a tiny prepared dataset in ``data``, radiographs, and the tiny config."""
@@ -241,7 +231,7 @@ def training_folders(tmp_path: Path) -> dict[str, Path]:
     from PIL import Image
 
     for n, (size, shift) in enumerate([(24, 0.0), (20, 30.0)]):
-        _write_ct(tmp_path / "cts" / f"ct{n}.nii.gz", size, shift)
+        write_phantom_ct(tmp_path / "cts" / f"ct{n}.nii.gz", size, shift)
     output = tmp_path / "output"
     settings = PrepareSettings(
         angles=(-60.0, 0.0, 60.0), detector_size=64, pixel_mm=4.0, step=0.5, photons=0, grid_size=32
@@ -321,7 +311,7 @@ def _complete_dataset(out: Path) -> list[str]:
 def test_stop_through_the_launcher_ends_prepare_and_a_rerun_completes(launcher: Path, tmp_path: Path) -> None:
     cts = [f"ct{n}.nii.gz" for n in range(12)]
     for n, name in enumerate(cts):
-        _write_ct(tmp_path / "cts" / name, 40, 5.0 * n)
+        write_phantom_ct(tmp_path / "cts" / name, 40, 5.0 * n)
     output = tmp_path / "output"
     options = PrepareOptions(tmp_path / "cts", output, angles=(-60, -30, 0, 30, 60), workers=1, device="cpu")
     command = [*prepare_command("PythonSlicer", options), *FAST_PREPARE]

@@ -60,13 +60,6 @@ class GatedRenderer(Renderer):
 
 
 @pytest.fixture
-def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    yield slicer.mrmlScene
-    slicer.mrmlScene.Clear(1)
-
-
-@pytest.fixture
 def ct_node(scene):
     voxels = np.full((40, 48, 56), -1000.0, np.float32)
     voxels[10:30, 12:36, 14:42] = 0.0
@@ -181,8 +174,9 @@ def test_closing_the_scene_cancels_the_synthesis_and_waits_for_it(ct_node, scene
         threading.Timer(0.3, renderer.gate.set).start()  # the view in progress takes a while to end
         stopped.append(stop_background_work(job, worker, 30.0))
 
-    scene.AddObserver(scene.StartCloseEvent, on_close)
+    tag = scene.AddObserver(scene.StartCloseEvent, on_close)
     scene.Clear(0)
+    scene.RemoveObserver(tag)
     assert stopped == [True] and job.status().finished, "the scene closed while its synthesis still ran"
     assert renderer.rendered == [-30.0], "a view was started after the scene began to close"
     assert logic.finish_synthesis(job) is None, "a view rendered before Cancel would land in the new scene"

@@ -93,13 +93,6 @@ def _ijk_to_ras(node) -> np.ndarray:
 
 
 @pytest.fixture
-def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    yield slicer.mrmlScene
-    slicer.mrmlScene.Clear(1)
-
-
-@pytest.fixture
 def ct_and_node(scene):
     ct, landmark = _ct_lps()
     return ct, landmark, _add_ct_node(ct)

@@ -1,8 +1,9 @@
 """Every synthesized view on screen: slice views side by side, textured detector planes in 3D.
 
-GUI-free: this file imports ``slicer`` (the MRML library), ``vtk``, ``numpy``, the standard library and
-``ct2x.errors`` only (no ``qt``, no ``slicer.app``), so it runs in Slicer and in plain Python with PyPI's
-``slicer-core``. Problems are raised as ``CT2XError`` (the GUI's ``tryWithErrorDisplay`` shows them).
+GUI-free: this file imports ``slicer`` (the MRML library), ``vtk``, ``numpy``, the standard library,
+``ct2x.errors`` and ``CT2XSynthesisLib.logic`` only (no ``qt``, no ``slicer.app``), so it runs in Slicer
+and in plain Python with PyPI's ``slicer-core``. Problems are raised as ``CT2XError`` (the GUI's
+``tryWithErrorDisplay`` shows them).
 
 What :func:`show_views` puts in the scene for the views of one *Synthesize* (single-slice
 ``vtkMRMLScalarVolumeNode`` s placed on their detector planes by ``CT2XSynthesisLib.logic``):
@@ -47,6 +48,7 @@ import vtk
 from vtk.util.numpy_support import vtk_to_numpy
 
 from ct2x.errors import CT2XError
+from CT2XSynthesisLib.logic import node_ijk_to_world_ras
 
 #: Id of the CT2X views layout. Slicer's own layouts are below 100 (vtkMRMLLayoutNode.h,
 #: ``SlicerLayoutUserView = 100``); the script repository (Docs/developer_guide/script_repository/
@@ -193,18 +195,6 @@ def scene_layout_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLLayoutNode | 
 
 
 # ---------------------------------------------------------------- geometry
-def _matrix_to_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _array_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
 def _image_dimensions(volume_node: slicer.vtkMRMLVolumeNode) -> tuple[int, int, int]:
     image = volume_node.GetImageData() if volume_node is not None else None
     if image is None:
@@ -214,23 +204,6 @@ def _image_dimensions(volume_node: slicer.vtkMRMLVolumeNode) -> tuple[int, int, 
     if dims[2] != 1:
         raise CT2XError(f"'{volume_node.GetName()}' is not a single-slice X-ray view (its grid is {dims})")
     return dims
-
-
-def view_ijk_to_world(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
-    """4x4 from the view's voxel index (column i, row j, k) to world RAS mm, through a linear parent transform."""
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    ijk_to_ras = _matrix_to_array(matrix)
-    transform = volume_node.GetParentTransformNode()
-    if transform is not None:
-        if not transform.IsTransformToWorldLinear():
-            raise CT2XError(
-                f"the view '{volume_node.GetName()}' is under a non-linear transform: harden it to show the view"
-            )
-        to_world = vtk.vtkMatrix4x4()
-        transform.GetMatrixTransformToWorld(to_world)
-        ijk_to_ras = _matrix_to_array(to_world) @ ijk_to_ras
-    return ijk_to_ras
 
 
 def slice_to_ras_for_view(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
@@ -250,7 +223,7 @@ def slice_to_ras_for_view(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     vtkMRMLSliceNode::RotateToAxes keep such a left-handed frame as it is.
     """
     width, height, _ = _image_dimensions(volume_node)
-    ijk_to_world = view_ijk_to_world(volume_node)
+    ijk_to_world = node_ijk_to_world_ras(volume_node)
     column, row, normal = (ijk_to_world[:3, axis] for axis in range(3))
     lengths = [float(np.linalg.norm(v)) for v in (column, row, normal)]
     if min(lengths) <= 0:
@@ -272,7 +245,7 @@ def slice_to_ras_for_view(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
 def detector_size_mm(volume_node: slicer.vtkMRMLVolumeNode) -> tuple[float, float]:
     """``(width, height)`` of the view's image in mm: columns x column spacing, rows x row spacing."""
     width, height, _ = _image_dimensions(volume_node)
-    ijk_to_world = view_ijk_to_world(volume_node)
+    ijk_to_world = node_ijk_to_world_ras(volume_node)
     return (
         width * float(np.linalg.norm(ijk_to_world[:3, 0])),
         height * float(np.linalg.norm(ijk_to_world[:3, 1])),
@@ -389,7 +362,7 @@ def show_view_in_slice(
     was_modifying = slice_node.StartModify()
     slice_node.AddSliceOrientationPreset(DETECTOR_ORIENTATION, orientation)  # adds or updates
     slice_node.SetDefaultOrientation(DETECTOR_ORIENTATION)
-    slice_node.GetSliceToRAS().DeepCopy(_array_to_matrix(slice_to_ras))
+    slice_node.GetSliceToRAS().DeepCopy(slicer.util.vtkMatrixFromArray(slice_to_ras))
     slice_node.SetSliceOrigin(0.0, 0.0, 0.0)
     fit_field_of_view(slice_node, width_mm, height_mm)
     slice_node.SetSliceVisible(0)
@@ -412,7 +385,7 @@ def _detector_corners(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     width, height, _ = _image_dimensions(volume_node)
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
-    ijk_to_ras = _matrix_to_array(matrix)
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
     corners = np.array([[-0.5, -0.5, 0.0, 1.0], [width - 0.5, -0.5, 0.0, 1.0], [-0.5, height - 0.5, 0.0, 1.0]])
     return (corners @ ijk_to_ras.T)[:, :3]
 
