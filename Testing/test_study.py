@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,9 +46,8 @@ def _answers(path: Path, key: dict, score_of, rater: str = "r1", skip: int = 0) 
     """An answer file like the page exports, rating all items but the last ``skip``."""
     items = key["items"][: len(key["items"]) - skip]
     ratings = {item["id"]: score_of(item) for item in items}
-    path.write_text(
-        json.dumps({"format": "ct2x-study-answers", "study": key["study_id"], "rater": rater, "ratings": ratings})
-    )
+    answers = {"format": "ct2x-study-answers", "study": key["study_id"], "rater": rater, "ratings": ratings}
+    path.write_text(json.dumps({**answers, "digest": key.get("digest")}))
     return path
 
 
@@ -128,6 +129,151 @@ def test_bad_study_input_is_a_one_line_error(tmp_path: Path, capsys) -> None:
         error = capsys.readouterr().err.strip()
         assert error.startswith("ct2x: error:") and message in error and "\n" not in error, error
     assert not any((tmp_path / name).exists() for name in ("s1", "s2", "s3"))
+
+
+def _page_data(page: Path) -> dict:
+    """The study data the page embeds (its ``study-data`` script)."""
+    found = re.search(r'<script id="study-data" type="application/json">(.*?)</script>', page.read_text(), re.S)
+    return json.loads(found.group(1).replace("<\\/", "</"))
+
+
+def _make(tmp_path: Path, name: str = "study", seed: int = 0) -> tuple[Path, dict]:
+    out = tmp_path / name
+    report = tmp_path / "report"
+    if not report.exists():
+        _report(report)
+    assert main(["study", "make", "--report", str(report), "--out", str(out), "--seed", str(seed)]) == 0
+    return out, json.loads((out / "key.json").read_text())
+
+
+def test_each_rater_counts_once_and_duplicate_answer_files_are_dropped_with_one_warning(tmp_path: Path) -> None:
+    out, key = _make(tmp_path)
+    alice = _answers(tmp_path / "alice.json", key, _score, "alice")
+    again = tmp_path / "alice-again.json"  # a second export of the same answers (another time stamp)
+    again.write_text(json.dumps({**json.loads(alice.read_text()), "rater": " Alice ", "exported": "later"}))
+    bob = _answers(tmp_path / "bob.json", key, lambda item: 3, "bob")
+    before = {p: p.read_bytes() for p in (alice, again, bob)}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ct2x")), "study", "score", str(out), str(alice), str(alice), str(again)]
+        + [str(bob)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if line.startswith("ct2x: warning:")]
+    assert len(warned) == 1 and str(alice) in warned[0] and str(again) in warned[0], done.stderr
+    assert "Traceback" not in done.stderr
+    table = json.loads((out / "table4.json").read_text())
+    assert table["raters"] == 2 and table["ratings"] == 2 * len(key["items"])
+    alone = {row["method"]: row for row in table["rows"]}
+    for method in METHODS:  # the same rows as alice and bob scored once each
+        values = [_score(i) for i in key["items"] if i["method"] == method] + [3] * 4
+        assert alone[method]["ratings"] == len(values) and alone[method]["mean"] == pytest.approx(np.mean(values))
+    assert {p: p.read_bytes() for p in (alice, again, bob)} == before
+
+
+def test_two_different_answer_sets_of_one_rater_are_refused_naming_both_files(tmp_path: Path, capsys) -> None:
+    out, key = _make(tmp_path)
+    first = _answers(tmp_path / "first.json", key, _score, "alice", skip=5)
+    second = _answers(tmp_path / "second.json", key, _score, "Alice")
+    capsys.readouterr()
+    assert main(["study", "score", str(out), str(first), str(second)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ct2x: error:") and "\n" not in error, error
+    assert str(first) in error and str(second) in error and "alice" in error.lower(), error
+    assert not (out / "table4.json").exists()
+
+
+def test_page_key_and_answers_are_tied_by_a_digest(tmp_path: Path, capsys) -> None:
+    out, key = _make(tmp_path)
+    assert isinstance(key.get("digest"), str) and len(key["digest"]) == 64
+    data = _page_data(out / "study.html")
+    assert data["digest"] == key["digest"] and "digest: data.digest" in (out / "study.html").read_text()
+    answers = _answers(tmp_path / "a.json", key, _score, "alice")
+    assert main(["study", "score", str(out), str(answers)]) == 0
+    capsys.readouterr()
+    for table in ("table4.json", "table4.md"):
+        (out / table).unlink()
+
+    # the key edited after the page was made: two items of different methods swap their methods
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    items = key["items"]
+    other = next(n for n, item in enumerate(items) if item["method"] != items[0]["method"])
+    swapped = json.loads(json.dumps(key))
+    swapped["items"][0]["method"], swapped["items"][other]["method"] = items[other]["method"], items[0]["method"]
+    (edited / "key.json").write_text(json.dumps(swapped, indent=1))
+
+    # a key of another page (made from the same report with another seed) put beside this page, and
+    # answers to that other page
+    other_out, other_key = _make(tmp_path, "other", seed=1)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    shutil.copy(other_out / "key.json", mixed / "key.json")
+    other_answers = _answers(tmp_path / "o.json", other_key, _score, "alice")
+
+    # answers carrying the study id but another page's digest, and answers without a digest
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps({**json.loads(answers.read_text()), "digest": other_key["digest"]}))
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(answers.read_text()).items() if k != "digest"}))
+
+    # a key of the version without a digest
+    old_key = tmp_path / "old_key"
+    shutil.copytree(out, old_key)
+    (old_key / "key.json").write_text(
+        json.dumps({k: v for k, v in key.items() if k not in ("digest", "salt")} | {"version": 1})
+    )
+    cases = [
+        (edited, answers, ["edited", str(edited / "key.json")]),
+        (mixed, other_answers, ["another page", str(mixed / "study.html")]),
+        (out, forged, ["another page", str(forged)]),
+        (out, old, ["no digest", str(old)]),
+        (old_key, answers, ["no digest", str(old_key / "key.json"), "ct2x study make"]),
+    ]
+    for folder, answer_file, words in cases:
+        assert main(["study", "score", str(folder), str(answer_file)]) == 1, folder
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("ct2x: error:") and "\n" not in error, error
+        assert all(word in error for word in words), (words, error)
+        assert not (folder / "table4.json").exists()
+
+
+def test_make_on_a_malformed_image_index_is_a_one_line_error_naming_the_index(tmp_path: Path, capsys) -> None:
+    report = _report(tmp_path / "report")
+    index = report / IMAGE_INDEX
+    good = json.loads(index.read_text())
+    (tmp_path / "outside.png").write_bytes((report / good["methods"][METHODS[0]][0]).read_bytes())
+    (report / "notes.txt").write_text("not an image")
+
+    def listing(methods: object) -> str:
+        return json.dumps({"format": "ct2x-evaluation-images", "methods": methods})
+
+    cases = [
+        ("{not json", "cannot be read as JSON"),
+        (json.dumps([1, 2]), "not a JSON object"),
+        (json.dumps({"methods": good["methods"]}), "format"),
+        (json.dumps({"format": "ct2x-evaluation-images"}), "methods"),
+        (listing([1]), "methods"),
+        (listing({"a": 5}), "'a'"),
+        (listing({"a": "images/00/0000.png"}), "'a'"),
+        (listing({"a": [1, 2]}), "'a'"),
+        (listing({"a": [None]}), "'a'"),
+        (listing({"a": ["images/00/9999.png"]}), "9999.png"),
+        (listing({"a": ["../outside.png"]}), "outside.png"),
+        (listing({"a": [str(tmp_path / "outside.png")]}), "outside"),
+        (listing({"a": ["images"]}), "'images'"),
+        (listing({"a": ["notes.txt"]}), "notes.txt"),
+    ]
+    for n, (text, word) in enumerate(cases):
+        index.write_text(text)
+        out = tmp_path / f"s{n}"
+        assert main(["study", "make", "--report", str(report), "--out", str(out)]) == 1, text
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("ct2x: error:") and "\n" not in error, (text, error)
+        assert word in error and str(index) in error, (text, error)
+        assert not out.exists(), text
+        assert index.read_text() == text
 
 
 def _browser_tools() -> tuple[str, str]:
