@@ -1,13 +1,31 @@
 """Real radiographs: the unpaired X-ray style references of CT2X-GAN.
 
-Accepted: PNG and JPEG (8- or 16-bit, grey, grey+alpha, RGB or palette), TIFF, and DICOM
-CR/DX/DR files (``.dcm`` or no extension); given as one file (a style reference), also a
-single-slice NRRD, NIfTI or MetaImage image such as a view ``ct2x drr`` wrote. Every image
-becomes a float32 ``(S, S)`` array in ``[0, 1]`` where brighter means more attenuation (bone
-white), the usual display of a radiograph: DICOM ``MONOCHROME1`` is inverted, the DICOM VOI LUT / window is applied when
-present. The image is resized so its shorter side is ``S`` (area-averaging), then
-centre-cropped to a square. Pixel spacing is not used: these are style references, not
-geometry.
+One reader (:func:`read_radiograph`) serves ``--style`` of synthesize and the ``--xray`` folders of
+train and evaluate (:func:`find_radiographs`). Accepted: PNG, JPEG, TIFF and BMP (8- or 16-bit
+integer or 32-bit float; grey, grey+alpha, RGB or palette; any Pillow format given as one file) and
+DICOM CR/DX/DR files (``.dcm`` or no extension); given as one file (a style reference), also a
+single-slice NRRD, NIfTI or MetaImage image such as a view ``ct2x drr`` wrote. Every image becomes a
+float32 ``(S, S)`` array in ``[0, 1]`` where brighter means more attenuation (bone white), the usual
+display of a radiograph. Values are scaled so that the same film in every encoding reads alike:
+
+* 8-bit images (and colour ones, converted to grey): divided by 255.
+* Integer images of more than 8 bits (16-bit PNG/TIFF, which often hold 10-, 12- or 14-bit detector
+  values): divided by ``2**b - 1``, ``b`` the smallest of :data:`BIT_DEPTHS` (8, 10, 12, 14, 16) that
+  holds the image's largest value (a 16-bit PNG whose maximum is 4095 is 12-bit; one whose maximum is
+  4096 is 14-bit). Negative values or values above 65535 (32-bit integer TIFFs): min-max.
+* Float images (32-bit float TIFF): kept when every value lies in [0, 1], otherwise min-max (lowest
+  black, highest white); NaN reads as the lowest value.
+* DICOM: the modality LUT (RescaleSlope/Intercept), then the VOI LUT or window when present, then
+  min-max; ``MONOCHROME1`` is inverted. A window that is not numeric, has a width below 1 (0 below
+  for ``LINEAR_EXACT``) or leaves every pixel one value is ignored with an
+  :class:`InvalidWindowWarning` (as a style reference; a folder scan names such files in one warning).
+
+The EXIF/TIFF orientation tag is applied (a phone's JPEG reads upright). A file of several frames (an
+animated GIF or PNG, a multi-page TIFF, a multi-frame DICOM) is refused: save the frame meant as its
+own file; only an MPO JPEG (a camera's picture with its previews) is read as its first, primary image.
+Images with a side below :data:`MIN_SIDE` pixels are refused. The image is resized so its shorter
+side is ``S`` (area-averaging), then centre-cropped to a square. Pixel spacing is not used: these are
+style references, not geometry.
 """
 
 from __future__ import annotations
@@ -21,13 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ct2x.errors import CT2XError
 from ct2x.volume import NOT_CT_MIN_HU
 
 if TYPE_CHECKING:
     import torch
+    from pydicom import Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 #: Single-slice volume files accepted as one image (a style reference), never searched in folders.
@@ -40,6 +59,15 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 #: file that unpacks to gigabytes.
 MAX_PIXELS = 80_000_000
 
+#: The smallest side of a radiograph, in pixels: an image below it (an icon, a thumbnail, a 4 x 4 test
+#: pattern) carries no X-ray style and is refused. A film has hundreds to thousands of pixels a side, the
+#: model reads 128 or 256; 16 keeps the small synthetic films of the tests.
+MIN_SIDE = 16
+
+#: The bit depths an integer image of more than 8 bits may hold (see the module docstring): its values
+#: are divided by ``2**b - 1`` for the smallest ``b`` here that holds its largest value.
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+
 #: DICOM modalities of cross-sectional images: a slice of a volume, not a radiograph.
 SLICE_MODALITIES = {"CT": "CT", "MR": "MR", "PT": "PET", "NM": "nuclear medicine", "US": "ultrasound"}
 
@@ -50,6 +78,11 @@ class ColourImageWarning(UserWarning):
 
 class NotRadiographWarning(UserWarning):
     """A style reference looks like a slice of a CT (or another cross-sectional image), not a radiograph."""
+
+
+class InvalidWindowWarning(UserWarning):
+    """A DICOM radiograph's window (or VOI LUT, or rescale) cannot be used: it was ignored and the image
+    scaled by its own values."""
 
 
 def _check_pixel_count(path: Path, width: int, height: int, frames: int = 1) -> None:
@@ -69,17 +102,21 @@ def _too_large(path: Path, size: str, pixels: int) -> CT2XError:
     )
 
 
-def _read_dicom(path: Path, warn: bool) -> np.ndarray:
+def _read_dicom(path: Path, warn: bool, notes: list[str]) -> np.ndarray:
+    """A DICOM radiograph in [0, 1] (module docstring); a window that cannot be used is described in ``notes``."""
     import pydicom
-    from pydicom.pixels import apply_voi_lut
 
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # pydicom raises many types for bad files
         raise CT2XError(f"cannot read the DICOM radiograph {path}: {error}") from None
-    _check_pixel_count(
-        path, dataset.get("Columns", 0) or 0, dataset.get("Rows", 0) or 0, dataset.get("NumberOfFrames", 1) or 1
-    )
+    try:
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        _check_pixel_count(path, int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0), frames)
+    except (TypeError, ValueError) as error:
+        raise CT2XError(f"cannot read the DICOM radiograph {path}: its image size is not a number ({error})") from None
+    if frames > 1:
+        raise CT2XError(_several_frames(path, frames))
     try:
         pixels = dataset.pixel_array.astype(np.float64)
     except Exception as error:  # pydicom raises many types for bad files
@@ -92,12 +129,14 @@ def _read_dicom(path: Path, warn: bool) -> np.ndarray:
                 "volume, not a radiograph: the X-ray style taken from it will not look like an X-ray; give a "
                 "radiograph (CR, DX) as the style reference"
             ),
-            stacklevel=3,
+            stacklevel=4,
         )
     if pixels.ndim != 2:
-        raise CT2XError(f"the DICOM file {path} holds {pixels.ndim}D pixels; a radiograph is one 2D frame")
-    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
-        pixels = apply_voi_lut(pixels, dataset).astype(np.float64)
+        raise CT2XError(
+            f"the DICOM file {path} holds pixels of shape {' x '.join(map(str, pixels.shape))} (colour?); "
+            "a radiograph is one grey 2D frame"
+        )
+    pixels = _apply_dicom_luts(dataset, pixels, notes)
     low, high = float(pixels.min()), float(pixels.max())
     pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
@@ -105,31 +144,117 @@ def _read_dicom(path: Path, warn: bool) -> np.ndarray:
     return pixels
 
 
-def _read_picture(path: Path, warn_colour: bool) -> np.ndarray:
+def _first_number(value: object) -> float | None:
+    """The first value of a DICOM number tag (one value or several), or None if missing or not a finite number."""
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if len(value) else None
     try:
-        with Image.open(path) as image:
-            _check_pixel_count(path, *image.size)
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                pixels = np.asarray(image, dtype=np.float64)
-                bits_max = 65535.0 if pixels.max() > 255 else 255.0
-                return np.clip(pixels / bits_max, 0, 1)
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _apply_dicom_luts(dataset: Dataset, pixels: np.ndarray, notes: list[str]) -> np.ndarray:
+    """The modality LUT (rescale), then the VOI LUT or window, as pydicom applies them; a step that cannot
+    be applied (non-numeric values, a window width below 1, a window leaving every pixel one value) is
+    skipped and described in ``notes``."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    get = dataset.get
+    if "RescaleSlope" in dataset or "RescaleIntercept" in dataset or "ModalityLUTSequence" in dataset:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's own warnings about the values: described below
+                pixels = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
+        except Exception as error:  # pydicom raises many types for bad values
+            slope, intercept = get("RescaleSlope", "none"), get("RescaleIntercept", "none")
+            notes.append(f"the DICOM rescale (RescaleSlope {slope}, RescaleIntercept {intercept}) is invalid ({error})")
+    has_lut = "VOILUTSequence" in dataset
+    if not has_lut and "WindowCenter" not in dataset and "WindowWidth" not in dataset:
+        return pixels
+    center_value, width_value = get("WindowCenter", "none"), get("WindowWidth", "none")
+    window = f"the DICOM window (WindowCenter {center_value}, WindowWidth {width_value})"
+    if not has_lut:  # pydicom uses a VOI LUT sequence before a window
+        center, width = _first_number(center_value), _first_number(width_value)
+        function = str(get("VOILUTFunction", "LINEAR")).upper()
+        if center is None or width is None:
+            notes.append(f"{window} is not a pair of numbers")
+            return pixels
+        if width < 1 if function == "LINEAR" else width <= 0:
+            least = "at least 1" if function == "LINEAR" else f"above 0 (VOILUTFunction {function})"
+            notes.append(f"{window} has a width of {width:g}; it must be {least}")
+            return pixels
+    else:
+        window = "the DICOM VOI LUT"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            windowed = np.asarray(apply_voi_lut(pixels, dataset), dtype=np.float64)
+    except Exception as error:  # pydicom raises many types for bad values
+        notes.append(f"{window} cannot be applied ({error})")
+        return pixels
+    if windowed.shape != pixels.shape or not np.isfinite(windowed).all():
+        notes.append(f"{window} gives no usable image")
+        return pixels
+    if windowed.max() <= windowed.min() and pixels.max() > pixels.min():
+        values = f"{pixels.min():g} to {pixels.max():g}"
+        notes.append(f"{window} leaves every pixel one value (the image holds {values})")
+        return pixels
+    return windowed
+
+
+def _several_frames(path: Path, frames: int) -> str:
+    return (
+        f"the image {path} holds {frames} frames (an animation, a multi-page or multi-frame file) where a radiograph "
+        "is one image: save the frame you mean as its own PNG, TIFF or DICOM file"
+    )
+
+
+def _read_picture(path: Path, warn_colour: bool) -> np.ndarray:
+    """A Pillow image in [0, 1] (module docstring), upright by its EXIF/TIFF orientation."""
+    try:
+        with Image.open(path) as opened:
+            _check_pixel_count(path, *opened.size)
+            frames = int(getattr(opened, "n_frames", 1) or 1)
+            if frames > 1 and opened.format != "MPO":  # an MPO's first image is its primary picture
+                raise CT2XError(_several_frames(path, frames))
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            if image.mode == "F" or image.mode.startswith("I"):
+                return _scale_values(np.asarray(image, dtype=np.float64), floating=image.mode == "F")
             if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA", "PA"):
                 rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
                 if warn_colour and np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean() > 0.02:
                     warnings.warn(
                         f"{path.name} looks like a colour photograph, not a radiograph; it was converted to grey",
                         ColourImageWarning,
-                        stacklevel=3,
+                        stacklevel=4,
                     )
-                return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
             return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    except CT2XError:
+        raise
     except Image.DecompressionBombError as error:  # Image.open refuses twice its MAX_IMAGE_PIXELS itself
         pixels = re.search(r"\((\d+) pixels\)", str(error))
         count = int(pixels.group(1)) if pixels else 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
         raise _too_large(path, "", count) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # Pillow raises many types (OSError, SyntaxError, struct.error, ...) for bad files
         raise CT2XError(f"cannot read the image {path}: {error}") from None
+
+
+def _scale_values(values: np.ndarray, floating: bool) -> np.ndarray:
+    """Integer images of more than 8 bits, or float images, to [0, 1] by the rule of the module docstring."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    if floating and 0.0 <= low and high <= 1.0:
+        return values
+    if not floating and 0.0 <= low and high <= 65535.0:
+        bits = next(b for b in BIT_DEPTHS if high <= 2**b - 1)
+        return values / (2**bits - 1)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def square_resize(
@@ -163,38 +288,63 @@ def read_radiograph(
     crop: float = 1.0,
     shift: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
-    """Read one radiograph as float32 ``(size, size)`` in [0, 1] (bright = attenuating); ``crop``:
-    the fraction of the shorter side kept, ``shift`` where (:func:`square_resize`).
+    """Read one radiograph as float32 ``(size, size)`` in [0, 1] (bright = attenuating; values scaled
+    as the module docstring says); ``crop``: the fraction of the shorter side kept, ``shift`` where
+    (:func:`square_resize`).
 
-    ``warn_colour``: warn (as a style reference) when the image looks like a colour photograph
-    (:class:`ColourImageWarning`) or is a DICOM CT/MR/... slice (:class:`NotRadiographWarning`).
-    Images of more than :data:`MAX_PIXELS` pixels are refused before they are decoded.
+    ``warn_colour``: warn as a style reference, when the image looks like a colour photograph
+    (:class:`ColourImageWarning`), is a DICOM CT/MR/... slice (:class:`NotRadiographWarning`) or has a
+    DICOM window that was ignored (:class:`InvalidWindowWarning`); the reads of a scanned folder's
+    files pass False (:func:`find_radiographs` reports their windows once). Refused with a
+    :class:`CT2XError`: images of more than :data:`MAX_PIXELS` pixels (before they are decoded), with
+    a side below :data:`MIN_SIDE` pixels, of several frames, and damaged files.
     """
-    path = Path(path)
+    if size < 8:
+        raise CT2XError(f"the radiograph size must be at least 8 pixels, got {size}")
+    notes: list[str] = []
+    pixels = _image_pixels(Path(path), warn_colour, notes)
+    if warn_colour:
+        for note in notes:
+            warnings.warn(InvalidWindowWarning(_window_warning(Path(path).name, note)), stacklevel=2)
+    return square_resize(pixels, size, crop, shift)
+
+
+def _window_warning(name: str, note: str) -> str:
+    return f"{name}: {note}: it was ignored and the image scaled by its own values (lowest black, highest white)"
+
+
+def _image_pixels(path: Path, warn_colour: bool, notes: list[str]) -> np.ndarray:
+    """The image of ``path`` at its own size in [0, 1] (float64), checked (see :func:`read_radiograph`);
+    DICOM windows that were ignored are described in ``notes``."""
     if path.is_dir():
         raise CT2XError(
             f"{path} is a folder, not a radiograph: give one image file (PNG, JPEG, TIFF or DICOM), e.g. one in it"
         )
     if not path.is_file():
         raise CT2XError(f"radiograph {path} does not exist")
-    if size < 8:
-        raise CT2XError(f"the radiograph size must be at least 8 pixels, got {size}")
     is_dicom = path.suffix.lower() in DICOM_SUFFIXES and _looks_like_dicom(path)
     if path.name.lower().endswith(VOLUME_SUFFIXES):
         pixels = _read_volume_slice(path, warn_colour)
     else:
-        pixels = _read_dicom(path, warn_colour) if is_dicom else _read_picture(path, warn_colour)
-    if min(pixels.shape) < 2:
-        raise CT2XError(f"the image {path} is too small ({pixels.shape[1]} x {pixels.shape[0]} pixels)")
-    return square_resize(pixels, size, crop, shift)
+        pixels = _read_dicom(path, warn_colour, notes) if is_dicom else _read_picture(path, warn_colour)
+    if min(pixels.shape) < MIN_SIDE:
+        raise CT2XError(
+            f"the image {path} is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small for a radiograph: a side "
+            f"must be at least {MIN_SIDE} pixels (an icon or a thumbnail holds no X-ray style); use the full-size film"
+        )
+    return pixels
 
 
 def radiograph_from_array(pixels: np.ndarray, size: int = 256) -> np.ndarray:
-    """A radiograph given as an array (any intensity range; ``(H, W)`` or one-slice ``(1, H, W)``),
-    min-max scaled to [0, 1] and squared like :func:`read_radiograph` (bright = attenuating)."""
+    """A radiograph given as an array (any intensity range; ``(H, W)`` or one-slice ``(1, H, W)``, sides of
+    at least :data:`MIN_SIDE` pixels), min-max scaled to [0, 1] and squared like :func:`read_radiograph`
+    (bright = attenuating)."""
     image = np.squeeze(np.asarray(pixels, dtype=np.float64))
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise CT2XError(f"a style reference must be one 2D image, got an array of shape {np.shape(pixels)}")
+    if image.ndim != 2 or min(image.shape) < MIN_SIDE:
+        raise CT2XError(
+            f"a style reference must be one 2D image of at least {MIN_SIDE} pixels a side, got an array of shape "
+            f"{np.shape(pixels)}"
+        )
     return square_resize(_min_max(image, "the style reference", warn=True), size)
 
 
@@ -269,26 +419,31 @@ def evenly_spread(paths: Sequence[Path], count: int) -> list[Path]:
 def find_radiographs(folder: str | Path, size: int = 256, warn_single: bool = True) -> RadiographFolder:
     """List every readable radiograph under ``folder`` (recursively, sorted), checking each opens.
 
-    Unreadable files (damaged, too large: :data:`MAX_PIXELS`) are listed in ``skipped``, reported
-    in one warning, and never stop the scan. A folder with no readable radiograph is a CT2XError;
-    one with a single radiograph gets a warning (``warn_single``; turned off by callers that
-    refuse fewer than two themselves).
+    Every file :func:`read_radiograph` refuses (damaged, too large: :data:`MAX_PIXELS`, too small:
+    :data:`MIN_SIDE`, several frames) is listed in ``skipped`` with the reason, named in one warning,
+    and never stops the scan; DICOM files whose window was ignored are kept and named in one
+    :class:`InvalidWindowWarning`. ``size`` is not used (kept for callers). A folder with no readable
+    radiograph is a CT2XError; one with a single radiograph gets a warning (``warn_single``; turned
+    off by callers that refuse fewer than two themselves).
     """
     root = Path(folder)
     if not root.is_dir():
         raise CT2XError(f"radiograph folder {root} does not exist or is not a folder")
     found = RadiographFolder(paths=[])
+    windows: list[tuple[Path, str]] = []
     candidates = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     for path in candidates:
         suffix = path.suffix.lower()
         if suffix not in IMAGE_SUFFIXES and not (suffix in DICOM_SUFFIXES and _looks_like_dicom(path)):
             continue
+        notes: list[str] = []
         try:
-            read_radiograph(path, size=8, warn_colour=False)
+            _image_pixels(path, False, notes)
         except CT2XError as error:
             found.skipped.append((path, str(error)))
             continue
         found.paths.append(path)
+        windows += [(path, note) for note in notes]
     if not found.paths:
         why = f" ({len(found.skipped)} unreadable)" if found.skipped else ""
         raise CT2XError(
@@ -300,6 +455,16 @@ def find_radiographs(folder: str | Path, size: int = 256, warn_single: bool = Tr
         more = f"; and {len(found.skipped) - 3} more" if len(found.skipped) > 3 else ""
         # stacklevel 1: one location, so a folder scanned twice (evaluate, then its dataset) warns once
         warnings.warn(f"skipped {len(found.skipped)} unreadable file(s) in {root}: {shown}{more}", stacklevel=1)
+    if windows:
+        shown = "; ".join(f"{p.name}: {note}" for p, note in windows[:3])
+        more = f"; and {len(windows) - 3} more" if len(windows) > 3 else ""
+        warnings.warn(
+            InvalidWindowWarning(
+                f"ignored the DICOM window of {len(windows)} file(s) in {root}, each scaled by its own values "
+                f"(lowest black, highest white): {shown}{more}"
+            ),
+            stacklevel=1,
+        )
     if warn_single and len(found.paths) == 1:
         warnings.warn(
             f"the radiograph folder {root} holds a single readable radiograph ({found.paths[0].name}): every X-ray "
