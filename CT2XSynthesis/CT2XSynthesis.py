@@ -77,7 +77,15 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from ct2x.errors import CT2XError
-from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_DETECTOR_WIDTH_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm
+from ct2x.geometry import (
+    DEFAULT_DETECTOR_PIXELS,
+    DEFAULT_DETECTOR_WIDTH_MM,
+    DEFAULT_SDD_MM,
+    DEFAULT_SID_MM,
+    SDD_RANGE_MM,
+    SID_RANGE_MM,
+    CArm,
+)
 from ct2x.radiograph_geometry import read_radiograph_geometry
 
 #: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
@@ -133,8 +141,8 @@ class CT2XSynthesisParameterNode:
     likeVolume: vtkMRMLScalarVolumeNode
     likeFile: Path
     isocenterPoint: vtkMRMLMarkupsFiducialNode
-    sdd: Annotated[float, WithinRange(100.0, 3000.0)] = DEFAULT_SDD_MM
-    sid: Annotated[float, WithinRange(50.0, 3000.0)] = DEFAULT_SID_MM
+    sdd: Annotated[float, WithinRange(*SDD_RANGE_MM)] = DEFAULT_SDD_MM
+    sid: Annotated[float, WithinRange(*SID_RANGE_MM)] = DEFAULT_SID_MM
     detectorPixels: Annotated[int, WithinRange(8, 2048)] = DEFAULT_DETECTOR_PIXELS
     detectorWidth: Annotated[float, WithinRange(10.0, 1000.0)] = DEFAULT_DETECTOR_WIDTH_MM
     addMarkups: bool = False

@@ -295,3 +295,19 @@ def test_the_encoded_rules_can_fail():
     assert create_connector("v5.8.0", "QComboBox", Parameter("s", "str", frozenset()))[1] is not None
     assert create_connector("v5.8.0", "QLabel", Parameter("s", "str", frozenset()))[0] == "QLabelToStrConnector"
     assert create_connector("v5.6.2", "QLabel", Parameter("s", "str", frozenset()))[0] is None
+
+
+def test_the_panel_distance_limits_are_the_core_ranges():
+    """The SDD and SID fields accept exactly what ``ct2x.geometry.CArm`` accepts (WithinRange sets the spin boxes'
+    limits when the panel binds; the .ui's own limits agree, for the moment before it does)."""
+    from ct2x.geometry import SDD_RANGE_MM, SID_RANGE_MM
+
+    script, ui = (ROOT / p for p in MODULES["CT2XSynthesis"])
+    source = script.read_text(encoding="utf-8")
+    assert "sdd: Annotated[float, WithinRange(*SDD_RANGE_MM)]" in source
+    assert "sid: Annotated[float, WithinRange(*SID_RANGE_MM)]" in source
+    widgets = {w.get("name"): w for w in ET.parse(ui).getroot().iter("widget")}
+    for name, (low, high) in (("sddSpinBox", SDD_RANGE_MM), ("sidSpinBox", SID_RANGE_MM)):
+        limits = {p.get("name"): p.findtext("double") for p in widgets[name].findall("property")}
+        limits = {key: float(value) for key, value in limits.items() if value is not None}
+        assert (limits["minimum"], limits["maximum"]) == (low, high), name

@@ -44,6 +44,32 @@ DEFAULT_PIXEL_MM = DEFAULT_DETECTOR_WIDTH_MM / DEFAULT_DETECTOR_PIXELS
 
 POSE_SIZE = 25
 
+# Physical ranges of real imaging chains, in one place: ``CArm`` refuses distances outside them (every caller:
+# the CLI's --sdd / --sid, the Slicer panel, training views), ``ct2x drr`` checks its --size / --pixel detector
+# with :func:`check_detector`, and ``ct2x.radiograph_geometry`` replaces or refuses a ``--like`` radiograph's tags
+# outside them. README "Input checks" lists them.
+
+#: Source-to-isocenter distance (SID), mm. Low end: no fluoroscope may bring its source closer than 10 cm to the
+#: patient's skin (21 CFR 1020.32(g): 38 cm stationary, 30 cm mobile, 20 cm surgical, 10 cm for mini C-arms), so a
+#: source nearer the isocenter than 100 mm lies in the patient. High end: chest stands work at 1800 mm,
+#: teleradiography and long-length stands at up to about 3000 mm.
+SID_RANGE_MM = (100.0, 3000.0)
+#: Source-to-detector distance (SDD), mm: the source at least :data:`SID_RANGE_MM`'s 100 mm from the patient and
+#: the patient (an extremity at least) in front of the detector; mini C-arms have 350-450 mm, mobile C-arms about
+#: 1000 mm, angiography C-arms 900-1300 mm, chest and long-length stands 1800-3000 mm.
+SDD_RANGE_MM = (200.0, 3000.0)
+#: Side of a detector's image, mm: from intra-oral sensors (about 20 x 30 mm; 5 mm leaves room for an image
+#: cropped to a region of interest) and mini C-arm image intensifiers (100-150 mm) to single-exposure long-length
+#: panels (430 x 1245 mm, 17 x 49 in). Wider images are stitched from several exposures, not one projection.
+DETECTOR_SIDE_RANGE_MM = (5.0, 1300.0)
+#: Rows or columns of a detector (or of a DRR's readout), pixels: 8 (the coarsest readout the Slicer panel offers)
+#: to 16384 (flat panels have at most about 4300 a side at 0.1 mm, long-length panels about 8300 rows at 0.15 mm).
+DETECTOR_PIXELS_RANGE = (8, 16384)
+#: Pixel spacing of a real detector's image, mm: flat panels 0.07-0.2 mm, mammography 0.05-0.1, dental CMOS
+#: sensors from 0.02, image-intensifier chains 0.2-0.6, up to 5 mm for binned or downsampled exports. A DRR's
+#: readout (``ct2x drr --pixel``, a model's ``image_size``) is binned freely: only its detector side is checked.
+PIXEL_SPACING_RANGE_MM = (0.01, 5.0)
+
 #: The two ends of the imaging chains users meet, as (SID, SDD, detector width), mm: DeepDRR's
 #: mobile C-arm (source 530 mm from the isocenter, 298 mm detector 1020 mm away) and a chest
 #: radiograph (source 1800 mm from the isocenter, 430 mm cassette 1900 mm away).
@@ -92,6 +118,40 @@ def _positive_finite(name: str, value: float) -> float:
     return value
 
 
+_REAL_CHAINS = "the range of real C-arms and radiography stands"
+
+
+def _in_range(name: str, value: float, limits: tuple[float, float], why: str) -> float:
+    """``value`` (mm) when within ``limits``, else a CT2XError naming it, the range and ``why``."""
+    low, high = limits
+    if not low <= value <= high:
+        metres = " (given in metres? mm are expected)" if low <= value * 1000 <= high else ""
+        raise CT2XError(f"{name} is {value:g} mm{metres}, outside [{low:g}, {high:g}] mm, {why}: give a value in it")
+    return value
+
+
+def check_detector(detector_shape: tuple[int, int], pixel_spacing: tuple[float, float], what: str) -> None:
+    """Refuse a detector no device has: rows or columns (pixels) outside :data:`DETECTOR_PIXELS_RANGE`, or a side
+    (pixels x ``pixel_spacing`` mm) outside :data:`DETECTOR_SIDE_RANGE_MM`. ``what`` names the inputs in the
+    message (e.g. ``"--size 256 x 256 / --pixel 1.16 x 1.16 mm"``). The pixel spacing alone is not checked: a
+    DRR's readout is binned freely (:data:`PIXEL_SPACING_RANGE_MM` is for a real radiograph's pixels)."""
+    (rows, columns), (row_mm, column_mm) = detector_shape, pixel_spacing
+    low, high = DETECTOR_PIXELS_RANGE
+    if not (low <= rows <= high and low <= columns <= high):
+        raise CT2XError(
+            f"{what}: a detector of {rows} x {columns} pixels is outside [{low}, {high}] pixels a side, "
+            "the range of real detectors: give a size in it"
+        )
+    height, width = rows * row_mm, columns * column_mm
+    low_mm, high_mm = DETECTOR_SIDE_RANGE_MM
+    if not (low_mm <= height <= high_mm and low_mm <= width <= high_mm):
+        raise CT2XError(
+            f"{what}: the detector would be {height:g} x {width:g} mm, outside [{low_mm:g}, {high_mm:g}] mm a side, "
+            "the range of real detectors (intra-oral sensors to long-length panels): give a size and pixel spacing "
+            "whose product lies in it"
+        )
+
+
 @dataclass(frozen=True)
 class CArm:
     """One C-arm view: the gantry angles and the imaging chain, in LPS millimetres.
@@ -99,8 +159,8 @@ class CArm:
     Attributes:
         primary: LAO (+) / RAO (-) angle in degrees, about the patient's superior axis.
         secondary: CRAN (+) / CAUD (-) angle in degrees, about the patient's left axis.
-        sdd: source-to-detector distance, mm.
-        sid: source-to-isocenter distance, mm (must be smaller than ``sdd``).
+        sdd: source-to-detector distance, mm, within :data:`SDD_RANGE_MM`.
+        sid: source-to-isocenter distance, mm, within :data:`SID_RANGE_MM` and smaller than ``sdd``.
         detector_shape: ``(rows H, columns W)`` in pixels.
         pixel_spacing: ``(row spacing, column spacing)`` in mm on the detector.
         isocenter: the point the C-arm turns about, LPS mm.
@@ -127,6 +187,9 @@ class CArm:
             object.__setattr__(self, name, value)
         sdd = _positive_finite("the source-to-detector distance (sdd)", self.sdd)
         sid = _positive_finite("the source-to-isocenter distance (sid)", self.sid)
+        inside = " (a nearer source is in the patient)" if sid < SID_RANGE_MM[0] else ""
+        _in_range("the source-to-isocenter distance (sid)", sid, SID_RANGE_MM, _REAL_CHAINS + inside)
+        _in_range("the source-to-detector distance (sdd)", sdd, SDD_RANGE_MM, _REAL_CHAINS)
         if sid >= sdd:
             raise CT2XError(
                 f"the source-to-isocenter distance ({sid:g} mm) must be smaller than the "

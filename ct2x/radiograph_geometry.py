@@ -13,30 +13,53 @@ conventions (``ct2x.geometry``: degrees, millimetres):
   files: the angles of the first frame.
 * ``sdd`` = DistanceSourceToDetector (0018,1110); ``sid`` = DistanceSourceToPatient (0018,1111),
   which the standard measures to the isocenter (XA) or to the patient's surface (DX): it is used
-  as the source-to-isocenter distance either way.
+  as the source-to-isocenter distance either way. Without a usable SDD, a source farther than the
+  default SDD (a chest or long-length stand) keeps its distance and the SDD adds the air gap of
+  ``ct2x.geometry.matched_chain`` (100 mm at 1800 mm), instead of the mobile C-arm's 1020 mm.
 * the detector: Rows x Columns pixels of ImagerPixelSpacing (0018,1164), the spacing on the
   detector's front plane. Without it, PixelSpacing (0028,0030) is used: multiplied by
   EstimatedRadiographicMagnificationFactor (0018,1114) when given, else by SDD / SID when its
   calibration type says it was corrected to the isocenter plane (GEOMETRY), else as it is.
 
-Every tag that is missing (or unreadable) is reported in :attr:`RadiographGeometry.notes`,
-naming the tag and the default used instead (``ct2x.geometry``'s DeepDRR mobile C-arm). A
-file that is not a projection radiograph (a CT slice, an MR image...) is refused with a
-:class:`ct2x.errors.CT2XError`.
+Each tag is checked against the ranges of real devices (``ct2x.geometry``: SID 100-3000 mm, SDD
+200-3000 mm and larger than the SID, pixel spacing 0.01-5 mm, angles within +-180 degrees). A tag
+that is missing, invalid (present but negative, zero, NaN or not a number) or out of range is
+replaced by a default and reported in :attr:`RadiographGeometry.notes` (one line each, which the
+CLI prints as warnings), naming the tag, the value found and why, and the default used instead
+(``ct2x.geometry``'s DeepDRR mobile C-arm; without a pixel spacing, 1.164 mm pixels, or the default
+298 mm detector when those would make it wider than 1300 mm). Refused with a
+:class:`ct2x.errors.CT2XError` naming the file: a file that is not DICOM, damaged (no DICOM header
+after the 'DICM' preamble) or truncated (it ends before its Modality, Rows, Columns and image); a
+file that is not a projection radiograph (a CT slice, an MR image...); Rows or Columns outside
+8-16384 or a detector side outside 5-1300 mm (no device has one, and a default would hide it).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ct2x.errors import CT2XError
-from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM
+from ct2x.geometry import (
+    DEFAULT_DETECTOR_WIDTH_MM,
+    DEFAULT_PIXEL_MM,
+    DEFAULT_SDD_MM,
+    DEFAULT_SID_MM,
+    DETECTOR_PIXELS_RANGE,
+    DETECTOR_SIDE_RANGE_MM,
+    PIXEL_SPACING_RANGE_MM,
+    SDD_RANGE_MM,
+    SID_RANGE_MM,
+    matched_chain,
+)
 
 #: Modalities of projection radiographs: digital X-ray, computed radiography, angiography, fluoroscopy.
 RADIOGRAPH_MODALITIES = ("DX", "CR", "XA", "RF")
+
+_REAL_CHAINS = "the range of real C-arms and radiography stands"
 
 #: DX / CR ViewPosition -> primary angle (degrees, LAO +): where the detector is.
 VIEW_POSITION_PRIMARY = {"AP": 0.0, "PA": 180.0, "LL": 90.0, "RL": -90.0}
@@ -72,54 +95,114 @@ class RadiographGeometry:
         return (self.detector_shape[0] * self.pixel_spacing[0], self.detector_shape[1] * self.pixel_spacing[1])
 
 
-def _number(dataset, keyword: str) -> float | None:
-    """The first value of a numeric tag, or None when absent, empty or not a finite number."""
-    value = dataset.get(keyword)
-    if value is None or value == "":
-        return None
+def _tag(dataset, keyword: str, index: int = 0) -> tuple[float | None, str | None]:
+    """``(number, text)`` of value ``index`` of a numeric tag: ``(None, None)`` when the tag is absent or empty,
+    ``(None, text)`` when it is present but not a finite number (``text`` as written, for the message),
+    else the number and its text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's "Invalid value for VR DS": the note names the value instead
+        try:
+            value = dataset.get(keyword)
+        except Exception:  # noqa: BLE001 (pydicom in strict reading mode raises on a value it cannot convert)
+            value = getattr(dataset.get_item(keyword), "value", None)
+    if isinstance(value, bytes):  # a raw value pydicom could not convert
+        value = value.decode("ascii", "replace").strip(" \x00").split("\\")
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        if len(value) == 0:
-            return None
-        value = value[0]
+        value = value[index] if len(value) > index else None
+    if value is None or str(value).strip() == "":
+        return None, None
+    text = str(value).strip()
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+        return None, text
+    return (number, text) if math.isfinite(number) else (None, text)
 
 
-def _pair(dataset, keyword: str) -> tuple[float, float] | None:
-    """A two-valued positive spacing tag (row, column), or None."""
-    value = dataset.get(keyword)
+def _number(dataset, keyword: str) -> float | None:
+    """The first value of a numeric tag, or None when absent, empty or not a finite number."""
+    return _tag(dataset, keyword)[0]
+
+
+def _shown(text: str, unit: str) -> str:
+    """A tag's value as written in the file, with ``unit`` when it is a number, quoted when it is not."""
     try:
-        numbers = [float(v) for v in value] if value is not None else []
-    except (TypeError, ValueError):
-        return None
-    if len(numbers) == 1:
-        numbers = numbers * 2
-    if len(numbers) != 2 or not all(math.isfinite(n) and n > 0 for n in numbers):
-        return None
-    return numbers[0], numbers[1]
+        float(text)
+    except ValueError:
+        return repr(text)
+    return f"{text}{unit}"
+
+
+def _spacing(dataset, keyword: str) -> tuple[tuple[float, float] | None, str]:
+    """A two-valued spacing tag (row, column) in mm, or None and why not ("is missing", "= ... is not ...")."""
+    (row, row_text), (column, column_text) = _tag(dataset, keyword, 0), _tag(dataset, keyword, 1)
+    if row_text is None:
+        return None, "is missing"
+    if column_text is None:
+        column, column_text = row, row_text
+    if row is None or column is None or row <= 0 or column <= 0:
+        written = row_text if column_text == row_text else f"{row_text}\\{column_text}"
+        return None, f"= {_shown(written, ' mm')} is not a positive spacing in mm"
+    return (row, column), ""
+
+
+def _refused_spacing(spacing: tuple[float, float], found: str) -> str:
+    """Why a pixel spacing (row, column; mm) is refused, after ``found`` ("=", "gives"): "" when it is within
+    :data:`PIXEL_SPACING_RANGE_MM`."""
+    low, high = PIXEL_SPACING_RANGE_MM
+    if all(low <= s <= high for s in spacing):
+        return ""
+    shown = f"{spacing[0]:g}" if spacing[0] == spacing[1] else f"{spacing[0]:g} x {spacing[1]:g}"
+    return f"{found} {shown} mm pixels, outside [{low:g}, {high:g}] mm, the pixel spacing of real detectors"
 
 
 def read_dicom_header(path: str | os.PathLike[str]):  # noqa: ANN201 (pydicom is imported lazily)
-    """The DICOM header of ``path`` (no pixel data), or a CT2XError naming the file."""
+    """The DICOM header of ``path`` (no pixel data), or a CT2XError naming the file: one that does not exist,
+    is not DICOM, holds no DICOM header after its 'DICM' preamble (damaged) or ends before its Modality,
+    Rows, Columns and image (truncated)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     file = Path(path)
     if not file.is_file():
         raise CT2XError(f"the radiograph {file} does not exist or is not a file")
-    try:
-        return pydicom.dcmread(file, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError) as error:
+    give = "give a DICOM radiograph (DX, CR, XA, RF)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings on a damaged file's values: the error below says it
+        try:
+            with file.open("rb") as stream:
+                dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+                at_end = stream.tell() >= file.stat().st_size  # no Pixel Data before the end of the file
+            elements = [e for e in dataset if e.tag.group != 0x0002]
+        except OSError as error:
+            raise CT2XError(f"the radiograph {file} cannot be read ({error}): check that it is readable") from None
+        except InvalidDicomError as error:  # no 'DICM' preamble
+            raise CT2XError(f"{file} is not a readable DICOM file ({error}): {give}") from None
+        except Exception as error:  # noqa: BLE001 (pydicom raises many kinds on a damaged header: unknown VRs...)
+            raise CT2XError(
+                f"{file} is not a readable DICOM file ({error}): the file is damaged or not DICOM; {give}"
+            ) from None
+    if "Modality" not in dataset and len(getattr(dataset, "file_meta", None) or ()) == 0:
         raise CT2XError(
-            f"{file} is not a readable DICOM file ({error}): give a DICOM radiograph (DX, CR, XA, RF)"
-        ) from None
+            f"{file} is not a readable DICOM file: what follows its 'DICM' preamble is not a DICOM header "
+            f"(no file meta information, no Modality): the file is damaged or not DICOM; {give}"
+        )
+    lacking = [k for k in ("Modality", "Rows", "Columns") if k not in dataset]
+    if at_end and lacking:
+        last = elements[-1] if elements else None
+        where = "in its file meta information" if last is None else f"after {last.keyword or last.tag}"
+        raise CT2XError(
+            f"{file} is not a readable DICOM file: it ends after {file.stat().st_size} bytes, {where}, before its "
+            f"{', '.join(lacking)} and its image (no Pixel Data): the file is truncated or damaged; copy it again "
+            f"or {give}"
+        )
+    return dataset
 
 
 def radiograph_geometry(dataset, name: str = "the radiograph") -> RadiographGeometry:
-    """The :class:`RadiographGeometry` of a pydicom dataset (see the module docstring)."""
+    """The :class:`RadiographGeometry` of a pydicom dataset (see the module docstring): tags that are missing,
+    invalid or outside the ranges of real devices are replaced by defaults and named in ``notes``; a file that
+    is not a radiograph, or whose detector no device has, is refused with a CT2XError naming ``name``."""
     modality = str(dataset.get("Modality", "")).strip().upper()
     if modality not in RADIOGRAPH_MODALITIES:
         kind = f"a {modality} image" if modality else "an image without a Modality tag"
@@ -129,39 +212,69 @@ def radiograph_geometry(dataset, name: str = "the radiograph") -> RadiographGeom
         )
     notes: list[str] = []
 
-    def angle(keyword: str, fallback: float, fallback_text: str) -> float:
-        value = _number(dataset, keyword)
-        if value is None and modality in ("XA", "RF"):
+    def angle_tag(keyword: str) -> tuple[float | None, str]:
+        """The angle in degrees, or None and why not."""
+        value, text = _tag(dataset, keyword)
+        if text is None and modality in ("XA", "RF"):
             frames = dataset.get("PerFrameFunctionalGroupsSequence")  # enhanced XA/XRF: first frame
             if frames:
                 for group in frames[0].get("PositionerPositionSequence", []) or []:
-                    value = _number(group, keyword)
+                    value, text = _tag(group, keyword)
+        if text is None:
+            return None, "is missing"
         if value is None:
-            notes.append(f"{keyword} is missing: using {fallback_text}")
-            return fallback
+            return None, f"= {text!r} is not a number of degrees"
         if abs(value) > 180:
-            notes.append(f"{keyword} = {value:g} is outside [-180, 180] degrees: using {fallback_text}")
+            return None, f"= {value:g} is outside [-180, 180] degrees"
+        return value, ""
+
+    def angle(keyword: str, fallback: float, fallback_text: str) -> float:
+        value, why = angle_tag(keyword)
+        if value is None:
+            notes.append(f"{keyword} {why}: using {fallback_text}")
             return fallback
         return value
 
     view = str(dataset.get("ViewPosition", "")).strip().upper()
-    if _number(dataset, "PositionerPrimaryAngle") is None and view in VIEW_POSITION_PRIMARY:
+    primary, why = angle_tag("PositionerPrimaryAngle")
+    if primary is None and view in VIEW_POSITION_PRIMARY:
         primary = VIEW_POSITION_PRIMARY[view]
-        notes.append(f"PositionerPrimaryAngle is missing: using {primary:g} degrees from ViewPosition {view}")
-    else:
+        notes.append(f"PositionerPrimaryAngle {why}: using {primary:g} degrees from ViewPosition {view}")
+    elif primary is None:
         primary = angle("PositionerPrimaryAngle", 0.0, "0 degrees (AP)")
     secondary = angle("PositionerSecondaryAngle", 0.0, "0 degrees")
 
-    sdd = _number(dataset, "DistanceSourceToDetector")
-    if sdd is None or sdd <= 0:
-        notes.append(f"DistanceSourceToDetector is missing: using {DEFAULT_SDD_MM:g} mm")
-        sdd = DEFAULT_SDD_MM
-    sid = _number(dataset, "DistanceSourceToPatient")
-    if sid is None or not 0 < sid < sdd:
-        default = DEFAULT_SID_MM * sdd / DEFAULT_SDD_MM
-        reason = "is missing" if sid is None else f"= {sid:g} mm is not between 0 and the SDD"
+    def distance(keyword: str, limits: tuple[float, float], below: str = "") -> tuple[float | None, str]:
+        """The distance in mm, or None and why not (``below``: what a value under the range means)."""
+        value, text = _tag(dataset, keyword)
+        if text is None:
+            return None, "is missing"
+        if value is None or value <= 0:
+            return None, f"= {_shown(text, ' mm')} is not a positive distance in mm"
+        if not limits[0] <= value <= limits[1]:
+            why = f"= {value:g} mm is outside [{limits[0]:g}, {limits[1]:g}] mm, {_REAL_CHAINS}"
+            return None, why + (below if value < limits[0] else "")
+        return value, ""
+
+    sdd, why = distance("DistanceSourceToDetector", SDD_RANGE_MM)
+    sid, sid_why = distance("DistanceSourceToPatient", SID_RANGE_MM, " (a nearer source is in the patient)")
+    if sdd is None and sid is not None and sid >= DEFAULT_SDD_MM:  # a far source: keep it, not the C-arm's SDD
+        sdd = min(matched_chain(sid)[0], SDD_RANGE_MM[1])
         notes.append(
-            f"DistanceSourceToPatient {reason}: using {default:g} mm (SDD x {DEFAULT_SID_MM:g} / {DEFAULT_SDD_MM:g})"
+            f"DistanceSourceToDetector {why}: using {sdd:g} mm (DistanceSourceToPatient {sid:g} mm + the air gap "
+            "of ct2x.geometry.matched_chain)"
+        )
+    elif sdd is None:
+        notes.append(f"DistanceSourceToDetector {why}: using {DEFAULT_SDD_MM:g} mm")
+        sdd = DEFAULT_SDD_MM
+    why = sid_why
+    if sid is not None and sid >= sdd:
+        why = f"= {sid:g} mm is not smaller than the SDD ({sdd:g} mm): the patient lies between source and detector"
+        sid = None
+    if sid is None:
+        default = DEFAULT_SID_MM * sdd / DEFAULT_SDD_MM
+        notes.append(
+            f"DistanceSourceToPatient {why}: using {default:g} mm (SDD x {DEFAULT_SID_MM:g} / {DEFAULT_SDD_MM:g})"
         )
         sid = default
 
@@ -169,27 +282,50 @@ def radiograph_geometry(dataset, name: str = "the radiograph") -> RadiographGeom
     if not rows or not columns or rows < 1 or columns < 1:
         raise CT2XError(f"{name} has no Rows / Columns: it holds no image")
     shape = (int(rows), int(columns))
+    low, high = DETECTOR_PIXELS_RANGE
+    if not (low <= shape[0] <= high and low <= shape[1] <= high):
+        raise CT2XError(
+            f"{name}: Rows x Columns = {shape[0]} x {shape[1]} is outside [{low}, {high}] pixels a side, the range "
+            "of real detectors: give another radiograph, or set the geometry by hand"
+        )
 
-    spacing = _pair(dataset, "ImagerPixelSpacing")
+    spacing, why = _spacing(dataset, "ImagerPixelSpacing")
+    if spacing is not None and _refused_spacing(spacing, "="):
+        spacing, why = None, _refused_spacing(spacing, "=")
     if spacing is None:
-        at_patient = _pair(dataset, "PixelSpacing")
+        spacing, how = _spacing(dataset, "PixelSpacing")
         magnification = _number(dataset, "EstimatedRadiographicMagnificationFactor")
         calibration = str(dataset.get("PixelSpacingCalibrationType", "")).strip().upper()
-        if at_patient is None:
-            spacing = (DEFAULT_PIXEL_MM, DEFAULT_PIXEL_MM)
-            notes.append(f"ImagerPixelSpacing and PixelSpacing are missing: using {DEFAULT_PIXEL_MM:.4g} mm pixels")
-        elif magnification is not None and magnification >= 1:
-            spacing = (at_patient[0] * magnification, at_patient[1] * magnification)
-            notes.append(
-                f"ImagerPixelSpacing is missing: using PixelSpacing x EstimatedRadiographicMagnificationFactor "
-                f"({magnification:g})"
-            )
-        elif calibration == "GEOMETRY":
-            spacing = (at_patient[0] * sdd / sid, at_patient[1] * sdd / sid)
-            notes.append("ImagerPixelSpacing is missing: using PixelSpacing (GEOMETRY calibration) x SDD / SID")
+        if spacing is not None and magnification is not None and magnification >= 1:
+            spacing = (spacing[0] * magnification, spacing[1] * magnification)
+            how = f"PixelSpacing x EstimatedRadiographicMagnificationFactor ({magnification:g})"
+        elif spacing is not None and calibration == "GEOMETRY":
+            spacing = (spacing[0] * sdd / sid, spacing[1] * sdd / sid)
+            how = "PixelSpacing (GEOMETRY calibration) x SDD / SID"
+        elif spacing is not None:
+            how = "PixelSpacing as the detector's pixel spacing"
+        if spacing is not None and _refused_spacing(spacing, "gives"):
+            spacing, how = None, _refused_spacing(spacing, "gives")
+        if spacing is not None:
+            notes.append(f"ImagerPixelSpacing {why}: using {how}")
         else:
-            spacing = at_patient
-            notes.append("ImagerPixelSpacing is missing: using PixelSpacing as the detector's pixel spacing")
+            spacing, default = (DEFAULT_PIXEL_MM, DEFAULT_PIXEL_MM), f"{DEFAULT_PIXEL_MM:.4g} mm pixels"
+            if max(shape) * DEFAULT_PIXEL_MM > DETECTOR_SIDE_RANGE_MM[1]:  # many pixels: the default detector's width
+                spacing = (DEFAULT_DETECTOR_WIDTH_MM / max(shape),) * 2
+                default = f"{spacing[0]:.4g} mm pixels (the default {DEFAULT_DETECTOR_WIDTH_MM:.0f} mm detector)"
+            if why == how == "is missing":
+                notes.append(f"ImagerPixelSpacing and PixelSpacing are missing: using {default}")
+            else:
+                notes.append(f"ImagerPixelSpacing {why}; PixelSpacing {how}: using {default}")
+    height, width = shape[0] * spacing[0], shape[1] * spacing[1]
+    low_mm, high_mm = DETECTOR_SIDE_RANGE_MM
+    if not (low_mm <= height <= high_mm and low_mm <= width <= high_mm):
+        raise CT2XError(
+            f"{name}: Rows x Columns = {shape[0]} x {shape[1]} pixels of {spacing[0]:g} x {spacing[1]:g} mm make a "
+            f"{height:g} x {width:g} mm detector, outside [{low_mm:g}, {high_mm:g}] mm a side, the range of real "
+            "detectors (a wider image is stitched from several exposures): give another radiograph, or set the "
+            "geometry by hand"
+        )
     return RadiographGeometry(
         primary=float(primary),
         secondary=float(secondary),
