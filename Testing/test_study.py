@@ -157,7 +157,7 @@ def test_each_rater_counts_once_and_duplicate_answer_files_are_dropped_with_one_
         [str(Path(sys.executable).with_name("ct2x")), "study", "score", str(out), str(alice), str(alice), str(again)]
         + [str(bob)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
     )
     assert done.returncode == 0, done.stderr
     warned = [line for line in done.stderr.splitlines() if line.startswith("ct2x: warning:")]

@@ -261,8 +261,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="XRAY.dcm",
         help="a DICOM radiograph (DX, CR, XA, RF) whose C-arm geometry to use: positioner angles, source-to-detector "
-        "and source-to-patient distances, detector size and pixel spacing (a warning names each missing tag and the "
-        "default used); --angles, --secondary, --sdd and --sid override its values",
+        "and source-to-patient distances, detector size and pixel spacing (a warning names each missing, invalid or "
+        "out-of-range tag and the default used); --angles, --secondary, --sdd and --sid override its values",
     )
     _add_angle_arguments(synth, like=True)
     synth.add_argument(
@@ -282,7 +282,9 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--series", metavar="UID", help="DICOM series instance UID, when the folder holds several")
     synth.add_argument("--format", default="png,nrrd,dcm", help="outputs per view, any of png,nrrd,dcm (default: all)")
     synth.add_argument("--out", type=Path, required=True, help="output folder (must not exist, unless --overwrite)")
-    synth.add_argument("--overwrite", action="store_true", help="write into an existing output folder")
+    synth.add_argument(
+        "--overwrite", action="store_true", help="replace the run in an existing output folder (other files stay)"
+    )
     synth.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     synth.set_defaults(run=_run_synthesize)
 
@@ -340,7 +342,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ray step (voxels) of the DRRs of the scale-error sweep, 9 distances per CT (default: %(default)g)",
     )
     evaluate.add_argument("--lpips-weights", type=Path, default=None, help="torchvision alexnet-owt-7be5be79.pth")
-    evaluate.add_argument("--overwrite", action="store_true", help="write into an existing report folder")
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace the report in an existing report folder (other files stay)"
+    )
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     evaluate.set_defaults(run=_run_evaluate)
 
@@ -372,7 +376,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "score",
         help="score exported answers: Table 4 (mean and 95%% CI per method)",
         description="Read DIR/key.json and the raters' exported answer files; print Table 4 and write DIR/table4.md "
-        "and DIR/table4.json. Incomplete answer files are counted and reported.",
+        "and DIR/table4.json. Incomplete answer files are counted and reported; each rater counts once (repeated "
+        "answers are dropped with a warning); a key edited after make, or answers from another page, are refused.",
     )
     score.add_argument("dir", type=Path, help="study folder written by ct2x study make")
     score.add_argument("answers", type=Path, nargs="+", help="answer files exported from study.html")
@@ -405,7 +410,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         angles=tuple(args.angles),
         secondary=tuple(args.secondary),
         detector_size=args.size,
-        pixel_mm=DEFAULT_PIXEL_MM * DEFAULT_DETECTOR_PIXELS / args.size,
+        pixel_mm=DEFAULT_PIXEL_MM * DEFAULT_DETECTOR_PIXELS / max(args.size, 1),  # --size < 1: refused by the settings
         step=args.step,
         photons=args.photons,
         grid_size=args.grid,
@@ -414,7 +419,6 @@ def _run_prepare(args: argparse.Namespace) -> None:
     )
     if args.random_views < 0:
         raise CT2XError(f"--random-views must be 0 (the angle grid) or a number of views, got {args.random_views}")
-    settings.views((0.0, 0.0, 0.0))  # validates the geometry before any work starts
     report = prepare_dataset(
         args.ct, args.out, settings, workers=args.workers, device=args.device, backend=args.backend
     )
@@ -461,14 +465,21 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_synthesize(args: argparse.Namespace) -> None:
-    from ct2x.checkpoint import load_model
-    from ct2x.device import torch_device
-    from ct2x.volume import read_ct
+    from ct2x.folder_lock import output_run
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - {"png", "nrrd", "dcm"}:
         raise CT2XError(f"--format takes png, nrrd and/or dcm separated by commas, got {args.format!r}")
     check_output_folder(args.out, args.overwrite, create=False)
+    with output_run(args.out, "ct2x synthesize", args.overwrite) as out:  # one run at a time, the previous one replaced
+        _synthesize_into(args, formats, out)
+
+
+def _synthesize_into(args: argparse.Namespace, formats: set[str], out) -> None:  # noqa: ANN001 (OutputFiles)
+    from ct2x.checkpoint import load_model
+    from ct2x.device import torch_device
+    from ct2x.volume import read_ct
+
     device = torch_device(args.device)
     geometry = _synthesis_geometry(args)
     model, card = load_model(args.model, device)
@@ -479,7 +490,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
         style, style_name = {"style_code": _model_style(args.model, args.model_style)}, f"style {args.model_style}"
     else:
         style, style_name = {"style": args.style}, f"style {args.style.name}"
-    _synthesize_to_folder(model, card, ct, geometry, style, style_name, formats, args.out)
+    _synthesize_to_folder(model, card, ct, geometry, style, style_name, formats, out)
 
 
 def _synthesis_geometry(args: argparse.Namespace) -> dict:
@@ -509,11 +520,11 @@ def _synthesis_geometry(args: argparse.Namespace) -> dict:
 
 
 def _synthesize_to_folder(
-    model, card: dict, ct, geometry: dict, style: dict, style_name: str, formats: set[str], out: Path
+    model, card: dict, ct, geometry: dict, style: dict, style_name: str, formats: set[str], out
 ) -> None:
     """Synthesize the requested views (``geometry``: keyword arguments of ``model_views``) and the
     -90..90 strip in one ``style`` (keyword arguments of ``synthesize``); write each view in
-    ``formats``, views.png and strip.png into ``out``."""
+    ``formats``, views.png and strip.png into ``out`` (a ``ct2x.folder_lock.OutputFiles``)."""
     from ct2x.synthesize import model_views, synthesize
     from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_dicom, write_view_nrrd
 
@@ -523,20 +534,19 @@ def _synthesize_to_folder(
     unique = list(dict.fromkeys(requested + strip))  # the demo asks for the strip's own views
     made = dict(zip(unique, synthesize(model, ct, unique, **style), strict=True))
     results, strip = [made[c] for c in requested], [made[c] for c in strip]
-    check_output_folder(out)
     for index, view in enumerate(results):
-        stem = out / view_stem(view.carm, index)
+        stem = view_stem(view.carm, index)
         if "nrrd" in formats:
-            write_view_nrrd(stem.with_suffix(".nrrd"), view.image, view.carm)
+            write_view_nrrd(out.path(f"{stem}.nrrd"), view.image, view.carm)
         if "dcm" in formats:
             write_view_dicom(
-                stem.with_suffix(".dcm"), view.image, view.carm, f"CT2X {view_label(view.carm)} {style_name}"
+                out.path(f"{stem}.dcm"), view.image, view.carm, f"CT2X {view_label(view.carm)} {style_name}"
             )
         if "png" in formats:
-            write_png(stem.with_suffix(".png"), view.image)
-    write_contact_sheet(out / "views.png", [v.image for v in results], [view_label(v.carm) for v in results])
-    write_contact_sheet(out / "strip.png", [v.image for v in strip], [view_label(v.carm) for v in strip])
-    print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {out}/")
+            write_png(out.path(f"{stem}.png"), view.image)
+    write_contact_sheet(out.path("views.png"), [v.image for v in results], [view_label(v.carm) for v in results])
+    write_contact_sheet(out.path("strip.png"), [v.image for v in strip], [view_label(v.carm) for v in strip])
+    print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {out.folder}/")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -569,7 +579,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         drr_step=args.drr_step,
         scale_step=args.scale_step,
     )
-    report = evaluate_models(models, args.data, args.xray, args.out, settings, device)
+    report = evaluate_models(models, args.data, args.xray, args.out, settings, device, overwrite=args.overwrite)
     print(f"wrote {report} (metrics.json, strip.png, style_grid.png, ct_a_vs_b.png, images/ beside it)")
 
 
@@ -604,6 +614,7 @@ def _model_style(model: Path, name: str):  # noqa: ANN202 (torch is imported laz
 
 def _run_demo(args: argparse.Namespace) -> None:
     from ct2x.checkpoint import load_model, load_style_codes
+    from ct2x.folder_lock import output_run
     from ct2x.samples import bundled_model, sample_ct
     from ct2x.synthesize import model_views, synthesize_codes
     from ct2x.view_files import view_label, write_contact_sheet
@@ -619,24 +630,32 @@ def _run_demo(args: argparse.Namespace) -> None:
     first = sorted(codes, key=lambda n: (not n.startswith("chest"), n))[0]
     geometry = {"primaries": [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0], "secondaries": [0.0]}
     style = {"style_code": codes[first]}
-    _synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, args.out)
-    poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
-    names = sorted(codes)
-    grid = synthesize_codes(model, ct, poses, [codes[n] for n in names])  # (V, R, S, S): projections once
-    images = [grid[v, r] for r in range(len(names)) for v in range(len(poses))]
-    labels = [f"{name}, {view_label(carm)}" for name in names for carm in poses]
-    write_contact_sheet(args.out / "style_grid.png", images, labels, columns=len(poses), window=(0.0, 1.0))
+    with output_run(args.out, "ct2x demo", overwrite=True) as out:  # a re-run replaces the previous run's files
+        _synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, out)
+        poses = model_views(model.config, card, ct, [-60.0, -30.0, 0.0, 30.0, 60.0])
+        names = sorted(codes)
+        grid = synthesize_codes(model, ct, poses, [codes[n] for n in names])  # (V, R, S, S): projections once
+        images = [grid[v, r] for r in range(len(names)) for v in range(len(poses))]
+        labels = [f"{name}, {view_label(carm)}" for name in names for carm in poses]
+        write_contact_sheet(out.path("style_grid.png"), images, labels, columns=len(poses), window=(0.0, 1.0))
     print(f"wrote style_grid.png ({len(codes)} styles x {len(poses)} poses) to {args.out}/")
 
 
 def _run_drr(args: argparse.Namespace) -> None:
+    from ct2x.folder_lock import output_run
+
+    with output_run(args.out, "ct2x drr", overwrite=True) as out:  # a re-run replaces the previous run's files
+        _drr_into(args, out)
+
+
+def _drr_into(args: argparse.Namespace, out) -> None:  # noqa: ANN001 (ct2x.folder_lock.OutputFiles)
     from tqdm import tqdm
 
     from ct2x.device import torch_device
     from ct2x.drr import render_drr
     from ct2x.drr.render import check_render_memory
     from ct2x.drr.spectrum import get_spectrum
-    from ct2x.geometry import views
+    from ct2x.geometry import check_detector, views
     from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_nrrd
     from ct2x.volume import read_ct
 
@@ -657,7 +676,9 @@ def _run_drr(args: argparse.Namespace) -> None:
     }
     carms = views(args.angles, args.secondary, **chain)
     check_render_memory(volume, carms, spectrum=args.spectrum, device=device, backend=args.backend)
-    check_output_folder(args.out)
+    (rows, columns), (row_mm, column_mm) = chain["detector_shape"], chain["pixel_spacing"]
+    flags = f"--size {rows} x {columns} / --pixel {row_mm:g} x {column_mm:g} mm"
+    check_detector(chain["detector_shape"], chain["pixel_spacing"], flags)  # after the memory check (--size 100000)
     images, labels = [], []
     for index, carm in enumerate(tqdm(carms, desc="DRR views", unit="view")):
         image = (
@@ -676,11 +697,11 @@ def _run_drr(args: argparse.Namespace) -> None:
             .numpy()
         )
         stem = view_stem(carm, index)
-        write_view_nrrd(args.out / f"{stem}.nrrd", image, carm)
-        write_png(args.out / f"{stem}.png", image)
+        write_view_nrrd(out.path(f"{stem}.nrrd"), image, carm)
+        write_png(out.path(f"{stem}.png"), image)
         images.append(image)
         labels.append(view_label(carm))
-    write_contact_sheet(args.out / "contact_sheet.png", images, labels)
+    write_contact_sheet(out.path("contact_sheet.png"), images, labels)
     print(f"wrote {len(carms)} views to {args.out}/ (NRRD + PNG per view, contact_sheet.png)")
 
 

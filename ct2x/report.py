@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ct2x.atomic import atomic_path, check_output_folder
+from ct2x.atomic import atomic_path
 from ct2x.checkpoint import load_card, load_model
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
@@ -48,6 +49,7 @@ from ct2x.evaluate import (
     untrained_model,
     view_measures,
 )
+from ct2x.folder_lock import OutputFiles, output_run
 from ct2x.inception import InceptionFeatures
 from ct2x.synthesize import model_views, synthesize
 from ct2x.view_files import view_label, write_contact_sheet
@@ -82,6 +84,17 @@ class EvaluationSettings:
     scale_step: float = 1.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse a ray step that is not a positive finite number of voxels (``inf`` would pass a plain
+        ``> 0`` check and fail inside the renders), naming ``ct2x evaluate``'s option."""
+        for name in ("drr_step", "scale_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                option = "--" + name.replace("_", "-")
+                raise CT2XError(
+                    f"{option} ({name}) must be a positive finite number of voxels (e.g. 0.5), got {value!r}"
+                )
+
 
 def _lpips(weights: Path | None, device: torch.device):  # noqa: ANN202 (LPIPSLoss or None)
     """The LPIPS network with AlexNet ImageNet weights, or ``(None, reason)`` when they are absent."""
@@ -100,9 +113,27 @@ def evaluate_models(
     out: Path,
     settings: EvaluationSettings = EvaluationSettings(),
     device: str | torch.device = "cpu",
+    overwrite: bool = True,
 ) -> Path:
     """Evaluate ``models`` (``{name: model file}``; the first is the model under test, the rest its
-    ablations) with the baselines, and write the report folder ``out``; returns ``out / 'report.md'``."""
+    ablations) with the baselines, and write the report folder ``out``; returns ``out / 'report.md'``.
+
+    ``out`` is held for the run (:func:`ct2x.folder_lock.output_run`): another process using it is
+    refused at once, an existing folder only with ``overwrite``, and the previous report in it is
+    replaced (its files removed, a user's files kept) when this one writes."""
+    with output_run(out, "ct2x evaluate", overwrite) as outputs:
+        return _evaluate_models(models, data, xray, outputs, settings, device)
+
+
+def _evaluate_models(
+    models: dict[str, Path],
+    data: Path,
+    xray: Path,
+    outputs: OutputFiles,
+    settings: EvaluationSettings,
+    device: str | torch.device,
+) -> Path:
+    """:func:`evaluate_models`, with its report folder held as ``outputs``."""
     device = torch_device(device)
     started = time.time()
     # every input is checked (cards, radiographs, held-out CTs) before any network is built
@@ -120,6 +151,12 @@ def evaluate_models(
         raise CT2XError(
             f"{xray} holds {len(radiographs)} readable radiograph: the realism measures compare two sets, "
             "give a folder of at least 2 real radiographs (tens for meaningful numbers)"
+        )
+    if settings.styles > len(radiographs):
+        warnings.warn(
+            f"--styles {settings.styles} asks for more style references than the {len(radiographs)} readable "
+            f"radiographs in {xray}: using all {len(radiographs)}",
+            stacklevel=2,
         )
     references = evenly_spread(radiographs, settings.styles)
     dataset = CTViewDataset(data, xray, configs[first])
@@ -191,9 +228,8 @@ def evaluate_models(
         projected = CTViewDataset(data, xray, configs[first].replace(projection_inputs=True, physics_spectrum=spectrum))
         baselines = {k: asdict(v) for k, v in projection_baselines(projected, settings.batch_size).items()}
         lap("DRR reconstruction")
-    check_output_folder(out)
-    index = _write_images(out, methods, real)
-    _write_figures(model, card, cts, methods[first], drrs, views[0], out, settings, references)
+    index = _write_images(outputs, methods, real)
+    _write_figures(model, card, cts, methods[first], drrs, views[0], outputs, settings, references)
     lap("images and figures")
     bar.update()
     bar.close()
@@ -233,9 +269,9 @@ def evaluate_models(
         "seconds": round(time.time() - started, 1),
         "seconds_per_stage": timings,
     }
-    with atomic_path(out / "metrics.json") as tmp:
+    with atomic_path(outputs.path("metrics.json")) as tmp:
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    report = out / "report.md"
+    report = outputs.path("report.md")
     with atomic_path(report) as tmp:
         tmp.write_text(_markdown(summary), encoding="utf-8")
     return report
@@ -252,24 +288,23 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(pixels).save(tmp, format="PNG")
 
 
-def _write_images(out: Path, methods: dict[str, MethodImages], real: torch.Tensor) -> dict:
-    """Every evaluated image under ``out/images/<method>/`` and the index ``out/images/index.json``
-    (method -> files, relative to ``out``); returns the index."""
+def _write_images(outputs: OutputFiles, methods: dict[str, MethodImages], real: torch.Tensor) -> dict:
+    """Every evaluated image under ``OUT/images/<method>/`` and the index ``OUT/images/index.json``
+    (method -> files, relative to the report folder ``OUT``); returns the index."""
     index: dict[str, list[str]] = {}
     sets = {
         REAL_METHOD: real[:, 0].numpy(),
         **{n: m.images.reshape(-1, *m.images.shape[-2:]) for n, m in methods.items()},
     }
     for number, (name, images) in enumerate(sets.items()):
-        folder = out / "images" / f"{number:02d}-{_slug(name)}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = f"images/{number:02d}-{_slug(name)}"
         index[name] = []
         for n, image in enumerate(images):
-            _write_png(folder / f"{n:04d}.png", image)
-            index[name].append(str((folder / f"{n:04d}.png").relative_to(out)))
-    with atomic_path(out / IMAGE_INDEX) as tmp:
+            _write_png(outputs.path(f"{folder}/{n:04d}.png"), image)
+            index[name].append(str(Path(folder, f"{n:04d}.png")))
+    with atomic_path(outputs.path(IMAGE_INDEX)) as tmp:
         tmp.write_text(json.dumps({"format": "ct2x-evaluation-images", "methods": index}, indent=1), encoding="utf-8")
-    return {name: len(files) for name, files in index.items()}
+    return {name: len(names) for name, names in index.items()}
 
 
 def _write_figures(
@@ -279,23 +314,23 @@ def _write_figures(
     images: MethodImages,
     drrs: MethodImages,
     views: list,
-    out: Path,
+    outputs: OutputFiles,
     settings: EvaluationSettings,
     references: list[Path],
 ) -> None:
     """``strip.png``, ``style_grid.png`` and ``ct_a_vs_b.png`` of the model under test (module docstring)."""
     style = {} if model.style_encoder is None else {"style": references[0]}
     strip = synthesize(model, cts[0], model_views(model.config, card, cts[0], STRIP_ANGLES), **style)
-    write_contact_sheet(out / "strip.png", [v.image for v in strip], [view_label(v.carm) for v in strip])
+    write_contact_sheet(outputs.path("strip.png"), [v.image for v in strip], [view_label(v.carm) for v in strip])
     ap = next(n for n, v in enumerate(views) if v.carm.primary == 0 and v.carm.secondary == 0)
     rows = evenly_spread(list(range(len(cts))), settings.grid_cts)
     columns = evenly_spread(list(range(images.images.shape[2])), settings.grid_styles)
     tiles = [images.images[c, ap, r] for c in rows for r in columns]
     labels = [f"CT {i}, style {j}" for i in range(1, len(rows) + 1) for j in range(1, len(columns) + 1)]
-    write_contact_sheet(out / "style_grid.png", tiles, labels, columns=len(columns), window=(0.0, 1.0))
+    write_contact_sheet(outputs.path("style_grid.png"), tiles, labels, columns=len(columns), window=(0.0, 1.0))
     pair = [images.images[0, ap, 0], drrs.images[0, ap, 0], images.images[1, ap, 0], drrs.images[1, ap, 0]]
     labels = ["CT A: model", "CT A: DRR", "CT B: model", "CT B: DRR"]
-    write_contact_sheet(out / "ct_a_vs_b.png", pair, labels, columns=2, window=(0.0, 1.0))
+    write_contact_sheet(outputs.path("ct_a_vs_b.png"), pair, labels, columns=2, window=(0.0, 1.0))
 
 
 def _volume_name(file_name: str) -> str:

@@ -52,7 +52,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ct2x import __version__
-from ct2x.atomic import WriteError, check_output_folder
+from ct2x.atomic import WriteError
 from ct2x.checkpoint import (
     STYLE_CODE_PREFIX,
     latest_step,
@@ -207,8 +207,7 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
     checkpoint, ``latest.json`` or a model) is only continued with ``resume``, never overwritten."""
     if _distributed()[0] != 0:  # under torchrun, rank 0 owns the run folder
         return _train(config, options)
-    check_output_folder(options.out)
-    with folder_lock(options.out, "ct2x train", wait=False):
+    with folder_lock(options.out, "ct2x train", wait=False, create=True):  # a refused run leaves no folder
         remove_stale_temporaries(options.out)
         found = run_contents(options.out)
         if found and not options.resume:

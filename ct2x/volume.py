@@ -13,7 +13,8 @@ slope/intercept and NIfTI ``scl_slope``/``scl_inter`` are applied, so values are
 would read with wrong geometry or values is refused instead: a DICOM series whose slice positions
 do not step evenly (a missing or displaced slice) or with a damaged slice file, and NaN or
 infinite voxels in any format (:func:`check_finite`). ITK's own warnings become Python warnings
-(:func:`itk_warnings`).
+(:func:`itk_warnings`). A NIfTI with a sheared sform is placed by that sform, like the same volume
+in NRRD (ITK alone refuses it, or reads its qform's rigid approximation).
 
 Resampling (:func:`resample_isotropic`, :func:`resample_to_grid`, :func:`preprocess`) always
 produces an axis-aligned LPS grid (identity direction) placed from the input's physical
@@ -203,14 +204,18 @@ _STDERR_CAPTURE = threading.Lock()
 
 
 @contextmanager
-def itk_warnings(source: str) -> Iterator[None]:
+def itk_warnings(source: str, drop: tuple[str, ...] = ()) -> Iterator[None]:
     """Catch the warnings ITK's C++ code prints on stderr while the block runs, and re-issue each as
     one Python warning ``"<source>: SimpleITK warns: <message>"`` (without ITK's source file, line
-    and object address), so that the command line shows it as one ``ct2x: warning:`` line.
+    and object address), so that the command line shows it as one ``ct2x: warning:`` line; those
+    holding one of the ``drop`` texts (handled by the caller) are left out.
 
     When the block raises, its error is the message and ITK's warnings are dropped. Other text
-    written to the process's stderr meanwhile is passed through unchanged (after the block). Only
-    one thread captures at a time; a read in another thread meanwhile leaves ITK's text as it is.
+    written to the process's stderr meanwhile (an image decoder's own lines, e.g. libjpeg's "Empty
+    JPEG image" once per slice) is summed up in one line (:func:`_printed`): appended to the
+    block's CT2XError, else one warning; it is passed through unchanged when the block raises
+    another error. Only one thread captures at a time; a read in another thread meanwhile leaves
+    ITK's text as it is.
     """
     if not _STDERR_CAPTURE.acquire(blocking=False):
         yield
@@ -222,22 +227,70 @@ def itk_warnings(source: str) -> Iterator[None]:
         yield
         return
     messages: list[str] = []
+    refused: CT2XError | None = None
+    finished = False
     if sys.stderr is not None:
         sys.stderr.flush()  # what Python wrote before the block stays before it
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
+            finished = True
+        except CT2XError as error:
+            refused = error
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             _STDERR_CAPTURE.release()
             captured.seek(0)
             messages, other = _itk_warning_messages(captured.read().decode("utf-8", "replace"))
-            if other:
+            if other and not finished and refused is None:
                 os.write(2, other.encode("utf-8"))
+    if refused is not None:
+        raise CT2XError(f"{refused} ({_printed(other)})" if other.strip() else str(refused)) from None
+    if other.strip():
+        warnings.warn(f"{source}: {_printed(other)}", stacklevel=3)
     for message in messages:
-        warnings.warn(f"{source}: SimpleITK warns: {message}", stacklevel=3)
+        if not any(text in message for text in drop):
+            warnings.warn(f"{source}: SimpleITK warns: {message}", stacklevel=3)
+
+
+def _printed(text: str) -> str:
+    """What a library printed, in one line: its distinct lines, each with its count, the first three."""
+    counts: dict[str, int] = {}
+    for line in (" ".join(raw.split()) for raw in text.splitlines()):
+        if line:
+            counts[line] = counts.get(line, 0) + 1
+    shown = [f"{line} ({n} times)" if n > 1 else line for line, n in list(counts.items())[:3]]
+    more = f"; and {len(counts) - 3} other lines" if len(counts) > 3 else ""
+    return f"the image libraries printed: {'; '.join(shown)}{more}"
+
+
+@contextmanager
+def _stderr_dropped() -> Iterator[None]:
+    """Drop what C code prints on stderr while the block runs: GDCM's series scan decodes pixels, and
+    a decoder prints each problem once per slice; the series read itself reports them
+    (:func:`itk_warnings`). Only while no other thread captures stderr."""
+    if not _STDERR_CAPTURE.acquire(blocking=False):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        _STDERR_CAPTURE.release()
+        yield
+        return
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        _STDERR_CAPTURE.release()
 
 
 def _itk_warning_messages(text: str) -> tuple[list[str], str]:
@@ -297,22 +350,108 @@ def _check_geometry(source: str, size: tuple[int, ...], components: int, spacing
 
 
 def _read_image_file(path: Path) -> sitk.Image:
-    """Read one image file after checking its header; ITK errors become CT2XError, its warnings one line each."""
+    """Read one image file after checking its header; ITK errors become CT2XError, its warnings one line each.
+
+    A NIfTI whose sform is sheared (non-orthogonal axes, e.g. a gantry-tilted series) is placed by its
+    sform, as NRRD and MetaImage keep such a direction matrix: ITK refuses it (``ITK only supports
+    orthonormal direction cosines``) or, beside a qform, reads the qform's rigid approximation, so its
+    voxels are read in ITK's permissive sform mode and placed here (:func:`_nifti_sheared_sform`).
+    """
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    damaged = f"cannot read '{path}': it is damaged, truncated or not a {_FORMATS}"
-    with itk_warnings(f"'{path}'"):
+    nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    sheared = _nifti_sheared_sform(path) if nifti else None
+
+    def unreadable(error: RuntimeError) -> CT2XError:
+        reason = _itk_reason(error)
+        if "orthonormal" in reason:
+            return CT2XError(
+                f"cannot read '{path}': its orientation is sheared (the axes of its voxel grid are not orthogonal, "
+                f"e.g. a gantry-tilted series) and this SimpleITK {sitk.Version.VersionString()} refuses it "
+                f"(SimpleITK: {reason}): save it as NRRD (.nrrd), which keeps a sheared orientation, or resample it "
+                "onto an orthogonal grid"
+            )
+        return CT2XError(
+            f"cannot read '{path}': it is damaged, truncated or not a {_FORMATS} (SimpleITK: {reason}); export it again"
+        )
+
+    with itk_warnings(f"'{path}'", drop=("non-orthogonal sform",)), _nifti_sform_permissive(sheared is not None):
         try:
             reader.ReadImageInformation()
         except RuntimeError as error:
-            raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
+            raise unreadable(error) from None
         _check_geometry(f"'{path}'", reader.GetSize(), reader.GetNumberOfComponents(), reader.GetSpacing())
-        if path.name.lower().endswith((".nii", ".nii.gz")):
+        if nifti:
             _check_nifti_data(path)
         try:
-            return reader.Execute()
+            image = reader.Execute()
         except RuntimeError as error:
-            raise CT2XError(f"{damaged} (SimpleITK: {_itk_reason(error)}); export it again") from None
+            raise unreadable(error) from None
+    if sheared is not None:
+        spacing = np.linalg.norm(sheared[:3, :3], axis=0)
+        image.SetSpacing([float(s) for s in spacing])
+        image.SetDirection([float(d) for d in (sheared[:3, :3] / spacing).ravel()])
+        image.SetOrigin([float(o) for o in sheared[:3, 3]])
+    return image
+
+
+#: Largest deviation of a NIfTI sform's unit axes from orthogonality (|D^T D - I|) read as orthogonal
+#: (float32 rounding of a rotation); a larger one is a shear, placed by the sform itself.
+SFORM_SHEAR_TOLERANCE = 1e-6
+
+#: Held while the environment variable of ITK's permissive sform mode is set (:func:`_nifti_sform_permissive`).
+_ENVIRONMENT = threading.Lock()
+
+
+@contextmanager
+def _nifti_sform_permissive(on: bool) -> Iterator[None]:
+    """ITK's NIfTI reader accepts a non-orthogonal sform while the block runs (``on``): it reads the
+    voxels and an orthogonalised placement, which :func:`_read_image_file` replaces by the sform."""
+    if not on:
+        yield
+        return
+    with _ENVIRONMENT:
+        before = os.environ.get("ITK_NIFTI_SFORM_PERMISSIVE")
+        os.environ["ITK_NIFTI_SFORM_PERMISSIVE"] = "1"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("ITK_NIFTI_SFORM_PERMISSIVE", None)
+            else:
+                os.environ["ITK_NIFTI_SFORM_PERMISSIVE"] = before
+
+
+def _nifti_sheared_sform(path: Path) -> np.ndarray | None:
+    """The 4x4 voxel-index-to-LPS affine of a single-file NIfTI-1/-2 whose sform (``sform_code`` > 0)
+    is sheared (:data:`SFORM_SHEAR_TOLERANCE`), else None (also for a header it cannot parse: ITK's
+    reader then decides). NIfTI's sform maps to RAS; LPS negates its first two rows."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(540)
+    except (OSError, EOFError):
+        return None
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
+            code = struct.unpack(endian + "h", header[254:256])[0]
+            rows = struct.unpack(endian + "12f", header[280:328])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
+            code = struct.unpack(endian + "i", header[348:352])[0]
+            rows = struct.unpack(endian + "12d", header[400:496])
+            break
+    else:
+        return None
+    affine = np.eye(4)
+    affine[:3] = np.diag([-1.0, -1.0, 1.0]) @ np.array(rows, dtype=np.float64).reshape(3, 4)
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    if code <= 0 or not np.all(np.isfinite(affine)) or not np.all(norms > 0):
+        return None
+    unit = affine[:3, :3] / norms
+    if np.abs(unit.T @ unit - np.eye(3)).max() <= SFORM_SHEAR_TOLERANCE:
+        return None
+    return affine
 
 
 def _check_nifti_data(path: Path) -> None:
@@ -385,10 +524,13 @@ def _dicom_series(folder: Path) -> dict[str, list[str]]:
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for every folder without DICOM
     try:
-        for directory, _, files in sorted(os.walk(folder)):
-            if files:
-                uids.extend(u for u in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) if u not in uids)
-        return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, True)) for uid in uids}
+        with _stderr_dropped():
+            for directory, _, files in sorted(os.walk(folder)):
+                if files:
+                    uids.extend(u for u in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory) if u not in uids)
+            return {
+                uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid, False, True)) for uid in uids
+            }
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
@@ -401,7 +543,8 @@ def _series_summary(files: list[str]) -> str:
     values = {}
     for name in (files[0], files[-1]):
         reader.SetFileName(name)
-        reader.ReadImageInformation()
+        with _stderr_dropped():  # GDCM decodes the slice; the series read reports its problems
+            reader.ReadImageInformation()
         values[name] = {
             k: reader.GetMetaData(k).strip() for k in ("0008|103e", "0020|0032") if reader.HasMetaDataKey(k)
         }

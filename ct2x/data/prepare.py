@@ -18,7 +18,10 @@ and writes ``volumes/<name>-<hash>.safetensors`` (tensors ``ct`` int16 HU ``(D, 
 float16 ``(V, 4, H, W)``; metadata ``source``, ``sha256`` and ``settings``, so each file
 describes itself) plus ``manifest.json`` (sources, content hashes, geometry, physics, poses).
 Re-running skips every CT whose content hash is already in the manifest with a complete file; a
-CT that fails is reported and skipped. Files are written atomically.
+CT that fails is reported and skipped: one that cannot be opened (e.g. permission denied), and one too
+thin for the grid (:func:`check_grid_coverage`; a thin slab is warned about). The settings are
+checked when made (:class:`PrepareSettings`), and the views' memory before any CT is read
+(:func:`check_views_memory`). Files are written atomically.
 
 Views: the grid of ``angles`` x ``secondary`` at one SID/SDD, or, with ``random_views = N``, N
 views per CT drawn from continuous ranges (primary, secondary angle, SID; the SDD and detector
@@ -35,9 +38,13 @@ that the manifest misses (a run stopped between writing it and the manifest) is 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import math
 import multiprocessing
+import numbers
 import os
+import sys
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -45,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ct2x.atomic import WriteError, atomic_path, check_output_folder, remove_temporaries, write_safetensors
+from ct2x.atomic import WriteError, atomic_path, remove_temporaries, write_safetensors
 from ct2x.errors import CT2XError
 from ct2x.folder_lock import folder_lock
 from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, matched_chain, views
@@ -57,6 +64,51 @@ CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: The channels of a stored ``projections`` tensor: area densities (g/cm^2) of DeepDRR's three
 #: materials, then the MIP (HU) of the CT as read.
 PROJECTION_CHANNELS = ("air_g_cm2", "soft_tissue_g_cm2", "bone_g_cm2", "mip_hu")
+#: A CT must span at least this many voxels of the dataset's grid along every LPS axis; a thinner
+#: one is refused: its resampled grid may hold no sample of it (all air, and so its MIPs) while its
+#: DRRs, rendered from the CT as read, show it.
+MIN_GRID_VOXELS = 2
+#: A CT spanning fewer grid voxels than this along an axis is prepared with a warning: its grid and
+#: MIPs show a thin sheet of it (e.g. a few slices of a series exported alone).
+THIN_GRID_VOXELS = 8
+#: The advice when prepare's renders need more memory than the machine has.
+MEMORY_FIX = (
+    "use fewer views per CT (ct2x prepare --random-views N, or fewer --angles), a smaller --size or fewer "
+    "--workers; a CT of very many voxels can be resampled coarser before prepare"
+)
+#: The ``ct2x prepare`` option that sets each setting, named in the messages beside it.
+_OPTIONS = {
+    "angles": "--angles",
+    "secondary": "--secondary",
+    "detector_size": "--size",
+    "step": "--step",
+    "photons": "--photons",
+    "grid_size": "--grid",
+    "random_views": "--random-views",
+}
+
+
+#: The whole-number settings: (least value, unit).
+_COUNTS = {"detector_size": (1, "pixels"), "grid_size": (2, "voxels a side"), "random_views": (0, "views")}
+#: The settings that are positive finite lengths: their unit.
+_LENGTHS = {"sdd": "mm", "sid": "mm", "pixel_mm": "mm", "step": "voxels", "grid_spacing_mm": "mm"}
+
+
+class ThinCTWarning(UserWarning):
+    """A CT spans fewer than :data:`THIN_GRID_VOXELS` voxels of the dataset's grid along an axis."""
+
+
+def _setting(name: str) -> str:
+    """A setting as messages name it: its ``ct2x prepare`` option and its field, e.g. ``--grid (grid_size)``."""
+    return f"{_OPTIONS[name]} ({name})" if name in _OPTIONS else name
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -87,6 +139,51 @@ class PrepareSettings:
     secondary_range: tuple[float, float] = (-30.0, 30.0)
     sid_range: tuple[float, float] = (450.0, 1800.0)
     projections: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse, in one line naming the setting (and its ``ct2x prepare`` option), every value no
+        dataset can be made with, before any CT is read."""
+        for name in ("angles", "secondary"):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+                raise CT2XError(f"{_setting(name)} must be one or more angles in degrees, got {values!r}")
+            for value in values:
+                if not _real(value) or not -180 <= value <= 180:
+                    raise CT2XError(f"{_setting(name)} must be angles in [-180, 180] degrees, got {value!r}")
+        if len(self.secondary) not in (1, len(self.angles)):
+            raise CT2XError(
+                f"{_setting('secondary')} takes one angle for all views or one per primary angle: got "
+                f"{len(self.secondary)} for {len(self.angles)} primary angles"
+            )
+        for name, (low, what) in _COUNTS.items():
+            value = getattr(self, name)
+            if not _whole(value) or value < low:
+                extra = " (0: the angle grid)" if name == "random_views" else ""
+                raise CT2XError(
+                    f"{_setting(name)} must be a whole number of {what}, at least {low}{extra}; got {value!r}"
+                )
+        for name, unit in _LENGTHS.items():
+            value = getattr(self, name)
+            if not _real(value) or not 0 < value < math.inf:
+                raise CT2XError(f"{_setting(name)} must be a positive finite number of {unit}, got {value!r}")
+        if not _real(self.photons) or not 0 <= self.photons < math.inf:
+            raise CT2XError(
+                f"{_setting('photons')} must be a finite number of photons per pixel, or 0 for no noise; "
+                f"got {self.photons!r}"
+            )
+        for name in ("primary_range", "secondary_range", "sid_range"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not all(_real(v) and math.isfinite(v) for v in pair) or pair[0] > pair[1]:
+                raise CT2XError(f"{name} must be (lowest, highest), two finite numbers in order; got {pair!r}")
+        # the geometry (distances in range, the patient between source and detector) is CArm's check
+        if self.random_views > 0:
+            for sid in self.sid_range:
+                sdd, width = matched_chain(sid)
+                for primary in self.primary_range:
+                    for secondary in self.secondary_range:
+                        CArm(primary, secondary, sdd, sid, (self.detector_size,) * 2, (width / self.detector_size,) * 2)
+        else:
+            self.views((0.0, 0.0, 0.0))
 
     def views(self, isocenter: tuple[float, float, float], seed: int = 0) -> list[CArm]:
         """The C-arm views of this dataset around ``isocenter`` (LPS mm); ``seed`` draws the random views."""
@@ -127,8 +224,11 @@ def _is_dicom_file(path: Path) -> bool:
         return True
     if path.suffix:
         return False
-    with path.open("rb") as handle:
-        header = handle.read(132)
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(132)
+    except OSError:  # unreadable: not known to be a slice (a readable slice beside it finds its folder)
+        return False
     return header[128:132] == b"DICM"
 
 
@@ -155,15 +255,27 @@ def find_cts(root: str | Path) -> list[Path]:
 
 
 def content_hash(source: Path) -> str:
-    """SHA-256 of a CT file's bytes, or of a DICOM folder's file names and bytes."""
+    """SHA-256 of a CT file's bytes, or of a DICOM folder's file names and bytes.
+
+    Raises:
+        CT2XError: a file (or the folder) cannot be read, e.g. permission denied; named with the reason.
+    """
     digest = hashlib.sha256()
-    files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
-    for path in files:
-        if source.is_dir():
-            digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    path = source
+    try:
+        files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+        for path in files:
+            if source.is_dir():
+                digest.update(path.name.encode())
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError as error:
+        name = error.filename or path
+        if isinstance(error, PermissionError):
+            raise CT2XError(f"cannot read '{name}': permission denied; make it readable for your user") from None
+        reason = error.strerror or str(error)
+        raise CT2XError(f"cannot read '{name}': {reason}; check the file (or copy it again)") from None
     return digest.hexdigest()
 
 
@@ -177,21 +289,77 @@ def _volume_name(source: Path, digest: str) -> str:
     return f"{safe}-{digest[:12]}"
 
 
+_LPS_AXES = ("L (left-right)", "P (anterior-posterior)", "S (superior-inferior)")
+_VOXEL_AXES = ("columns", "rows", "slices")
+
+
+def check_grid_coverage(source: Path, volume, grid) -> None:  # noqa: ANN001 (CTVolume: imported in the worker)
+    """Refuse a CT too thin for its resampled ``grid`` (``ct2x.volume.preprocess``), warn about a thin slab.
+
+    The rule: along every LPS axis the CT's bounding box must span at least :data:`MIN_GRID_VOXELS`
+    voxels of the grid (whose isotropic voxel is the CT's largest extent over the grid size), else it
+    is refused, naming its thickness in mm and slices and the minimum; fewer than
+    :data:`THIN_GRID_VOXELS` is a :class:`ThinCTWarning`. A grid that holds none of the CT's tissue
+    (no voxel above -500 HU while the CT has some) is refused too: its MIPs would be all air while its
+    DRRs, rendered from the CT as read, show anatomy.
+    """
+    from ct2x.volume import NOT_CT_MIN_HU
+
+    corners = volume.corners_lps
+    extent = corners.max(axis=0) - corners.min(axis=0)
+    voxel, size = float(grid.spacing[0]), grid.array.shape[0]
+    axis = int(np.argmin(extent))
+    along = int(np.argmax(np.abs(np.asarray(volume.direction)[axis])))  # the CT's voxel axis nearest to it
+    thickness = (
+        f"it spans {extent[axis]:.3g} mm ({volume.shape_ijk[along]} {_VOXEL_AXES[along]} of "
+        f"{volume.spacing[along]:.3g} mm) along {_LPS_AXES[axis]}"
+    )
+    voxels = f"the grid's voxels are {voxel:.3g} mm (the CT's largest extent over {size})"
+    finer = "or use a finer grid (a larger --grid)"
+    if extent[axis] < MIN_GRID_VOXELS * voxel:
+        raise CT2XError(
+            f"'{source}' is too thin for the dataset's {size}^3 grid: {thickness}, but {voxels} and a CT must span "
+            f"at least {MIN_GRID_VOXELS} of them ({MIN_GRID_VOXELS * voxel:.3g} mm) along every axis, or its grid "
+            f"and MIPs miss what its DRRs show: prepare the complete series (all its slices), {finer}"
+        )
+    if not (grid.array > NOT_CT_MIN_HU).any() and (volume.array > NOT_CT_MIN_HU).any():
+        raise CT2XError(
+            f"'{source}': its resampled {size}^3 grid holds none of its tissue (no voxel above {NOT_CT_MIN_HU:g} HU) "
+            f"while the CT as read does, so its MIPs would be all air while its DRRs show anatomy ({voxels}): "
+            f"prepare the complete series, {finer}"
+        )
+    if extent[axis] < THIN_GRID_VOXELS * voxel:
+        warnings.warn(
+            ThinCTWarning(
+                f"'{source}' is a thin slab for the dataset's {size}^3 grid: {thickness}, {extent[axis] / voxel:.2g} "
+                f"voxels of {voxel:.3g} mm (fewer than {THIN_GRID_VOXELS}), so its stored grid and MIPs show a sheet "
+                f"a few voxels thick: check that the whole series was exported, {finer}"
+            ),
+            stacklevel=2,
+        )
+
+
 def prepare_volume(
     source: Path, digest: str, settings: PrepareSettings, out: Path, device: str, backend: str = "auto"
 ) -> str:
-    """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process."""
+    """Prepare one CT into ``out/volumes``; returns the file name written. Runs in a worker process.
+
+    A CT too thin for the grid is refused (:func:`check_grid_coverage`), and so is a render that
+    cannot fit in memory, with prepare's advice (:data:`MEMORY_FIX`)."""
     import torch
 
     from ct2x.drr import area_densities, drr_from_area, mip, render_drr
+    from ct2x.drr.render import check_render_memory
     from ct2x.volume import preprocess, read_ct
 
     torch.set_num_threads(max(1, int(os.environ.get("CT2X_THREADS", "1"))))
     volume = read_ct(source)
     grid = preprocess(volume, spacing_mm=settings.grid_spacing_mm, size=settings.grid_size)
+    check_grid_coverage(source, volume, grid)
     carms = settings.views(tuple(float(c) for c in grid.center_lps), seed=int(digest[:8], 16))
     physics = {"spectrum": settings.spectrum, "photons": settings.photons or None, "seed": int(digest[:8], 16)}
     marcher = "auto" if backend == "deepdrr" else backend  # DeepDRR renders no MIPs and no area densities
+    check_render_memory(volume, carms, spectrum=settings.spectrum, device=device, backend=backend, fix=MEMORY_FIX)
     tensors = {}
     if settings.projections:  # one march gives the DRR and the generator's area-density channels
         area = area_densities(volume, carms, step=settings.step, device=device, backend=marcher)
@@ -199,7 +367,9 @@ def prepare_volume(
         full_mip = mip(volume, carms, step=settings.step, device=device, backend=marcher)
         tensors["projections"] = torch.cat([area, full_mip[:, None]], dim=1).half().cpu().contiguous()
     else:
-        drr = render_drr(volume, carms, step=settings.step, device=device, backend=backend, **physics)
+        drr = render_drr(
+            volume, carms, step=settings.step, device=device, backend=backend, check_memory=False, **physics
+        )
     name = _volume_name(source, digest) + ".safetensors"
     tensors |= {
         "ct": torch.from_numpy(np.round(grid.array).clip(-32768, 32767).astype(np.int16)),
@@ -253,12 +423,23 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise CT2XError(f"{path} is not a CT2X dataset manifest of version {FORMAT_VERSION}: choose another --out")
     stored = {**json.loads(json.dumps(asdict(PrepareSettings()))), **(manifest.get("settings") or {})}
-    if stored != json.loads(json.dumps(asdict(settings))):  # settings added later take their defaults
+    wanted = json.loads(json.dumps(asdict(settings)))
+    if stored != wanted:  # settings added later take their defaults
+        differ = "; ".join(
+            f"{_setting(name)} {_shown(stored, name)} there, {_shown(wanted, name)} now"
+            for name in [*stored, *(n for n in wanted if n not in stored)]
+            if stored.get(name) != wanted.get(name)
+        )
         raise CT2XError(
-            f"the dataset in {out} was prepared with other settings ({manifest.get('settings')}): "
-            "use the same options, or choose another --out"
+            f"the dataset in {out} was prepared with other settings: {differ}; use the same options, "
+            "or choose another --out"
         )
     return manifest
+
+
+def _shown(settings: dict, name: str) -> str:
+    """One setting's value as JSON (as the manifest stores it), or ``(none)``."""
+    return json.dumps(settings[name]) if name in settings else "(none)"
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
@@ -332,12 +513,55 @@ def prepare_dataset(
     device = str(torch_device(device))  # a device this machine lacks fails here, not once per CT
     out = Path(out)
     sources = find_cts(ct_root)
-    check_output_folder(out)
-    (out / "volumes").mkdir(exist_ok=True)
-    with folder_lock(out, "ct2x prepare", wait=True):
+    check_views_memory(settings, max(1, min(workers, len(sources))))
+    with folder_lock(out, "ct2x prepare", wait=True, create=True) as held:  # a refused run leaves no folder
+        held.mkdir("volumes")
         remove_temporaries(out, MANIFEST)
         remove_temporaries(out / "volumes", "*.safetensors")
         return _prepare_into(sources, ct_root, out, settings, workers, device, progress, backend)
+
+
+def _prepare_job(
+    source: Path, digest: str, settings: PrepareSettings, out: Path, device: str, backend: str
+) -> tuple[str, list[tuple[str, str, str]]]:
+    """:func:`prepare_volume` in a worker process, and the warnings it gave: (category's module, its
+    name, message) each, for the main process to show as its own (:func:`_warn_again`); a worker
+    process would print them in Python's two-line format, beside the progress bar."""
+    with warnings.catch_warnings(record=True) as caught:
+        name = prepare_volume(source, digest, settings, out, device, backend)
+    notes = ((w.category.__module__, w.category.__qualname__, str(w.message)) for w in caught)
+    return name, list(dict.fromkeys(notes))
+
+
+def _warn_again(source: Path, notes: list[tuple[str, str, str]]) -> None:
+    """Issue the warnings a worker gave while preparing ``source`` (:func:`_prepare_job`) in this
+    process, each naming the CT, with its own category where it can be imported (else UserWarning)."""
+    for module, name, message in notes:
+        try:
+            category = importlib.import_module(module)
+            for part in name.split("."):
+                category = getattr(category, part)
+        except (ImportError, AttributeError):
+            category = UserWarning
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = UserWarning
+        warnings.warn(message if str(source) in message else f"{source}: {message}", category, stacklevel=3)
+
+
+def check_views_memory(settings: PrepareSettings, workers: int = 1) -> None:
+    """Refuse views no CT can be rendered at on this machine, before any CT is read: the memory of the
+    rays and the spectral sum alone (``ct2x.drr.render.render_memory_bytes`` without the CT's voxels,
+    which each CT's own check adds), in each of ``workers`` processes at once; warn when more than is
+    free now (``ct2x.memory.check_memory``). The advice names prepare's options (:data:`MEMORY_FIX`)."""
+    from ct2x.drr.render import BYTES_PER_PIXEL_ENERGY, BYTES_PER_RAY
+    from ct2x.drr.spectrum import get_spectrum
+    from ct2x.memory import check_memory
+
+    count, size = settings.random_views or len(settings.angles), settings.detector_size
+    energies = len(get_spectrum(settings.spectrum).energies_kev)
+    need = workers * size * size * (BYTES_PER_RAY * count + BYTES_PER_PIXEL_ENERGY * energies)
+    at_once = f", in {workers} workers at once" if workers > 1 else ""
+    check_memory(need, f"rendering {count} views of {size} x {size} pixels per CT{at_once}", MEMORY_FIX)
 
 
 def _prepare_into(
@@ -359,7 +583,12 @@ def _prepare_into(
     report = PrepareReport()
     todo: list[tuple[Path, str]] = []
     for source in sources:
-        digest = content_hash(source)
+        try:
+            digest = content_hash(source)
+        except CT2XError as error:  # an unreadable CT is reported and skipped like a bad one
+            report.failed.append((str(source), str(error)))
+            tqdm.write(f"ct2x: skipped {source}: {error}")
+            continue
         if digest in known:  # done, or the same CT content found twice
             report.skipped.append(str(source))
         else:
@@ -373,14 +602,14 @@ def _prepare_into(
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs: dict[Future, tuple[Path, str]] = {
-                pool.submit(prepare_volume, source, digest, settings, out, device, backend): (source, digest)
+                pool.submit(_prepare_job, source, digest, settings, out, device, backend): (source, digest)
                 for source, digest in todo
             }
             try:
                 for job in as_completed(jobs):
                     source, digest = jobs[job]
                     try:
-                        name = job.result()
+                        name, notes = job.result()
                     except Exception as error:  # a bad CT is reported and skipped, never stops the run
                         message = str(error) if isinstance(error, CT2XError) else f"{type(error).__name__}: {error}"
                         report.failed.append((str(source), message))
@@ -390,6 +619,8 @@ def _prepare_into(
                         manifest["volumes"].append({"file": name, "source": str(source), "sha256": digest})
                         _write_manifest(out, manifest)
                         report.done.append(str(source))
+                        with tqdm.external_write_mode(file=sys.stderr):  # each on its own line, not on the bar
+                            _warn_again(source, notes)
                     bar.update()
             except BaseException:  # Stop (SIGINT), or the manifest cannot be written: no CT is started after it
                 # wait=True here: the with-block's own shutdown(wait=True) would clear cancel_futures again

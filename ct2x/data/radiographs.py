@@ -119,8 +119,9 @@ def _read_dicom(path: Path, warn: bool, notes: list[str]) -> np.ndarray:
         raise CT2XError(_several_frames(path, frames))
     try:
         pixels = dataset.pixel_array.astype(np.float64)
-    except Exception as error:  # pydicom raises many types for bad files
-        raise CT2XError(f"cannot read the DICOM radiograph {path}: {error}") from None
+    except Exception as error:  # pydicom raises many types for bad files; a missing decoder lists its plugins by line
+        reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()).replace(":;", ":")
+        raise CT2XError(f"cannot read the DICOM radiograph {path}: {reason}") from None
     modality = str(dataset.get("Modality", "")).upper()
     if warn and modality in SLICE_MODALITIES:
         warnings.warn(

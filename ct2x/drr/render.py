@@ -63,16 +63,18 @@ def render_memory_bytes(
 def check_render_memory(
     volume: CTVolume, views: CArm | Sequence[CArm], *, spectrum: str = "60KV_AL35",
     device: str | torch.device = "cpu", backend: Backend = "auto", memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    fix: str = "use a smaller detector (ct2x drr --size) or resample the CT coarser",
 ) -> None:  # fmt: skip
     """Refuse a render that cannot fit in this machine's memory, warn about one that needs more than is
-    free now (:func:`ct2x.memory.check_memory`, with the estimate of :func:`render_memory_bytes`)."""
+    free now (:func:`ct2x.memory.check_memory`, with the estimate of :func:`render_memory_bytes`);
+    ``fix`` is the advice of the message (how the caller's user needs less)."""
     views = _views(views)
     marcher = resolve_backend(backend if backend in MARCHERS else "auto", torch_device(device))
     need = render_memory_bytes(volume, views, spectrum, marcher, memory_bytes)
     rows, columns = views[0].detector_shape
     i, j, k = volume.shape_ijk
     what = f"rendering {len(views)} view(s) of {rows} x {columns} pixels of a {i} x {j} x {k} CT"
-    _check_memory(need, what, "use a smaller detector (ct2x drr --size) or resample the CT coarser")
+    _check_memory(need, what, fix)
 
 
 def _warn_if_empty(area: torch.Tensor, volume: CTVolume, views: Sequence[CArm]) -> None:
