@@ -17,7 +17,6 @@ from typing import Annotated
 import qt
 import slicer
 from CT2XSynthesisLib.dependencies import TRAINING_REQUIREMENTS, check_slicer_version, ensure_dependencies
-from CT2XSynthesisLib.logic import MODEL_FILE
 from CT2XSynthesisLib.reloading import forget_package
 from CT2XTrainingLib.commands import (
     BUILTIN_CONFIGS,
@@ -43,6 +42,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 import ct2x
+from ct2x.contracts import MODEL_FILE
 from ct2x.errors import CT2XError
 
 CONFIG_CHOICES = [*BUILTIN_CONFIGS, "file"]

@@ -23,7 +23,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from ct2x.config import CT2XConfig
 from ct2x.geometry import views
 from ct2x.losses import LPIPSLoss, reconstruction_loss
-from ct2x.models import CT2XGAN, normalize_hu
+from ct2x.models import CT2XGAN
+from ct2x.models.inputs import normalize_hu
 from ct2x.volume import CTVolume
 
 drr_module = pytest.importorskip("ct2x.drr", reason="needs ct2x.drr to render the DRRs and MIPs")

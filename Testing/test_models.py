@@ -24,9 +24,9 @@ from ct2x.models import (
     PoseAttentionModule,
     PoseQuery,
     StyleDecouplingEncoder,
-    normalize_hu,
     pose_attention,
 )
+from ct2x.models.inputs import normalize_hu
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

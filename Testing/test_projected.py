@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from ct2x.checkpoint import load_model
 from ct2x.config import CT2XConfig
-from ct2x.data.dataset import CTViewDataset, StepSampler, projection_input
+from ct2x.data.dataset import CTViewDataset, StepSampler
 from ct2x.data.prepare import PROJECTION_CHANNELS, PrepareSettings, prepare_dataset
 from ct2x.data.radiographs import read_radiograph
 from ct2x.drr import area_densities, drr_from_area, mip, render_drr
@@ -30,6 +30,7 @@ from ct2x.geometry import CArm, matched_chain, pose_field_of_view_mm
 from ct2x.losses import edge_loss, edge_maps, histogram_loss
 from ct2x.measures import edge_map
 from ct2x.models import CT2XGAN
+from ct2x.models.inputs import output_image, projection_densities, projection_input
 from ct2x.models.physics_anchor import ToneCurve, physics_base
 from ct2x.synthesize import model_views, synthesize
 from ct2x.train import TrainOptions, train
@@ -152,6 +153,9 @@ def test_projection_input_scales_each_channel() -> None:
     scaled = projection_input(raw, CONFIG)
     assert scaled.shape == (1, 4, 64, 64)
     torch.testing.assert_close(scaled, torch.ones_like(scaled))
+    # the densities come back in g/cm^2 (what the physics anchor's base is drawn from)
+    densities = torch.tensor([2.0, 30.0, 10.0])[None, :, None, None].expand(1, 3, 64, 64)
+    torch.testing.assert_close(projection_densities(scaled, CONFIG), densities)
 
 
 def test_projected_training_and_one_inference_path(inputs: dict[str, Path], tmp_path: Path) -> None:
@@ -182,7 +186,7 @@ def test_projected_training_and_one_inference_path(inputs: dict[str, Path], tmp_
     with torch.no_grad():
         content = model.view_content(*(sample[k][None] for k in ("volume", "pose")), _pam_mip(model, ct, carm),
                                      sample["projections"][None])  # fmt: skip
-        stored = ((model.render(content, code[None]).clamp(-1, 1) + 1) / 2)[0, 0].numpy()
+        stored = output_image(model.render(content, code[None]))[0, 0].numpy()
     # the stored projections were marched at step 0.5 and kept as float16, synthesis marches at 0.1:
     # a few edge pixels differ by a few hundredths, the image as a whole agrees
     difference = np.abs(view.image - stored)
@@ -195,7 +199,7 @@ def test_projected_training_and_one_inference_path(inputs: dict[str, Path], tmp_
 
 def _pam_mip(model, ct, carm: CArm) -> torch.Tensor:  # noqa: ANN001
     """The PAM's MIP exactly as synthesis reads it (from the model's grid)."""
-    from ct2x.data.dataset import mip_input
+    from ct2x.models.inputs import mip_input
     from ct2x.synthesize import mip_views, prepare_ct
 
     prepared = prepare_ct(model, ct)

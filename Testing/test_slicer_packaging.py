@@ -368,7 +368,6 @@ SLICER_OWN_MODULES = frozenset({"numpy", "vtk", "SimpleITK", "slicer", "qt", "ct
 #: Third-party imports inside core functions that synthesis never calls, with the reason.
 NOT_ON_THE_SYNTHESIS_PATH = {
     ("yaml", "ct2x.config"): "YAML training configs (CT2XConfig.from_file/save); model cards are JSON",
-    ("tqdm", "ct2x.data.prepare"): "prepare_dataset's progress bar (ct2x prepare)",
     ("deepdrr", "ct2x.drr.deepdrr_backend"): "the optional extra ct2x[deepdrr], used only when installed",
 }
 
@@ -514,6 +513,18 @@ def test_training_does_not_import_the_synthesis_main_script():
             assert all(a.name != "CT2XSynthesis" for a in node.names)
         if isinstance(node, ast.ImportFrom):
             assert node.module != "CT2XSynthesis", "import the shared helpers from CT2XSynthesisLib"
+
+
+def test_training_does_not_import_the_synthesis_logic():
+    """The shared names (the "Model file" choice...) come from the core's light ``ct2x.contracts``, so Training
+    loads neither the synthesis logic nor what it imports (numpy, vtk, the renderers)."""
+    for node in ast.walk(_module_tree("CT2XTraining")):
+        if isinstance(node, ast.Import):
+            assert all(not a.name.startswith("CT2XSynthesisLib.logic") for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != "CT2XSynthesisLib.logic", "import shared names from ct2x.contracts"
+            if node.module == "CT2XSynthesisLib":
+                assert all(a.name != "logic" for a in node.names), "import shared names from ct2x.contracts"
 
 
 @pytest.mark.parametrize("module", MODULES)

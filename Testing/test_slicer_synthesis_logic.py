@@ -313,9 +313,9 @@ def styled_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     from ct2x.checkpoint import save_model
     from ct2x.config import CT2XConfig
-    from ct2x.data.dataset import xray_input
     from ct2x.data.radiographs import read_radiograph
     from ct2x.models import CT2XGAN
+    from ct2x.models.inputs import xray_input
 
     root = tmp_path_factory.mktemp("styled_model")
     config = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")

@@ -139,8 +139,8 @@ def test_colour_photograph_style_warns(files: dict[str, Path], tmp_path: Path) -
 def test_coarse_mip_readout_matches_the_training_path() -> None:
     """Synthesis reads the PAM's MIP at 2 x pam_mip_size pixels; training at image_size. After
     the resize to pam_mip_size both must agree (a wrong detector width or centre would not)."""
-    from ct2x.data.dataset import mip_input
     from ct2x.drr import mip
+    from ct2x.models.inputs import mip_input
     from ct2x.synthesize import mip_views
     from ct2x.volume import preprocess
 
@@ -164,8 +164,8 @@ def test_model_style_uses_the_stored_style_code(files: dict[str, Path], tmp_path
     from safetensors.torch import load_file
 
     from ct2x.checkpoint import load_style_codes
-    from ct2x.data.dataset import xray_input
     from ct2x.data.radiographs import read_radiograph
+    from ct2x.models.inputs import xray_input
 
     model, card = load_model(files["model"])
     pixels = torch.from_numpy(read_radiograph(files["xray"], CONFIG.image_size))[None]

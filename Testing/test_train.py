@@ -246,8 +246,8 @@ def test_model_stores_reference_styles_and_init_warm_starts(inputs: dict[str, Pa
     """The trained model carries the X-ray style codes of training radiographs (what its own
     encoder gives for them); --init copies every tensor whose shape fits into a new run."""
     from ct2x.checkpoint import load_model, load_style_codes
-    from ct2x.data.dataset import xray_input
     from ct2x.data.radiographs import read_radiograph
+    from ct2x.models.inputs import xray_input
 
     small = train(CONFIG, _options(inputs, tmp_path / "small", steps=1))
     model, card = load_model(small)

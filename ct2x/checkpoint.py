@@ -34,13 +34,13 @@ import torch
 from safetensors.torch import load_file
 
 from ct2x.atomic import atomic_path, remove_temporaries, write_safetensors
+from ct2x.contracts import STYLE_CODE_PREFIX
 from ct2x.errors import CT2XError
 
 CHECKPOINT_FORMAT = "ct2x-checkpoint"
 MODEL_FORMAT = "ct2x-model"
 FORMAT_VERSION = 1
 LATEST = "latest.json"
-STYLE_CODE_PREFIX = "style_code."
 CHECKPOINTS = "checkpoints"
 MODEL = "model.safetensors"
 _CHECKPOINT_NAME = re.compile(r"step-(\d+)\.(json|safetensors)")

@@ -82,7 +82,9 @@ from typing import Any
 
 from ct2x.errors import CT2XError
 
-PRESETS = ("paper", "small", "projected")
+#: The built-in configurations (:meth:`CT2XConfig.preset`), in the order offered to users: the product's
+#: model first. Torch-free, so the CT2XTraining module takes its choices from here.
+PRESETS = ("projected", "small", "paper")
 #: Keys of earlier versions that never changed anything (the dataset decides the views and the
 #: physics); a config or model card holding them still loads, without them.
 RETIRED_KEYS = ("view_angles", "drr_spectrum", "drr_photons")

@@ -51,6 +51,7 @@ from ct2x.drr import render_drr
 from ct2x.geometry import CArm
 from ct2x.measures import c2st_auc, frechet_distance
 from ct2x.models import CT2XGAN
+from ct2x.models.inputs import drr_image, output_image, projection_densities
 from ct2x.models.physics_anchor import physics_base
 from ct2x.synthesize import model_views
 from ct2x.volume import CTVolume
@@ -110,8 +111,8 @@ def drr_reconstruction(model: CT2XGAN, dataset: CTViewDataset, batch_size: int =
     for batch in DataLoader(dataset, batch_size=batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
         content = model.view_content(batch["volume"], batch["pose"], batch["mip"], batch.get("projections"))
-        predicted = (model.render(content, model.drr_style_code(batch["drr"])).clamp(-1, 1) + 1) / 2
-        truth = (batch["drr"] + 1) / 2
+        predicted = output_image(model.render(content, model.drr_style_code(batch["drr"])))
+        truth = output_image(batch["drr"])
         psnr.update(predicted, truth)
         ssim.update(predicted, truth)
     return ReconstructionScores(float(psnr.compute()), float(ssim.compute()), len(dataset))
@@ -131,7 +132,6 @@ def projection_baselines(dataset: CTViewDataset, batch_size: int = 8) -> dict[st
       stored DRR's Poisson noise, so it is the ceiling of a model that draws the physics.
     """
     config = dataset.config
-    scale = torch.tensor(config.projection_scale_g_cm2)
     metrics = {
         name: (
             PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
@@ -140,14 +140,14 @@ def projection_baselines(dataset: CTViewDataset, batch_size: int = 8) -> dict[st
         for name in (LINE_INTEGRAL_ROW, NOISE_FREE_ROW)
     }
     for batch in DataLoader(dataset, batch_size=batch_size):
-        truth, projections = (batch["drr"] + 1) / 2, batch["projections"]
-        line = (projections[:, :3] * scale[:, None, None]).sum(dim=1, keepdim=True)
+        truth, projections = output_image(batch["drr"]), batch["projections"]
+        line = projection_densities(projections, config).sum(dim=1, keepdim=True)
         x = line - line.mean(dim=(2, 3), keepdim=True)
         y = truth - truth.mean(dim=(2, 3), keepdim=True)
         gain = (x * y).sum(dim=(2, 3), keepdim=True) / (x * x).sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         predicted = {
             LINE_INTEGRAL_ROW: gain * x + truth.mean(dim=(2, 3), keepdim=True),
-            NOISE_FREE_ROW: (physics_base(projections, config) + 1) / 2,
+            NOISE_FREE_ROW: output_image(physics_base(projections, config)),
         }
         for name, (psnr, ssim) in metrics.items():
             psnr.update(predicted[name].clamp(0, 1), truth)
@@ -185,9 +185,7 @@ def scale_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[CArm]:
 
 def drr_images(ct: CTVolume, carms: list[CArm], step: float, device: str | torch.device = "cpu") -> np.ndarray:
     """Noise-free physics DRRs of ``ct`` at ``carms``, each min-max scaled to [0, 1]: float32 ``(V, H, W)``."""
-    drr = render_drr(ct, carms, step=step, device=device).float().cpu()
-    low, high = drr.amin(dim=(1, 2), keepdim=True), drr.amax(dim=(1, 2), keepdim=True)
-    return ((drr - low) / (high - low).clamp_min(1e-6)).numpy()
+    return drr_image(render_drr(ct, carms, step=step, device=device).float().cpu()).numpy()
 
 
 @torch.no_grad()

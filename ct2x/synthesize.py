@@ -23,8 +23,11 @@ Style: a reference radiograph (its X-ray style code, eq. 2), a style code stored
 model (``ct2x.checkpoint.load_style_codes``), or ``drr_style=True``, which uses the DRR style
 code of the CT's own DRR at each pose (eq. 5) - the reconstruction of eq. 7.
 
-Output images are float32 ``(H, W)`` in [0, 1] (bright = attenuating), displayed like an AP
-radiograph (``ct2x.geometry``).
+Every input is scaled for the networks by the model's own transforms (:mod:`ct2x.models.inputs`,
+the ones the training data uses); nothing here reads the training data module.
+
+Output images are float32 ``(H, W)`` in [0, 1] (bright = attenuating, :func:`ct2x.models.inputs.output_image`),
+displayed like an AP radiograph (``ct2x.geometry``).
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ import numpy as np
 import torch
 
 from ct2x.config import CT2XConfig
-from ct2x.data.dataset import drr_input, mip_input, projection_input, volume_input, xray_input
 from ct2x.data.radiographs import radiograph_from_array, read_radiograph
 from ct2x.drr import Materials, area_densities, materials, mip, render_drr
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm, views
 from ct2x.models import CT2XGAN, ViewContent
+from ct2x.models.inputs import drr_input, mip_input, output_image, projection_input, volume_input, xray_input
 from ct2x.volume import CTVolume, preprocess
 
 
@@ -146,7 +149,7 @@ def view_content(model: CT2XGAN, prepared: PreparedCT, carms: Sequence[CArm]) ->
 
 def render_images(model: CT2XGAN, content: ViewContent, codes: torch.Tensor) -> np.ndarray:
     """G(content, style) as float32 ``(B, S, S)`` in [0, 1] (bright = attenuating)."""
-    return ((model.render(content, codes).clamp(-1, 1) + 1) / 2)[:, 0].float().cpu().numpy()
+    return output_image(model.render(content, codes))[:, 0].float().cpu().numpy()
 
 
 def _content_batches(model: CT2XGAN, ct: CTVolume | PreparedCT, carms: list[CArm], batch_size: int):  # noqa: ANN202 (generator)

@@ -29,7 +29,7 @@ reached are written, and the run exits cleanly. ``init`` starts a new run from a
 Progress for programs (the CT2XTraining module) is printed on stdout as
 ``CT2X-PROGRESS step=N total=T loss_g=.. loss_d=.. step_s=..`` (``step_s``: seconds per step, also
 after the first step, so that the module's Stop knows how long a step may take) and
-``CT2X-CHECKPOINT step=N path=..``.
+``CT2X-CHECKPOINT step=N path=..``, written by :mod:`ct2x.progress_line` (which the module reads them with).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from ct2x.checkpoint import (
     save_model,
 )
 from ct2x.config import CT2XConfig
-from ct2x.data.dataset import CTViewDataset, StepSampler, xray_input
+from ct2x.data.dataset import CTViewDataset, StepSampler
 from ct2x.data.radiographs import evenly_spread, read_radiographs
 from ct2x.device import torch_device
 from ct2x.errors import CT2XError
@@ -73,6 +73,8 @@ from ct2x.folder_lock import folder_lock
 from ct2x.losses import CT2XLoss
 from ct2x.models import CT2XGAN, is_discriminator_key
 from ct2x.models.ct2xgan import DISCRIMINATORS
+from ct2x.models.inputs import output_image, xray_input
+from ct2x.progress_line import format_checkpoint, format_progress
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def _image_grid(model: nn.Module, preview: dict[str, torch.Tensor]) -> torch.Ten
                     preview.get("projections"))  # fmt: skip
     rows = [preview["drr"], out.drr_hat, out.xray_hat if out.xray_hat is not None else out.drr_hat]
     grid = torch.cat([torch.cat(list(r[:, 0].float().cpu()), dim=1) for r in rows], dim=0)
-    return ((grid.clamp(-1, 1) + 1) / 2)[None]
+    return output_image(grid)[None]
 
 
 def train(config: CT2XConfig, options: TrainOptions) -> Path:
@@ -319,7 +321,7 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
             kept = f"the last good checkpoint, step {last}, is kept" if last else "no checkpoint was written before"
             bar.close()  # the error goes on a line of its own
             raise CT2XError(f"{error}; {kept}: free space, then continue with --resume") from None
-        print(f"CT2X-CHECKPOINT step={step} path={path}", flush=True)
+        print(format_checkpoint(step, path), flush=True)
         return path
 
     with _StopRequest() as stop:
@@ -381,9 +383,7 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
                 bar.update()
                 logged = step % options.log_every == 0 or step == total
                 if step == first_step + 1 and not logged:  # the step time, early (for CT2XTraining's Stop)
-                    print(
-                        f"CT2X-PROGRESS step={step} total={total} step_s={time.perf_counter() - tick:.4g}", flush=True
-                    )
+                    print(format_progress(step, total, step_s=time.perf_counter() - tick), flush=True)
                 if logged:
                     steps_done = step - logged_step
                     losses["time/step_s"] = (time.perf_counter() - tick) / steps_done
@@ -394,8 +394,14 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
                     with metrics_file.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps({"step": step, **losses}) + "\n")
                     print(
-                        f"CT2X-PROGRESS step={step} total={total} loss_g={losses['g/total']:.4g} "
-                        f"loss_d={losses['d/total']:.4g} rec={losses['g/rec']:.4g} step_s={losses['time/step_s']:.4g}",
+                        format_progress(
+                            step,
+                            total,
+                            loss_g=losses["g/total"],
+                            loss_d=losses["d/total"],
+                            rec=losses["g/rec"],
+                            step_s=losses["time/step_s"],
+                        ),
                         flush=True,
                     )
                 if step % options.image_every == 0 or step == total:

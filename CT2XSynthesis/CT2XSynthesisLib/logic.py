@@ -39,6 +39,8 @@ import numpy as np
 import slicer
 import vtk
 
+from ct2x.contracts import DEVICE_CHOICES as DEVICES
+from ct2x.contracts import MODEL_BUNDLED, MODEL_FILE, MODEL_NONE, MODEL_SOURCES, STYLE_CODE_PREFIX
 from ct2x.errors import CT2XError
 from ct2x.geometry import (
     DEFAULT_DETECTOR_PIXELS,
@@ -52,12 +54,11 @@ from ct2x.volume import CTVolume, check_finite
 from CT2XSynthesisLib.background import SynthesisJob
 from CT2XSynthesisLib.preview import PreviewRequest, PreviewResult, PreviewWorker
 
+# The model choices (MODEL_SOURCES), the device choices (DEVICES) and STYLE_CODE_PREFIX are defined once in
+# ct2x.contracts (shared with CT2XTraining and the core, importable without torch) and used from here.
+
 #: LPS <-> RAS: negate the first two axes (the same matrix both ways).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-#: The panel's model choices.
-MODEL_BUNDLED, MODEL_FILE, MODEL_NONE = "Bundled model", "Model file", "None: DRR (physics)"
-MODEL_SOURCES = (MODEL_BUNDLED, MODEL_FILE, MODEL_NONE)
 
 #: The panel's style-reference choices.
 STYLE_DRR, STYLE_VOLUME, STYLE_FILE, STYLE_STORED = (
@@ -76,9 +77,6 @@ GEOMETRY_PANEL, GEOMETRY_VOLUME, GEOMETRY_FILE = (
 )
 GEOMETRY_SOURCES = (GEOMETRY_PANEL, GEOMETRY_VOLUME, GEOMETRY_FILE)
 
-#: Device choices for synthesis: auto = cuda when torch sees a GPU, else cpu.
-DEVICES = ("auto", "cpu", "cuda")
-
 #: Called as ``progress(done, total, text)`` while views are rendered.
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -92,10 +90,6 @@ LEARNED_MODE = "CT2X-GAN"
 ATTRIBUTE_PREFIX = "CT2X."
 
 PREVIEW_NODE_NAME = "CT2X preview"
-
-#: Name prefix of the reference style codes stored in a model file (``ct2x.checkpoint.STYLE_CODE_PREFIX``;
-#: repeated here so that listing a model's styles needs neither torch nor safetensors).
-STYLE_CODE_PREFIX = "style_code."
 
 
 # ---------------------------------------------------------------- parameters

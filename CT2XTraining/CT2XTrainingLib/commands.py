@@ -22,17 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ct2x.config import PRESETS as BUILTIN_CONFIGS  # built-in configurations (--config projected|small|paper)
+from ct2x.contracts import DEVICE_CHOICES as DEVICES  # "auto" passes no --device (the core decides)
 from ct2x.errors import CT2XError
 
-#: Built-in training configurations of the core (``--config projected|small|paper``).
-BUILTIN_CONFIGS = ("projected", "small", "paper")
 #: The configuration a new training job uses (the core's ``ct2x train`` default).
 DEFAULT_CONFIG = "projected"
 #: Views per CT drawn from the core's continuous ranges when no angles are given.
 RANDOM_VIEWS = 64
-
-#: ``--device`` choices offered by the module; "auto" passes no ``--device`` (the core decides).
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def python_slicer() -> str:

@@ -10,10 +10,9 @@ Two kinds of lines are understood:
        CT2X-PROGRESS step=45 total=100 loss_g=0.53 loss_d=1.21 stage=train
        CT2X-CHECKPOINT step=45 path=/runs/a/checkpoint-000045.safetensors
 
-   A machine line is the tag, then space-separated ``key=value`` fields. Values that
-   contain spaces are quoted as a POSIX shell would (Python's ``shlex.quote``). Numbers
-   are read as floats (``step`` and ``total`` as integers). ``CT2X-PROGRESS`` must carry
-   ``step`` (steps done) and ``total`` (steps planned); any other field (losses, ``stage``,
+   Their format (tags, fields, quoting) is defined once, in the core: :mod:`ct2x.progress_line`
+   writes them in ``ct2x train`` and reads them here. ``CT2X-PROGRESS`` must carry ``step``
+   (steps done) and ``total`` (steps planned); any other field (losses, ``stage``,
    ``epoch``...) is shown in the log. ``CT2X-CHECKPOINT`` must carry ``path``, the file
    that ``--resume`` continues from and that CT2XSynthesis can load.
 
@@ -23,12 +22,24 @@ Everything else is log text.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROGRESS_TAG = "CT2X-PROGRESS"
-CHECKPOINT_TAG = "CT2X-CHECKPOINT"
+from ct2x import progress_line
+from ct2x.progress_line import CHECKPOINT_TAG, PROGRESS_TAG, parse_checkpoint
+from ct2x.progress_line import CheckpointLine as Checkpoint  # a checkpoint the job has written: path, step
+
+__all__ = [
+    "CHECKPOINT_TAG",
+    "PROGRESS_TAG",
+    "Checkpoint",
+    "JobState",
+    "Progress",
+    "latest_model",
+    "parse_checkpoint",
+    "parse_progress",
+    "step_time",
+]
 
 _TQDM = re.compile(
     r"(?P<percent>\d{1,3})%\|[^|]*\|\s*(?P<step>\d+)/(?P<total>\d+)"
@@ -58,14 +69,6 @@ class Progress:
         return min(1.0, max(0.0, self.step / self.total)) if self.total > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """A checkpoint the job has written (``path``) after ``step`` steps (``None`` if not said)."""
-
-    path: str
-    step: int | None = None
-
-
 def _seconds(clock: str) -> float | None:
     """``"01:02:03"`` or ``"02:03"`` -> seconds; ``None`` for tqdm's ``"?"``."""
     if "?" in clock:
@@ -76,43 +79,12 @@ def _seconds(clock: str) -> float | None:
     return seconds
 
 
-def _value(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def parse_machine_fields(line: str, tag: str) -> dict[str, float | str] | None:
-    """The ``key=value`` fields of a machine line with ``tag``, or ``None`` if the line is not one.
-
-    The tag may follow other text on the same line: tqdm redraws its bar on stderr without a newline,
-    and the job's stdout and stderr share one pipe, so a machine line can arrive glued to a bar.
-    """
-    start = line.find(tag)
-    stripped = line[start:].strip() if start >= 0 else ""
-    if not (stripped == tag or stripped.startswith(tag + " ")):
-        return None
-    try:
-        tokens = shlex.split(stripped[len(tag) :])
-    except ValueError:
-        return None
-    fields: dict[str, float | str] = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or not key:
-            return None
-        fields[key] = value if key == "path" else _value(value)
-    return fields
-
-
 def parse_progress(line: str) -> Progress | None:
     """A :class:`Progress` from a ``CT2X-PROGRESS`` line or a tqdm bar, else ``None``."""
-    fields = parse_machine_fields(line, PROGRESS_TAG)
-    if fields is not None:
-        step, total = fields.pop("step", None), fields.pop("total", None)
-        if isinstance(step, float) and isinstance(total, float):
-            return Progress(int(step), int(total), None, fields)
+    machine = progress_line.parse_progress(line)
+    if machine is not None:
+        return Progress(machine.step, machine.total, None, machine.fields)
+    if progress_line.parse_fields(line, PROGRESS_TAG) is not None:  # a machine line without step and total
         return None
     match = _TQDM.search(line)
     if match is None:
@@ -120,15 +92,6 @@ def parse_progress(line: str) -> Progress | None:
     remaining = _seconds(match.group("remaining")) if match.group("remaining") else None
     extra: dict[str, float | str] = {"rate": match.group("rate").strip()} if match.group("rate") else {}
     return Progress(int(match.group("step")), int(match.group("total")), remaining, extra)
-
-
-def parse_checkpoint(line: str) -> Checkpoint | None:
-    """A :class:`Checkpoint` from a ``CT2X-CHECKPOINT`` line, else ``None``."""
-    fields = parse_machine_fields(line, CHECKPOINT_TAG)
-    if fields is None or not isinstance(fields.get("path"), str) or not fields["path"]:
-        return None
-    step = fields.get("step")
-    return Checkpoint(str(fields["path"]), int(step) if isinstance(step, float) else None)
 
 
 _RATE = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?:(?P<per_item>s/\w+)|(?P<per_second>\w+/s))\s*$")
@@ -160,12 +123,11 @@ class JobState:
     step_time_s: float | None = None
 
     def update(self, line: str) -> None:
-        """Take one output line into account."""
+        """Take one output line into account (a tqdm bar and a checkpoint line glued on one line: both)."""
         progress = parse_progress(line)
         if progress is not None:
             self.progress = progress
             self.step_time_s = step_time(progress) or self.step_time_s
-            return
         checkpoint = parse_checkpoint(line)
         if checkpoint is not None:
             self.checkpoint = checkpoint

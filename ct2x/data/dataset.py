@@ -3,22 +3,26 @@
 One sample is one (CT, view) pair of the dataset plus radiographs drawn at random:
 
 * ``volume`` ``(1, D, D, D)``: the CT grid in HU, clipped and scaled to [-1, 1]
-  (:func:`ct2x.models.normalize_hu`), resized to the config's ``volume_size`` if the dataset
+  (:func:`ct2x.models.inputs.volume_input`), resized to the config's ``volume_size`` if the dataset
   was prepared on another grid;
 * ``pose`` ``(25,)``: the view's pose (``ct2x.geometry``);
 * ``mip`` ``(1, m, m)``: the MIP of the grid at the pose, scaled like the volume, resized to
-  ``pam_mip_size``;
+  ``pam_mip_size`` (:func:`ct2x.models.inputs.mip_input`);
 * ``drr`` ``(1, S, S)``: the DRR (``-log`` transmitted fraction) min-max scaled per image to
-  [-1, 1] (bright = attenuating, like a displayed radiograph), resized to ``image_size``;
-* ``xray`` ``(1, S, S)``: a real radiograph in [-1, 1] (``ct2x.data.radiographs``), E_sty's
-  style reference;
+  [-1, 1] (bright = attenuating, like a displayed radiograph), resized to ``image_size``
+  (:func:`ct2x.models.inputs.drr_input`);
+* ``xray`` ``(1, S, S)``: a real radiograph in [-1, 1] (``ct2x.data.radiographs``,
+  :func:`ct2x.models.inputs.xray_input`), E_sty's style reference;
 * with ``projection_inputs``, ``projections`` ``(4, S, S)``: the stored area densities and MIP
-  of the CT at the view (``ct2x prepare --projections``), scaled by :func:`projection_input`;
+  of the CT at the view (``ct2x prepare --projections``), scaled by :func:`ct2x.models.inputs.projection_input`;
 * with ``use_xray_discriminator``, ``xray_real`` ``(1, S, S)``: another real radiograph, cropped
   to the field of view of the view's detector at the isocenter (the radiograph taken to cover
   ``radiograph_field_mm``; the crop moved at random by up to a tenth of the room around it), D_X's real;
 * with ``lambda_hist``, ``xray_field`` ``(1, S, S)``: the style reference ``xray`` cropped to that
   field (centred), what the histogram term compares Î_X with.
+
+The transforms from the stored images to these tensors are the model's own
+(:mod:`ct2x.models.inputs`), shared with inference (:mod:`ct2x.synthesize`).
 
 The order of samples and the radiographs drawn are pure functions of the seed and the global
 sample number, so a run resumed at step ``t`` sees exactly the batches an uninterrupted run
@@ -34,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
@@ -43,7 +46,7 @@ from ct2x.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST, volume_file_prob
 from ct2x.data.radiographs import find_radiographs, read_radiograph
 from ct2x.errors import CT2XError
 from ct2x.geometry import pose_field_of_view_mm
-from ct2x.models import normalize_hu
+from ct2x.models.inputs import drr_input, mip_input, projection_input, volume_input, xray_input
 
 
 def load_manifest(folder: str | Path) -> dict:
@@ -72,57 +75,6 @@ def manifest_hash(manifest: dict) -> str:
     """SHA-256 of the dataset's settings and volume hashes: identifies the data a run trained on."""
     key = {"settings": manifest["settings"], "volumes": sorted(v["sha256"] for v in manifest["volumes"])}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def scale_drr(drr: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each DRR ``(..., H, W)`` to [-1, 1] (a flat image becomes -1)."""
-    low = drr.amin(dim=(-2, -1), keepdim=True)
-    high = drr.amax(dim=(-2, -1), keepdim=True)
-    return (drr - low) / (high - low).clamp_min(1e-6) * 2.0 - 1.0
-
-
-def _resize2d(image: torch.Tensor, size: int) -> torch.Tensor:
-    if image.shape[-1] == size and image.shape[-2] == size:
-        return image
-    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-def volume_input(ct_hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """The CT grid ``(D, D, D)`` in HU -> E_CT's input ``(1, volume_size^3)`` in [-1, 1]."""
-    volume = normalize_hu(ct_hu, config)[None]
-    if volume.shape[-1] != config.volume_size:
-        size = (config.volume_size,) * 3
-        volume = F.interpolate(volume[None], size=size, mode="trilinear", align_corners=False)[0]
-    return volume
-
-
-def mip_input(mip_hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """MIPs ``(V, H, W)`` in HU -> the PAM's input ``(V, pam_mip_size, pam_mip_size)``, scaled like the CT."""
-    return _resize2d(normalize_hu(mip_hu, config), config.pam_mip_size)
-
-
-def drr_input(drr: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """DRRs ``(V, H, W)`` (-log) -> ``(V, image_size, image_size)`` min-max scaled per image to [-1, 1]."""
-    return _resize2d(scale_drr(drr), config.image_size)
-
-
-def xray_input(pixels: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """Radiographs ``(V, S, S)`` in [0, 1] (``read_radiograph``) -> [-1, 1] at ``image_size``."""
-    return _resize2d(pixels * 2.0 - 1.0, config.image_size)
-
-
-def projection_input(projections: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """Projection images ``(V, 4, H, W)`` (area densities of air, soft tissue and bone in g/cm^2,
-    then the MIP in HU; ``ct2x.data.prepare.PROJECTION_CHANNELS``) -> G's projection input
-    ``(V, 4, image_size, image_size)``: the densities divided by ``projection_scale_g_cm2``, the MIP
-    scaled like the CT (:func:`ct2x.models.normalize_hu`)."""
-    projections = projections.float()
-    scale = torch.tensor(config.projection_scale_g_cm2, dtype=torch.float32, device=projections.device)
-    scaled = torch.cat([projections[:, :3] / scale[:, None, None], normalize_hu(projections[:, 3:], config)], dim=1)
-    if scaled.shape[-1] == config.image_size and scaled.shape[-2] == config.image_size:
-        return scaled
-    size = (config.image_size, config.image_size)
-    return F.interpolate(scaled, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 class CTViewDataset(Dataset):

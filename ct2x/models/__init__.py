@@ -12,9 +12,15 @@
 * :class:`CT2XGAN` — all of them from one :class:`~ct2x.config.CT2XConfig`, with the forward
   pass of Fig. 2 returning :class:`CT2XOutputs`, and the one inference path
   (:meth:`CT2XGAN.view_content`, :meth:`CT2XGAN.render`, :class:`ViewContent`).
+
+What the networks read and make, :mod:`ct2x.models.inputs`: the transforms from a CT, a MIP, a DRR,
+a radiograph or the projection images to the networks' [-1, 1] tensors (``volume_input``,
+``mip_input``, ``drr_input``, ``xray_input``, ``projection_input``, ``normalize_hu``, ``scale_drr``)
+and back to an image in [0, 1] (``output_image``, ``drr_image``); the training data and inference
+both import them from there.
 """
 
-from ct2x.models.ct2xgan import CT2XGAN, CT2XOutputs, ViewContent, is_discriminator_key, normalize_hu
+from ct2x.models.ct2xgan import CT2XGAN, CT2XOutputs, ViewContent, is_discriminator_key
 from ct2x.models.ct_encoder import CTEncoder
 from ct2x.models.discriminator import Discriminator
 from ct2x.models.generator import Generator
@@ -36,6 +42,5 @@ __all__ = [
     "ViewContent",
     "XRayDiscriminator",
     "is_discriminator_key",
-    "normalize_hu",
     "pose_attention",
 ]

@@ -46,15 +46,6 @@ def is_discriminator_key(name: str) -> bool:
     return name.split(".", 1)[0] in DISCRIMINATORS
 
 
-def normalize_hu(hu: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """Clip Hounsfield units to ``[hu_min, hu_max]`` and map them linearly to [-1, 1].
-
-    Used for the CT volume fed to E_CT and for a MIP given in HU.
-    """
-    lo, hi = config.hu_min, config.hu_max
-    return (hu.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
-
-
 @dataclass
 class ViewContent:
     """What the CT gives G at a batch of views: f_c^{w+} ``(B, num_content_layers, w_dim)``,
@@ -143,7 +134,7 @@ class CT2XGAN(nn.Module):
     ) -> ViewContent:
         """What the CT gives G at each view: V ``(B,1,D,D,D)``, p ``(B,25)``, the PAM's MIP
         ``(B,1,h,w)`` and, with the projection path, the projection images ``(B,4,S,S)``
-        (:func:`ct2x.data.dataset.projection_input`)."""
+        (:func:`ct2x.models.inputs.projection_input`)."""
         return self._view_content(self.ct_encoder(volume), pose, mip, projections)
 
     def _view_content(
@@ -154,7 +145,8 @@ class CT2XGAN(nn.Module):
 
     def render(self, content: ViewContent, style: torch.Tensor) -> torch.Tensor:
         """G(f_c^{w+}, f_sty[, P]) (+ T(B; f_sty) with the physics anchor): the image
-        ``(B, 1, S, S)`` (about [-1, 1]) of each view in the style code ``(B, num_style_layers, w_dim)``."""
+        ``(B, 1, S, S)`` (about [-1, 1]; :func:`ct2x.models.inputs.output_image` shows it on [0, 1]) of each
+        view in the style code ``(B, num_style_layers, w_dim)``."""
         image = self.generator(content.code, style, content.features)
         if self.tone_curve is not None:
             image = image + self.tone_curve(content.base, style)
@@ -193,13 +185,17 @@ class CT2XGAN(nn.Module):
         """The training forward pass of Fig. 2.
 
         Args:
-            volume: V ``(B, 1, D, D, D)``, ``D = volume_size``, scaled by :func:`normalize_hu`.
+            volume: V ``(B, 1, D, D, D)``, ``D = volume_size``, in [-1, 1]
+                (:func:`ct2x.models.inputs.volume_input`).
             pose: p ``(B, 25)`` float32 (:attr:`ct2x.geometry.CArm.pose`).
-            mip: the MIP of V at p ``(B, 1, h, w)``, scaled like V (used by the PAM only).
-            drr: I_DRR, the ground-truth DRR of V at p, ``(B, 1, S, S)`` in [-1, 1].
-            xray: I_X, an unpaired real radiograph ``(B, 1, S, S)`` in [-1, 1]; required with
-                E_sty, ignored without it.
-            projections: with the projection path, the projection images ``(B, 4, S, S)``.
+            mip: the MIP of V at p ``(B, 1, h, w)``, scaled like V (:func:`ct2x.models.inputs.mip_input`;
+                used by the PAM only).
+            drr: I_DRR, the ground-truth DRR of V at p, ``(B, 1, S, S)`` in [-1, 1]
+                (:func:`ct2x.models.inputs.drr_input`).
+            xray: I_X, an unpaired real radiograph ``(B, 1, S, S)`` in [-1, 1]
+                (:func:`ct2x.models.inputs.xray_input`); required with E_sty, ignored without it.
+            projections: with the projection path, the projection images ``(B, 4, S, S)``
+                (:func:`ct2x.models.inputs.projection_input`).
 
         Returns:
             :class:`CT2XOutputs`.

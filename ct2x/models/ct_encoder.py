@@ -21,7 +21,7 @@ class CTEncoder(nn.Module):
     ``num_content_layers`` vectors is ours, as in pSp-style encoders).
 
     Input: ``volume`` ``(B, 1, D, D, D)`` with ``D = config.volume_size``, HU clipped and
-    scaled to [-1, 1] (:func:`ct2x.models.normalize_hu`).
+    scaled to [-1, 1] (:func:`ct2x.models.inputs.normalize_hu`).
     Output: f_c^CT ``(B, num_content_layers, w_dim)``, float32, unbounded.
     """
 

@@ -37,19 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ct2x.config import CT2XConfig
+from ct2x.drr import drr_from_area
+from ct2x.models.inputs import projection_densities, scale_drr
 
 #: Pieces of the tone curve on [-1, 1].
 TONE_PIECES = 8
 
 
 def physics_base(projections: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
-    """B: projection images ``(B, 4, S, S)`` (:func:`ct2x.data.dataset.projection_input`) -> the
-    noise-free DRR of each view ``(B, 1, S, S)`` (``physics_spectrum``), min-max scaled to [-1, 1]."""
-    from ct2x.data.dataset import scale_drr
-    from ct2x.drr import drr_from_area
-
-    scale = torch.tensor(config.projection_scale_g_cm2, dtype=projections.dtype, device=projections.device)
-    area = projections[:, :3].float() * scale[:, None, None]
+    """B: projection inputs ``(B, 4, S, S)`` (:func:`ct2x.models.inputs.projection_input`) -> the
+    noise-free DRR of each view ``(B, 1, S, S)`` float32 (``physics_spectrum``, from the area densities
+    of :func:`ct2x.models.inputs.projection_densities`), min-max scaled to [-1, 1]
+    (:func:`ct2x.models.inputs.scale_drr`, the scale of I_DRR)."""
+    area = projection_densities(projections, config)
     return scale_drr(drr_from_area(area, spectrum=config.physics_spectrum))[:, None]
 
 

@@ -73,7 +73,8 @@ class PoseAttentionModule(nn.Module):
         f_c_ct: ``(B, num_content_layers, w_dim)``, E_CT's output.
         pose: ``(B, 25)`` float32 pose p.
         mip: ``(B, 1, h, w)``, the MIP of the CT at pose p, scaled like the CT (HU clipped to
-            ``[hu_min, hu_max]`` and mapped to [-1, 1]); any size, resampled to ``pam_mip_size``.
+            ``[hu_min, hu_max]`` and mapped to [-1, 1], :func:`ct2x.models.inputs.mip_input`); any size,
+            resampled to ``pam_mip_size``.
 
     Output: f_c^{w+} ``(B, num_content_layers, w_dim)``.
     """

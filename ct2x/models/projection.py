@@ -12,7 +12,7 @@ target detector, the quantities the physics DRR is made of:
 * the per-material area densities (air, soft tissue, bone; g/cm^2, ``ct2x.drr.area_densities``)
   of the CT along the rays of the view, scaled by ``projection_scale_g_cm2``, and
 * the MIP of the CT at the view (eq. 15's MIP, here at the detector's resolution), scaled like
-  the CT volume (:func:`ct2x.models.normalize_hu`).
+  the CT volume (:func:`ct2x.models.inputs.normalize_hu`).
 
 What each part does, in the paper's terms.
 
@@ -55,7 +55,7 @@ class ProjectionEncoder(nn.Module):
     """Projection images ``(B, 4, S, S)`` -> ``{r: (B, C_r, r, r)}`` for r = S, S/2, ..., 4.
 
     ``C_r`` is G's width at resolution r (StyleGAN2's rule with ``g_channel_base`` /
-    ``g_channel_max``). Inputs: :func:`ct2x.data.dataset.projection_input`.
+    ``g_channel_max``). Inputs: :func:`ct2x.models.inputs.projection_input`.
     """
 
     def __init__(self, config: CT2XConfig):
