@@ -115,3 +115,45 @@ def one_thread():
 @pytest.fixture
 def phantom() -> CTVolume:
     return body_phantom()
+
+
+def write_dx_dicom(
+    path: Path, values: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 16, **tags: object
+) -> Path:
+    """Write ``values`` (rows x columns, rounded to uint16) as a DX radiograph (Digital X-Ray Image Storage).
+
+    ``tags``: more DICOM attributes by keyword; a non-numeric string goes in as LO (a window some writers
+    store as text)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.Rows, ds.Columns = values.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    for keyword, value in tags.items():
+        if isinstance(value, str) and not value.replace(".", "").replace("-", "").isdigit():
+            ds.add_new(keyword, "LO", value)
+        else:
+            setattr(ds, keyword, value)
+    ds.PixelData = np.round(values).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def one_line_error(argv: list[str], capsys) -> str:  # noqa: ANN001 (pytest's capsys)
+    """Run ``ct2x argv``; assert it fails with exactly one ``ct2x: error:`` line, and return that line."""
+    from ct2x.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("ct2x: error:") and err.count("\n") == 1, err
+    return err

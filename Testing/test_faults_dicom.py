@@ -11,9 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import write_dicom_series
+from conftest import one_line_error, write_dicom_series
 
-from ct2x.cli import main
 from ct2x.errors import CT2XError
 from ct2x.volume import read_ct
 
@@ -33,19 +32,11 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def _one_line_error(argv: list[str], capsys) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert err.startswith("ct2x: error:") and err.count("\n") == 1, err
-    return err
-
-
 def test_missing_middle_slice_is_refused_naming_the_gap(tmp_path: Path, capsys) -> None:
     folder = _series(tmp_path / "gap")
     (folder / "slice004.dcm").unlink()  # slice at S = 12 mm
     before = _snapshot(folder)
-    err = _one_line_error(["drr", str(folder), *FAST, "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(["drr", str(folder), *FAST, "--out", str(tmp_path / "o")], capsys)
     assert "slice003.dcm" in err and "slice005.dcm" in err, err  # the files either side of the gap
     assert "6 mm apart" in err and "3 mm" in err and "9 mm" in err and "15 mm" in err, err
     assert "refuses" in err
@@ -57,7 +48,7 @@ def test_truncated_slice_is_refused_naming_the_file(tmp_path: Path, capsys) -> N
     damaged = folder / "slice006.dcm"
     damaged.write_bytes(damaged.read_bytes()[:-60])  # pixel data cut short: GDCM leaves the file out
     before = _snapshot(folder)
-    err = _one_line_error(["drr", str(folder), *FAST, "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(["drr", str(folder), *FAST, "--out", str(tmp_path / "o")], capsys)
     assert "slice006.dcm" in err and "1 of its 10" in err, err
     assert _snapshot(folder) == before
 
@@ -115,7 +106,7 @@ def test_displaced_slice_beyond_the_tolerance_is_refused(tmp_path: Path) -> None
 def test_two_series_with_one_description_are_told_apart_by_count_and_z_range(tmp_path: Path, capsys) -> None:
     _series(tmp_path / "both" / "a", slices=6, uid=UID + ".1", description="CHEST", z0=0.0)
     _series(tmp_path / "both" / "b", slices=4, uid=UID + ".2", description="CHEST", z0=-100.0)
-    err = _one_line_error(["drr", str(tmp_path / "both"), *FAST, "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(["drr", str(tmp_path / "both"), *FAST, "--out", str(tmp_path / "o")], capsys)
     assert "6 slices, z 0 to 15 mm" in err and "4 slices, z -100 to -91 mm" in err, err
 
 
@@ -127,7 +118,7 @@ def test_non_finite_voxels_are_refused_in_every_format(tmp_path: Path, capsys, s
     path = tmp_path / f"ct{suffix}"
     sitk.WriteImage(sitk.GetImageFromArray(hu), str(path))
     before = path.read_bytes()
-    err = _one_line_error(["drr", str(path), *FAST, "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(["drr", str(path), *FAST, "--out", str(tmp_path / "o")], capsys)
     assert "1 NaN or infinite" in err, err
     assert path.read_bytes() == before
 

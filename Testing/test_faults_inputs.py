@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import body_phantom
+from conftest import body_phantom, one_line_error
 from PIL import Image
 
 from ct2x.checkpoint import save_model
@@ -41,14 +41,6 @@ from ct2x.samples import bundled_model
 from ct2x.volume import CTVolume
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-
-
-def _one_line_error(argv: list[str], capsys) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert err.startswith("ct2x: error:") and err.count("\n") == 1, err
-    return err
 
 
 @pytest.fixture
@@ -85,13 +77,13 @@ def test_synthesize_and_evaluate_refuse_a_missing_device_before_any_work(
 ) -> None:
     model = str(bundled_model())
     out = tmp_path / "out"
-    err = _one_line_error(
+    err = one_line_error(
         ["synthesize", str(ct_file), "--model", model, "--drr-style", "--device", device, "--out", str(out)], capsys
     )
     assert f"'{device}'" in err and not out.exists()
     (tmp_path / "xray").mkdir()
     argv = ["evaluate", "--model", model, "--data", str(tmp_path), "--xray", str(tmp_path / "xray")]
-    err = _one_line_error([*argv, "--device", device, "--out", str(out)], capsys)
+    err = one_line_error([*argv, "--device", device, "--out", str(out)], capsys)
     assert f"'{device}'" in err and not out.exists()
 
 
@@ -115,12 +107,12 @@ def _model_copy(folder: Path, card) -> Path:  # noqa: ANN001 (any JSON value)
         ({"format": "ct2x-model", "version": 1, "config": {"image_size": "big"}}, "'config' of the model card"),
     ],
 )
-def test_damaged_model_card_is_a_one_line_error(card, message: str, ct_file: Path, tmp_path: Path, capsys) -> None:
+def test_damaged_model_card_is_aone_line_error(card, message: str, ct_file: Path, tmp_path: Path, capsys) -> None:
     model = _model_copy(tmp_path / "model", card)
     before = model.with_suffix(".json").read_bytes()
     out = tmp_path / "out"
     argv = ["synthesize", str(ct_file), "--model", str(model), "--drr-style", "--device", "cpu", "--out", str(out)]
-    err = _one_line_error(argv, capsys)
+    err = one_line_error(argv, capsys)
     assert message in err and "m.json" in err, err
     assert model.with_suffix(".json").read_bytes() == before and not out.exists()
 
@@ -150,7 +142,7 @@ def test_evaluate_refuses_one_radiograph_before_any_network(tmp_path: Path, caps
     _gradient_png(tmp_path / "xray" / "only.png")
     model = _small_model(tmp_path / "model.safetensors")
     argv = ["evaluate", "--model", str(model), "--data", str(tmp_path), "--xray", str(tmp_path / "xray")]
-    err = _one_line_error([*argv, "--out", str(tmp_path / "r")], capsys)
+    err = one_line_error([*argv, "--out", str(tmp_path / "r")], capsys)
     assert "at least 2 real radiographs" in err and not (tmp_path / "r").exists()
 
 
@@ -166,7 +158,7 @@ def test_evaluate_refuses_one_held_out_ct_before_any_network(
         _gradient_png(tmp_path / "xray" / name)
     model = _small_model(tmp_path / "model.safetensors")
     argv = ["evaluate", "--model", str(model), "--data", str(tmp_path / "data"), "--xray", str(tmp_path / "xray")]
-    err = _one_line_error([*argv, "--out", str(tmp_path / "r")], capsys)
+    err = one_line_error([*argv, "--out", str(tmp_path / "r")], capsys)
     assert "at least 2 held-out CTs" in err and not (tmp_path / "r").exists()
 
 
@@ -189,12 +181,12 @@ def _bomb_png(path: Path, width: int, height: int) -> Path:
 
 
 @pytest.mark.parametrize("side", [20000, 9000])  # 400 MP (Pillow refuses to open it), 81 MP (opens, over our limit)
-def test_decompression_bomb_style_is_a_one_line_error(side: int, ct_file: Path, tmp_path: Path, capsys) -> None:
+def test_decompression_bomb_style_is_aone_line_error(side: int, ct_file: Path, tmp_path: Path, capsys) -> None:
     bomb = _bomb_png(tmp_path / "bomb.png", side, side)
     assert bomb.stat().st_size < 200_000 and side * side > MAX_PIXELS
     out = tmp_path / "out"
     argv = ["synthesize", str(ct_file), "--model", str(bundled_model()), "--style", str(bomb), "--device", "cpu"]
-    err = _one_line_error([*argv, "--out", str(out)], capsys)
+    err = one_line_error([*argv, "--out", str(out)], capsys)
     assert "bomb.png" in err and "megapixels" in err and "not decoded" in err, err
     assert not out.exists()
 
@@ -213,7 +205,7 @@ def test_a_folder_as_style_says_it_is_a_folder(ct_file: Path, tmp_path: Path, ca
     (tmp_path / "xrays").mkdir()
     _gradient_png(tmp_path / "xrays" / "a.png")
     argv = ["synthesize", str(ct_file), "--model", str(bundled_model()), "--style", str(tmp_path / "xrays")]
-    err = _one_line_error([*argv, "--device", "cpu", "--out", str(tmp_path / "out")], capsys)
+    err = one_line_error([*argv, "--device", "cpu", "--out", str(tmp_path / "out")], capsys)
     assert "is a folder" in err and "does not exist" not in err, err
 
 
@@ -283,7 +275,7 @@ def test_a_radiograph_folder_of_one_image_is_warned(tmp_path: Path) -> None:
 
 def test_a_detector_that_cannot_fit_is_refused_before_allocating(ct_file: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    err = _one_line_error(["drr", str(ct_file), "--size", "100000", "--out", str(out)], capsys)
+    err = one_line_error(["drr", str(ct_file), "--size", "100000", "--out", str(out)], capsys)
     assert "100000 x 100000 pixels" in err and "needs about" in err and "GB" in err and "--size" in err, err
     assert not out.exists()
 

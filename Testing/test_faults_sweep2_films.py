@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_dx_dicom
 from PIL import Image
 
 from ct2x.data.radiographs import find_radiographs, read_radiograph, read_radiographs
@@ -50,28 +51,7 @@ def _difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _write_dicom(path: Path, values: np.ndarray, bits_stored: int = 12, **tags: object) -> Path:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
-    ds.Rows, ds.Columns = values.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    for keyword, value in tags.items():
-        if isinstance(value, str) and not value.replace(".", "").replace("-", "").isdigit():
-            ds.add_new(keyword, "LO", value)  # a non-numeric window, as some writers store it
-        else:
-            setattr(ds, keyword, value)
-    ds.PixelData = np.round(values).astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dx_dicom(path, values, bits_stored=bits_stored, **tags)
 
 
 # ------------------------------------------------------------------------- bit depth and value scaling

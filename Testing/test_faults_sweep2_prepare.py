@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import body_phantom, write_dicom_series, write_phantom_ct
+from conftest import body_phantom, one_line_error, write_dicom_series, write_phantom_ct
 from PIL import Image
 from test_prepare import SMALL
 
@@ -36,14 +36,6 @@ from ct2x.report import EvaluationSettings
 from ct2x.volume import read_ct
 
 FAST = ["--angles", "0", "--size", "16", "--grid", "16", "--step", "0.5", "--photons", "0", "--workers", "1"]
-
-
-def _one_line_error(argv: list[str], capsys) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert err.startswith("ct2x: error:") and err.count("\n") == 1, err
-    return err
 
 
 def _slab(path: Path, slices: int) -> Path:
@@ -156,7 +148,7 @@ def test_every_numeric_prepare_option_is_checked_in_one_line_before_any_work(
     root = tmp_path / "cts"
     write_phantom_ct(root / "a.nii.gz", 16)
     out = tmp_path / "d"
-    err = _one_line_error(["prepare", "--ct", str(root), "--out", str(out), *FAST, *option], capsys)
+    err = one_line_error(["prepare", "--ct", str(root), "--out", str(out), *FAST, *option], capsys)
     assert named in err, err
     assert not out.exists()  # refused before the dataset folder is made
 
@@ -177,7 +169,7 @@ def test_random_views_that_cannot_fit_are_refused_with_prepares_own_advice(
     write_phantom_ct(root / "a.nii.gz", 16)
     out = tmp_path / "d"
     argv = ["prepare", "--ct", str(root), "--out", str(out), "--random-views", "100000", "--size", "256"]
-    err = _one_line_error([*argv, "--workers", "1"], capsys)
+    err = one_line_error([*argv, "--workers", "1"], capsys)
     assert "100000 views" in err and "needs about" in err, err
     assert "--random-views" in err and "--size" in err and "ct2x drr" not in err, err
     assert not out.exists()
@@ -310,7 +302,7 @@ def test_a_ct_slice_its_jpeg_decoder_cannot_read_is_one_line(tmp_path: Path, cap
 @pytest.mark.parametrize("option", ["--drr-step", "--scale-step"])
 def test_evaluate_refuses_an_infinite_ray_step_up_front(option: str, tmp_path: Path, capsys) -> None:
     argv = ["evaluate", "--model", str(tmp_path / "m.safetensors"), "--data", str(tmp_path / "d")]
-    err = _one_line_error([*argv, "--xray", str(tmp_path / "x"), "--out", str(tmp_path / "o"), option, "inf"], capsys)
+    err = one_line_error([*argv, "--xray", str(tmp_path / "x"), "--out", str(tmp_path / "o"), option, "inf"], capsys)
     assert option in err and "inf" in err, err
     with pytest.raises(CT2XError, match="drr_step"):
         EvaluationSettings(drr_step=float("inf"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_file
+from conftest import shared_file, write_dx_dicom
 from PIL import Image
 
 from ct2x.data.radiographs import ColourImageWarning, find_radiographs, read_radiograph
@@ -19,33 +19,13 @@ def _gradient(height: int, width: int) -> np.ndarray:
     return np.tile(np.linspace(0, 1, width), (height, 1))
 
 
-def _write_dicom(path: Path, pixels: np.ndarray, photometric: str) -> None:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_formats_become_grey_squares(tmp_path: Path) -> None:
     g = _gradient(60, 90)
     Image.fromarray((g * 255).astype(np.uint8)).save(tmp_path / "a8.png")
     Image.fromarray((g * 65535).astype(np.uint16)).save(tmp_path / "a16.png")
     Image.fromarray(np.stack([(g * 255).astype(np.uint8)] * 3, axis=2)).save(tmp_path / "rgb.jpg", quality=95)
-    _write_dicom(tmp_path / "cr.dcm", g * 4000, "MONOCHROME2")
-    _write_dicom(tmp_path / "inverted", (1 - g) * 4000, "MONOCHROME1")
+    write_dx_dicom(tmp_path / "cr.dcm", g * 4000, "MONOCHROME2")
+    write_dx_dicom(tmp_path / "inverted", (1 - g) * 4000, "MONOCHROME1")
     (tmp_path / "notes.txt").write_text("not an image")
     found = find_radiographs(tmp_path)
     assert sorted(p.name for p in found.paths) == ["a16.png", "a8.png", "cr.dcm", "inverted", "rgb.jpg"]
