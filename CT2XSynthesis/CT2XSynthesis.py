@@ -390,12 +390,16 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.schedulePreview()
 
     def schedulePreview(self, *_args) -> None:
-        """Slider moved (GUI thread): hand the view to the preview worker and return; the newest value wins."""
+        """Slider moved (GUI thread): hand the view to the preview worker and return; the newest value wins.
+
+        The angles and the check box are read from the widgets: this slot was connected before the parameter
+        node's connectors, so Qt calls it before they have copied the new value into the node."""
         p = self._parameterNode
-        if not (p and p.livePreview and p.inputVolume) or self._job is not None:
+        if not (p and self.ui.livePreviewCheckBox.checked and p.inputVolume) or self._job is not None:
             return  # no preview while a synthesis runs
+        angles = ((self.ui.primarySliderWidget.value, self.ui.secondarySliderWidget.value),)
         with slicer.util.tryWithErrorDisplay("CT2X could not render the preview."):
-            request = self.logic.preview_request(p.inputVolume, self._parameters(((p.primary, p.secondary),)))
+            request = self.logic.preview_request(p.inputVolume, self._parameters(angles))
             if self._preview.request(request):
                 self._previewTimer.start()
 
