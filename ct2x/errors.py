@@ -5,6 +5,17 @@ as :class:`CT2XError` with a one-line message that names what is wrong and how t
 The command line prints that line and exits non-zero instead of showing a traceback.
 """
 
+import math
+import numbers
+
 
 class CT2XError(Exception):
     """A user-facing error; ``str(error)`` is the complete message."""
+
+
+def positive_finite(what: str, value: object, unit: str) -> float:
+    """``value`` as a float when it is a real number in (0, inf), else a CT2XError naming ``what`` (the option or
+    setting) and ``unit`` (e.g. ``"voxels"``, ``"mm"``). ``inf`` and booleans are refused, NaN fails the range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise CT2XError(f"{what} must be a positive finite number of {unit}, got {value!r}")
+    return float(value)

@@ -31,7 +31,7 @@ from ct2x.checkpoint import load_card, load_model
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
 from ct2x.device import torch_device
-from ct2x.errors import CT2XError
+from ct2x.errors import CT2XError, positive_finite
 from ct2x.evaluate import (
     SCALE_GAP_MM,
     SCALE_SIDS_MM,
@@ -88,12 +88,7 @@ class EvaluationSettings:
         """Refuse a ray step that is not a positive finite number of voxels (``inf`` would pass a plain
         ``> 0`` check and fail inside the renders), naming ``ct2x evaluate``'s option."""
         for name in ("drr_step", "scale_step"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                option = "--" + name.replace("_", "-")
-                raise CT2XError(
-                    f"{option} ({name}) must be a positive finite number of voxels (e.g. 0.5), got {value!r}"
-                )
+            positive_finite(f"--{name.replace('_', '-')} ({name})", getattr(self, name), "voxels (e.g. 0.5)")
 
 
 def _lpips(weights: Path | None, device: torch.device):  # noqa: ANN202 (LPIPSLoss or None)

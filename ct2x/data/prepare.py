@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from ct2x.atomic import WriteError, atomic_path, remove_temporaries, write_safetensors
-from ct2x.errors import CT2XError
+from ct2x.errors import CT2XError, positive_finite
 from ct2x.folder_lock import folder_lock
 from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, matched_chain, views
 
@@ -163,9 +163,7 @@ class PrepareSettings:
                     f"{_setting(name)} must be a whole number of {what}, at least {low}{extra}; got {value!r}"
                 )
         for name, unit in _LENGTHS.items():
-            value = getattr(self, name)
-            if not _real(value) or not 0 < value < math.inf:
-                raise CT2XError(f"{_setting(name)} must be a positive finite number of {unit}, got {value!r}")
+            positive_finite(_setting(name), getattr(self, name), unit)
         if not _real(self.photons) or not 0 <= self.photons < math.inf:
             raise CT2XError(
                 f"{_setting('photons')} must be a finite number of photons per pixel, or 0 for no noise; "
