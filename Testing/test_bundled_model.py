@@ -15,7 +15,7 @@ import torch
 from ct2x.checkpoint import load_model, load_style_codes
 from ct2x.drr import render_drr
 from ct2x.errors import CT2XError
-from ct2x.measures import edge_ncc, histogram_tv
+from ct2x.evaluation.measures import edge_ncc, histogram_tv
 from ct2x.models import CT2XGAN
 from ct2x.samples import bundled_model, sample_ct
 from ct2x.synthesize import model_views, synthesize

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import body_phantom, shared_file
+from peer_renderers import diffdrr_projector
 
 from ct2x.drr import line_integral, mip, render_drr
 from ct2x.drr.materials import hu_to_density
-from ct2x.drr.peer import diffdrr_projector
 from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
 

@@ -23,10 +23,10 @@ from ct2x.checkpoint import save_model
 from ct2x.cli import main
 from ct2x.config import CT2XConfig
 from ct2x.data.prepare import PrepareSettings, prepare_dataset
-from ct2x.evaluate import RealismMetrics, inception_features, prepared_volume
-from ct2x.inception import InceptionFeatures
+from ct2x.evaluation.evaluate import EvaluationSettings, evaluate_models
+from ct2x.evaluation.inception import InceptionFeatures
+from ct2x.evaluation.methods import RealismMetrics, inception_features, prepared_volume
 from ct2x.models import CT2XGAN
-from ct2x.report import EvaluationSettings, evaluate_models
 
 CONFIG = CT2XConfig.preset("small", image_size=64, lpips_backbone="random")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,9 +130,9 @@ def test_prepared_volume_is_the_stored_grid_in_place(inputs: dict[str, Path]) ->
 
 
 def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
-    from ct2x.report import DRR_ROW, STYLED_ROW, UNTRAINED_ROW
+    from ct2x.evaluation.evaluate import DRR_ROW, STYLED_ROW, UNTRAINED_ROW
 
-    monkeypatch.setattr("ct2x.report.InceptionFeatures", _PixelFeatures)
+    monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", _PixelFeatures)
     out = tmp_path / "report"
     argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
     argv += ["--out", str(out), "--styles", "2", "--ablation", f"w/o PAM={inputs['no_pam']}"]
@@ -228,7 +228,7 @@ def test_more_styles_than_films_is_said(inputs: dict[str, Path], tmp_path: Path,
     def stop_after_the_references(*args, **kwargs):
         raise Drawn
 
-    monkeypatch.setattr("ct2x.report.CTViewDataset", stop_after_the_references)
+    monkeypatch.setattr("ct2x.evaluation.evaluate.CTViewDataset", stop_after_the_references)
     settings = EvaluationSettings(styles=1000)
     with pytest.warns(UserWarning, match=r"--styles 1000 asks for more .* than the 3 readable radiographs"):
         with pytest.raises(Drawn):

@@ -127,9 +127,9 @@ def no_networks(monkeypatch) -> None:
     def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a network was loaded before the inputs were checked")
 
-    monkeypatch.setattr("ct2x.report.load_model", fail)
-    monkeypatch.setattr("ct2x.report.untrained_model", fail)
-    monkeypatch.setattr("ct2x.report.InceptionFeatures", fail)
+    monkeypatch.setattr("ct2x.evaluation.evaluate.load_model", fail)
+    monkeypatch.setattr("ct2x.evaluation.evaluate.untrained_model", fail)
+    monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", fail)
 
 
 def _small_model(path: Path) -> Path:

@@ -108,7 +108,7 @@ def test_evaluate_overwrite_leaves_only_the_new_run(
     inputs: dict[str, Path], tmp_path: Path, monkeypatch, capsys
 ) -> None:
     """An evaluation with an ablation, then one without it: the ablation's images go."""
-    monkeypatch.setattr("ct2x.report.InceptionFeatures", test_evaluate._PixelFeatures)
+    monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", test_evaluate._PixelFeatures)
     out = tmp_path / "report"
     argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
     argv += ["--out", str(out), "--styles", "2"]
@@ -145,7 +145,7 @@ def _command(verb: str, files: dict[str, Path], inputs: dict[str, Path], out: Pa
 def test_an_output_folder_in_use_is_refused_naming_its_holder(
     verb: str, files: dict[str, Path], inputs: dict[str, Path], tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    monkeypatch.setattr("ct2x.report.InceptionFeatures", test_evaluate._PixelFeatures)  # were it to run
+    monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", test_evaluate._PixelFeatures)  # were it to run
     out = tmp_path / "out"
     out.mkdir()
     _users_files(out)

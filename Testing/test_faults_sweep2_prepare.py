@@ -32,7 +32,7 @@ from ct2x.cli import main
 from ct2x.data.prepare import PrepareSettings, prepare_dataset
 from ct2x.data.radiographs import find_radiographs
 from ct2x.errors import CT2XError
-from ct2x.report import EvaluationSettings
+from ct2x.evaluation.evaluate import EvaluationSettings
 from ct2x.volume import read_ct
 
 FAST = ["--angles", "0", "--size", "16", "--grid", "16", "--step", "0.5", "--photons", "0", "--workers", "1"]

@@ -12,9 +12,7 @@ import pytest
 from conftest import body_phantom
 from PIL import Image
 
-from ct2x.evaluate import EvaluationView, MethodImages, drr_images, view_measures
-from ct2x.geometry import CArm
-from ct2x.measures import (
+from ct2x.evaluation.measures import (
     c2st_auc,
     edge_ncc,
     frechet_distance,
@@ -23,6 +21,8 @@ from ct2x.measures import (
     style_spread,
     styled_drr,
 )
+from ct2x.evaluation.methods import EvaluationView, MethodImages, drr_images, view_measures
+from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
 
 SIZE = 128

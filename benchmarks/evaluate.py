@@ -27,7 +27,7 @@ from machine import cpu_name  # noqa: E402
 
 from ct2x.data.dataset import load_manifest  # noqa: E402
 from ct2x.data.prepare import MANIFEST  # noqa: E402
-from ct2x.report import EvaluationSettings, evaluate_models  # noqa: E402
+from ct2x.evaluation.evaluate import EvaluationSettings, evaluate_models  # noqa: E402
 from ct2x.samples import BUNDLED_MODEL  # noqa: E402
 
 

@@ -551,7 +551,7 @@ def _synthesize_to_folder(
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from ct2x.device import torch_device
-    from ct2x.report import EvaluationSettings, evaluate_models
+    from ct2x.evaluation.evaluate import EvaluationSettings, evaluate_models
 
     models = {"CT2X-GAN": args.model}
     for entry in args.ablation:
@@ -584,7 +584,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _run_study_make(args: argparse.Namespace) -> None:
-    from ct2x.study import make_study
+    from ct2x.evaluation.study import make_study
 
     if args.per_method < 1:
         raise CT2XError(f"--per-method must be at least 1, got {args.per_method}")
@@ -594,7 +594,7 @@ def _run_study_make(args: argparse.Namespace) -> None:
 
 
 def _run_study_score(args: argparse.Namespace) -> None:
-    from ct2x.study import score_study
+    from ct2x.evaluation.study import score_study
 
     table = score_study(args.dir, args.answers)
     print(table)

@@ -222,7 +222,7 @@ def _standardise(images: torch.Tensor) -> torch.Tensor:
 
 def edge_maps(images: torch.Tensor) -> torch.Tensor:
     """Sobel gradient magnitude of each standardised image ``(B, 1, S, S)`` -> ``(B, 1, S, S)``
-    (edge-replicated border; the magnitude of :func:`ct2x.measures.edge_map`)."""
+    (edge-replicated border; the magnitude of :func:`ct2x.evaluation.measures.edge_map`)."""
     kernel = _SOBEL.to(images)
     kernels = torch.stack([kernel, kernel.T])[:, None]  # (2, 1, 3, 3): d/dx, d/dy
     gradients = F.conv2d(F.pad(_standardise(images), (1, 1, 1, 1), mode="replicate"), kernels)

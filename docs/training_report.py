@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from ct2x.checkpoint import load_model  # noqa: E402
 from ct2x.config import CT2XConfig  # noqa: E402
 from ct2x.data.dataset import CTViewDataset  # noqa: E402
-from ct2x.evaluate import drr_reconstruction  # noqa: E402
+from ct2x.evaluation.methods import drr_reconstruction  # noqa: E402
 from ct2x.models import CT2XGAN  # noqa: E402
 
 CURVES = [

@@ -9,7 +9,7 @@
 
 Submodules: ``spectrum`` (SpekPy tube spectra), ``materials`` (HU -> materials, densities,
 xraydb attenuation), ``projector`` (the rays and the torch marcher; picks the backend),
-``kernel`` (the numba marcher), ``deepdrr_backend`` (DeepDRR, GPU only), ``peer`` (DiffDRR, for tests).
+``kernel`` (the numba marcher), ``deepdrr_backend`` (DeepDRR, GPU only).
 """
 
 from ct2x.drr.render import Materials, area_densities, drr_from_area, line_integral, materials, mip, render_drr

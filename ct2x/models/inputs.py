@@ -2,7 +2,7 @@
 tensors the CT2X-GAN networks read and make, in one place.
 
 The training data (:class:`ct2x.data.dataset.CTViewDataset`), inference (:mod:`ct2x.synthesize`),
-evaluation (:mod:`ct2x.evaluate`), the training previews and the physics anchor
+evaluation (:mod:`ct2x.evaluation.methods`), the training previews and the physics anchor
 (:mod:`ct2x.models.physics_anchor`) all go through these functions, so a model sees the same
 numbers at training and at inference. The module depends on :mod:`ct2x.config` and torch only.
 

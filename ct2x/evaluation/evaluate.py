@@ -1,6 +1,6 @@
 """``ct2x evaluate``: score a model, its ablations and the baselines on held-out data; write a report.
 
-Rows of every table (see :mod:`ct2x.evaluate` for the measures): the physics DRR, the DRR
+Rows of every table (see :mod:`ct2x.evaluation.methods` for the measures): the physics DRR, the DRR
 histogram-matched to the style reference ("styled DRR"), an untrained model of the model's
 configuration (random initialisation, seed 0: the control), the model, its ablations.
 
@@ -32,7 +32,8 @@ from ct2x.data.dataset import CTViewDataset
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
 from ct2x.device import torch_device
 from ct2x.errors import CT2XError, positive_finite
-from ct2x.evaluate import (
+from ct2x.evaluation.inception import InceptionFeatures
+from ct2x.evaluation.methods import (
     SCALE_GAP_MM,
     SCALE_SIDS_MM,
     MethodImages,
@@ -50,7 +51,6 @@ from ct2x.evaluate import (
     view_measures,
 )
 from ct2x.folder_lock import OutputFiles, output_run
-from ct2x.inception import InceptionFeatures
 from ct2x.synthesize import model_views, synthesize
 from ct2x.view_files import view_label, write_contact_sheet
 

@@ -1,7 +1,7 @@
 """DiffDRR (Gopalakrishnan & Golland 2022), the peer renderer our DRRs are checked against.
 
-Used by the tests and ``benchmarks/drr.py``; DiffDRR comes with the ``dev`` and ``demo``
-extras. DiffDRR works in RAS with its camera at the origin looking along +z; with
+Used by the tests and ``benchmarks/drr.py`` (not part of the installed package); DiffDRR comes with
+the ``dev`` and ``demo`` extras. DiffDRR works in RAS with its camera at the origin looking along +z; with
 ``reverse_x_axis=False`` its pixel (r, c) sits at ``(delx (c - cx), -dely (r - cy), sdd)``
 in camera space, so the camera-to-world rotation that reproduces a :class:`CArm` is
 ``RAS_from_LPS @ R @ diag(1, -1, 1)`` and its translation the source in RAS.

@@ -4,7 +4,7 @@ Inputs: a prepared dataset of held-out CTs (``ct2x prepare``: the CT grid, the p
 DRR of every view) and a folder of real radiographs. Every *method* (the physics DRR, the DRR
 histogram-matched to the style reference, an untrained model, the model, its ablations) makes
 images of the same CTs at the same views in the same styles (:func:`evaluation_views`), and
-every measure scores them the same way (the measures are defined in :mod:`ct2x.measures`):
+every measure scores them the same way (the measures are defined in :mod:`ct2x.evaluation.measures`):
 
 * **Geometric fidelity**: edge NCC and SSIM of each image against the physics DRR of the same
   CT and view, at the training poses and at unseen ones.
@@ -14,10 +14,10 @@ every measure scores them the same way (the measures are defined in :mod:`ct2x.m
   distances :data:`SCALE_SIDS_MM` (SDD = SID + :data:`SCALE_GAP_MM`), AP view, first style.
 * **Style effect**: at the AP view, the spread of intensity histograms over the styles (TV
   distance) and the edge agreement between styles.
-* **Realism** (Tables 1 and 2): FID (:func:`ct2x.measures.frechet_distance`), KID (torchmetrics)
+* **Realism** (Tables 1 and 2): FID (:func:`ct2x.evaluation.measures.frechet_distance`), KID (torchmetrics)
   and a classifier two-sample test (C2ST) on the Inception features of the images against those
   of the real radiographs (offline
-  InceptionV3 of :mod:`ct2x.inception`); LPIPS (the ``lpips`` package, AlexNet backbone) is
+  InceptionV3 of :mod:`ct2x.evaluation.inception`); LPIPS (the ``lpips`` package, AlexNet backbone) is
   the mean distance between each image and its style reference.
 * **DRR style reconstruction** (Table 3): eq. 7's reconstruction of every stored DRR of the
   dataset from the CT's content code and the DRR's own style code, scored against the DRR by
@@ -48,8 +48,8 @@ from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.prepare import PrepareSettings
 from ct2x.drr import render_drr
+from ct2x.evaluation.measures import c2st_auc, frechet_distance
 from ct2x.geometry import CArm
-from ct2x.measures import c2st_auc, frechet_distance
 from ct2x.models import CT2XGAN
 from ct2x.models.inputs import drr_image, output_image, projection_densities
 from ct2x.models.physics_anchor import physics_base
@@ -316,8 +316,8 @@ def synthesized_images(
 
 def styled_drr_images(drrs: MethodImages, references: np.ndarray) -> MethodImages:
     """The DRRs (``drrs.images`` with R = 1) histogram-matched to each reference radiograph
-    ``(R, S, S)`` in [0, 1] (:func:`ct2x.measures.styled_drr`); the scale sweep in the first style."""
-    from ct2x.measures import styled_drr
+    ``(R, S, S)`` in [0, 1] (:func:`ct2x.evaluation.measures.styled_drr`); the scale sweep in the first style."""
+    from ct2x.evaluation.measures import styled_drr
 
     c, v = drrs.images.shape[:2]
     images = np.stack(
@@ -332,12 +332,12 @@ def styled_drr_images(drrs: MethodImages, references: np.ndarray) -> MethodImage
 
 def view_measures(method: MethodImages, drrs: MethodImages, views: list[EvaluationView]) -> dict:
     """Geometric fidelity, content sensitivity, scale error and style effect of ``method`` against
-    the physics DRRs ``drrs`` (see the module docstring; definitions in :mod:`ct2x.measures`).
+    the physics DRRs ``drrs`` (see the module docstring; definitions in :mod:`ct2x.evaluation.measures`).
 
     Returns JSON-able numbers: means over CTs and styles (and views, per group), plus the per-view
     and per-distance values.
     """
-    from ct2x.measures import content_sensitivity, edge_map, magnification, ncc, ssim, style_spread
+    from ct2x.evaluation.measures import content_sensitivity, edge_map, magnification, ncc, ssim, style_spread
 
     c_count, v_count, r_count = method.images.shape[:3]
     drr_edges = [[edge_map(drrs.images[c, v, 0]) for v in range(v_count)] for c in range(c_count)]
