@@ -13,9 +13,13 @@ class CT2XError(Exception):
     """A user-facing error; ``str(error)`` is the complete message."""
 
 
-def positive_finite(what: str, value: object, unit: str) -> float:
+def positive_finite(what: str, value: object, unit: str, *, quantity: str = "finite number of") -> float:
     """``value`` as a float when it is a real number in (0, inf), else a CT2XError naming ``what`` (the option or
-    setting) and ``unit`` (e.g. ``"voxels"``, ``"mm"``). ``inf`` and booleans are refused, NaN fails the range."""
+    setting) and ``unit`` (e.g. ``"voxels"``, ``"mm"``, with a hint such as ``"voxels (e.g. 0.1)"``).
+
+    The message reads ``"{what} must be a positive {quantity} {unit}, got {value!r}"``; ``quantity``
+    is e.g. ``"distance in"`` for a length in mm. ``inf`` and booleans are refused, NaN fails the range.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise CT2XError(f"{what} must be a positive finite number of {unit}, got {value!r}")
+        raise CT2XError(f"{what} must be a positive {quantity} {unit}, got {value!r}")
     return float(value)

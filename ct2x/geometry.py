@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ct2x.errors import CT2XError
+from ct2x.errors import CT2XError, positive_finite
 
 #: DeepDRR's mobile C-arm: 1536 x 0.194 mm sensor (298 mm), read out at 256 x 256.
 DEFAULT_SDD_MM = 1020.0
@@ -47,7 +47,7 @@ POSE_SIZE = 25
 # Physical ranges of real imaging chains, in one place: ``CArm`` refuses distances outside them (every caller:
 # the CLI's --sdd / --sid, the Slicer panel, training views), ``ct2x drr`` checks its --size / --pixel detector
 # with :func:`check_detector`, and ``ct2x.radiograph_geometry`` replaces or refuses a ``--like`` radiograph's tags
-# outside them. README "Input checks" lists them.
+# outside them. docs/input-checks.md lists them.
 
 #: Source-to-isocenter distance (SID), mm. Low end: no fluoroscope may bring its source closer than 10 cm to the
 #: patient's skin (21 CFR 1020.32(g): 38 cm stationary, 30 cm mobile, 20 cm surgical, 10 cm for mini C-arms), so a
@@ -106,16 +106,6 @@ def gantry_rotation(primary_deg: float, secondary_deg: float) -> np.ndarray:
     tilt = _rotation_about(0, -math.radians(secondary_deg))
     turn = _rotation_about(2, math.radians(primary_deg))
     return turn @ tilt
-
-
-def _positive_finite(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise CT2XError(f"{name} must be a number in mm, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise CT2XError(f"{name} must be a positive distance in mm, got {value:g}")
-    return value
 
 
 _REAL_CHAINS = "the range of real C-arms and radiography stands"
@@ -185,8 +175,8 @@ class CArm:
             if not math.isfinite(value) or abs(value) > 180:
                 raise CT2XError(f"the {name} angle must lie in [-180, 180] degrees, got {value:g}")
             object.__setattr__(self, name, value)
-        sdd = _positive_finite("the source-to-detector distance (sdd)", self.sdd)
-        sid = _positive_finite("the source-to-isocenter distance (sid)", self.sid)
+        sdd = positive_finite("the source-to-detector distance (sdd)", self.sdd, "mm", quantity="distance in")
+        sid = positive_finite("the source-to-isocenter distance (sid)", self.sid, "mm", quantity="distance in")
         inside = " (a nearer source is in the patient)" if sid < SID_RANGE_MM[0] else ""
         _in_range("the source-to-isocenter distance (sid)", sid, SID_RANGE_MM, _REAL_CHAINS + inside)
         _in_range("the source-to-detector distance (sdd)", sdd, SDD_RANGE_MM, _REAL_CHAINS)
@@ -203,7 +193,9 @@ class CArm:
             raise CT2XError(
                 f"the detector size must be two positive whole numbers of pixels, got {self.detector_shape!r}"
             )
-        spacing = tuple(_positive_finite("the detector pixel spacing", s) for s in self.pixel_spacing)
+        spacing = tuple(
+            positive_finite("the detector pixel spacing", s, "mm", quantity="distance in") for s in self.pixel_spacing
+        )
         if len(spacing) != 2:
             raise CT2XError(f"the detector pixel spacing must be (row, column) in mm, got {self.pixel_spacing!r}")
         iso = tuple(float(c) for c in self.isocenter)

@@ -10,6 +10,10 @@ numba's threads (one ray per loop iteration):
 * **Trilinear**: a sample at ``x`` reads voxels ``floor(x)`` and ``floor(x) + 1`` on each
   axis, clamped to the volume (the half-voxel rim takes the edge voxel, as the torch
   marcher's replicated padding does).
+* **Cell walk**: both reductions walk each ray's cells with one 3D DDA, set up at the ray's
+  first sample that may touch the active box (:func:`_ray_start`, see *Empty space*) and moved
+  on to the cell of the current sample (:func:`_ray_step`), which also gives the first sample
+  past that cell and the flat offsets of its eight corners.
 * **Sums, a cell at a time** (:func:`_integrate`): a trilinear sample is
   ``sum_c w_c(X, Y, Z) v_c`` over the eight corners ``c`` of its cell, with ``(X, Y, Z)``
   the fractional position and ``w_c`` products of ``X`` or ``1 - X`` (likewise Y, Z).
@@ -121,34 +125,104 @@ def _cell_end(t_face: float, d: float, n: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _enter(f: float, d: float, s: int, n: int) -> tuple[int, float, float, int]:
-    """The cell of sample ``s`` along one axis: ``(cell, exit-face parameter, its step per cell, end sample)``."""
-    cell = int(math.floor(f + s * d))
-    if d == 0.0:
-        return cell, np.inf, np.inf, n
-    t_face = ((cell + 1.0 - f) if d > 0.0 else (cell - f)) / d
-    return cell, t_face, abs(1.0 / d), _cell_end(t_face, d, n)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _planes(cell: int, size: int, stride: int) -> tuple[int, int]:
     """Flat offsets of the voxel planes ``cell`` and ``cell + 1`` along one axis, clamped to the volume."""
     return min(max(cell, 0), size - 1) * stride, min(max(cell + 1, 0), size - 1) * stride
 
 
+#: One axis of the cell walk (a 3D DDA): ``(cell, t_face, per_cell, end, planes)``, the cell index
+#: holding the current sample, the sample parameter of its exit face and that parameter's step per
+#: cell, the first sample past the cell, and the flat offsets of its two corner planes
+#: (:func:`_planes`).
+Axis = tuple[int, float, float, int, tuple[int, int]]
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _advance(
-    cell: int, t_face: float, per_cell: float, end: int, d: float, s: int, n: int, size: int, stride: int,
-    planes: tuple[int, int],
-) -> tuple[int, float, int, tuple[int, int]]:  # fmt: skip
-    """One axis of the DDA moved on to the cell that holds sample ``s``: ``(cell, t_face, end, planes)``."""
+def _axis_at(f: float, d: float, s: int, n: int, size: int, stride: int) -> Axis:
+    """One axis of the walk at sample ``s`` of ``n``, for a ray at ``f + s d`` on an axis of ``size`` voxels."""
+    cell = int(math.floor(f + s * d))
+    planes = _planes(cell, size, stride)
+    if d == 0.0:
+        return cell, np.inf, np.inf, n, planes
+    t_face = ((cell + 1.0 - f) if d > 0.0 else (cell - f)) / d
+    return cell, t_face, abs(1.0 / d), _cell_end(t_face, d, n), planes
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _axis_to(axis: Axis, d: float, s: int, n: int, size: int, stride: int) -> Axis:
+    """``axis`` moved on to the cell that holds sample ``s`` (unchanged while ``s`` is still in its cell)."""
+    cell, t_face, per_cell, end, planes = axis
     if end > s:
-        return cell, t_face, end, planes
+        return axis
     while end <= s:
         cell += 1 if d > 0.0 else -1
         t_face += per_cell
         end = _cell_end(t_face, d, n)
-    return cell, t_face, end, _planes(cell, size, stride)
+    return cell, t_face, per_cell, end, _planes(cell, size, stride)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ray_start(
+    first: np.ndarray, stride: np.ndarray, n: int, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[int, int, tuple[Axis, Axis, Axis]]:
+    """Set up one ray's walk: ``(start, stop, axes)``, the samples ``start .. stop - 1`` of ``n`` that may
+    touch the active box ``lo .. hi`` and the walk's ``(i, j, k)`` axes at ``start``.
+
+    ``first``, ``stride``: the ray's first sample and step (voxel indices ``i j k``); ``shape``: ``(I, J, K)``.
+    """
+    start, stop = _active_range(first, stride, n, lo, hi)
+    ni, nj, nk = shape
+    axes = (
+        _axis_at(first[0], stride[0], start, stop, ni, 1),
+        _axis_at(first[1], stride[1], start, stop, nj, ni),
+        _axis_at(first[2], stride[2], start, stop, nk, ni * nj),
+    )
+    return start, stop, axes
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ray_step(
+    axes: tuple[Axis, Axis, Axis],
+    stride: tuple[float, float, float],
+    s: int,
+    stop: int,
+    shape: tuple[int, int, int],
+) -> tuple[tuple[Axis, Axis, Axis], int]:
+    """The walk moved on to the cell that holds sample ``s``: ``(axes, end)``, with samples ``s .. end - 1`` in it.
+
+    ``stride``: the ray's step ``(i, j, k)``; ``shape``: ``(I, J, K)``.
+    """
+    ni, nj, nk = shape
+    a = _axis_to(axes[0], stride[0], s, stop, ni, 1)
+    b = _axis_to(axes[1], stride[1], s, stop, nj, ni)
+    c = _axis_to(axes[2], stride[2], s, stop, nk, ni * nj)
+    return (a, b, c), min(a[3], b[3], c[3])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell_weights(
+    m: int, px: float, py: float, pz: float, di: float, dj: float, dk: float
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """``W_q``: the trilinear weights of corner ``q`` summed over the ``m`` samples ``(X, Y, Z) = p + u d``,
+    ``u = 0 .. m - 1``, of one cell, with the corner's ``(i, j, k)`` offsets as bits 0, 1, 2 of ``q``."""
+    # Sums over u of the monomials of (X, Y, Z).
+    s1 = m * (m - 1) * 0.5
+    s2 = (m - 1) * m * (2 * m - 1) * (1.0 / 6.0)
+    s3 = s1 * s1
+    gx, gy, gz = m * px + di * s1, m * py + dj * s1, m * pz + dk * s1
+    gxy = m * px * py + (px * dj + py * di) * s1 + di * dj * s2
+    gxz = m * px * pz + (px * dk + pz * di) * s1 + di * dk * s2
+    gyz = m * py * pz + (py * dk + pz * dj) * s1 + dj * dk * s2
+    gxyz = (
+        m * px * py * pz
+        + (px * py * dk + px * pz * dj + py * pz * di) * s1
+        + (px * dj * dk + py * di * dk + pz * di * dj) * s2
+        + di * dj * dk * s3
+    )
+    w7, w3, w5, w6 = gxyz, gxy - gxyz, gxz - gxyz, gyz - gxyz
+    w1, w2, w4 = gx - gxy - gxz + gxyz, gy - gxy - gyz + gxyz, gz - gxz - gyz + gxyz
+    w0 = m - gx - gy - gz + gxy + gxz + gyz - gxyz
+    return w0, w1, w2, w3, w4, w5, w6, w7
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -168,13 +242,13 @@ def _integrate(
     With ``labels``, ``field`` has one channel and a voxel's value counts in channel ``labels[voxel]``.
     """
     nk, nj, ni, nc = field.shape
+    shape = (ni, nj, nk)
     labelled = labels.shape[0] > 0
-    sj, sk = ni, ni * nj  # voxel strides
     values = field.reshape(-1, nc)
     flat_labels = labels.reshape(-1)
     for r in numba.prange(counts.shape[0]):
         n = counts[r]
-        start, stop = _active_range(first[r], stride[r], n, lo, hi)
+        start, stop, axes = _ray_start(first[r], stride[r], n, lo, hi, shape)
         acc = np.zeros(out.shape[1], dtype=np.float64)
         outside = n - (stop - start)
         if labelled:
@@ -184,38 +258,14 @@ def _integrate(
                 acc[c] = outside * np.float64(values[0, c])
         fi, fj, fk = first[r, 0], first[r, 1], first[r, 2]
         di, dj, dk = stride[r, 0], stride[r, 1], stride[r, 2]
-        # A 3D DDA over the cells: per axis the cell index, the parameter of its exit face,
-        # the first sample past it, and the clamped voxel offsets of its two corner planes.
-        ci, ti, ui, ei = _enter(fi, di, start, stop)
-        cj, tj, uj, ej = _enter(fj, dj, start, stop)
-        ck, tk, uk, ek = _enter(fk, dk, start, stop)
-        pi, pj, pk = _planes(ci, ni, 1), _planes(cj, nj, sj), _planes(ck, nk, sk)
         s = start
         while s < stop:
-            ci, ti, ei, pi = _advance(ci, ti, ui, ei, di, s, stop, ni, 1, pi)
-            cj, tj, ej, pj = _advance(cj, tj, uj, ej, dj, s, stop, nj, sj, pj)
-            ck, tk, ek, pk = _advance(ck, tk, uk, ek, dk, s, stop, nk, sk, pk)
-            m = min(ei, ej, ek) - s
-            # Sums over u = 0 .. m - 1 of the monomials of (X, Y, Z) = p + u d.
-            s1 = m * (m - 1) * 0.5
-            s2 = (m - 1) * m * (2 * m - 1) * (1.0 / 6.0)
-            s3 = s1 * s1
+            axes, end = _ray_step(axes, (di, dj, dk), s, stop, shape)
+            ci, cj, ck = axes[0][0], axes[1][0], axes[2][0]
+            (ia, ib), (ja, jb), (ka, kb) = axes[0][4], axes[1][4], axes[2][4]
+            m = end - s
             px, py, pz = fi + s * di - ci, fj + s * dj - cj, fk + s * dk - ck
-            gx, gy, gz = m * px + di * s1, m * py + dj * s1, m * pz + dk * s1
-            gxy = m * px * py + (px * dj + py * di) * s1 + di * dj * s2
-            gxz = m * px * pz + (px * dk + pz * di) * s1 + di * dk * s2
-            gyz = m * py * pz + (py * dk + pz * dj) * s1 + dj * dk * s2
-            gxyz = (
-                m * px * py * pz
-                + (px * py * dk + px * pz * dj + py * pz * di) * s1
-                + (px * dj * dk + py * di * dk + pz * di * dj) * s2
-                + di * dj * dk * s3
-            )
-            # W_q of corner q = (i, j, k) offsets as bits 0, 1, 2 of q: sums of its trilinear weight.
-            w7, w3, w5, w6 = gxyz, gxy - gxyz, gxz - gxyz, gyz - gxyz
-            w1, w2, w4 = gx - gxy - gxz + gxyz, gy - gxy - gyz + gxyz, gz - gxz - gyz + gxyz
-            w0 = m - gx - gy - gz + gxy + gxz + gyz - gxyz
-            (ia, ib), (ja, jb), (ka, kb) = pi, pj, pk
+            w0, w1, w2, w3, w4, w5, w6, w7 = _cell_weights(m, px, py, pz, di, dj, dk)
             q0, q1, q2, q3 = ka + ja + ia, ka + ja + ib, ka + jb + ia, ka + jb + ib
             q4, q5, q6, q7 = kb + ja + ia, kb + ja + ib, kb + jb + ia, kb + jb + ib
             if not labelled:
@@ -265,27 +315,21 @@ def _maximum(
     corners), so only the other cells' samples are interpolated.
     """
     nk, nj, ni, nc = field.shape
-    sj, sk = ni, ni * nj
+    shape = (ni, nj, nk)
     values = field.reshape(-1, nc)
     for r in numba.prange(counts.shape[0]):
         n = counts[r]
-        start, stop = _active_range(first[r], stride[r], n, lo, hi)
+        start, stop, axes = _ray_start(first[r], stride[r], n, lo, hi, shape)
         acc = np.empty(nc, dtype=np.float32)
         for c in range(nc):
             acc[c] = values[0, c] if stop - start < n else -np.inf
         fi, fj, fk = first[r, 0], first[r, 1], first[r, 2]
         di, dj, dk = stride[r, 0], stride[r, 1], stride[r, 2]
-        ci, ti, ui, ei = _enter(fi, di, start, stop)
-        cj, tj, uj, ej = _enter(fj, dj, start, stop)
-        ck, tk, uk, ek = _enter(fk, dk, start, stop)
-        pi, pj, pk = _planes(ci, ni, 1), _planes(cj, nj, sj), _planes(ck, nk, sk)
         s = start
         while s < stop:
-            ci, ti, ei, pi = _advance(ci, ti, ui, ei, di, s, stop, ni, 1, pi)
-            cj, tj, ej, pj = _advance(cj, tj, uj, ej, dj, s, stop, nj, sj, pj)
-            ck, tk, ek, pk = _advance(ck, tk, uk, ek, dk, s, stop, nk, sk, pk)
-            end = min(ei, ej, ek)
-            (ia, ib), (ja, jb), (ka, kb) = pi, pj, pk
+            axes, end = _ray_step(axes, (di, dj, dk), s, stop, shape)
+            ci, cj, ck = axes[0][0], axes[1][0], axes[2][0]
+            (ia, ib), (ja, jb), (ka, kb) = axes[0][4], axes[1][4], axes[2][4]
             for c in range(nc):
                 v0, v1, v2, v3 = (
                     values[ka + ja + ia, c],

@@ -26,7 +26,7 @@ Frames and units:
   ``m + 1`` slices per tile row with row ``r`` holding slices ``r m .. r m + m`` (the
   last slice of a row repeats as the first of the next), so both slices of a sample sit
   side by side in one row; samples inside the box never reach a neighbouring tile.
-  ``reduce="max"`` samples the padded volume with 3D ``grid_sample`` (see ``project``).
+  ``reduce="max"`` samples the padded volume with 3D ``grid_sample`` (see :func:`_max_sampler`).
 * ``reduce="sum"`` returns ``sum(samples) * L / n`` = value x mm; ``reduce="max"`` the
   largest sample.
 
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -309,6 +309,12 @@ def _march_numba(
     return torch.from_numpy(out)
 
 
+#: ``sample(first (B, 3), stride (B, 3), k (n,), past (B, n), split)``: the samples ``(split, C, B / split, n)``
+#: of ``B`` rays at steps ``k``, 0 where ``past`` a ray's end; the rays' ``first`` and ``stride`` are in
+#: the sampler's own coordinates (returned by :func:`_max_sampler` / :func:`_sum_sampler`).
+Sampler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
 def _march_torch(
     field: torch.Tensor,
     shape_ijk: tuple[int, int, int],
@@ -316,66 +322,86 @@ def _march_torch(
     reduce: Literal["sum", "max"],
     memory_bytes: int,
 ) -> torch.Tensor:
-    """``(R, C)`` reductions of a ``(C, K, J, I)`` field (CPU or CUDA) by chunked ``grid_sample`` calls."""
+    """``(R, C)`` reductions of a ``(C, K, J, I)`` field (CPU or CUDA) by chunked ``grid_sample`` calls.
+
+    Line integrals sample a 2D atlas of the slices (:func:`_sum_sampler`), maxima the padded
+    volume in 3D (:func:`_max_sampler`); :func:`_reduce_chunks` walks the rays.
+    """
     first, stride, counts, weight = samples
-    channels, device = field.shape[0], field.device
     first = first + 1.0  # padded index = voxel index + 1
-    # Line integrals sample the atlas (m + 1 tiles per row) through two views m tiles wide,
-    # the second shifted right by one tile: the same grid point then reads slice s in the
-    # first and slice s + 1 in the second. i and j become normalised coordinates of tile
-    # (0, 0) of a view (index -> 2 index / (size - 1) - 1) and each slice s = floor(k)
-    # gets its tile's offset. Maxima keep the 3D sampler of the padded volume: a maximum
-    # picks up single samples, and the atlas's large coordinates (~sqrt(K) tiles) leave
-    # float32 fewer bits for the fraction of a voxel.
-    ni, nj, nk = shape_ijk
     offset = 0.0
     if reduce == "max":
-        offset = float(field.min())
-        field = field - offset  # >= 0 everywhere, so the zeros outside never win the max
-        padded = F.pad(field.unsqueeze(0), (1, 1, 1, 1, 1, 1), mode="replicate")
-        scale = 2.0 / (np.asarray(shape_ijk, dtype=np.float64) + 1.0)  # padded index -> [-1, 1]
-        first, stride = first * scale - 1.0, stride * scale
+        offset = float(field.min())  # >= 0 everywhere after, so the zeros outside never win the max
+        first, stride, sample = _max_sampler(field - offset, shape_ijk, first, stride)
     else:
-        m = _atlas_layout(shape_ijk)
-        atlas = _atlas(field, m)
-        slices = (atlas[..., : m * (ni + 2)], atlas[..., ni + 2 :])
-        view_h, view_w = slices[0].shape[2:]
-        scale = np.array([2.0 / (view_w - 1), 2.0 / (view_h - 1), 1.0])
-        first, stride = first * scale - np.array([1.0, 1.0, 0.0]), stride * scale
-        # Tile offsets as complex numbers x + i y (one gather per sample); slice nk + 1
-        # marks the samples past their ray's end and sends them off the atlas (samples 0).
-        tile = np.arange(nk + 1)
-        far = 4.0 + np.abs(first[:, :2]).max(initial=0.0)
-        far += counts.max(initial=0) * np.abs(stride[:, :2]).max(initial=0.0)
-        tiles = np.append(tile % m * (ni + 2) * scale[0] + 1j * (tile // m * (nj + 2) * scale[1]), far * (1 + 1j))
-        tiles_t = torch.as_tensor(tiles, dtype=torch.complex64).to(device)
+        first, stride, sample = _sum_sampler(field, shape_ijk, first, stride, counts)
+    out = _reduce_chunks(sample, first, stride, counts, reduce, field.shape[0], memory_bytes, field.device)
+    if reduce == "max":
+        return out + offset
+    return out * torch.as_tensor(weight, dtype=torch.float32).to(field.device)[:, None]
 
-    # One extra ray (index R, no samples) pads chunks to a multiple of the thread count.
-    def as_tensor(a: np.ndarray) -> torch.Tensor:
-        a = np.concatenate([a, np.zeros((1,) + a.shape[1:], dtype=a.dtype)])
-        return torch.as_tensor(a, dtype=torch.float32 if a.dtype == np.float64 else None).to(device)
 
-    first_t, stride_t, counts_t = as_tensor(first), as_tensor(stride), as_tensor(counts)
-    weight_t = as_tensor(weight)
-    order = np.argsort(counts, kind="stable")
-    order_t = torch.as_tensor(order, device=device)
-    counts = counts[order]
-    steps = torch.arange(max(int(counts.max(initial=0)), 1), device=device, dtype=torch.float32)
+def _max_sampler(
+    field: torch.Tensor, shape_ijk: tuple[int, int, int], first: np.ndarray, stride: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Sampler]:
+    """3D ``grid_sample`` of the ``(C, K, J, I)`` field (>= 0) padded by one replicated voxel.
 
-    def sample(sl: torch.Tensor, k: torch.Tensor, past: torch.Tensor, split: int) -> torch.Tensor:
-        """Trilinear samples ``(split, C, per, n)`` of rays ``sl`` at steps ``k``, 0 where ``past`` the ray's end."""
-        per, n = len(sl) // split, len(k)
-        ray_first, ray_stride = first_t[sl], stride_t[sl]  # (B, 3)
-        if reduce == "max":
-            grid = torch.addcmul(ray_first[:, None], k[:, None], ray_stride[:, None])  # (B, n, 3)
-            grid.masked_fill_(past.unsqueeze(2), 3.0)  # outside the padded grid: 0
-            return F.grid_sample(
-                padded.expand(split, -1, -1, -1, -1),
-                grid.view(split, 1, per, n, 3),
-                mode="bilinear",
-                padding_mode="zeros",
-                align_corners=True,
-            )[:, :, 0]
+    ``first``, ``stride``: padded voxel indices ``(i, j, k)``, returned as ``grid_sample``'s
+    normalised coordinates. Maxima keep the 3D sampler: a maximum picks up single samples,
+    and the atlas's large coordinates (~sqrt(K) tiles) leave float32 fewer bits for the
+    fraction of a voxel.
+    """
+    padded = F.pad(field.unsqueeze(0), (1, 1, 1, 1, 1, 1), mode="replicate")
+    scale = 2.0 / (np.asarray(shape_ijk, dtype=np.float64) + 1.0)  # padded index -> [-1, 1]
+
+    def sample(
+        ray_first: torch.Tensor, ray_stride: torch.Tensor, k: torch.Tensor, past: torch.Tensor, split: int
+    ) -> torch.Tensor:
+        per, n = len(ray_first) // split, len(k)
+        grid = torch.addcmul(ray_first[:, None], k[:, None], ray_stride[:, None])  # (B, n, 3)
+        grid.masked_fill_(past.unsqueeze(2), 3.0)  # outside the padded grid: 0
+        return F.grid_sample(
+            padded.expand(split, -1, -1, -1, -1),
+            grid.view(split, 1, per, n, 3),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )[:, :, 0]
+
+    return first * scale - 1.0, stride * scale, sample
+
+
+def _sum_sampler(
+    field: torch.Tensor, shape_ijk: tuple[int, int, int], first: np.ndarray, stride: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Sampler]:
+    """Trilinear samples of the ``(C, K, J, I)`` field as the lerp of two bilinear samples of its atlas.
+
+    The atlas (:func:`_atlas`, ``m + 1`` tiles per row) is read through two views ``m``
+    tiles wide, the second shifted right by one tile: the same grid point then reads slice
+    ``s`` in the first and slice ``s + 1`` in the second. ``first``, ``stride`` (padded
+    voxel indices ``(i, j, k)``) are returned with ``i`` and ``j`` as normalised coordinates
+    of tile ``(0, 0)`` of a view (index -> 2 index / (size - 1) - 1) and ``k`` unchanged;
+    each slice ``s = floor(k)`` gets its tile's offset.
+    """
+    ni, nj, nk = shape_ijk
+    m = _atlas_layout(shape_ijk)
+    atlas = _atlas(field, m)
+    slices = (atlas[..., : m * (ni + 2)], atlas[..., ni + 2 :])
+    view_h, view_w = slices[0].shape[2:]
+    scale = np.array([2.0 / (view_w - 1), 2.0 / (view_h - 1), 1.0])
+    first, stride = first * scale - np.array([1.0, 1.0, 0.0]), stride * scale
+    # Tile offsets as complex numbers x + i y (one gather per sample); slice nk + 1
+    # marks the samples past their ray's end and sends them off the atlas (samples 0).
+    tile = np.arange(nk + 1)
+    far = 4.0 + np.abs(first[:, :2]).max(initial=0.0)
+    far += counts.max(initial=0) * np.abs(stride[:, :2]).max(initial=0.0)
+    tiles = np.append(tile % m * (ni + 2) * scale[0] + 1j * (tile // m * (nj + 2) * scale[1]), far * (1 + 1j))
+    tiles_t = torch.as_tensor(tiles, dtype=torch.complex64).to(field.device)
+
+    def sample(
+        ray_first: torch.Tensor, ray_stride: torch.Tensor, k: torch.Tensor, past: torch.Tensor, split: int
+    ) -> torch.Tensor:
+        per, n = len(ray_first) // split, len(k)
         depth = torch.addcmul(ray_first[:, 2:], ray_stride[:, 2:], k)  # (B, n) padded slice coordinate
         slice0 = depth.long().masked_fill_(past, nk + 1)  # floor(depth) (depth > 0 inside the box)
         frac = depth.sub_(slice0).view(split, 1, per, n)
@@ -391,6 +417,33 @@ def _march_torch(
         )
         return lower.lerp_(upper, frac)
 
+    return first, stride, sample
+
+
+def _reduce_chunks(
+    sample: Sampler,
+    first: np.ndarray,
+    stride: np.ndarray,
+    counts: np.ndarray,
+    reduce: Literal["sum", "max"],
+    channels: int,
+    memory_bytes: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """``(R, C)`` sums or maxima of every ray's samples (sums unweighted), in chunks of rays sorted by
+    sample count whose samples stay under ``memory_bytes``; on the CPU each chunk is split into one
+    batch per torch thread."""
+
+    # One extra ray (index R, no samples) pads chunks to a multiple of the thread count.
+    def as_tensor(a: np.ndarray) -> torch.Tensor:
+        a = np.concatenate([a, np.zeros((1,) + a.shape[1:], dtype=a.dtype)])
+        return torch.as_tensor(a, dtype=torch.float32 if a.dtype == np.float64 else None).to(device)
+
+    first_t, stride_t, counts_t = as_tensor(first), as_tensor(stride), as_tensor(counts)
+    order = np.argsort(counts, kind="stable")
+    order_t = torch.as_tensor(order, device=device)
+    counts = counts[order]
+    steps = torch.arange(max(int(counts.max(initial=0)), 1), device=device, dtype=torch.float32)
     batch = torch.get_num_threads() if device.type == "cpu" else 1
     max_samples = max(int(memory_bytes) // _bytes_per_sample(channels), 1)
     out = torch.zeros(len(counts) + 1, channels, dtype=torch.float32, device=device)
@@ -404,7 +457,7 @@ def _march_torch(
         if per * split > rays:
             index = torch.cat([index, index.new_full((per * split - rays,), len(counts))])
         k = steps[:n]
-        values = sample(index, k, k >= counts_t[index, None], split)  # (split, C, per, n)
+        values = sample(first_t[index], stride_t[index], k, k >= counts_t[index, None], split)  # (split, C, per, n)
         reduced = values.sum(dim=3) if reduce == "sum" else values.amax(dim=3)  # (split, C, per)
         out[index[:rays]] = reduced.transpose(1, 2).reshape(split * per, channels)[:rays]
-    return out[:-1] * weight_t[:-1, None] if reduce == "sum" else out[:-1] + offset
+    return out[:-1]

@@ -7,7 +7,6 @@ All functions take a :class:`ct2x.volume.CTVolume` in HU (LPS placement) and a l
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from ct2x.drr.materials import MATERIALS, attenuation_table, hu_to_density, hu_t
 from ct2x.drr.noise import poisson_noise
 from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, MARCHERS, Marcher, project, resolve_backend
 from ct2x.drr.spectrum import get_spectrum
-from ct2x.errors import CT2XError
+from ct2x.errors import CT2XError, positive_finite
 from ct2x.geometry import CArm
 from ct2x.memory import check_memory as _check_memory
 from ct2x.volume import CTVolume
@@ -97,21 +96,21 @@ def _warn_if_empty(area: torch.Tensor, volume: CTVolume, views: Sequence[CArm]) 
     )
 
 
+def _step(step: float) -> float:
+    """The ray-marching step (voxels, of the smallest spacing) as a float, else a one-line error."""
+    return positive_finite("the ray-marching step", step, "voxels (e.g. 0.1)")
+
+
+def _photons(photons: float | None) -> float | None:
+    """Photons per pixel as a float (``None``: no noise), else a one-line error."""
+    return None if photons is None else positive_finite("photons", photons, "photons per pixel (e.g. 1e6)")
+
+
 def _views(views: CArm | Sequence[CArm]) -> list[CArm]:
     views = [views] if isinstance(views, CArm) else list(views)
     if not views or not all(isinstance(v, CArm) for v in views):
         raise CT2XError("give one or more ct2x.geometry.CArm views to render")
     return views
-
-
-def _step(step: float) -> float:
-    try:
-        step = float(step)
-    except (TypeError, ValueError):
-        raise CT2XError(f"the ray-marching step must be a number of voxels, got {step!r}") from None
-    if not math.isfinite(step) or step <= 0:
-        raise CT2XError(f"the ray-marching step must be a positive number of voxels (e.g. 0.1), got {step:g}")
-    return step
 
 
 def _hu_array(volume: CTVolume) -> np.ndarray:
@@ -225,18 +224,6 @@ def render_drr(
     return drr_from_area(area, spectrum=spectrum, photons=photons, seed=seed)
 
 
-def _photons(photons: float | None) -> float | None:
-    if photons is None:
-        return None
-    try:
-        photons = float(photons)
-    except (TypeError, ValueError):
-        raise CT2XError(f"photons must be a positive number per pixel, got {photons!r}") from None
-    if not math.isfinite(photons) or photons <= 0:
-        raise CT2XError(f"photons must be a positive number per pixel (e.g. 1e6), got {photons:g}")
-    return photons
-
-
 def area_densities(
     volume: CTVolume | Materials,
     views: CArm | Sequence[CArm],
@@ -270,20 +257,29 @@ def area_densities(
     return area
 
 
+def transmitted_fraction(area: torch.Tensor, spectrum: str = "60KV_AL35") -> torch.Tensor:
+    """The noise-free energy-integrated transmitted fraction ``I = sum_E w(E) exp(-sum_m (mu/rho)_m(E) a_m)``
+    (1 for an unattenuated ray) from area densities ``(V, M, H, W)`` g/cm^2 (:func:`area_densities`), with
+    ``w`` the energy-integrating detector weights of ``spectrum`` (as for :func:`render_drr`).
+    Returns ``(V, H, W)`` float32 on ``area``'s device."""
+    spec = get_spectrum(spectrum)
+    device = area.device
+    mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
+    weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
+    return torch.stack(
+        [torch.einsum("e,ehw->hw", weights, torch.exp(-torch.einsum("me,mhw->ehw", mu, a))) for a in area]
+    )
+
+
 def drr_from_area(
     area: torch.Tensor, *, spectrum: str = "60KV_AL35", photons: float | None = None, seed: int | None = None
 ) -> torch.Tensor:
     """The polyenergetic DRR (``-log`` transmitted fraction) from area densities ``(V, M, H, W)`` g/cm^2
     (:func:`area_densities`); ``spectrum``, ``photons`` and ``seed`` as for :func:`render_drr`.
     Returns ``(V, H, W)`` float32 on ``area``'s device."""
-    spec = get_spectrum(spectrum)
+    get_spectrum(spectrum)  # a bad spectrum name is reported before bad photons
     photons = _photons(photons)
-    device = area.device
-    mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
-    weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
-    intensity = torch.stack(
-        [torch.einsum("e,ehw->hw", weights, torch.exp(-torch.einsum("me,mhw->ehw", mu, a))) for a in area]
-    )  # (V, H, W), 1 for an unattenuated ray
+    intensity = transmitted_fraction(area, spectrum)  # (V, H, W), 1 for an unattenuated ray
     if photons is not None:
         counts = poisson_noise(intensity * photons, None if seed is None else int(seed)).clamp_min(1.0)
         intensity = counts / photons
