@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from ct2x.cli import main
-from ct2x.evaluation.evaluate import IMAGE_INDEX
+from ct2x.evaluation.report import IMAGE_INDEX
 
 METHODS = ["Real radiograph", "DRR (physics)", "Styled DRR (histogram-matched)", "CT2X-GAN", "w/o PAM"]
 

@@ -203,129 +203,13 @@ def radiograph_geometry(dataset, name: str = "the radiograph") -> RadiographGeom
     """The :class:`RadiographGeometry` of a pydicom dataset (see the module docstring): tags that are missing,
     invalid or outside the ranges of real devices are replaced by defaults and named in ``notes``; a file that
     is not a radiograph, or whose detector no device has, is refused with a CT2XError naming ``name``."""
-    modality = str(dataset.get("Modality", "")).strip().upper()
-    if modality not in RADIOGRAPH_MODALITIES:
-        kind = f"a {modality} image" if modality else "an image without a Modality tag"
-        raise CT2XError(
-            f"{name} is {kind}, not a projection radiograph: give a DX, CR, XA or RF DICOM file "
-            "(a CT slice has no C-arm geometry)"
-        )
+    modality = _radiograph_modality(dataset, name)
     notes: list[str] = []
-
-    def angle_tag(keyword: str) -> tuple[float | None, str]:
-        """The angle in degrees, or None and why not."""
-        value, text = _tag(dataset, keyword)
-        if text is None and modality in ("XA", "RF"):
-            frames = dataset.get("PerFrameFunctionalGroupsSequence")  # enhanced XA/XRF: first frame
-            if frames:
-                for group in frames[0].get("PositionerPositionSequence", []) or []:
-                    value, text = _tag(group, keyword)
-        if text is None:
-            return None, "is missing"
-        if value is None:
-            return None, f"= {text!r} is not a number of degrees"
-        if abs(value) > 180:
-            return None, f"= {value:g} is outside [-180, 180] degrees"
-        return value, ""
-
-    def angle(keyword: str, fallback: float, fallback_text: str) -> float:
-        value, why = angle_tag(keyword)
-        if value is None:
-            notes.append(f"{keyword} {why}: using {fallback_text}")
-            return fallback
-        return value
-
-    view = str(dataset.get("ViewPosition", "")).strip().upper()
-    primary, why = angle_tag("PositionerPrimaryAngle")
-    if primary is None and view in VIEW_POSITION_PRIMARY:
-        primary = VIEW_POSITION_PRIMARY[view]
-        notes.append(f"PositionerPrimaryAngle {why}: using {primary:g} degrees from ViewPosition {view}")
-    elif primary is None:
-        primary = angle("PositionerPrimaryAngle", 0.0, "0 degrees (AP)")
-    secondary = angle("PositionerSecondaryAngle", 0.0, "0 degrees")
-
-    def distance(keyword: str, limits: tuple[float, float], below: str = "") -> tuple[float | None, str]:
-        """The distance in mm, or None and why not (``below``: what a value under the range means)."""
-        value, text = _tag(dataset, keyword)
-        if text is None:
-            return None, "is missing"
-        if value is None or value <= 0:
-            return None, f"= {_shown(text, ' mm')} is not a positive distance in mm"
-        if not limits[0] <= value <= limits[1]:
-            why = f"= {value:g} mm is outside [{limits[0]:g}, {limits[1]:g}] mm, {_REAL_CHAINS}"
-            return None, why + (below if value < limits[0] else "")
-        return value, ""
-
-    sdd, why = distance("DistanceSourceToDetector", SDD_RANGE_MM)
-    sid, sid_why = distance("DistanceSourceToPatient", SID_RANGE_MM, " (a nearer source is in the patient)")
-    if sdd is None and sid is not None and sid >= DEFAULT_SDD_MM:  # a far source: keep it, not the C-arm's SDD
-        sdd = min(matched_chain(sid)[0], SDD_RANGE_MM[1])
-        notes.append(
-            f"DistanceSourceToDetector {why}: using {sdd:g} mm (DistanceSourceToPatient {sid:g} mm + the air gap "
-            "of ct2x.geometry.matched_chain)"
-        )
-    elif sdd is None:
-        notes.append(f"DistanceSourceToDetector {why}: using {DEFAULT_SDD_MM:g} mm")
-        sdd = DEFAULT_SDD_MM
-    why = sid_why
-    if sid is not None and sid >= sdd:
-        why = f"= {sid:g} mm is not smaller than the SDD ({sdd:g} mm): the patient lies between source and detector"
-        sid = None
-    if sid is None:
-        default = DEFAULT_SID_MM * sdd / DEFAULT_SDD_MM
-        notes.append(
-            f"DistanceSourceToPatient {why}: using {default:g} mm (SDD x {DEFAULT_SID_MM:g} / {DEFAULT_SDD_MM:g})"
-        )
-        sid = default
-
-    rows, columns = _number(dataset, "Rows"), _number(dataset, "Columns")
-    if not rows or not columns or rows < 1 or columns < 1:
-        raise CT2XError(f"{name} has no Rows / Columns: it holds no image")
-    shape = (int(rows), int(columns))
-    low, high = DETECTOR_PIXELS_RANGE
-    if not (low <= shape[0] <= high and low <= shape[1] <= high):
-        raise CT2XError(
-            f"{name}: Rows x Columns = {shape[0]} x {shape[1]} is outside [{low}, {high}] pixels a side, the range "
-            "of real detectors: give another radiograph, or set the geometry by hand"
-        )
-
-    spacing, why = _spacing(dataset, "ImagerPixelSpacing")
-    if spacing is not None and _refused_spacing(spacing, "="):
-        spacing, why = None, _refused_spacing(spacing, "=")
-    if spacing is None:
-        spacing, how = _spacing(dataset, "PixelSpacing")
-        magnification = _number(dataset, "EstimatedRadiographicMagnificationFactor")
-        calibration = str(dataset.get("PixelSpacingCalibrationType", "")).strip().upper()
-        if spacing is not None and magnification is not None and magnification >= 1:
-            spacing = (spacing[0] * magnification, spacing[1] * magnification)
-            how = f"PixelSpacing x EstimatedRadiographicMagnificationFactor ({magnification:g})"
-        elif spacing is not None and calibration == "GEOMETRY":
-            spacing = (spacing[0] * sdd / sid, spacing[1] * sdd / sid)
-            how = "PixelSpacing (GEOMETRY calibration) x SDD / SID"
-        elif spacing is not None:
-            how = "PixelSpacing as the detector's pixel spacing"
-        if spacing is not None and _refused_spacing(spacing, "gives"):
-            spacing, how = None, _refused_spacing(spacing, "gives")
-        if spacing is not None:
-            notes.append(f"ImagerPixelSpacing {why}: using {how}")
-        else:
-            spacing, default = (DEFAULT_PIXEL_MM, DEFAULT_PIXEL_MM), f"{DEFAULT_PIXEL_MM:.4g} mm pixels"
-            if max(shape) * DEFAULT_PIXEL_MM > DETECTOR_SIDE_RANGE_MM[1]:  # many pixels: the default detector's width
-                spacing = (DEFAULT_DETECTOR_WIDTH_MM / max(shape),) * 2
-                default = f"{spacing[0]:.4g} mm pixels (the default {DEFAULT_DETECTOR_WIDTH_MM:.0f} mm detector)"
-            if why == how == "is missing":
-                notes.append(f"ImagerPixelSpacing and PixelSpacing are missing: using {default}")
-            else:
-                notes.append(f"ImagerPixelSpacing {why}; PixelSpacing {how}: using {default}")
-    height, width = shape[0] * spacing[0], shape[1] * spacing[1]
-    low_mm, high_mm = DETECTOR_SIDE_RANGE_MM
-    if not (low_mm <= height <= high_mm and low_mm <= width <= high_mm):
-        raise CT2XError(
-            f"{name}: Rows x Columns = {shape[0]} x {shape[1]} pixels of {spacing[0]:g} x {spacing[1]:g} mm make a "
-            f"{height:g} x {width:g} mm detector, outside [{low_mm:g}, {high_mm:g}] mm a side, the range of real "
-            "detectors (a wider image is stitched from several exposures): give another radiograph, or set the "
-            "geometry by hand"
-        )
+    primary, secondary = _angles(dataset, modality, notes)
+    sdd, sid = _distances(dataset, notes)
+    shape = _detector_shape(dataset, name)
+    spacing = _pixel_spacing(dataset, shape, sdd, sid, notes)
+    _check_detector_side(name, shape, spacing)
     return RadiographGeometry(
         primary=float(primary),
         secondary=float(secondary),
@@ -336,6 +220,179 @@ def radiograph_geometry(dataset, name: str = "the radiograph") -> RadiographGeom
         modality=modality,
         notes=tuple(notes),
     )
+
+
+def _radiograph_modality(dataset, name: str) -> str:
+    """The dataset's Modality, upper case, refused with a CT2XError naming ``name`` unless it is one of
+    :data:`RADIOGRAPH_MODALITIES`."""
+    modality = str(dataset.get("Modality", "")).strip().upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        kind = f"a {modality} image" if modality else "an image without a Modality tag"
+        raise CT2XError(
+            f"{name} is {kind}, not a projection radiograph: give a DX, CR, XA or RF DICOM file "
+            "(a CT slice has no C-arm geometry)"
+        )
+    return modality
+
+
+def _angle(dataset, keyword: str, modality: str) -> tuple[float | None, str]:
+    """An angle tag in degrees, or None and why not (an XA or RF file without it: the first frame's, in the
+    per-frame groups of an enhanced file)."""
+    value, text = _tag(dataset, keyword)
+    if text is None and modality in ("XA", "RF"):
+        frames = dataset.get("PerFrameFunctionalGroupsSequence")  # enhanced XA/XRF: first frame
+        if frames:
+            for group in frames[0].get("PositionerPositionSequence", []) or []:
+                value, text = _tag(group, keyword)
+    if text is None:
+        return None, "is missing"
+    if value is None:
+        return None, f"= {text!r} is not a number of degrees"
+    if abs(value) > 180:
+        return None, f"= {value:g} is outside [-180, 180] degrees"
+    return value, ""
+
+
+def _angles(dataset, modality: str, notes: list[str]) -> tuple[float, float]:
+    """``(primary, secondary)`` in degrees. Without a usable primary angle: the angle of the ViewPosition (AP,
+    PA, LL, RL: :data:`VIEW_POSITION_PRIMARY`), else 0 (AP); without a usable secondary angle: 0. Each
+    replacement is added to ``notes``."""
+    view = str(dataset.get("ViewPosition", "")).strip().upper()
+    primary, why = _angle(dataset, "PositionerPrimaryAngle", modality)
+    if primary is None and view in VIEW_POSITION_PRIMARY:
+        primary = VIEW_POSITION_PRIMARY[view]
+        notes.append(f"PositionerPrimaryAngle {why}: using {primary:g} degrees from ViewPosition {view}")
+    elif primary is None:
+        primary = 0.0
+        notes.append(f"PositionerPrimaryAngle {why}: using 0 degrees (AP)")
+    secondary, why = _angle(dataset, "PositionerSecondaryAngle", modality)
+    if secondary is None:
+        secondary = 0.0
+        notes.append(f"PositionerSecondaryAngle {why}: using 0 degrees")
+    return primary, secondary
+
+
+def _distance(dataset, keyword: str, limits: tuple[float, float], below: str = "") -> tuple[float | None, str]:
+    """A distance tag in mm within ``limits`` (mm), or None and why not (``below``: what a value under the
+    range means)."""
+    value, text = _tag(dataset, keyword)
+    if text is None:
+        return None, "is missing"
+    if value is None or value <= 0:
+        return None, f"= {_shown(text, ' mm')} is not a positive distance in mm"
+    if not limits[0] <= value <= limits[1]:
+        why = f"= {value:g} mm is outside [{limits[0]:g}, {limits[1]:g}] mm, {_REAL_CHAINS}"
+        return None, why + (below if value < limits[0] else "")
+    return value, ""
+
+
+def _distances(dataset, notes: list[str]) -> tuple[float, float]:
+    """``(sdd, sid)`` in mm. Without a usable SDD: a source at least the default SDD away keeps its distance
+    and the SDD adds ``ct2x.geometry.matched_chain``'s air gap, else the default SDD. Without a usable SID, or
+    one not smaller than the SDD: the default SID scaled by SDD / default SDD. Each replacement is added to
+    ``notes``."""
+    sdd, why = _distance(dataset, "DistanceSourceToDetector", SDD_RANGE_MM)
+    sid, sid_why = _distance(dataset, "DistanceSourceToPatient", SID_RANGE_MM, " (a nearer source is in the patient)")
+    if sdd is None and sid is not None and sid >= DEFAULT_SDD_MM:  # a far source: keep it, not the C-arm's SDD
+        sdd = min(matched_chain(sid)[0], SDD_RANGE_MM[1])
+        notes.append(
+            f"DistanceSourceToDetector {why}: using {sdd:g} mm (DistanceSourceToPatient {sid:g} mm + the air gap "
+            "of ct2x.geometry.matched_chain)"
+        )
+    elif sdd is None:
+        notes.append(f"DistanceSourceToDetector {why}: using {DEFAULT_SDD_MM:g} mm")
+        sdd = DEFAULT_SDD_MM
+    if sid is not None and sid >= sdd:
+        sid_why = f"= {sid:g} mm is not smaller than the SDD ({sdd:g} mm): the patient lies between source and detector"
+        sid = None
+    if sid is None:
+        sid = DEFAULT_SID_MM * sdd / DEFAULT_SDD_MM
+        notes.append(
+            f"DistanceSourceToPatient {sid_why}: using {sid:g} mm (SDD x {DEFAULT_SID_MM:g} / {DEFAULT_SDD_MM:g})"
+        )
+    return sdd, sid
+
+
+def _detector_shape(dataset, name: str) -> tuple[int, int]:
+    """``(Rows, Columns)`` in pixels, refused with a CT2XError naming ``name`` when absent or outside
+    :data:`ct2x.geometry.DETECTOR_PIXELS_RANGE`."""
+    rows, columns = _number(dataset, "Rows"), _number(dataset, "Columns")
+    if not rows or not columns or rows < 1 or columns < 1:
+        raise CT2XError(f"{name} has no Rows / Columns: it holds no image")
+    shape = (int(rows), int(columns))
+    low, high = DETECTOR_PIXELS_RANGE
+    if not (low <= shape[0] <= high and low <= shape[1] <= high):
+        raise CT2XError(
+            f"{name}: Rows x Columns = {shape[0]} x {shape[1]} is outside [{low}, {high}] pixels a side, the range "
+            "of real detectors: give another radiograph, or set the geometry by hand"
+        )
+    return shape
+
+
+def _pixel_spacing(dataset, shape: tuple[int, int], sdd: float, sid: float, notes: list[str]) -> tuple[float, float]:
+    """The detector's ``(row, column)`` pixel spacing in mm: ImagerPixelSpacing, else PixelSpacing
+    (:func:`_spacing_from_pixel_spacing`; ``sdd``, ``sid`` in mm), else a default
+    (:func:`_default_pixel_spacing` of the ``shape`` in pixels). A replacement is added to ``notes``."""
+    spacing, why = _spacing(dataset, "ImagerPixelSpacing")
+    if spacing is not None and _refused_spacing(spacing, "="):
+        spacing, why = None, _refused_spacing(spacing, "=")
+    if spacing is not None:
+        return spacing
+    spacing, how = _spacing_from_pixel_spacing(dataset, sdd, sid)
+    if spacing is not None:
+        notes.append(f"ImagerPixelSpacing {why}: using {how}")
+        return spacing
+    spacing, default = _default_pixel_spacing(shape)
+    if why == how == "is missing":
+        notes.append(f"ImagerPixelSpacing and PixelSpacing are missing: using {default}")
+    else:
+        notes.append(f"ImagerPixelSpacing {why}; PixelSpacing {how}: using {default}")
+    return spacing
+
+
+def _spacing_from_pixel_spacing(dataset, sdd: float, sid: float) -> tuple[tuple[float, float] | None, str]:
+    """The detector's pixel spacing (mm) from PixelSpacing and how it was derived (multiplied by
+    EstimatedRadiographicMagnificationFactor, or by ``sdd`` / ``sid`` for a GEOMETRY calibration, or as it
+    is), or None and why not."""
+    spacing, how = _spacing(dataset, "PixelSpacing")
+    magnification = _number(dataset, "EstimatedRadiographicMagnificationFactor")
+    calibration = str(dataset.get("PixelSpacingCalibrationType", "")).strip().upper()
+    if spacing is None:
+        return None, how
+    if magnification is not None and magnification >= 1:
+        spacing = (spacing[0] * magnification, spacing[1] * magnification)
+        how = f"PixelSpacing x EstimatedRadiographicMagnificationFactor ({magnification:g})"
+    elif calibration == "GEOMETRY":
+        spacing = (spacing[0] * sdd / sid, spacing[1] * sdd / sid)
+        how = "PixelSpacing (GEOMETRY calibration) x SDD / SID"
+    else:
+        how = "PixelSpacing as the detector's pixel spacing"
+    refused = _refused_spacing(spacing, "gives")
+    return (None, refused) if refused else (spacing, how)
+
+
+def _default_pixel_spacing(shape: tuple[int, int]) -> tuple[tuple[float, float], str]:
+    """The default pixel spacing (mm) of a detector of ``shape`` pixels and its description: DEFAULT_PIXEL_MM,
+    or the default detector's width over the longer side when that would make the detector wider than
+    :data:`ct2x.geometry.DETECTOR_SIDE_RANGE_MM` allows."""
+    if max(shape) * DEFAULT_PIXEL_MM > DETECTOR_SIDE_RANGE_MM[1]:  # many pixels: the default detector's width
+        spacing = DEFAULT_DETECTOR_WIDTH_MM / max(shape)
+        return (spacing, spacing), f"{spacing:.4g} mm pixels (the default {DEFAULT_DETECTOR_WIDTH_MM:.0f} mm detector)"
+    return (DEFAULT_PIXEL_MM, DEFAULT_PIXEL_MM), f"{DEFAULT_PIXEL_MM:.4g} mm pixels"
+
+
+def _check_detector_side(name: str, shape: tuple[int, int], spacing: tuple[float, float]) -> None:
+    """Refuse, with a CT2XError naming ``name``, a detector (``shape`` pixels of ``spacing`` mm) whose height
+    or width is outside :data:`ct2x.geometry.DETECTOR_SIDE_RANGE_MM`."""
+    height, width = shape[0] * spacing[0], shape[1] * spacing[1]
+    low_mm, high_mm = DETECTOR_SIDE_RANGE_MM
+    if not (low_mm <= height <= high_mm and low_mm <= width <= high_mm):
+        raise CT2XError(
+            f"{name}: Rows x Columns = {shape[0]} x {shape[1]} pixels of {spacing[0]:g} x {spacing[1]:g} mm make a "
+            f"{height:g} x {width:g} mm detector, outside [{low_mm:g}, {high_mm:g}] mm a side, the range of real "
+            "detectors (a wider image is stitched from several exposures): give another radiograph, or set the "
+            "geometry by hand"
+        )
 
 
 def read_radiograph_geometry(path: str | os.PathLike[str]) -> RadiographGeometry:

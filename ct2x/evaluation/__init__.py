@@ -1,6 +1,9 @@
 """Evaluation of CT2X models on held-out CTs and radiographs.
 
-* :mod:`ct2x.evaluation.evaluate`: the ``ct2x evaluate`` command (its settings, the report folder).
+* :mod:`ct2x.evaluation.evaluate`: the ``ct2x evaluate`` command: reads and checks the inputs, makes
+  every method's images, scores them, writes the report.
+* :mod:`ct2x.evaluation.report`: the report folder (``report.md``, ``metrics.json``, the figures, the
+  image index of ``images/``).
 * :mod:`ct2x.evaluation.methods`: the images every method makes of the same CTs and views
   (physics DRR, styled DRR, untrained control, model) and the scores computed on them.
 * :mod:`ct2x.evaluation.measures`: the image measures (edge agreement, content sensitivity,

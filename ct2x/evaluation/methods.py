@@ -64,6 +64,12 @@ SCALE_GAP_MM = 490.0
 #: Table 3's rows without learning (:func:`projection_baselines`).
 LINE_INTEGRAL_ROW = "Line integral (affine fit per image)"
 NOISE_FREE_ROW = "Noise-free physics DRR (the anchor's B)"
+#: The rows of every table beside the models: the physics DRR, the styled DRR, the untrained control.
+DRR_ROW = "DRR (physics)"
+STYLED_ROW = "Styled DRR (histogram-matched)"
+UNTRAINED_ROW = "Untrained (random init)"
+#: Real radiographs are read at this size (pixels a side) for the Inception features (which resize to 299).
+REAL_SIZE = 256
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _short(value: object) -> str:
 
 def _read_index(report: Path) -> tuple[Path, dict[str, list[str]]]:
     """The index path and its methods (method -> image files relative to ``report``), every file checked."""
-    from ct2x.evaluation.evaluate import IMAGE_INDEX
+    from ct2x.evaluation.report import IMAGE_INDEX
 
     path = report / IMAGE_INDEX
     index = _read_json(path, "the image index of the report")
