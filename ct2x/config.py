@@ -266,21 +266,27 @@ class CT2XConfig:
 
     # ------------------------------------------------------------ validation
     def _validate(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise CT2XError(f"config key {key!r} {what}, got {getattr(self, key)!r}")
+        """Raise a CT2XError naming a key whose value is out of range (the types are checked before)."""
+        self._check_network_sizes()
+        self._check_data()
+        self._check_projection_path()
+        self._check_losses()
+        self._check_optimisation()
 
-        size = self.image_size
+    def _need(self, ok: bool, key: str, what: str) -> None:
+        """A CT2XError ``config key '<key>' <what>, got <value>`` unless ``ok``."""
+        if not ok:
+            raise CT2XError(f"config key {key!r} {what}, got {getattr(self, key)!r}")
+
+    def _check_network_sizes(self) -> None:
+        """The image size and its split into content and style layers, and the widths and sizes of
+        E_CT, the PAM, E_sty, G and D."""
+        need, size = self._need, self.image_size
         need(size >= 8 and size & (size - 1) == 0, "image_size", "must be a power of two (128 or 256 in the paper)")
         need(
             1 <= self.num_content_layers < self.num_ws,
             "num_content_layers",
             f"must leave at least one of the {self.num_ws} synthesis layers of a {size}^2 generator to the style code",
-        )
-        need(
-            self.volume_size >= 8 and self.volume_size % 8 == 0,
-            "volume_size",
-            "must be a multiple of 8 (E_CT downsamples three times)",
         )
         need(len(self.ct_channels) == 4, "ct_channels", "must list 4 widths (input layer and 3 downsampling layers)")
         need(
@@ -311,42 +317,60 @@ class CT2XConfig:
             "d_channel_base",
             "d_channel_max",
             "d_cmap_dim",
-            "batch_size",
-            "epochs",
-            "r1_interval",
-            "xray_d_channels",
-            "xray_d_scales",
         ):
             need(getattr(self, key) >= 1, key, "must be at least 1")
         need(self.pam_mip_size % self.pam_patch_size == 0, "pam_mip_size", "must be a multiple of pam_patch_size")
-        for key in (
-            "voxel_spacing_mm",
-            "sdd_mm",
-            "sid_mm",
-            "detector_width_mm",
-            "drr_step",
-            "lr",
-            "radiograph_field_mm",
-        ):
-            need(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key, "must be positive")
-        need(self.sid_mm < self.sdd_mm, "sid_mm", "must be smaller than sdd_mm")
-        need(0 <= self.ema_beta < 1, "ema_beta", "must lie in [0, 1)")
-        need(self.hu_min < self.hu_max, "hu_max", "must be larger than hu_min")
         need(
             self.pam_tau is None or (math.isfinite(self.pam_tau) and self.pam_tau > 0),
             "pam_tau",
             "must be positive (or null for sqrt(w_dim))",
         )
+
+    def _check_data(self) -> None:
+        """The CT grid, the HU window and the C-arm geometry (lengths in mm)."""
+        self._need(
+            self.volume_size >= 8 and self.volume_size % 8 == 0,
+            "volume_size",
+            "must be a multiple of 8 (E_CT downsamples three times)",
+        )
+        for key in ("voxel_spacing_mm", "sdd_mm", "sid_mm", "detector_width_mm", "drr_step"):
+            self._need_positive(key)
+        self._need(self.sid_mm < self.sdd_mm, "sid_mm", "must be smaller than sdd_mm")
+        self._need(self.hu_min < self.hu_max, "hu_max", "must be larger than hu_min")
+
+    def _check_projection_path(self) -> None:
+        """The ``projected`` preset's additions: the projection images' scales, D_X, the field of a
+        real radiograph (mm) and the physics anchor."""
+        need = self._need
         need(
             len(self.projection_scale_g_cm2) == 3 and all(v > 0 for v in self.projection_scale_g_cm2),
             "projection_scale_g_cm2",
             "must be three positive scales (air, soft tissue, bone) in g/cm^2",
         )
+        for key in ("xray_d_channels", "xray_d_scales"):
+            need(getattr(self, key) >= 1, key, "must be at least 1")
         need(
             self.image_size // 2 ** (self.xray_d_scales - 1) >= 32,
             "xray_d_scales",
             "must leave images of at least 32 pixels at the coarsest scale",
         )
+        self._need_positive("radiograph_field_mm")
+        need(
+            self.projection_inputs or not self.physics_anchor,
+            "physics_anchor",
+            "needs projection_inputs (the base image is computed from the projection images)",
+        )
+        from ct2x.drr.spectrum import parse_name
+
+        try:
+            parse_name(self.physics_spectrum)
+        except CT2XError as error:
+            raise CT2XError(f"config key 'physics_spectrum': {error}") from None
+
+    def _check_losses(self) -> None:
+        """The loss weights (each >= 0; the terms on synthesized X-rays only with E_sty), the
+        adversarial loss's form and LPIPS's backbone."""
+        need = self._need
         for key in (
             "lambda_mae",
             "lambda_lpips",
@@ -360,30 +384,30 @@ class CT2XConfig:
             "lambda_hist",
         ):
             need(math.isfinite(getattr(self, key)) and getattr(self, key) >= 0, key, "must be a weight >= 0")
-        need(
-            self.projection_inputs or not self.physics_anchor,
-            "physics_anchor",
-            "needs projection_inputs (the base image is computed from the projection images)",
-        )
-        from ct2x.drr.spectrum import parse_name
-
-        try:
-            parse_name(self.physics_spectrum)
-        except CT2XError as error:
-            raise CT2XError(f"config key 'physics_spectrum': {error}") from None
         for key in ("lambda_edge", "lambda_hist"):
             need(
                 getattr(self, key) == 0 or self.use_style_encoder,
                 key,
                 "weighs a term on the synthesized X-rays, which need the style encoder (use_style_encoder)",
             )
-        need(
+        need(self.adv_loss in ADV_LOSSES, "adv_loss", f"must be one of {', '.join(ADV_LOSSES)}")
+        need(self.lpips_backbone in LPIPS_BACKBONES, "lpips_backbone", f"must be one of {', '.join(LPIPS_BACKBONES)}")
+
+    def _check_optimisation(self) -> None:
+        """Batch size, epochs, learning rate, Adam's betas, the EMA decay and the R1 interval."""
+        for key in ("batch_size", "epochs", "r1_interval"):
+            self._need(getattr(self, key) >= 1, key, "must be at least 1")
+        self._need_positive("lr")
+        self._need(0 <= self.ema_beta < 1, "ema_beta", "must lie in [0, 1)")
+        self._need(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
             "adam_betas",
             "must be two numbers in [0, 1)",
         )
-        need(self.adv_loss in ADV_LOSSES, "adv_loss", f"must be one of {', '.join(ADV_LOSSES)}")
-        need(self.lpips_backbone in LPIPS_BACKBONES, "lpips_backbone", f"must be one of {', '.join(LPIPS_BACKBONES)}")
+
+    def _need_positive(self, key: str) -> None:
+        """A CT2XError unless the float ``key`` is finite and > 0."""
+        self._need(math.isfinite(getattr(self, key)) and getattr(self, key) > 0, key, "must be positive")
 
 
 #: The CPU preset: a 32^3 CT, 128^2 images (12 synthesis layers: 8 content, 4 style), narrow networks.

@@ -284,8 +284,16 @@ def discriminator_adversarial_loss(
 # ----------------------------------------------------------------------------- eq. 18-19
 
 
+class _LossTerms:
+    """A dataclass of loss terms, each a 0-dim tensor."""
+
+    def as_floats(self) -> dict[str, float]:
+        """The terms as Python floats, by field name, for logging."""
+        return {f.name: float(getattr(self, f.name).detach()) for f in fields(self)}
+
+
 @dataclass
-class GeneratorLosses:
+class GeneratorLosses(_LossTerms):
     """The terms of eq. 18 (0-dim tensors; a skipped term is 0). ``total`` is what to back-propagate."""
 
     total: torch.Tensor  #: L_total^gan (eq. 18)
@@ -301,13 +309,9 @@ class GeneratorLosses:
     edge: torch.Tensor  #: L_edge (unweighted; 0 without lambda_edge)
     hist: torch.Tensor  #: L_hist (unweighted; 0 without lambda_hist)
 
-    def as_floats(self) -> dict[str, float]:
-        """The terms as Python floats, for logging."""
-        return {f.name: float(getattr(self, f.name).detach()) for f in fields(self)}
-
 
 @dataclass
-class DiscriminatorLosses:
+class DiscriminatorLosses(_LossTerms):
     """The terms of eq. 19 (0-dim tensors). ``total`` is what to back-propagate."""
 
     total: torch.Tensor  #: L_total^dis = lambda_adv L_adv^dis (eq. 19), or lambda_xray_adv times D_X's
@@ -315,10 +319,6 @@ class DiscriminatorLosses:
     r1: torch.Tensor  #: E |grad_x D(x)|^2 on the reals (eq. 17, unweighted)
     real_score: torch.Tensor  #: mean D(x) over the reals (DRRs for D, radiographs for D_X)
     fake_score: torch.Tensor  #: mean D over the fakes
-
-    def as_floats(self) -> dict[str, float]:
-        """The terms as Python floats, for logging."""
-        return {f.name: float(getattr(self, f.name).detach()) for f in fields(self)}
 
 
 class CT2XLoss(nn.Module):

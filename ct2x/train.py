@@ -42,6 +42,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,34 +71,12 @@ from ct2x.data.radiographs import evenly_spread, read_radiographs
 from ct2x.device import torch_device
 from ct2x.errors import CT2XError
 from ct2x.folder_lock import folder_lock
-from ct2x.losses import CT2XLoss
+from ct2x.losses import CT2XLoss, DiscriminatorLosses, GeneratorLosses
 from ct2x.models import CT2XGAN, is_discriminator_key
 from ct2x.models.ct2xgan import DISCRIMINATORS
 from ct2x.models.inputs import output_image, xray_input
+from ct2x.options import TrainOptions  # the options of ct2x train, torch-free (the CLI and Slicer read them)
 from ct2x.progress_line import format_checkpoint, format_progress
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to run training (the model and loss settings are in :class:`CT2XConfig`).
-
-    ``steps`` = total optimisation steps (``None``: the config's epochs over the dataset);
-    intervals are in steps; ``workers`` = data-loading processes per training process.
-    """
-
-    data: Path
-    xray: Path
-    out: Path
-    steps: int | None = None
-    resume: bool = False
-    device: str | None = None
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 10
-    image_every: int = 100
-    workers: int = 2
-    progress: bool = True
-    init: Path | None = None
 
 
 class GeneratorSide(nn.Module):
@@ -221,37 +200,97 @@ def train(config: CT2XConfig, options: TrainOptions) -> Path:
 
 
 def _train(config: CT2XConfig, options: TrainOptions) -> Path:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
+    """Train in this process (rank ``RANK`` of ``WORLD_SIZE`` under torchrun): set the run up
+    (resuming its latest checkpoint with ``options.resume``), run :class:`_Trainer`'s loop, then
+    (rank 0) write the model of the step reached. Returns the model's path."""
     rank, local_rank, world = _distributed()
     device = _device(options.device, local_rank, world)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    main_process = rank == 0
-    run = options.out
     dataset = CTViewDataset(options.data, options.xray, config, seed=options.seed)
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
     total = options.steps if options.steps is not None else config.epochs * steps_per_epoch
     if total < 1:
         raise CT2XError(f"--steps must be at least 1, got {total}")
-
-    saved: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None
-    if options.resume:
-        saved = load_latest(run)
-        differences = _config_differences(saved[0]["config"], config)
-        if differences:
-            raise CT2XError(
-                f"cannot resume {run} with another config: {'; '.join(differences)}; "
-                "use the run's config or choose another --out"
-            )
-        if saved[0]["manifest_hash"] != dataset.manifest_hash:
-            raise CT2XError(f"cannot resume {run}: it was trained on another dataset than {options.data}")
-        if int(saved[0]["step"]) >= total:
-            raise CT2XError(f"{run} already trained {saved[0]['step']} steps (>= --steps {total}): raise --steps")
+    saved = _checkpoint_to_resume(config, options, dataset, total) if options.resume else None
     if options.init is not None and options.resume:
         raise CT2XError("--init starts a new run from a model; --resume continues a run: give one of them")
 
+    nets, initialized = _build_networks(config, options, device)
+    step = _restore(nets, saved) if saved is not None else 0
+    if world > 1:
+        _wrap_distributed(nets, config, device)
+    trainer = _Trainer(config, options, dataset, nets, device, step, total, rank, world)
+    trainer.run()
+    model_path = options.out / "model.safetensors"
+    if rank == 0:
+        _write_model_card(model_path, config, nets.ema, dataset, trainer.step, trainer.losses, options, initialized)
+        if trainer.step < total:
+            print(f"stopped at step {trainer.step} of {total}: model written; continue with --resume", flush=True)
+    if world > 1:
+        dist.barrier()
+    return model_path
+
+
+def _checkpoint_to_resume(
+    config: CT2XConfig, options: TrainOptions, dataset: CTViewDataset, total: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The run's latest checkpoint (JSON info, tensors), or a CT2XError when it cannot be continued:
+    another config, another dataset, or already ``total`` steps or more."""
+    run = options.out
+    saved = load_latest(run)
+    differences = _config_differences(saved[0]["config"], config)
+    if differences:
+        raise CT2XError(
+            f"cannot resume {run} with another config: {'; '.join(differences)}; "
+            "use the run's config or choose another --out"
+        )
+    if saved[0]["manifest_hash"] != dataset.manifest_hash:
+        raise CT2XError(f"cannot resume {run}: it was trained on another dataset than {options.data}")
+    if int(saved[0]["step"]) >= total:
+        raise CT2XError(f"{run} already trained {saved[0]['step']} steps (>= --steps {total}): raise --steps")
+    return saved
+
+
+@dataclass
+class _Networks:
+    """The players of one run and their optimisers.
+
+    ``g_train``, ``d_train`` and ``x_train`` are what the steps call: ``g_side``, D and D_X
+    themselves, or their DistributedDataParallel wrappers under torchrun (:func:`_wrap_distributed`).
+    ``autocast`` is bfloat16 autocast on a CUDA device and does nothing elsewhere.
+    """
+
+    model: CT2XGAN
+    g_side: GeneratorSide
+    ema: GeneratorSide
+    loss_fn: CT2XLoss
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    opt_x: torch.optim.Optimizer | None
+    r1_interval: int
+    autocast: torch.autocast
+    g_train: nn.Module
+    d_train: nn.Module
+    x_train: nn.Module | None
+
+    def discriminators(self) -> list[nn.Module]:
+        """D, and D_X when the config has it."""
+        return [d for d in (self.model.discriminator, self.model.xray_discriminator) if d is not None]
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimisers by their names in a checkpoint: ``g``, ``d`` and (with D_X) ``x``."""
+        return {"g": self.opt_g, "d": self.opt_d, **({"x": self.opt_x} if self.opt_x is not None else {})}
+
+
+def _build_networks(
+    config: CT2XConfig, options: TrainOptions, device: torch.device
+) -> tuple[_Networks, dict[str, Any] | None]:
+    """A fresh CT2X-GAN seeded with ``options.seed`` (warm-started from ``options.init`` if given),
+    its EMA copy, the loss and the optimisers; also what :func:`warm_start` returned (or ``None``).
+
+    The discriminators' Adam runs at ``lr * k / (k + 1)`` with betas raised to ``k / (k + 1)``
+    (k = the R1 interval: StyleGAN2's minibatch-ratio correction for lazily regularised players)."""
     torch.manual_seed(options.seed)
     model = CT2XGAN(config).to(device)
     initialized = warm_start(model, options.init) if options.init is not None else None
@@ -269,159 +308,257 @@ def _train(config: CT2XConfig, options: TrainOptions) -> Path:
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr * ratio, betas=d_betas)
     x_disc = model.xray_discriminator
     opt_x = torch.optim.Adam(x_disc.parameters(), lr=config.lr * ratio, betas=d_betas) if x_disc else None
-
-    step = 0
-    if saved is not None:
-        info, tensors = saved
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        optimizer_from_files("opt_g", opt_g, tensors, info["optimizers"]["g"])
-        optimizer_from_files("opt_d", opt_d, tensors, info["optimizers"]["d"])
-        if opt_x is not None:
-            optimizer_from_files("opt_x", opt_x, tensors, info["optimizers"]["x"])
-        torch.set_rng_state(tensors["rng.torch"])
-        step = int(info["step"])
-
-    g_train: nn.Module = g_side
-    d_train: nn.Module = model.discriminator
-    x_train: nn.Module | None = x_disc
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        # Without L_consis the content branch of E_sty takes no part in the loss.
-        unused = config.use_style_encoder and not config.consistency_enabled
-        g_train = nn.parallel.DistributedDataParallel(g_side, device_ids=ids, find_unused_parameters=unused)
-        d_train = nn.parallel.DistributedDataParallel(model.discriminator, device_ids=ids)
-        if x_disc is not None:
-            x_train = nn.parallel.DistributedDataParallel(x_disc, device_ids=ids)
-
-    sampler = StepSampler(len(dataset), config.batch_size, options.seed, step, rank, world)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=options.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=options.workers > 0,
-        worker_init_fn=_ignore_stop_signals,
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    nets = _Networks(
+        model=model,
+        g_side=g_side,
+        ema=ema,
+        loss_fn=loss_fn,
+        opt_g=opt_g,
+        opt_d=opt_d,
+        opt_x=opt_x,
+        r1_interval=r1_interval,
+        autocast=autocast,
+        g_train=g_side,
+        d_train=model.discriminator,
+        x_train=x_disc,
     )
-    preview = {k: v.to(device) for k, v in _preview_batch(dataset).items()}
-    writer = SummaryWriter(str(run / "tensorboard")) if main_process else None
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (options.progress and main_process))
-    metrics_file = run / "metrics.jsonl"
-    losses: dict[str, float] = {}
-    data_wait, tick, logged_step, first_step = 0.0, time.perf_counter(), step, step
+    return nets, initialized
 
-    def checkpoint() -> Path:
-        optimizers = {"g": opt_g, "d": opt_d, **({"x": opt_x} if opt_x is not None else {})}
-        info, tensors = _checkpoint_payload(config, dataset.manifest_hash, model, ema, optimizers, step, losses)
+
+def _restore(nets: _Networks, saved: tuple[dict[str, Any], dict[str, torch.Tensor]]) -> int:
+    """Load a checkpoint (:func:`_checkpoint_payload`'s JSON info and tensors) into ``nets``: the
+    model, the EMA copy and the optimisers, and the torch RNG state. Returns the checkpoint's step."""
+    info, tensors = saved
+    nets.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    nets.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    for name, optimizer in nets.optimizers().items():
+        optimizer_from_files(f"opt_{name}", optimizer, tensors, info["optimizers"][name])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(info["step"])
+
+
+def _wrap_distributed(nets: _Networks, config: CT2XConfig, device: torch.device) -> None:
+    """Wrap the generator side, D and D_X (each on its own) in DistributedDataParallel, in place."""
+    ids = [device.index] if device.type == "cuda" else None
+    # Without L_consis the content branch of E_sty takes no part in the loss.
+    unused = config.use_style_encoder and not config.consistency_enabled
+    nets.g_train = nn.parallel.DistributedDataParallel(nets.g_side, device_ids=ids, find_unused_parameters=unused)
+    nets.d_train = nn.parallel.DistributedDataParallel(nets.model.discriminator, device_ids=ids)
+    if nets.model.xray_discriminator is not None:
+        nets.x_train = nn.parallel.DistributedDataParallel(nets.model.xray_discriminator, device_ids=ids)
+
+
+class _Trainer:
+    """The loop of one run: each step takes this rank's share of a global batch, runs the D step,
+    the G step and the EMA update, then rank 0 reports (:class:`_Reporter`) and writes the checkpoint
+    every ``checkpoint_every`` steps. A stop signal ends the loop after the step in progress; the
+    last checkpoint is written at the end either way.
+
+    ``step`` counts the steps done; ``losses`` holds the last step's loss terms (and, at a logged
+    step, its timings), as the checkpoints and the model card record them.
+    """
+
+    def __init__(
+        self,
+        config: CT2XConfig,
+        options: TrainOptions,
+        dataset: CTViewDataset,
+        nets: _Networks,
+        device: torch.device,
+        step: int,
+        total: int,
+        rank: int,
+        world: int,
+    ):
+        self.config, self.options, self.dataset, self.nets, self.device = config, options, dataset, nets, device
+        self.step, self.total, self.main_process = step, total, rank == 0
+        self.losses: dict[str, float] = {}
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=StepSampler(len(dataset), config.batch_size, options.seed, step, rank, world),
+            num_workers=options.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=options.workers > 0,
+            worker_init_fn=_ignore_stop_signals,
+        )
+        self.reporter = _Reporter(options, dataset, device, step, total, self.main_process)
+
+    def run(self) -> None:
+        """Train up to ``total`` steps or until a stop signal, then write the last checkpoint (rank 0)."""
+        with _StopRequest() as stop:
+            batches = iter(self.loader)
+            while self.step < self.total and not stop.requested:
+                self.train_step(batches)
+                if self.main_process:
+                    self.reporter.step_done(self.step, self.losses, self.nets.ema)
+                    if self.step % self.options.checkpoint_every == 0 and self.step < self.total:
+                        self.checkpoint()
+            self.reporter.bar.close()
+            if self.main_process:
+                self.checkpoint()
+                self.reporter.writer.close()
+
+    def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> None:
+        """One step on the next batch of ``batches``: D and D_X, then G, then the EMA copy with decay
+        ``min(ema_beta, (1 + t) / (10 + t))`` at step ``t``. A CT2XError if a loss is not finite."""
+        waited = time.perf_counter()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+        self.reporter.data_wait += time.perf_counter() - waited
+        inputs = (batch["volume"], batch["pose"], batch["mip"], batch["drr"],
+                  batch["xray"] if self.config.use_style_encoder else None, batch.get("projections"))  # fmt: skip
+        d_losses, x_losses = _discriminator_step(self.nets, batch, inputs, self.step)
+        g_losses = _generator_step(self.nets, batch, inputs)
+        _update_ema(self.nets.ema, self.nets.g_side, min(self.config.ema_beta, (1 + self.step) / (10 + self.step)))
+        self.step += 1
+        self.losses = _step_losses(g_losses, d_losses, x_losses, self.step)
+
+    def checkpoint(self) -> Path:
+        """Write the checkpoint of the step reached and print its ``CT2X-CHECKPOINT`` line; returns its path.
+        A failed write is a CT2XError naming the checkpoint that is kept."""
+        run, step = self.options.out, self.step
+        nets = self.nets
+        info, tensors = _checkpoint_payload(
+            self.config, self.dataset.manifest_hash, nets.model, nets.ema, nets.optimizers(), step, self.losses
+        )
         try:
             path = save_checkpoint(run, step, tensors, info)
         except WriteError as error:
             last = latest_step(run)
             kept = f"the last good checkpoint, step {last}, is kept" if last else "no checkpoint was written before"
-            bar.close()  # the error goes on a line of its own
+            self.reporter.bar.close()  # the error goes on a line of its own
             raise CT2XError(f"{error}; {kept}: free space, then continue with --resume") from None
         print(format_checkpoint(step, path), flush=True)
         return path
 
-    with _StopRequest() as stop:
-        batches = iter(loader)
-        while step < total and not stop.requested:
-            waited = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            data_wait += time.perf_counter() - waited
-            inputs = (batch["volume"], batch["pose"], batch["mip"], batch["drr"],
-                      batch["xray"] if config.use_style_encoder else None, batch.get("projections"))  # fmt: skip
 
-            # ---- D and D_X steps (eq. 17, 19), lazy R1
-            for disc in (model.discriminator, x_disc):
-                if disc is not None:
-                    _set_requires_grad(disc, True)
-            with torch.no_grad(), amp:
-                outputs = g_train(*inputs)
-            r1_scale = float(r1_interval) if step % r1_interval == 0 else 0.0
-            with amp:
-                d_losses = loss_fn.discriminator_loss(
-                    d_train, outputs.fake.float(), batch["drr"], batch["pose"], r1_scale
-                )
-            opt_d.zero_grad(set_to_none=True)
-            d_losses.total.backward()
-            opt_d.step()
-            x_losses = None
-            if x_train is not None:
-                with amp:
-                    x_losses = loss_fn.xray_discriminator_loss(
-                        x_train, outputs.fake.float(), batch["xray_real"], r1_scale
-                    )
-                opt_x.zero_grad(set_to_none=True)
-                x_losses.total.backward()
-                opt_x.step()
+def _discriminator_step(
+    nets: _Networks, batch: dict[str, torch.Tensor], inputs: tuple[torch.Tensor | None, ...], step: int
+) -> tuple[DiscriminatorLosses, DiscriminatorLosses | None]:
+    """The D and D_X steps (eq. 17, 19) against the generator's fakes for ``inputs`` (made without
+    gradients); the R1 penalty lazily, at every ``r1_interval``-th ``step`` with its weight times the
+    interval. Returns D's losses and D_X's (``None`` without D_X)."""
+    for disc in nets.discriminators():
+        _set_requires_grad(disc, True)
+    with torch.no_grad(), nets.autocast:
+        outputs = nets.g_train(*inputs)
+    r1_scale = float(nets.r1_interval) if step % nets.r1_interval == 0 else 0.0
+    with nets.autocast:
+        d_losses = nets.loss_fn.discriminator_loss(
+            nets.d_train, outputs.fake.float(), batch["drr"], batch["pose"], r1_scale
+        )
+    nets.opt_d.zero_grad(set_to_none=True)
+    d_losses.total.backward()
+    nets.opt_d.step()
+    x_losses = None
+    if nets.x_train is not None:
+        with nets.autocast:
+            x_losses = nets.loss_fn.xray_discriminator_loss(
+                nets.x_train, outputs.fake.float(), batch["xray_real"], r1_scale
+            )
+        nets.opt_x.zero_grad(set_to_none=True)
+        x_losses.total.backward()
+        nets.opt_x.step()
+    return d_losses, x_losses
 
-            # ---- G step (eq. 18) with the discriminators frozen
-            for disc in (model.discriminator, x_disc):
-                if disc is not None:
-                    _set_requires_grad(disc, False)
-            with amp:
-                outputs = g_train(*inputs)
-                g_losses = loss_fn.generator_loss(
-                    outputs, batch["drr"], batch["pose"], d_train, x_train, batch.get("xray_field")
-                )
-            opt_g.zero_grad(set_to_none=True)
-            g_losses.total.backward()
-            opt_g.step()
-            _update_ema(ema, g_side, min(config.ema_beta, (1 + step) / (10 + step)))
-            step += 1
 
-            losses = {
-                **{f"g/{k}": v for k, v in g_losses.as_floats().items()},
-                **{f"d/{k}": v for k, v in d_losses.as_floats().items()},
-                **({f"dx/{k}": v for k, v in x_losses.as_floats().items()} if x_losses is not None else {}),
-            }
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise CT2XError(f"training diverged at step {step} (a loss is not finite): lower lr in the config")
-            if main_process:
-                bar.update()
-                logged = step % options.log_every == 0 or step == total
-                if step == first_step + 1 and not logged:  # the step time, early (for CT2XTraining's Stop)
-                    print(format_progress(step, total, step_s=time.perf_counter() - tick), flush=True)
-                if logged:
-                    steps_done = step - logged_step
-                    losses["time/step_s"] = (time.perf_counter() - tick) / steps_done
-                    losses["time/data_wait_s"] = data_wait / steps_done
-                    data_wait, tick, logged_step = 0.0, time.perf_counter(), step
-                    for key, value in losses.items():
-                        writer.add_scalar(key, value, step)
-                    with metrics_file.open("a", encoding="utf-8") as handle:
-                        handle.write(json.dumps({"step": step, **losses}) + "\n")
-                    print(
-                        format_progress(
-                            step,
-                            total,
-                            loss_g=losses["g/total"],
-                            loss_d=losses["d/total"],
-                            rec=losses["g/rec"],
-                            step_s=losses["time/step_s"],
-                        ),
-                        flush=True,
-                    )
-                if step % options.image_every == 0 or step == total:
-                    writer.add_image(
-                        "views/true_drr-reconstructed_drr-synthesized_xray", _image_grid(ema, preview), step
-                    )
-                if step % options.checkpoint_every == 0 and step < total:
-                    checkpoint()
-        bar.close()
-        if main_process:
-            checkpoint()
-            writer.close()
-    model_path = run / "model.safetensors"
-    if main_process:
-        _write_model_card(model_path, config, ema, dataset, step, losses, options, initialized)
-        if step < total:
-            print(f"stopped at step {step} of {total}: model written; continue with --resume", flush=True)
-    if world > 1:
-        dist.barrier()
-    return model_path
+def _generator_step(
+    nets: _Networks, batch: dict[str, torch.Tensor], inputs: tuple[torch.Tensor | None, ...]
+) -> GeneratorLosses:
+    """The G step (eq. 18) on ``inputs`` with the discriminators frozen; returns its losses."""
+    for disc in nets.discriminators():
+        _set_requires_grad(disc, False)
+    with nets.autocast:
+        outputs = nets.g_train(*inputs)
+        g_losses = nets.loss_fn.generator_loss(
+            outputs, batch["drr"], batch["pose"], nets.d_train, nets.x_train, batch.get("xray_field")
+        )
+    nets.opt_g.zero_grad(set_to_none=True)
+    g_losses.total.backward()
+    nets.opt_g.step()
+    return g_losses
+
+
+def _step_losses(
+    g_losses: GeneratorLosses, d_losses: DiscriminatorLosses, x_losses: DiscriminatorLosses | None, step: int
+) -> dict[str, float]:
+    """A step's loss terms as floats named ``g/<term>``, ``d/<term>`` and ``dx/<term>``, or a
+    CT2XError when one is not finite (``step``: the steps done, for the message)."""
+    losses = {
+        **{f"g/{k}": v for k, v in g_losses.as_floats().items()},
+        **{f"d/{k}": v for k, v in d_losses.as_floats().items()},
+        **({f"dx/{k}": v for k, v in x_losses.as_floats().items()} if x_losses is not None else {}),
+    }
+    if not all(math.isfinite(v) for v in losses.values()):
+        raise CT2XError(f"training diverged at step {step} (a loss is not finite): lower lr in the config")
+    return losses
+
+
+class _Reporter:
+    """What a run reports after each step (rank 0 only; the other ranks' bar is disabled and they
+    have no writer): the tqdm bar; at the first step, when it is not logged, a ``CT2X-PROGRESS`` line
+    with the step time (for CT2XTraining's Stop); every ``log_every`` steps and at the last one, the
+    losses and timings to TensorBoard, ``metrics.jsonl`` and a ``CT2X-PROGRESS`` line; every
+    ``image_every`` steps and at the last one, the preview grid of the EMA model to TensorBoard.
+
+    ``data_wait`` sums the seconds spent waiting for batches since the last logged step.
+    """
+
+    def __init__(
+        self,
+        options: TrainOptions,
+        dataset: CTViewDataset,
+        device: torch.device,
+        step: int,
+        total: int,
+        main_process: bool,
+    ):
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self.options, self.total = options, total
+        self.preview = {k: v.to(device) for k, v in _preview_batch(dataset).items()}
+        self.writer = SummaryWriter(str(options.out / "tensorboard")) if main_process else None
+        show = options.progress and main_process
+        self.bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show)
+        self.metrics_file = options.out / "metrics.jsonl"
+        self.data_wait, self.tick, self.logged_step, self.first_step = 0.0, time.perf_counter(), step, step
+
+    def step_done(self, step: int, losses: dict[str, float], ema: nn.Module) -> None:
+        """Report step ``step`` (steps done) with its ``losses``; ``ema`` draws the preview grid."""
+        self.bar.update()
+        logged = step % self.options.log_every == 0 or step == self.total
+        if step == self.first_step + 1 and not logged:  # the step time, early (for CT2XTraining's Stop)
+            print(format_progress(step, self.total, step_s=time.perf_counter() - self.tick), flush=True)
+        if logged:
+            self.log(step, losses)
+        if step % self.options.image_every == 0 or step == self.total:
+            self.writer.add_image(
+                "views/true_drr-reconstructed_drr-synthesized_xray", _image_grid(ema, self.preview), step
+            )
+
+    def log(self, step: int, losses: dict[str, float]) -> None:
+        """Add the mean seconds per step and waiting for data since the last logged step to ``losses``
+        (in place: the checkpoint and the model card record them too), then write them out."""
+        steps_done = step - self.logged_step
+        losses["time/step_s"] = (time.perf_counter() - self.tick) / steps_done
+        losses["time/data_wait_s"] = self.data_wait / steps_done
+        self.data_wait, self.tick, self.logged_step = 0.0, time.perf_counter(), step
+        for key, value in losses.items():
+            self.writer.add_scalar(key, value, step)
+        with self.metrics_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **losses}) + "\n")
+        print(
+            format_progress(
+                step,
+                self.total,
+                loss_g=losses["g/total"],
+                loss_d=losses["d/total"],
+                rec=losses["g/rec"],
+                step_s=losses["time/step_s"],
+            ),
+            flush=True,
+        )
 
 
 def warm_start(model: CT2XGAN, path: Path) -> dict[str, Any]:
