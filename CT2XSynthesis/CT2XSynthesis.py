@@ -86,6 +86,7 @@ from ct2x.geometry import (
     SID_RANGE_MM,
     CArm,
 )
+from ct2x.options import DEFAULT_ANGLES, SynthesizeOptions
 from ct2x.radiograph_geometry import read_radiograph_geometry
 
 #: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
@@ -132,8 +133,8 @@ class CT2XSynthesisParameterNode:
     # A style stored with the chosen model. Bound by hand (CT2XSynthesisWidget.onModelStyleChanged): its choices
     # change with the model, and from Slicer 5.8 on a ctkComboBox bound to a str needs a fixed Choice list.
     modelStyle: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    angles: str = "-60, -30, 0, 30, 60"
+    device: Annotated[str, Choice(list(DEVICES))] = SynthesizeOptions.device  # ct2x synthesize's default
+    angles: str = ", ".join(f"{angle:g}" for angle in DEFAULT_ANGLES)
     primary: Annotated[float, WithinRange(-180.0, 180.0)] = 0.0
     secondary: Annotated[float, WithinRange(-90.0, 90.0)] = 0.0
     livePreview: bool = False

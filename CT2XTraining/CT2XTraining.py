@@ -44,6 +44,7 @@ from slicer.util import VTKObservationMixin
 import ct2x
 from ct2x.contracts import MODEL_FILE
 from ct2x.errors import CT2XError
+from ct2x.options import DEFAULT_DEVICE, default_prepare_workers
 
 CONFIG_CHOICES = [*BUILTIN_CONFIGS, "file"]
 POLL_INTERVAL_MS = 200
@@ -70,16 +71,17 @@ class CT2XTraining(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class CT2XTrainingParameterNode:
-    """GUI state; steps = 0 means the configuration's number of steps."""
+    """GUI state; steps = 0 means the configuration's number of steps. The defaults are the core's
+    (:mod:`ct2x.options`): preset, device and the workers of ``ct2x prepare``."""
 
     ctFolder: Path
     xrayFolder: Path
     outputFolder: Path
     config: Annotated[str, Choice(CONFIG_CHOICES)] = DEFAULT_CONFIG
     configFile: Path
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = DEFAULT_DEVICE
     steps: Annotated[int, WithinRange(0, 10_000_000)] = 0
-    workers: Annotated[int, WithinRange(1, 64)] = 2
+    workers: Annotated[int, WithinRange(1, 64)] = default_prepare_workers()
 
 
 def coreRoot() -> Path:

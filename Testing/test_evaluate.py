@@ -105,7 +105,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         image = sitk.GetImageFromArray(volume.array)
         image.SetSpacing(tuple(volume.spacing))
         sitk.WriteImage(image, str(root / "cts" / f"ct{n}.nii.gz"))
-    settings = PrepareSettings(angles=(-30.0, 30.0), detector_size=64, pixel_mm=4.0, step=0.5, photons=0, grid_size=32)
+    settings = PrepareSettings(
+        angles=(-30.0, 30.0), detector_size=64, pixel_mm=4.0, step=0.5, photons=0, grid_size=32, projections=False
+    )  # without projections: the report says which rows they would add
     prepare_dataset(root / "cts", root / "data", settings, workers=1, progress=False)
     (root / "xray").mkdir()
     for n, image in enumerate(_ramps(3, seed=5, size=80)):
@@ -130,7 +132,7 @@ def test_prepared_volume_is_the_stored_grid_in_place(inputs: dict[str, Path]) ->
 
 
 def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
-    from ct2x.evaluation.evaluate import DRR_ROW, STYLED_ROW, UNTRAINED_ROW
+    from ct2x.evaluation.methods import DRR_ROW, STYLED_ROW, UNTRAINED_ROW
 
     monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", _PixelFeatures)
     out = tmp_path / "report"

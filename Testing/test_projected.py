@@ -209,7 +209,7 @@ def _pam_mip(model, ct, carm: CArm) -> torch.Tensor:  # noqa: ANN001
 
 
 def test_projected_preset_refuses_a_dataset_without_projections(inputs: dict[str, Path], tmp_path: Path) -> None:
-    settings = PrepareSettings(angles=(0.0,), detector_size=64, step=0.5, photons=0, grid_size=32)
+    settings = PrepareSettings(angles=(0.0,), detector_size=64, step=0.5, photons=0, grid_size=32, projections=False)
     prepare_dataset(inputs["root"] / "cts", tmp_path / "plain", settings, workers=1, progress=False)
     with pytest.raises(CT2XError, match="--projections"):
         CTViewDataset(tmp_path / "plain", inputs["xray"], CONFIG)

@@ -48,11 +48,11 @@ def test_prepare_command_line(folders):
     command = prepare_command("/S/PythonSlicer", PrepareOptions(folders / "ct", out, angles=(-60, 0, 30.5), workers=2))
     assert command == [
         "/S/PythonSlicer", "-m", "ct2x", "prepare", "--ct", str(folders / "ct"), "--out", str(out / "data"),
-        "--projections", "--angles", "-60", "0", "30.5", "--workers", "2",
+        "--angles", "-60", "0", "30.5", "--workers", "2",
     ]  # fmt: skip
     minimal = prepare_command("py", PrepareOptions(folders / "ct", out, device="cuda"))
     assert minimal[4:] == [
-        "--ct", str(folders / "ct"), "--out", str(out / "data"), "--projections", "--random-views", "64",
+        "--ct", str(folders / "ct"), "--out", str(out / "data"), "--random-views", "64",
         "--device", "cuda",
     ]  # fmt: skip
 

@@ -49,6 +49,7 @@ from ct2x.geometry import (
     DEFAULT_SID_MM,
     CArm,
 )
+from ct2x.options import DEFAULT_DEVICE
 from ct2x.radiograph_geometry import RadiographGeometry
 from ct2x.volume import CTVolume, check_finite
 from CT2XSynthesisLib.background import SynthesisJob
@@ -358,7 +359,7 @@ class PhysicsDRRRenderer(Renderer):
     ``device`` is a :data:`DEVICES` choice. ``ct2x.drr`` (and torch) are imported on first use.
     """
 
-    def __init__(self, device: str = "auto", **drr_options: object) -> None:
+    def __init__(self, device: str = DEFAULT_DEVICE, **drr_options: object) -> None:
         self.device = device
         self.drr_options = drr_options
 
@@ -374,7 +375,7 @@ class PhysicsDRRRenderer(Renderer):
         return images.detach().cpu().numpy()
 
 
-def physics_drr_renderer(device: str = "auto", **drr_options: object) -> PhysicsDRRRenderer:
+def physics_drr_renderer(device: str = DEFAULT_DEVICE, **drr_options: object) -> PhysicsDRRRenderer:
     """:class:`PhysicsDRRRenderer` (mode :data:`DRR_PHYSICS_MODE`)."""
     return PhysicsDRRRenderer(device, **drr_options)
 
@@ -426,7 +427,7 @@ class LearnedRenderer(Renderer):
         self,
         model_path: str | Path | None = None,
         style: str | Path | np.ndarray | None = None,
-        device: str = "auto",
+        device: str = DEFAULT_DEVICE,
         model_style: str | None = None,
     ) -> None:
         if style is not None and model_style is not None:
@@ -487,7 +488,7 @@ class LearnedRenderer(Renderer):
 def learned_renderer(
     model_path: str | Path | None = None,
     style: str | Path | np.ndarray | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     model_style: str | None = None,
 ) -> LearnedRenderer:
     """:class:`LearnedRenderer` (mode :data:`LEARNED_MODE`)."""
@@ -509,7 +510,7 @@ class RendererChoice:
     style_file: str = ""
     style_key: str = ""
     model_style: str = ""
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
 
     def model_path(self) -> Path | None:
         """The chosen model file (it may be missing), or None for the physics renderer or no file yet."""

@@ -3,14 +3,16 @@
 The CT2XTraining module runs the core's command-line verbs in a separate process (see
 :mod:`CT2XTrainingLib.runner`), so that Slicer's GUI never waits on them:
 
-* ``ct2x prepare --ct CT_DIR --out DATA_DIR --projections (--random-views N | --angles A ...) [--workers N]
+* ``ct2x prepare --ct CT_DIR --out DATA_DIR (--random-views N | --angles A ...) [--workers N]
   [--device DEVICE]`` turns a folder of CT volumes into a training set (resampled CTs, DRRs, poses, and the
-  projection images every preset can train on);
+  projection images every preset can train on, which prepare stores by default);
 * ``ct2x train --data DATA_DIR --xray XRAY_DIR --config projected|small|paper|FILE --out RUN_DIR
   [--steps N] [--resume] [--device DEVICE]`` trains (or resumes training of) a model.
 
 One output folder holds both: the prepared data in ``<output>/data`` and the training
-run in ``<output>/run``. Paths are absolute; angles in degrees.
+run in ``<output>/run``. Paths are absolute; angles in degrees. The defaults and the checks of the
+numbers are the core's (:mod:`ct2x.options`), so a bad value is refused here, before a job starts,
+in the words ``ct2x`` would use.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ct2x import options as core
 from ct2x.config import PRESETS as BUILTIN_CONFIGS  # built-in configurations (--config projected|small|paper)
 from ct2x.contracts import DEVICE_CHOICES as DEVICES  # "auto" passes no --device (the core decides)
 from ct2x.errors import CT2XError
 
 #: The configuration a new training job uses (the core's ``ct2x train`` default).
-DEFAULT_CONFIG = "projected"
+DEFAULT_CONFIG = core.DEFAULT_PRESET
 #: Views per CT drawn from the core's continuous ranges when no angles are given.
 RANDOM_VIEWS = 64
 
@@ -82,7 +85,8 @@ class PrepareOptions:
         output_dir: the run's output folder; the data go to ``<output_dir>/data``.
         angles: primary angles (degrees) of the supervision DRRs; empty = :data:`RANDOM_VIEWS` views
             per CT drawn from continuous ranges of angle and distance.
-        workers: parallel worker processes; ``None`` = the core's default.
+        workers: parallel worker processes; ``None`` = the core's default
+            (:func:`ct2x.options.default_prepare_workers`).
         device: one of :data:`DEVICES` (the DRRs' torch device).
     """
 
@@ -90,7 +94,7 @@ class PrepareOptions:
     output_dir: Path
     angles: Sequence[float] = ()
     workers: int | None = None
-    device: str = "auto"
+    device: str = core.DEFAULT_DEVICE
 
 
 @dataclass(frozen=True)
@@ -110,23 +114,22 @@ class TrainOptions:
     xray_dir: Path
     output_dir: Path
     config: str = DEFAULT_CONFIG
-    steps: int | None = None
+    steps: int | None = core.option_default(core.TrainOptions, "steps")
     resume: bool = False
-    device: str = "auto"
+    device: str = core.DEFAULT_DEVICE
 
 
 def prepare_command(python: str, options: PrepareOptions) -> list[str]:
     """``[python, "-m", "ct2x", "prepare", ...]`` for ``options``; checks the inputs exist."""
     ct_dir = _existing_dir(options.ct_dir, "CT folder")
     out = data_dir(_output_dir(options.output_dir))
-    command = [python, "-m", "ct2x", "prepare", "--ct", str(ct_dir), "--out", str(out), "--projections"]
+    command = [python, "-m", "ct2x", "prepare", "--ct", str(ct_dir), "--out", str(out)]
     if options.angles:
         command += ["--angles", *(_format_angle(a) for a in options.angles)]
     else:
         command += ["--random-views", str(RANDOM_VIEWS)]
     if options.workers is not None:
-        if options.workers < 1:
-            raise CT2XError(f"the number of workers must be at least 1, got {options.workers}")
+        core.PrepareOptions(ct=ct_dir, out=out, workers=options.workers)  # the core's check of --workers
         command += ["--workers", str(int(options.workers))]
     return command + _device_arguments(options.device)
 
@@ -155,8 +158,7 @@ def train_command(python: str, options: TrainOptions) -> list[str]:
         "--out", str(run_dir(output_dir)),
     ]  # fmt: skip
     if options.steps is not None:
-        if options.steps < 1:
-            raise CT2XError(f"the number of training steps must be at least 1, got {options.steps}")
+        core.TrainOptions(data=data_dir(output_dir), xray=xray_dir, out=run_dir(output_dir), steps=options.steps)
         command += ["--steps", str(int(options.steps))]
     if options.resume:
         command.append("--resume")

@@ -104,7 +104,9 @@ class CTViewDataset(Dataset):
         if config.projection_inputs and not self.manifest["settings"].get("projections"):
             raise CT2XError(
                 f"the dataset {self.folder} has no projection images, which this config's generator reads "
-                "(projection_inputs): prepare it with ct2x prepare --projections"
+                "(projection_inputs; the dataset was prepared with --no-projections, or before they were the "
+                "default): prepare the CTs again into another --out with ct2x prepare --projections (the default), "
+                "or train a config that reads none (--config small)"
             )
         spectrum = self.manifest["settings"].get("spectrum")
         if config.physics_anchor and spectrum != config.physics_spectrum:

@@ -8,9 +8,10 @@ For every CT found under the input folder (``*.nii``, ``*.nii.gz``, ``*.nrrd``, 
 3. renders DRRs with DeepDRR's physics at the C-arm poses from the CT as read
    (``ct2x.drr.render_drr``), and MIPs of the resampled grid at the same poses
    (``ct2x.drr.mip``, the pose attention module's input),
-4. with ``projections``, also keeps what the projected generator sees of each view: the three
-   per-material area densities the DRR was computed from (``ct2x.drr.area_densities``) and the
-   MIP of the CT as read, at the DRR's detector (:data:`PROJECTION_CHANNELS`),
+4. with ``projections`` (the default, which the default ``projected`` config preset needs), also keeps what
+   the projected generator sees of each view: the three per-material area densities the DRR was computed
+   from (``ct2x.drr.area_densities``) and the MIP of the CT as read, at the DRR's detector
+   (:data:`PROJECTION_CHANNELS`),
 
 and writes ``volumes/<name>-<hash>.safetensors`` (tensors ``ct`` int16 HU ``(D, D, D)`` in
 ``k, j, i`` order, ``ct_ijk_to_lps`` float64 ``(4, 4)``, ``drr`` and ``mip`` float32
@@ -20,7 +21,8 @@ describes itself) plus ``manifest.json`` (sources, content hashes, geometry, phy
 Re-running skips every CT whose content hash is already in the manifest with a complete file; a
 CT that fails is reported and skipped: one that cannot be opened (e.g. permission denied), and one too
 thin for the grid (:func:`check_grid_coverage`; a thin slab is warned about). The settings are
-checked when made (:class:`PrepareSettings`), and the views' memory before any CT is read
+checked when made (:class:`PrepareSettings`; the run's workers and renderer by
+:class:`ct2x.options.PrepareOptions`), and the views' memory before any CT is read
 (:func:`check_views_memory`). Files are written atomically.
 
 Views: the grid of ``angles`` x ``secondary`` at one SID/SDD, or, with ``random_views = N``, N
@@ -42,7 +44,6 @@ import importlib
 import json
 import math
 import multiprocessing
-import numbers
 import os
 import sys
 import warnings
@@ -55,7 +56,27 @@ import numpy as np
 from ct2x.atomic import WriteError, atomic_path, remove_temporaries, write_safetensors
 from ct2x.errors import CT2XError, positive_finite
 from ct2x.folder_lock import folder_lock
-from ct2x.geometry import DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm, matched_chain, views
+from ct2x.geometry import (
+    DEFAULT_DETECTOR_PIXELS,
+    DEFAULT_PIXEL_MM,
+    DEFAULT_SDD_MM,
+    DEFAULT_SID_MM,
+    CArm,
+    matched_chain,
+    views,
+)
+from ct2x.options import (
+    DEFAULT_ANGLES,
+    DEFAULT_PHOTONS,
+    DEFAULT_SPECTRUM,
+    DEFAULT_STEP_VOXELS,
+    PrepareOptions,
+    angles_help,
+    is_real,
+    is_whole,
+    option_label,
+    secondary_help,
+)
 
 MANIFEST = "manifest.json"
 FORMAT = "ct2x-dataset"
@@ -76,18 +97,9 @@ MEMORY_FIX = (
     "use fewer views per CT (ct2x prepare --random-views N, or fewer --angles), a smaller --size or fewer "
     "--workers; a CT of very many voxels can be resampled coarser before prepare"
 )
-#: The ``ct2x prepare`` option that sets each setting, named in the messages beside it.
-_OPTIONS = {
-    "angles": "--angles",
-    "secondary": "--secondary",
-    "detector_size": "--size",
-    "step": "--step",
-    "photons": "--photons",
-    "grid_size": "--grid",
-    "random_views": "--random-views",
-}
-
-
+#: Settings added after the first manifests, with the value a manifest without them was made with where that
+#: is not today's default (prepare stored no projections before they were a setting).
+_ADDED_LATER = {"projections": False}
 #: The whole-number settings: (least value, unit).
 _COUNTS = {"detector_size": (1, "pixels"), "grid_size": (2, "voxels a side"), "random_views": (0, "views")}
 #: The settings that are positive finite lengths: their unit.
@@ -99,16 +111,9 @@ class ThinCTWarning(UserWarning):
 
 
 def _setting(name: str) -> str:
-    """A setting as messages name it: its ``ct2x prepare`` option and its field, e.g. ``--grid (grid_size)``."""
-    return f"{_OPTIONS[name]} ({name})" if name in _OPTIONS else name
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """A setting as messages name it: its ``ct2x prepare`` option and its field, e.g. ``--grid (grid_size)``;
+    the bare field for a setting the command line does not set."""
+    return option_label(PrepareSettings, name)
 
 
 @dataclass(frozen=True)
@@ -120,25 +125,51 @@ class PrepareSettings:
     ``random_views`` > 0 replaces the angle grid by that many views per CT drawn uniformly from
     ``primary_range`` x ``secondary_range`` x ``sid_range`` (the SDD and the detector width follow
     the SID: ``ct2x.geometry.matched_chain``; ``detector_size`` pixels). ``projections`` keeps
-    the generator's projection channels (module docstring).
+    the generator's projection channels (module docstring). The settings ``ct2x prepare`` sets carry
+    its help text and flag in their metadata (:mod:`ct2x.options`).
     """
 
-    angles: tuple[float, ...] = (-60.0, -30.0, 0.0, 30.0, 60.0)
-    secondary: tuple[float, ...] = (0.0,)
+    angles: tuple[float, ...] = field(default=DEFAULT_ANGLES, metadata={"help": angles_help()})
+    secondary: tuple[float, ...] = field(default=(0.0,), metadata={"help": secondary_help()})
     sdd: float = DEFAULT_SDD_MM
     sid: float = DEFAULT_SID_MM
-    detector_size: int = 256
+    detector_size: int = field(
+        default=DEFAULT_DETECTOR_PIXELS,
+        metadata={"help": "DRR size in pixels, square (default: %(default)s)", "option": "--size"},
+    )
     pixel_mm: float = DEFAULT_PIXEL_MM
-    step: float = 0.1
-    spectrum: str = "60KV_AL35"
-    photons: float = 1e6
+    step: float = field(
+        default=DEFAULT_STEP_VOXELS, metadata={"help": "ray-marching step in voxels (default: %(default)g)"}
+    )
+    spectrum: str = DEFAULT_SPECTRUM
+    photons: float = field(
+        default=DEFAULT_PHOTONS,
+        metadata={"help": "photons per pixel for Poisson noise, 0 for none (default: %(default)g)"},
+    )
     grid_spacing_mm: float = 1.0
-    grid_size: int = 128
-    random_views: int = 0
+    grid_size: int = field(
+        default=128,
+        metadata={"help": "CT grid after resampling, voxels per side (default: %(default)s)", "option": "--grid"},
+    )
+    random_views: int = field(
+        default=0,
+        metadata={
+            "help": "instead of the --angles grid, N views per CT drawn at random: primary -90..90, secondary "
+            "-30..30 degrees, source 450-1800 mm from the isocenter with the detector and its distance following "
+            "(mobile C-arm to chest radiograph); the same views on every re-run (default: the angle grid)"
+        },
+    )
     primary_range: tuple[float, float] = (-90.0, 90.0)
     secondary_range: tuple[float, float] = (-30.0, 30.0)
     sid_range: tuple[float, float] = (450.0, 1800.0)
-    projections: bool = False
+    projections: bool = field(
+        default=True,
+        metadata={
+            "help": "store the projected generator's inputs too: per-material area densities and the MIP of each "
+            "view, which the default config preset 'projected' trains on; --no-projections stores DRRs and MIPs "
+            "only, for the 'small' and 'paper' presets (default: %(default)s)"
+        },
+    )
 
     def __post_init__(self) -> None:
         """Refuse, in one line naming the setting (and its ``ct2x prepare`` option), every value no
@@ -148,7 +179,7 @@ class PrepareSettings:
             if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
                 raise CT2XError(f"{_setting(name)} must be one or more angles in degrees, got {values!r}")
             for value in values:
-                if not _real(value) or not -180 <= value <= 180:
+                if not is_real(value) or not -180 <= value <= 180:
                     raise CT2XError(f"{_setting(name)} must be angles in [-180, 180] degrees, got {value!r}")
         if len(self.secondary) not in (1, len(self.angles)):
             raise CT2XError(
@@ -157,21 +188,21 @@ class PrepareSettings:
             )
         for name, (low, what) in _COUNTS.items():
             value = getattr(self, name)
-            if not _whole(value) or value < low:
+            if not is_whole(value) or value < low:
                 extra = " (0: the angle grid)" if name == "random_views" else ""
                 raise CT2XError(
                     f"{_setting(name)} must be a whole number of {what}, at least {low}{extra}; got {value!r}"
                 )
         for name, unit in _LENGTHS.items():
             positive_finite(_setting(name), getattr(self, name), unit)
-        if not _real(self.photons) or not 0 <= self.photons < math.inf:
+        if not is_real(self.photons) or not 0 <= self.photons < math.inf:
             raise CT2XError(
                 f"{_setting('photons')} must be a finite number of photons per pixel, or 0 for no noise; "
                 f"got {self.photons!r}"
             )
         for name in ("primary_range", "secondary_range", "sid_range"):
             pair = getattr(self, name)
-            if len(pair) != 2 or not all(_real(v) and math.isfinite(v) for v in pair) or pair[0] > pair[1]:
+            if len(pair) != 2 or not all(is_real(v) and math.isfinite(v) for v in pair) or pair[0] > pair[1]:
                 raise CT2XError(f"{name} must be (lowest, highest), two finite numbers in order; got {pair!r}")
         # the geometry (distances in range, the patient between source and detector) is CArm's check
         if self.random_views > 0:
@@ -420,9 +451,10 @@ def _read_manifest(out: Path, settings: PrepareSettings) -> dict:
         raise CT2XError(f"the dataset manifest {path} cannot be read ({error}): delete it to start over") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise CT2XError(f"{path} is not a CT2X dataset manifest of version {FORMAT_VERSION}: choose another --out")
-    stored = {**json.loads(json.dumps(asdict(PrepareSettings()))), **(manifest.get("settings") or {})}
+    # settings added later take the value that reproduces what the older run made
+    stored = {**json.loads(json.dumps(asdict(PrepareSettings()))), **_ADDED_LATER, **(manifest.get("settings") or {})}
     wanted = json.loads(json.dumps(asdict(settings)))
-    if stored != wanted:  # settings added later take their defaults
+    if stored != wanted:
         differ = "; ".join(
             f"{_setting(name)} {_shown(stored, name)} there, {_shown(wanted, name)} now"
             for name in [*stored, *(n for n in wanted if n not in stored)]
@@ -489,27 +521,32 @@ def prepare_dataset(
     ct_root: str | Path,
     out: str | Path,
     settings: PrepareSettings | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     device: str | None = None,
     progress: bool = True,
     backend: str = "auto",
 ) -> PrepareReport:
     """Prepare every CT under ``ct_root`` into the dataset folder ``out`` (see the module docstring).
 
-    ``device``: where to render (``None``: CUDA when available, else the CPU).
+    ``settings``: what the dataset holds (``None``: :class:`PrepareSettings`' defaults). ``workers``: CTs
+    prepared at once, one process each (``None``: :class:`ct2x.options.PrepareOptions`' default).
+    ``device``: where to render (``None`` or ``"auto"``: CUDA when available, else the CPU).
     ``backend`` renders the DRRs and MIPs (see :func:`ct2x.drr.render_drr`): ``"numba"``
     (compiled CPU kernel), ``"torch"`` (CPU or GPU), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
-    MIPs by ``"auto"``) or ``"auto"`` (the fastest available on ``device``).
+    MIPs by ``"auto"``) or ``"auto"`` (the fastest available on ``device``). All are checked
+    (:class:`ct2x.options.PrepareOptions`) before any CT is read.
     """
     from ct2x.drr import deepdrr_backend
 
+    chosen = {"workers": workers} if workers is not None else {}  # else the options' default
+    options = PrepareOptions(ct=Path(ct_root), out=Path(out), device=device, backend=backend, **chosen)
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     settings = settings or PrepareSettings()
     from ct2x.device import torch_device
 
     device = str(torch_device(device))  # a device this machine lacks fails here, not once per CT
-    out = Path(out)
+    out, workers = options.out, options.workers
     sources = find_cts(ct_root)
     check_views_memory(settings, max(1, min(workers, len(sources))))
     with folder_lock(out, "ct2x prepare", wait=True, create=True) as held:  # a refused run leaves no folder

@@ -1,0 +1,150 @@
+"""``ct2x synthesize``: X-rays of a CT with a trained model (options: :class:`ct2x.options.SynthesizeOptions`);
+also the writer of a synthesized run's files, which ``ct2x demo`` shares."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from ct2x.cli.arguments import (
+    add_angle_arguments,
+    add_device_argument,
+    add_field,
+    add_isocenter_argument,
+    add_path,
+    add_positional,
+    options_from,
+)
+from ct2x.errors import CT2XError
+from ct2x.options import SynthesizeOptions
+
+#: Primary angles (degrees) of strip.png, paper Fig. 8.
+STRIP_ANGLES = [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0]
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    """Add ``ct2x synthesize`` to the verbs."""
+    synth = verbs.add_parser(
+        "synthesize",
+        help="synthesize X-ray images of a CT at C-arm angles with a trained CT2X-GAN model",
+        description=(
+            "Synthesize one X-ray per view in the style of a reference radiograph (or the DRR style), with the "
+            "CT preprocessed as in training. Writes per view: NRRD (float32, placed on the detector plane in LPS), "
+            "DICOM DX (distances, positioner angles, pixel spacing) and a PNG preview, plus views.png (the "
+            "requested views) and strip.png (-90..90 degrees every 30, paper Fig. 8)."
+        ),
+    )
+    add_positional(synth, SynthesizeOptions, "ct", type=Path)
+    add_path(synth, SynthesizeOptions, "model")
+    style = synth.add_mutually_exclusive_group(required=True)
+    add_path(style, SynthesizeOptions, "style")
+    add_field(style, SynthesizeOptions, "drr_style", action="store_true")
+    add_field(style, SynthesizeOptions, "model_style", metavar="NAME")
+    add_path(synth, SynthesizeOptions, "like", metavar="XRAY.dcm")
+    add_angle_arguments(synth, SynthesizeOptions)
+    add_field(synth, SynthesizeOptions, "sdd", type=float)
+    add_field(synth, SynthesizeOptions, "sid", type=float)
+    add_isocenter_argument(synth, SynthesizeOptions)
+    add_field(synth, SynthesizeOptions, "series", metavar="UID")
+    add_field(synth, SynthesizeOptions, "format")
+    add_path(synth, SynthesizeOptions, "out")
+    add_field(synth, SynthesizeOptions, "overwrite", action="store_true")
+    add_device_argument(synth, SynthesizeOptions)
+    synth.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Synthesize into the output folder, held for the run (the previous run in it replaced)."""
+    from ct2x.atomic import check_output_folder
+    from ct2x.folder_lock import output_run
+
+    options = options_from(args, SynthesizeOptions)
+    check_output_folder(options.out, options.overwrite, create=False)
+    with output_run(options.out, "ct2x synthesize", options.overwrite) as out:
+        _synthesize_into(options, out)
+
+
+def _synthesize_into(options: SynthesizeOptions, out) -> None:  # noqa: ANN001 (OutputFiles)
+    from ct2x.checkpoint import load_model
+    from ct2x.device import torch_device
+    from ct2x.volume import read_ct
+
+    device = torch_device(options.device)
+    geometry = _synthesis_geometry(options)
+    model, card = load_model(options.model, device)
+    ct = read_ct(options.ct, series_uid=options.series)
+    if options.drr_style:
+        style, style_name = {"drr_style": True}, "DRR style"
+    elif options.model_style is not None:
+        code = model_style(options.model, options.model_style)
+        style, style_name = {"style_code": code}, f"style {options.model_style}"
+    else:
+        style, style_name = {"style": options.style}, f"style {options.style.name}"
+    synthesize_to_folder(model, card, ct, geometry, style, style_name, options.formats, out)
+
+
+def _synthesis_geometry(options: SynthesizeOptions) -> dict:
+    """Keyword arguments of ``model_views`` from ``like`` and the geometry options (the options win)."""
+    geometry = {
+        "primaries": list(options.primaries),
+        "secondaries": list(options.secondary) if options.secondary is not None else [0.0],
+        "sdd": options.sdd,
+        "sid": options.sid,
+        "isocenter": tuple(options.isocenter) if options.isocenter else None,
+    }
+    if options.like is None:
+        return geometry
+    from ct2x.radiograph_geometry import read_radiograph_geometry
+
+    like = read_radiograph_geometry(options.like)
+    for note in like.notes:
+        warnings.warn(f"--like {options.like.name}: {note}", stacklevel=1)
+    return {
+        **geometry,
+        "primaries": list(options.angles) if options.angles is not None else [like.primary],
+        "secondaries": list(options.secondary) if options.secondary is not None else [like.secondary],
+        "sdd": options.sdd if options.sdd is not None else like.sdd,
+        "sid": options.sid if options.sid is not None else like.sid,
+        "detector_size_mm": like.detector_size_mm,
+    }
+
+
+def model_style(model: Path, name: str):  # noqa: ANN201 (torch is imported lazily)
+    """The style code ``name`` stored with ``model``, or a CT2XError listing the stored ones."""
+    from ct2x.checkpoint import load_style_codes
+
+    codes = load_style_codes(model)
+    if name not in codes:
+        stored = ", ".join(sorted(codes)) if codes else "none"
+        raise CT2XError(f"{model.name} stores no style named {name!r} (stored styles: {stored})")
+    return codes[name]
+
+
+def synthesize_to_folder(
+    model, card: dict, ct, geometry: dict, style: dict, style_name: str, formats: set[str], out
+) -> None:  # noqa: ANN001 (CT2XGAN, CTVolume, OutputFiles: torch is imported lazily)
+    """Synthesize the requested views (``geometry``: keyword arguments of ``model_views``) and the
+    -90..90 strip in one ``style`` (keyword arguments of ``synthesize``); write each view in
+    ``formats``, views.png and strip.png into ``out`` (a ``ct2x.folder_lock.OutputFiles``)."""
+    from ct2x.synthesize import model_views, synthesize
+    from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_dicom, write_view_nrrd
+
+    requested = model_views(model.config, card, ct, **geometry)
+    strip = model_views(model.config, card, ct, **{**geometry, "primaries": STRIP_ANGLES, "secondaries": [0.0]})
+    unique = list(dict.fromkeys(requested + strip))  # the demo asks for the strip's own views
+    made = dict(zip(unique, synthesize(model, ct, unique, **style), strict=True))
+    results, strip = [made[c] for c in requested], [made[c] for c in strip]
+    for index, view in enumerate(results):
+        stem = view_stem(view.carm, index)
+        if "nrrd" in formats:
+            write_view_nrrd(out.path(f"{stem}.nrrd"), view.image, view.carm)
+        if "dcm" in formats:
+            write_view_dicom(
+                out.path(f"{stem}.dcm"), view.image, view.carm, f"CT2X {view_label(view.carm)} {style_name}"
+            )
+        if "png" in formats:
+            write_png(out.path(f"{stem}.png"), view.image)
+    write_contact_sheet(out.path("views.png"), [v.image for v in results], [view_label(v.carm) for v in results])
+    write_contact_sheet(out.path("strip.png"), [v.image for v in strip], [view_label(v.carm) for v in strip])
+    print(f"wrote {len(results)} views ({', '.join(sorted(formats))}), views.png and strip.png to {out.folder}/")

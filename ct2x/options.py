@@ -1,0 +1,427 @@
+"""The run options of the ``ct2x`` verbs: validated dataclasses, importable without torch.
+
+One class per verb holds its options and their defaults; ``__post_init__`` refuses, in one line naming the
+command-line option (and the field, where its name differs), every value the run could not use, so the command
+line, the Python API and the Slicer modules get the same checks. The command line (:mod:`ct2x.cli`) builds its
+arguments from the fields: the default from the field, the help text from ``metadata["help"]`` (argparse's
+``%(default)s`` placeholders allowed) and the flag from ``metadata["option"]`` (else ``--`` and the field name
+with dashes); the Slicer panels take their defaults from the same fields.
+
+* ``ct2x drr``: :class:`DRROptions`;
+* ``ct2x prepare``: :class:`PrepareOptions` (the run) and :class:`ct2x.data.prepare.PrepareSettings` (what the
+  dataset holds, also torch-free, beside its job);
+* ``ct2x train``: :class:`TrainOptions` (the model and losses: :class:`ct2x.config.CT2XConfig`, by default the
+  preset :data:`DEFAULT_PRESET`);
+* ``ct2x synthesize``: :class:`SynthesizeOptions`;
+* ``ct2x evaluate``: :class:`EvaluationSettings`.
+
+Units: angles in degrees, distances and pixel spacings in mm, ray steps in voxels, photons per pixel, intervals
+in optimisation steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ct2x.errors import CT2XError, positive_finite
+from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM
+
+#: Primary angles (degrees) of ``ct2x drr``, ``ct2x prepare`` and ``ct2x synthesize``: the paper's five views.
+DEFAULT_ANGLES = (-60.0, -30.0, 0.0, 30.0, 60.0)
+#: Ray-marching step of the physics DRRs, in voxels of the CT as read (the paper's 0.1).
+DEFAULT_STEP_VOXELS = 0.1
+#: Tube spectrum of the physics DRRs: 60 kVp with 3.5 mm aluminium filtration (DeepDRR's default).
+DEFAULT_SPECTRUM = "60KV_AL35"
+#: Photons per detector pixel of the Poisson noise (0: noise-free).
+DEFAULT_PHOTONS = 1e6
+#: The device of every verb: ``cuda`` when torch sees a CUDA GPU, else ``cpu`` (:func:`ct2x.device.torch_device`).
+DEFAULT_DEVICE = "auto"
+#: The config preset ``ct2x train`` and the Training panel use: it needs a dataset with projection images,
+#: which ``ct2x prepare`` stores by default (:attr:`ct2x.data.prepare.PrepareSettings.projections`).
+DEFAULT_PRESET = "projected"
+#: The DRR renderers (``ct2x.drr.render.BACKENDS``, named here without importing torch).
+RENDER_BACKENDS = ("numba", "torch", "deepdrr", "auto")
+#: The files ``ct2x synthesize`` can write per view.
+SYNTHESIS_FORMATS = ("png", "nrrd", "dcm")
+
+_BACKEND_HELP = (
+    "DRR renderer: numba (compiled CPU kernel), torch (CPU or CUDA), deepdrr (DeepDRR on a CUDA GPU) or auto: "
+    "on the CPU numba (torch if numba is missing), on a GPU DeepDRR when installed, else torch (default: %(default)s)"
+)
+_ISOCENTER_HELP = "isocenter in the CT's LPS space, mm (default: the centre of the CT's bounding box)"
+_CT_HELP = "CT: NIfTI, NRRD, MHA/MHD file or a DICOM series folder"
+
+
+def _help(text: str, option: str | None = None) -> dict[str, str]:
+    """A field's metadata: its help text, and its command-line flag when not ``--`` + the field name with dashes."""
+    return {"help": text} if option is None else {"help": text, "option": option}
+
+
+def angles_help(or_like: str = "") -> str:
+    """The help of ``--angles``; ``or_like`` names a source of angles tried before the default."""
+    shown = " ".join(f"{a:g}" for a in DEFAULT_ANGLES)
+    return f"primary angles, LAO + / RAO -, about the patient's superior axis (default: {or_like}{shown}, the paper's)"
+
+
+def secondary_help(or_like: str = "") -> str:
+    """The help of ``--secondary``; ``or_like`` as in :func:`angles_help`."""
+    return f"secondary angles, CRAN + / CAUD -: one for all views or one per view (default: {or_like}0)"
+
+
+def option_flag(options: type, name: str) -> str | None:
+    """The command-line flag of field ``name`` of the options class ``options``, e.g. ``--checkpoint-every``;
+    None for a field the command line does not set (one without a help text)."""
+    metadata = _fields(options)[name].metadata
+    if "help" not in metadata:
+        return None
+    return metadata.get("option", "--" + name.replace("_", "-"))
+
+
+def option_label(options: type, name: str) -> str:
+    """Field ``name`` as messages name it: its flag, with the field's name where that differs
+    (``--grid (grid_size)``); the bare name for a field the command line does not set."""
+    flag = option_flag(options, name)
+    if flag is None:
+        return name
+    return flag if flag == f"--{name}" else f"{flag} ({name})"
+
+
+def option_default(options: type, name: str) -> Any:
+    """The default of field ``name`` of ``options`` (made by its factory where it has one)."""
+    spec = _fields(options)[name]
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    if spec.default is dataclasses.MISSING:
+        raise KeyError(f"{options.__name__}.{name} has no default")
+    return spec.default
+
+
+def _fields(options: type) -> dict[str, dataclasses.Field]:
+    """The fields of the dataclass ``options`` by name."""
+    return {spec.name: spec for spec in dataclasses.fields(options)}
+
+
+def is_whole(value: object) -> bool:
+    """An integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A real number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _at_least(options: object, name: str, low: int, extra: str = "") -> None:
+    """Refuse field ``name`` of ``options`` unless it is a whole number >= ``low`` (``extra``: what else it may be)."""
+    value = getattr(options, name)
+    if not is_whole(value) or value < low:
+        raise CT2XError(f"{option_label(type(options), name)} must be at least {low}{extra}, got {value!r}")
+
+
+def _one_of(options: object, name: str, choices: tuple[str, ...]) -> None:
+    """Refuse field ``name`` of ``options`` unless it is one of ``choices``."""
+    value = getattr(options, name)
+    if value not in choices:
+        raise CT2XError(f"{option_label(type(options), name)} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _photons(options: object) -> None:
+    """Refuse a photon count that is not a finite number >= 0."""
+    value = options.photons
+    if not is_real(value) or not 0 <= value < math.inf:
+        raise CT2XError(f"{option_label(type(options), 'photons')} must be positive, or 0 for no noise; got {value!r}")
+
+
+def _angles(options: object, name: str, required: bool = True) -> None:
+    """Refuse angles that are not one or more finite numbers (``None`` passes unless ``required``)."""
+    values = getattr(options, name)
+    if values is None and not required:
+        return
+    label = option_label(type(options), name)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+        raise CT2XError(f"{label} must be one or more angles in degrees, got {values!r}")
+    for value in values:
+        if not is_real(value) or not math.isfinite(value):
+            raise CT2XError(f"{label} must be angles in degrees, got {value!r}")
+
+
+def _pair(options: object, name: str) -> tuple:
+    """Field ``name`` (one value: square, or two: rows columns) as a (row, column) pair."""
+    values = getattr(options, name)
+    label = option_label(type(options), name)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) not in (1, 2):
+        count = len(values) if hasattr(values, "__len__") else values
+        raise CT2XError(f"{label} takes one value (square) or two (rows columns), got {count}")
+    return (values[0], values[-1])
+
+
+def _formats(text: str) -> set[str]:
+    """The formats named in ``text`` (comma-separated); a CT2XError unless all are :data:`SYNTHESIS_FORMATS`."""
+    formats = {f.strip() for f in str(text).split(",") if f.strip()}
+    if not formats or formats - set(SYNTHESIS_FORMATS):
+        raise CT2XError(f"--format takes png, nrrd and/or dcm separated by commas, got {text!r}")
+    return formats
+
+
+def default_prepare_workers() -> int:
+    """CTs prepared at once by default: one per CPU, at most 4 (each process renders one CT)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class DRROptions:
+    """``ct2x drr``: DRRs of one CT at C-arm views, written to ``out`` (LPS, mm, degrees, voxels)."""
+
+    ct: Path = field(metadata=_help(_CT_HELP))
+    out: Path = field(default=Path("ct2x_drr"), metadata=_help("output folder (default: %(default)s)"))
+    series: str | None = field(
+        default=None, metadata=_help("DICOM series instance UID, when the folder holds several series")
+    )
+    angles: tuple[float, ...] = field(default=DEFAULT_ANGLES, metadata=_help(angles_help()))
+    secondary: tuple[float, ...] = field(default=(0.0,), metadata=_help(secondary_help()))
+    sdd: float = field(default=DEFAULT_SDD_MM, metadata=_help("source-to-detector distance, mm (default: %(default)g)"))
+    sid: float = field(
+        default=DEFAULT_SID_MM, metadata=_help("source-to-isocenter distance, mm (default: %(default)g)")
+    )
+    detector_size: tuple[int, ...] = field(
+        default=(DEFAULT_DETECTOR_PIXELS,),
+        metadata=_help("detector size in pixels: N, or ROWS COLUMNS (default: %(default)s)", "--size"),
+    )
+    pixel_mm: tuple[float, ...] = field(
+        default=(DEFAULT_PIXEL_MM,),
+        metadata=_help(
+            "detector pixel spacing in mm: one value, or ROW COLUMN (default: 1536 x 0.194 mm / 256 = %(default)s)",
+            "--pixel",
+        ),
+    )
+    isocenter: tuple[float, float, float] | None = field(default=None, metadata=_help(_ISOCENTER_HELP))
+    step: float = field(
+        default=DEFAULT_STEP_VOXELS, metadata=_help("ray-marching step in voxels (default: %(default)g)")
+    )
+    spectrum: str = field(
+        default=DEFAULT_SPECTRUM,
+        metadata=_help(
+            "tube spectrum <kV>KV_AL<mm Al x 10>, e.g. 60KV_AL35 = 60 kVp, 3.5 mm Al (default: %(default)s)"
+        ),
+    )
+    photons: float = field(
+        default=DEFAULT_PHOTONS,
+        metadata=_help("photons per pixel for Poisson noise; 0 renders without noise (default: %(default)g)"),
+    )
+    seed: int = field(default=0, metadata=_help("noise seed, for repeatable images (default: %(default)s)"))
+    backend: str = field(default="auto", metadata=_help(_BACKEND_HELP))
+    device: str | None = field(
+        default=DEFAULT_DEVICE, metadata=_help("torch device, e.g. cpu or cuda (default: cuda if available)")
+    )
+
+    def __post_init__(self) -> None:
+        """Refuse what no DRR can be rendered with; the geometry is checked by the C-arm views of the CT."""
+        _angles(self, "angles")
+        _angles(self, "secondary")
+        _pair(self, "detector_size")
+        _pair(self, "pixel_mm")
+        _photons(self)
+        if not is_real(self.step) or not 0 < self.step < math.inf:
+            raise CT2XError(f"--step must be a positive number of voxels (e.g. 0.1), got {self.step!r}")
+        _at_least(self, "seed", 0)
+        _one_of(self, "backend", RENDER_BACKENDS)
+
+    @property
+    def detector_shape(self) -> tuple[int, int]:
+        """(rows, columns) in pixels."""
+        return tuple(int(v) for v in _pair(self, "detector_size"))
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """(row, column) pixel spacing in mm."""
+        return tuple(float(v) for v in _pair(self, "pixel_mm"))
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How ``ct2x prepare`` runs: the CT folder, the dataset folder, processes, device and renderer. What the
+    dataset holds (views, sizes, physics) is :class:`ct2x.data.prepare.PrepareSettings`."""
+
+    ct: Path = field(metadata=_help("folder searched recursively for CTs"))
+    out: Path = field(metadata=_help("dataset folder (created; extended on re-runs)"))
+    workers: int = field(
+        default_factory=default_prepare_workers,
+        metadata=_help("CTs prepared in parallel, one process each (default: %(default)s)"),
+    )
+    device: str | None = field(
+        default=DEFAULT_DEVICE,
+        metadata=_help("torch device for rendering: cpu or cuda (default: cuda if available)"),
+    )
+    backend: str = field(default="auto", metadata=_help(_BACKEND_HELP))
+
+    def __post_init__(self) -> None:
+        """Refuse a worker count below 1 and an unknown renderer."""
+        _at_least(self, "workers", 1)
+        _one_of(self, "backend", RENDER_BACKENDS)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run training (the model and loss settings are in :class:`ct2x.config.CT2XConfig`).
+
+    ``steps`` = total optimisation steps (``None``: the config's epochs over the dataset);
+    intervals are in steps; ``workers`` = data-loading processes per training process;
+    ``init`` = a trained model (.safetensors) a new run starts from.
+    """
+
+    data: Path = field(metadata=_help("dataset folder written by ct2x prepare"))
+    xray: Path = field(metadata=_help("folder of real radiographs (PNG, JPEG, DICOM)"))
+    out: Path = field(metadata=_help("run folder (checkpoints, logs, the trained model)"))
+    steps: int | None = field(default=None, metadata=_help("optimisation steps (default: the config's epochs)"))
+    resume: bool = field(default=False, metadata=_help("continue the run in --out from its latest checkpoint"))
+    device: str | None = field(
+        default=DEFAULT_DEVICE, metadata=_help("cpu, cuda or cuda:N (default: cuda if available)")
+    )
+    seed: int = field(default=0, metadata=_help("seed of initialisation and data order (default: %(default)s)"))
+    checkpoint_every: int = field(default=500, metadata=_help("steps between checkpoints (default: %(default)s)"))
+    log_every: int = field(default=10, metadata=_help("steps between logged losses (default: %(default)s)"))
+    image_every: int = field(default=100, metadata=_help("steps between image grids (default: %(default)s)"))
+    workers: int = field(default=2, metadata=_help("data-loading processes (default: %(default)s)"))
+    progress: bool = True
+    init: Path | None = field(
+        default=None,
+        metadata=_help(
+            "start a new run from a trained model (.safetensors): layers whose shape matches are copied, the "
+            "others (e.g. those a larger --config image_size adds) start fresh"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        """Refuse step counts and intervals below 1, a negative worker count or seed."""
+        if self.steps is not None:
+            _at_least(self, "steps", 1, " (or none: the config's epochs)")
+        for name in ("checkpoint_every", "log_every", "image_every"):
+            _at_least(self, name, 1)
+        _at_least(self, "workers", 0, " (0: load in the training process)")
+        _at_least(self, "seed", 0)
+
+
+@dataclass(frozen=True)
+class SynthesizeOptions:
+    """``ct2x synthesize``: X-rays of one CT with a trained model, in one style.
+
+    The style is one of ``style`` (a radiograph file), ``drr_style`` (the DRR style of the CT's own DRR at each
+    view) and ``model_style`` (a style stored with the model). ``angles``, ``secondary``, ``sdd`` and ``sid``
+    default to ``like``'s (a DICOM radiograph's geometry), else to :data:`DEFAULT_ANGLES`, 0 and the model's.
+    """
+
+    ct: Path = field(metadata=_help(_CT_HELP))
+    model: Path = field(metadata=_help("trained model: .safetensors with its .json card"))
+    out: Path = field(metadata=_help("output folder (must not exist, unless --overwrite)"))
+    style: Path | None = field(default=None, metadata=_help("style reference radiograph (PNG, JPEG, DICOM)"))
+    drr_style: bool = field(default=False, metadata=_help("use the DRR style of the CT's own DRR at each view"))
+    model_style: str | None = field(
+        default=None,
+        metadata=_help("a reference style stored with the model (its card lists them under style_codes, e.g. chest-1)"),
+    )
+    like: Path | None = field(
+        default=None,
+        metadata=_help(
+            "a DICOM radiograph (DX, CR, XA, RF) whose C-arm geometry to use: positioner angles, source-to-detector "
+            "and source-to-patient distances, detector size and pixel spacing (a warning names each missing, "
+            "invalid or out-of-range tag and the default used); --angles, --secondary, --sdd and --sid override "
+            "its values"
+        ),
+    )
+    angles: tuple[float, ...] | None = field(
+        default=None, metadata=_help(angles_help("the --like radiograph's, else "))
+    )
+    secondary: tuple[float, ...] | None = field(
+        default=None, metadata=_help(secondary_help("the --like radiograph's, else "))
+    )
+    sdd: float | None = field(
+        default=None, metadata=_help("source-to-detector distance, mm (default: --like's, else the model's)")
+    )
+    sid: float | None = field(
+        default=None, metadata=_help("source-to-isocenter distance, mm (default: --like's, else the model's)")
+    )
+    isocenter: tuple[float, float, float] | None = field(default=None, metadata=_help(_ISOCENTER_HELP))
+    series: str | None = field(default=None, metadata=_help("DICOM series instance UID, when the folder holds several"))
+    format: str = field(
+        default=",".join(SYNTHESIS_FORMATS),
+        metadata=_help("outputs per view, any of png,nrrd,dcm (default: all)"),
+    )
+    overwrite: bool = field(
+        default=False, metadata=_help("replace the run in an existing output folder (other files stay)")
+    )
+    device: str | None = field(default=DEFAULT_DEVICE, metadata=_help("cpu or cuda (default: cuda if available)"))
+
+    def __post_init__(self) -> None:
+        """Refuse no style or several, unknown formats, and angles that are not numbers (the geometry is
+        checked by the C-arm views of the CT)."""
+        chosen = [self.style is not None, bool(self.drr_style), self.model_style is not None]
+        if sum(chosen) != 1:
+            raise CT2XError("give one style: --style FILE, --drr-style or --model-style NAME")
+        _formats(self.format)
+        _angles(self, "angles", required=False)
+        _angles(self, "secondary", required=False)
+
+    @property
+    def formats(self) -> set[str]:
+        """The files written per view, a subset of :data:`SYNTHESIS_FORMATS`."""
+        return _formats(self.format)
+
+    @property
+    def primaries(self) -> tuple[float, ...]:
+        """The primary angles when neither ``angles`` nor a ``like`` radiograph gives them."""
+        return self.angles if self.angles is not None else DEFAULT_ANGLES
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How ``ct2x evaluate`` scores (its inputs are the models, the held-out dataset and radiographs).
+
+    ``styles``: number of style references; ``lpips_weights``: torchvision AlexNet weights
+    (``None``: the torch hub cache); ``grid_cts`` / ``grid_styles``: size of the style grid;
+    ``real_crop``: centred fraction of each real radiograph's shorter side kept for the realism
+    measures (the field of view; see the README); ``drr_step`` / ``scale_step``: ray-marching
+    steps (voxels of the stored CT grid) of the physics DRRs at the evaluation views and of the
+    scale-error sweep; ``seed``: of the untrained control, KID's subsets and the C2ST folds."""
+
+    styles: int = field(default=5, metadata=_help("style references drawn from --xray (default: %(default)s)"))
+    lpips_weights: Path | None = field(default=None, metadata=_help("torchvision alexnet-owt-7be5be79.pth"))
+    batch_size: int = 8
+    grid_cts: int = 4
+    grid_styles: int = 5
+    real_crop: float = field(
+        default=0.4,
+        metadata=_help(
+            "centred fraction of each real radiograph's shorter side kept for the realism measures, to match the "
+            "detector's field of view (default %(default)s: about 155 mm of a 390 mm chest film, the field at the "
+            "isocenter of the default C-arm; 1 keeps the whole film)"
+        ),
+    )
+    drr_step: float = field(default=0.5, metadata=_help("ray step (voxels) of the physics DRRs (default: %(default)g)"))
+    scale_step: float = field(
+        default=1.0,
+        metadata=_help(
+            "ray step (voxels) of the DRRs of the scale-error sweep, 9 distances per CT (default: %(default)g)"
+        ),
+    )
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse fewer than 2 styles (the style effect compares styles), a crop outside (0, 1], and a ray step
+        that is not a positive finite number of voxels (``inf`` would pass a plain ``> 0`` check and fail inside
+        the renders), naming ``ct2x evaluate``'s option."""
+        _at_least(self, "styles", 2, " (the style effect compares styles)")
+        if not is_real(self.real_crop) or not 0 < self.real_crop <= 1:
+            raise CT2XError(
+                f"--real-crop is a fraction in (0, 1] of each radiograph's shorter side, got {self.real_crop!r}"
+            )
+        for name in ("drr_step", "scale_step"):
+            positive_finite(f"--{name.replace('_', '-')} ({name})", getattr(self, name), "voxels (e.g. 0.5)")
+        for name in ("batch_size", "grid_cts", "grid_styles"):
+            _at_least(self, name, 1)
+        _at_least(self, "seed", 0)
