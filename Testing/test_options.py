@@ -151,6 +151,17 @@ def test_prepare_dataset_refuses_bad_run_options_before_any_folder(tmp_path: Pat
     assert not (tmp_path / "data").exists()
 
 
+def test_deepdrr_is_refused_for_projections_and_named_as_the_way_out(tmp_path: Path, monkeypatch) -> None:
+    """DeepDRR renders DRRs only: with projections (the default) prepare would silently use another marcher."""
+    from ct2x.drr import deepdrr_backend
+
+    monkeypatch.setattr(deepdrr_backend, "available", lambda: True)  # so the refusal is about projections
+    write_phantom_ct(tmp_path / "cts" / "a.nii.gz", 16)
+    with pytest.raises(CT2XError, match="--no-projections"):
+        prepare_dataset(tmp_path / "cts", tmp_path / "data", backend="deepdrr")
+    assert not (tmp_path / "data").exists()
+
+
 def test_train_intervals_are_one_line_errors_before_any_data_is_read(tmp_path: Path, capsys) -> None:
     argv = ["train", "--data", str(tmp_path / "none"), "--xray", str(tmp_path / "none"), "--out", str(tmp_path / "r")]
     err = one_line_error([*argv, "--checkpoint-every", "0"], capsys)

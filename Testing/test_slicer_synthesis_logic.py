@@ -109,7 +109,7 @@ def test_three_views_are_single_slice_float32_volumes_on_their_detector_planes(c
 
     assert len(result.volumes) == 3
     assert np.array_equal(slicer.util.arrayFromVolume(node), voxels_before), "the input CT was modified"
-    isocenter_lps = ct.center_lps  # CT bounding-box centre (DESIGN.md default)
+    isocenter_lps = ct.center_lps  # the CT's bounding-box centre, the default isocenter
     pixel_mm = DEFAULT_DETECTOR_WIDTH_MM / PIXELS
     landmark_ras = _ijk_to_ras(node) @ np.array([*landmark, 1.0])
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from ct2x.cli import main
-from ct2x.evaluation.report import IMAGE_INDEX
+from ct2x.evaluation.study import IMAGE_INDEX, IMAGE_INDEX_FORMAT
 
 METHODS = ["Real radiograph", "DRR (physics)", "Styled DRR (histogram-matched)", "CT2X-GAN", "w/o PAM"]
 
@@ -38,7 +38,7 @@ def _report(root: Path, per_method: int = 4) -> Path:
         for n in range(per_method):
             Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"{n:04d}.png")
             index[method].append(f"images/{number:02d}/{n:04d}.png")
-    (root / IMAGE_INDEX).write_text(json.dumps({"format": "ct2x-evaluation-images", "methods": index}))
+    (root / IMAGE_INDEX).write_text(json.dumps({"format": IMAGE_INDEX_FORMAT, "methods": index}))
     return root
 
 
@@ -100,7 +100,7 @@ def test_score_gives_the_mean_and_ci_per_method_and_reports_incomplete_files(tmp
 def test_bad_study_input_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
-    (empty / IMAGE_INDEX).write_text(json.dumps({"format": "ct2x-evaluation-images", "methods": {"x": []}}))
+    (empty / IMAGE_INDEX).write_text(json.dumps({"format": IMAGE_INDEX_FORMAT, "methods": {"x": []}}))
     out = tmp_path / "study"
     assert main(["study", "make", "--report", str(_report(tmp_path / "report")), "--out", str(out)]) == 0
     key = json.loads((out / "key.json").read_text())
@@ -247,13 +247,13 @@ def test_make_on_a_malformed_image_index_is_a_one_line_error_naming_the_index(tm
     (report / "notes.txt").write_text("not an image")
 
     def listing(methods: object) -> str:
-        return json.dumps({"format": "ct2x-evaluation-images", "methods": methods})
+        return json.dumps({"format": IMAGE_INDEX_FORMAT, "methods": methods})
 
     cases = [
         ("{not json", "cannot be read as JSON"),
         (json.dumps([1, 2]), "not a JSON object"),
         (json.dumps({"methods": good["methods"]}), "format"),
-        (json.dumps({"format": "ct2x-evaluation-images"}), "methods"),
+        (json.dumps({"format": IMAGE_INDEX_FORMAT}), "methods"),
         (listing([1]), "methods"),
         (listing({"a": 5}), "'a'"),
         (listing({"a": "images/00/0000.png"}), "'a'"),

@@ -32,7 +32,7 @@ def sample_ct() -> Path:
     )
 
 
-#: The bundled model: CT2X-GAN, small preset, trained by ``ct2x train`` (README, "Training on real data").
+#: The bundled model: CT2X-GAN, projected preset at 256 x 256, trained by ``ct2x train`` (docs/training.md).
 BUNDLED_MODEL = Path(__file__).resolve().parent / "bundled" / "ct2x-small.safetensors"
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import numbers
 import os
 import re
 import struct
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ct2x.errors import CT2XError
+from ct2x.errors import CT2XError, positive_finite
 
 #: HU given to output voxels that fall outside the input volume (air).
 OUTSIDE_HU = -1024.0
@@ -715,9 +714,7 @@ def resample_isotropic(volume: CTVolume, spacing_mm: float = 1.0) -> CTVolume:
     per axis that cover it, ``ceil(extent / spacing_mm)``; voxels outside the input are
     ``OUTSIDE_HU``. Flipping or permuting the input's axes does not change the result.
     """
-    if isinstance(spacing_mm, bool) or not isinstance(spacing_mm, numbers.Real) or not 0 < spacing_mm < math.inf:
-        raise CT2XError(f"the resampling spacing must be a positive number of mm, got {spacing_mm!r}")
-    spacing_mm = float(spacing_mm)
+    spacing_mm = positive_finite("the resampling spacing", spacing_mm, "mm", quantity="number of")
     centre, extent = _bounding_box(volume)
     size = np.maximum(1, np.ceil(extent / spacing_mm - 1e-6)).astype(int)
     return _resample(volume, centre - (size - 1) / 2 * spacing_mm, spacing_mm, size)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     model_path = bundled_model()
     codes = load_style_codes(model_path)
     if not codes:
-        raise CT2XError(f"the bundled model {model_path} stores no reference styles: retrain it (README)")
+        raise CT2XError(f"the bundled model {model_path} stores no reference styles: retrain it (docs/training.md)")
     model, card = load_model(model_path)
     ct = read_ct(sample_ct())
     first = sorted(codes, key=lambda n: (not n.startswith("chest"), n))[0]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ct2x.errors import CT2XError
-
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     """Add ``ct2x study make`` and ``ct2x study score`` to the verbs."""
@@ -51,8 +49,6 @@ def run_make(args: argparse.Namespace) -> None:
     from ct2x.atomic import check_output_folder
     from ct2x.evaluation.study import make_study
 
-    if args.per_method < 1:
-        raise CT2XError(f"--per-method must be at least 1, got {args.per_method}")
     check_output_folder(args.out, args.overwrite, create=False)
     page = make_study(args.report, args.out, args.per_method, args.seed)
     print(f"wrote {page} (send it to the raters) and {page.with_name('key.json')} (keep it: it names the methods)")

@@ -533,7 +533,7 @@ def prepare_dataset(
     ``device``: where to render (``None`` or ``"auto"``: CUDA when available, else the CPU).
     ``backend`` renders the DRRs and MIPs (see :func:`ct2x.drr.render_drr`): ``"numba"``
     (compiled CPU kernel), ``"torch"`` (CPU or GPU), ``"deepdrr"`` (DeepDRR on a CUDA GPU,
-    MIPs by ``"auto"``) or ``"auto"`` (the fastest available on ``device``). All are checked
+    MIPs by ``"auto"``; only without projections) or ``"auto"`` (the fastest available on ``device``). All are checked
     (:class:`ct2x.options.PrepareOptions`) before any CT is read.
     """
     from ct2x.drr import deepdrr_backend
@@ -543,6 +543,12 @@ def prepare_dataset(
     if backend == "deepdrr" and not deepdrr_backend.available():
         raise CT2XError(deepdrr_backend.UNAVAILABLE)
     settings = settings or PrepareSettings()
+    if backend == "deepdrr" and settings.projections:
+        raise CT2XError(
+            "--backend deepdrr renders DRRs only, and with projection images (the default) each DRR is made from "
+            "the same march as its projections: pass --no-projections to render the DRRs with DeepDRR, "
+            "or choose another --backend"
+        )
     from ct2x.device import torch_device
 
     device = str(torch_device(device))  # a device this machine lacks fails here, not once per CT

@@ -48,6 +48,9 @@ from PIL import Image
 from ct2x.atomic import atomic_path
 from ct2x.errors import CT2XError
 
+#: The image index ``ct2x evaluate`` writes in its report folder (method -> image files), and its format tag.
+IMAGE_INDEX = "images/index.json"
+IMAGE_INDEX_FORMAT = "ct2x-evaluation-images"
 KEY = "key.json"
 PAGE = "study.html"
 KEY_FORMAT = "ct2x-study-key"
@@ -75,15 +78,13 @@ def _short(value: object) -> str:
 
 def _read_index(report: Path) -> tuple[Path, dict[str, list[str]]]:
     """The index path and its methods (method -> image files relative to ``report``), every file checked."""
-    from ct2x.evaluation.report import IMAGE_INDEX
-
     path = report / IMAGE_INDEX
     index = _read_json(path, "the image index of the report")
     again = "run ct2x evaluate again to rewrite it"
-    if index.get("format") != "ct2x-evaluation-images":
+    if index.get("format") != IMAGE_INDEX_FORMAT:
         raise CT2XError(
             f"the image index {path} is not a ct2x evaluate image index (its format is {_short(index.get('format'))}, "
-            f"not 'ct2x-evaluation-images'): {again}"
+            f"not {IMAGE_INDEX_FORMAT!r}): {again}"
         )
     methods = index.get("methods")
     if not isinstance(methods, dict):
@@ -129,6 +130,8 @@ def _png_data(path: Path, index: Path) -> str:
 
 def make_study(report: Path, out: Path, per_method: int = 10, seed: int = 0) -> Path:
     """Write ``out/study.html`` and ``out/key.json`` from the images of ``report`` (module docstring)."""
+    if isinstance(per_method, bool) or not isinstance(per_method, int) or per_method < 1:
+        raise CT2XError(f"--per-method must be at least 1, got {per_method!r}")
     index, methods = _read_index(report)
     rng = np.random.default_rng(seed)
     drawn: list[tuple[str, str]] = []
