@@ -16,7 +16,7 @@ from ct2x.cli import main
 from ct2x.geometry import CArm
 
 TEXT = {"encoding": "utf-8", "errors": "replace"}  # progress bars draw with Unicode blocks
-FAST = ["--size", "24", "--pixel", "8", "--step", "0.5", "--photons", "0"]
+FAST = ["--size", "24", "--pixel", "8", "--step", "0.5"]  # the default --imaging: the C-arm's radiograph
 
 
 def _write(path: Path, array: np.ndarray, spacing=(2.0, 2.0, 2.0)) -> Path:
@@ -48,9 +48,10 @@ def test_drr_writes_nrrd_png_and_contact_sheet(ct_file: Path, tmp_path: Path, ca
     code, err = _run(argv, capsys)
     assert code == 0, err
     nrrds = sorted(out.glob("*.nrrd"))
-    names = ["view00_RAO30_CRAN10.nrrd", "view01_LAO0_CRAN10.nrrd", "view02_LAO30_CRAN10.nrrd"]
-    assert [p.name for p in nrrds] == names
-    assert len(list(out.glob("view*.png"))) == 3 and (out / "contact_sheet.png").is_file()
+    stems = ["view00_RAO30_CRAN10", "view01_LAO0_CRAN10", "view02_LAO30_CRAN10"]
+    assert [p.name for p in nrrds] == [f"{stem}{end}.nrrd" for stem in stems for end in ("", "_coverage")]
+    assert len(list(out.glob("view*.png"))) == 6 and (out / "contact_sheet.png").is_file()  # views and masks
+    nrrds = nrrds[::2]  # the views (test_coverage.py checks the masks)
     image = sitk.ReadImage(str(nrrds[2]))
     assert image.GetPixelID() == sitk.sitkFloat32 and image.GetSize() == (24, 24, 1)
     assert image.GetSpacing() == pytest.approx((8.0, 8.0, 1.0))
@@ -60,14 +61,15 @@ def test_drr_writes_nrrd_png_and_contact_sheet(ct_file: Path, tmp_path: Path, ca
     centre = image.TransformContinuousIndexToPhysicalPoint((11.5, 11.5, 0.0))
     assert np.allclose(centre, carm.detector_center, atol=1e-3)
     pixels = sitk.GetArrayFromImage(image)[0]
-    assert np.isfinite(pixels).all() and pixels.max() > 0.5  # the phantom attenuates
+    assert np.isfinite(pixels).all() and pixels.max() > 0.5  # the phantom attenuates (bright)
+    assert image.GetMetaData("ct2x_imaging") == "mobile_carm_flat_panel"
     assert Image.open(out / "contact_sheet.png").size[0] > 3 * 24
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--spectrum", "70XX"], "spectrum"),
+        (["--imaging", "raw", "--spectrum", "70XX"], "spectrum"),
         (["--sdd", "-10"], "positive distance"),
         (["--sid", "1200"], "must be smaller"),
         (["--step", "0"], "step"),

@@ -282,7 +282,7 @@ def test_a_detector_that_cannot_fit_is_refused_before_allocating(ct_file: Path, 
 
 def test_a_render_above_the_free_memory_is_warned_with_the_estimate(ct_file: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("ct2x.memory.system_memory", lambda: (10**12, 10**4))  # 1 TB, of which 10 kB free
-    argv = ["drr", str(ct_file), "--size", "16", "--angles", "0", "--photons", "0", "--step", "1"]
+    argv = ["drr", str(ct_file), "--size", "16", "--angles", "0", "--step", "1"]
     with pytest.warns(MemoryNeedWarning, match=r"needs about [\d.,]+ GB of memory, more than the 0.0 GB free"):
         assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     monkeypatch.setattr("ct2x.memory.system_memory", lambda: (10**4, 10**4))

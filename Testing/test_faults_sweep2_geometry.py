@@ -244,7 +244,7 @@ def ct_file(tmp_path: Path) -> Path:
 )
 def test_drr_refuses_a_chain_no_device_has(ct_file: Path, tmp_path: Path, capsys, flags, message) -> None:
     out = tmp_path / "out"
-    argv = ["drr", str(ct_file), "--angles", "0", "--size", "16", "--step", "1", "--photons", "0", *flags]
+    argv = ["drr", str(ct_file), "--angles", "0", "--size", "16", "--step", "1", *flags]
     assert main([*argv, "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ct2x: error: "), err

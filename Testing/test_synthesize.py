@@ -178,7 +178,8 @@ def test_model_style_uses_the_stored_style_code(files: dict[str, Path], tmp_path
     assert main([*base, "--model-style", "ramp-1", "--out", str(tmp_path / "stored")]) == 0
     assert main([*base, "--style", str(files["xray"]), "--out", str(tmp_path / "file")]) == 0
     stored, from_file = (
-        sitk.GetArrayFromImage(sitk.ReadImage(str(next((tmp_path / d).glob("*.nrrd"))))) for d in ("stored", "file")
+        sitk.GetArrayFromImage(sitk.ReadImage(str(next((tmp_path / d).glob("view*[0-9].nrrd")))))
+        for d in ("stored", "file")
     )
     np.testing.assert_allclose(stored, from_file, atol=1e-5)
     code_, err = _run([*base, "--model-style", "bone", "--out", str(tmp_path / "bad")], capsys)

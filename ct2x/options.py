@@ -49,6 +49,16 @@ DEFAULT_PRESET = "projected"
 RENDER_BACKENDS = ("numba", "torch", "deepdrr", "auto")
 #: The files ``ct2x synthesize`` can write per view.
 SYNTHESIS_FORMATS = ("png", "nrrd", "dcm")
+#: The presets of the imaging chain (``ct2x.imaging.PRESETS``, named here without importing torch).
+IMAGING_PRESETS = ("mobile_carm_flat_panel", "mobile_carm_image_intensifier", "chest_dr_pa", "bedside_cr_ap")
+#: ``ct2x drr --imaging``: every parameter of the chain drawn from its published range (``--seed``).
+IMAGING_RANDOMISED = "randomised"
+#: ``ct2x drr --imaging``: the physics DRR alone (``-log``, ``--spectrum``, ``--photons``), no imaging chain.
+IMAGING_RAW = "raw"
+#: What ``ct2x drr --imaging`` takes.
+IMAGING_MODES = (*IMAGING_PRESETS, IMAGING_RANDOMISED, IMAGING_RAW)
+#: ``ct2x drr``'s default: the chain of the default C-arm geometry (DeepDRR's mobile C-arm, a flat panel).
+DEFAULT_IMAGING = "mobile_carm_flat_panel"
 
 _BACKEND_HELP = (
     "DRR renderer: numba (compiled CPU kernel), torch (CPU or CUDA), deepdrr (DeepDRR on a CUDA GPU) or auto: "
@@ -161,6 +171,20 @@ def _pair(options: object, name: str) -> tuple:
     return (values[0], values[-1])
 
 
+def _detector(options: object) -> None:
+    """Refuse a ``detector_size`` given that is not one or two (rows columns) whole pixel counts >= 1, and a
+    ``pixel_mm`` given that is not one or two positive spacings in mm (``None``: the preset's)."""
+    for name in ("detector_size", "pixel_mm"):
+        if getattr(options, name) is None:
+            continue
+        label = option_label(type(options), name)
+        for value in _pair(options, name):
+            if name == "detector_size" and (not is_whole(value) or value < 1):
+                raise CT2XError(f"{label} must be whole numbers of pixels >= 1, got {value!r}")
+            if name == "pixel_mm" and (not is_real(value) or not 0 < value < math.inf):
+                raise CT2XError(f"{label} must be positive spacings in mm, got {value!r}")
+
+
 def _formats(text: str) -> set[str]:
     """The formats named in ``text`` (comma-separated); a CT2XError unless all are :data:`SYNTHESIS_FORMATS`."""
     formats = {f.strip() for f in str(text).split(",") if f.strip()}
@@ -176,27 +200,60 @@ def default_prepare_workers() -> int:
 
 @dataclass(frozen=True)
 class DRROptions:
-    """``ct2x drr``: DRRs of one CT at C-arm views, written to ``out`` (LPS, mm, degrees, voxels)."""
+    """``ct2x drr``: radiographs (or raw DRRs) of one CT at C-arm views, written to ``out`` (LPS, mm, degrees, voxels).
+
+    ``imaging`` is one of :data:`IMAGING_MODES`: a preset of the imaging chain (``ct2x.imaging.PRESETS``),
+    ``randomised`` (every chain parameter drawn from its range with ``seed``) or ``raw`` (the physics DRR:
+    ``-log`` of the transmitted fraction with ``spectrum`` and ``photons``). The geometry fields left ``None``
+    take the preset's geometry (``randomised`` and ``raw``: DeepDRR's mobile C-arm): ``ct2x.imaging.render.
+    chain_geometry`` resolves them; a detector given by ``detector_size`` or ``pixel_mm`` alone keeps its field.
+    ``spectrum`` and ``photons`` are ``raw``'s only (``None``: :data:`DEFAULT_SPECTRUM`, :data:`DEFAULT_PHOTONS`):
+    the chain's tube and noise come from its parameters (kVp, filtration, mAs, detector).
+    """
 
     ct: Path = field(metadata=_help(_CT_HELP))
     out: Path = field(default=Path("ct2x_drr"), metadata=_help("output folder (default: %(default)s)"))
     series: str | None = field(
         default=None, metadata=_help("DICOM series instance UID, when the folder holds several series")
     )
+    imaging: str = field(
+        default=DEFAULT_IMAGING,
+        metadata=_help(
+            "how each view is made: a preset of a real imaging chain (scatter, blur, noise from the dose, the "
+            "detector's log and the console's processing: a radiograph), randomised, or raw (the physics DRR); "
+            "the choices are listed below (default: %(default)s)"
+        ),
+    )
     angles: tuple[float, ...] = field(default=DEFAULT_ANGLES, metadata=_help(angles_help()))
     secondary: tuple[float, ...] = field(default=(0.0,), metadata=_help(secondary_help()))
-    sdd: float = field(default=DEFAULT_SDD_MM, metadata=_help("source-to-detector distance, mm (default: %(default)g)"))
-    sid: float = field(
-        default=DEFAULT_SID_MM, metadata=_help("source-to-isocenter distance, mm (default: %(default)g)")
-    )
-    detector_size: tuple[int, ...] = field(
-        default=(DEFAULT_DETECTOR_PIXELS,),
-        metadata=_help("detector size in pixels: N, or ROWS COLUMNS (default: %(default)s)", "--size"),
-    )
-    pixel_mm: tuple[float, ...] = field(
-        default=(DEFAULT_PIXEL_MM,),
+    sdd: float | None = field(
+        default=None,
         metadata=_help(
-            "detector pixel spacing in mm: one value, or ROW COLUMN (default: 1536 x 0.194 mm / 256 = %(default)s)",
+            f"source-to-detector distance, mm (default: the --imaging preset's; randomised and raw: {DEFAULT_SDD_MM:g})"
+        ),
+    )
+    sid: float | None = field(
+        default=None,
+        metadata=_help(
+            f"source-to-isocenter distance, mm (default: the --imaging preset's; randomised and raw: "
+            f"{DEFAULT_SID_MM:g})"
+        ),
+    )
+    detector_size: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_help(
+            f"detector size in pixels: N, or ROWS COLUMNS (default: {DEFAULT_DETECTOR_PIXELS} on the longer side of "
+            "the preset's detector); given without --pixel, the pixel spacing follows so that the detector keeps "
+            "its size in mm",
+            "--size",
+        ),
+    )
+    pixel_mm: tuple[float, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "detector pixel spacing in mm: one value, or ROW COLUMN (default: the preset's detector over --size; "
+            f"randomised and raw: 1536 x 0.194 mm / {DEFAULT_DETECTOR_PIXELS} = {DEFAULT_PIXEL_MM:.4g}); given "
+            "without --size, the pixel count follows",
             "--pixel",
         ),
     )
@@ -204,43 +261,72 @@ class DRROptions:
     step: float = field(
         default=DEFAULT_STEP_VOXELS, metadata=_help("ray-marching step in voxels (default: %(default)g)")
     )
-    spectrum: str = field(
-        default=DEFAULT_SPECTRUM,
+    spectrum: str | None = field(
+        default=None,
         metadata=_help(
-            "tube spectrum <kV>KV_AL<mm Al x 10>, e.g. 60KV_AL35 = 60 kVp, 3.5 mm Al (default: %(default)s)"
+            "--imaging raw only: tube spectrum <kV>KV_AL<mm Al x 10>, e.g. 60KV_AL35 = 60 kVp, 3.5 mm Al (default: "
+            f"{DEFAULT_SPECTRUM}); a preset's tube is its kVp and filtration"
         ),
     )
-    photons: float = field(
-        default=DEFAULT_PHOTONS,
-        metadata=_help("photons per pixel for Poisson noise; 0 renders without noise (default: %(default)g)"),
+    photons: float | None = field(
+        default=None,
+        metadata=_help(
+            "--imaging raw only: photons per pixel for Poisson noise, 0 renders without noise (default: "
+            f"{DEFAULT_PHOTONS:g}); a preset's noise comes from its dose (mAs) and detector"
+        ),
     )
-    seed: int = field(default=0, metadata=_help("noise seed, for repeatable images (default: %(default)s)"))
+    seed: int = field(
+        default=0,
+        metadata=_help(
+            "seed of the noise (view n draws from seed + n) and of the randomised parameters, for repeatable "
+            "images (default: %(default)s)"
+        ),
+    )
     backend: str = field(default="auto", metadata=_help(_BACKEND_HELP))
     device: str | None = field(
         default=DEFAULT_DEVICE, metadata=_help("torch device, e.g. cpu or cuda (default: cuda if available)")
     )
 
     def __post_init__(self) -> None:
-        """Refuse what no DRR can be rendered with; the geometry is checked by the C-arm views of the CT."""
+        """Refuse what no view can be rendered with, and raw-only options with the imaging chain; the geometry
+        is checked by the C-arm views of the CT."""
+        _one_of(self, "imaging", IMAGING_MODES)
         _angles(self, "angles")
         _angles(self, "secondary")
-        _pair(self, "detector_size")
-        _pair(self, "pixel_mm")
-        _photons(self)
-        if not is_real(self.step) or not 0 < self.step < math.inf:
-            raise CT2XError(f"--step must be a positive number of voxels (e.g. 0.1), got {self.step!r}")
+        _detector(self)
+        if self.photons is not None:
+            _photons(self)
+        positive_finite("--step", self.step, "voxels (e.g. 0.1)", quantity="number of")
         _at_least(self, "seed", 0)
         _one_of(self, "backend", RENDER_BACKENDS)
+        if self.imaging == IMAGING_RAW:
+            return
+        chain = f"--imaging {self.imaging}"
+        if self.photons is not None:
+            raise CT2XError(
+                f"--photons sets the noise of --imaging raw only: with {chain} the noise comes from the chain's dose "
+                "(mAs) and detector (efficiency, electronic noise); drop --photons, or use --imaging raw"
+            )
+        if self.spectrum is not None:
+            raise CT2XError(
+                f"--spectrum sets the tube of --imaging raw only: with {chain} the spectrum is the chain's kVp and "
+                "filtration; drop --spectrum, or use --imaging raw"
+            )
+        if self.backend == "deepdrr":
+            raise CT2XError(
+                f"--backend deepdrr renders raw DRRs only: {chain} needs the per-material area densities, which "
+                "the numba or torch marcher gives (--backend auto picks one); or use --imaging raw"
+            )
 
     @property
-    def detector_shape(self) -> tuple[int, int]:
-        """(rows, columns) in pixels."""
-        return tuple(int(v) for v in _pair(self, "detector_size"))
+    def raw_spectrum(self) -> str:
+        """The tube spectrum of a raw DRR: ``spectrum``, else :data:`DEFAULT_SPECTRUM`."""
+        return DEFAULT_SPECTRUM if self.spectrum is None else self.spectrum
 
     @property
-    def pixel_spacing(self) -> tuple[float, float]:
-        """(row, column) pixel spacing in mm."""
-        return tuple(float(v) for v in _pair(self, "pixel_mm"))
+    def raw_photons(self) -> float:
+        """Photons per pixel of a raw DRR's noise (0: none): ``photons``, else :data:`DEFAULT_PHOTONS`."""
+        return DEFAULT_PHOTONS if self.photons is None else self.photons
 
 
 @dataclass(frozen=True)
@@ -385,12 +471,28 @@ class EvaluationSettings:
     ``styles``: number of style references; ``lpips_weights``: torchvision AlexNet weights
     (``None``: the torch hub cache); ``grid_cts`` / ``grid_styles``: size of the style grid;
     ``real_crop``: centred fraction of each real radiograph's shorter side kept for the realism
-    measures (the field of view; see the README); ``drr_step`` / ``scale_step``: ray-marching
+    measures (the field of view; see docs/evaluation.md); ``drr_step`` / ``scale_step``: ray-marching
     steps (voxels of the stored CT grid) of the physics DRRs at the evaluation views and of the
-    scale-error sweep; ``seed``: of the untrained control, KID's subsets and the C2ST folds."""
+    scale-error sweep; ``seed``: of the untrained control, KID's subsets and the C2ST folds; ``floor`` /
+    ``other_collection``: folders of real radiographs scored like the synthetic rows (the floor of the
+    realism measures: other patients of the real set's collection, another collection; ``None``: not placed)."""
 
     styles: int = field(default=5, metadata=_help("style references drawn from --xray (default: %(default)s)"))
     lpips_weights: Path | None = field(default=None, metadata=_help("torchvision alexnet-owt-7be5be79.pth"))
+    floor: Path | None = field(
+        default=None,
+        metadata=_help(
+            "folder of real radiographs of OTHER patients of --xray's collection (e.g. a split by patient), scored "
+            "like the synthetic rows: the floor of the realism measures; no film may also be in --xray"
+        ),
+    )
+    other_collection: Path | None = field(
+        default=None,
+        metadata=_help(
+            "folder of real radiographs of another collection (another hospital or device), scored like the "
+            "synthetic rows: what a change of collection alone costs in the realism measures"
+        ),
+    )
     batch_size: int = 8
     grid_cts: int = 4
     grid_styles: int = 5

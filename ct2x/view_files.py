@@ -4,14 +4,17 @@ A view image is a float32 array ``(H, W)`` laid out as displayed (row 0 at the t
 column 0 on the left; see ``ct2x.geometry``). Its NRRD is a single-slice 3D image whose
 origin, spacing and direction put every pixel at its place on the detector plane in LPS
 millimetres, so opening it in 3D Slicer (or any ITK reader) shows it where the detector
-was. The C-arm parameters are kept as ``ct2x_*`` header fields.
+was. The C-arm parameters are kept as ``ct2x_*`` header fields, with whatever else the writer
+adds (``ct2x drr``: how the image was made, its CT coverage). A view's CT coverage mask
+(:func:`ct2x.drr.coverage`) is written beside it as ``<view>_coverage.nrrd`` (uint8, 1 = covered,
+on the same detector-plane placement) and ``<view>_coverage.png`` (white = covered).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -49,9 +52,27 @@ def geometry_fields(carm: CArm) -> dict[str, str]:
     }
 
 
-def write_view_nrrd(path: str | os.PathLike[str], image: np.ndarray, carm: CArm) -> None:
-    """Write ``image`` (H, W) as a float32 single-slice NRRD placed on ``carm``'s detector (LPS)."""
-    data = np.asarray(image, dtype=np.float32)
+#: Suffix of a view's coverage mask files (``<view stem>_coverage.nrrd`` / ``.png``).
+COVERAGE_SUFFIX = "_coverage"
+
+
+def coverage_fields(mask: np.ndarray) -> dict[str, str]:
+    """The header field of a view with coverage mask ``mask`` (H, W) bool: ``ct2x_coverage_fraction``, the
+    fraction of its pixels whose rays cross the whole CT (:func:`ct2x.drr.coverage`)."""
+    return {"ct2x_coverage_fraction": f"{float(np.mean(np.asarray(mask, dtype=bool))):.6g}"}
+
+
+def write_view_nrrd(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    carm: CArm,
+    fields: Mapping[str, str] | None = None,
+    dtype: type = np.float32,
+) -> None:
+    """Write ``image`` (H, W) as a single-slice NRRD placed on ``carm``'s detector (LPS), float32 unless
+    ``dtype`` says otherwise (e.g. ``np.uint8`` for a mask); ``fields``: header fields besides the C-arm's
+    (one-line text values)."""
+    data = np.asarray(image, dtype=dtype)
     if data.shape != carm.detector_shape:
         raise ValueError(f"image shape {data.shape} does not match the detector {carm.detector_shape}")
     out = sitk.GetImageFromArray(data[None])
@@ -59,13 +80,37 @@ def write_view_nrrd(path: str | os.PathLike[str], image: np.ndarray, carm: CArm)
     out.SetOrigin(tuple(affine[:3, 3]))
     out.SetSpacing((carm.pixel_spacing[1], carm.pixel_spacing[0], 1.0))
     out.SetDirection(tuple((affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).ravel()))
-    for key, value in geometry_fields(carm).items():
+    for key, value in {**geometry_fields(carm), **(fields or {})}.items():
         out.SetMetaData(key, value)
     with atomic_path(path) as tmp:
         sitk.WriteImage(out, str(tmp), useCompression=True)
 
 
-def write_view_dicom(path: str | os.PathLike[str], image: np.ndarray, carm: CArm, description: str) -> None:
+def coverage_name(stem: str, suffix: str) -> str:
+    """The file name of a view's coverage mask: ``<stem>_coverage<suffix>``, e.g. ``view00_LAO0_CRAN0_coverage.png``."""
+    return f"{stem}{COVERAGE_SUFFIX}{suffix}"
+
+
+def write_coverage(
+    nrrd: str | os.PathLike[str] | None, png: str | os.PathLike[str] | None, mask: np.ndarray, carm: CArm
+) -> None:
+    """Write a view's coverage mask (H, W) bool (:func:`ct2x.drr.coverage`) as an NRRD (uint8, 1 = covered,
+    placed like the view, with ``ct2x_coverage_fraction``) and a PNG (white = covered); ``None`` skips one."""
+    covered = np.asarray(mask, dtype=bool)
+    if nrrd is not None:
+        write_view_nrrd(nrrd, covered, carm, coverage_fields(covered), dtype=np.uint8)
+    if png is not None:
+        with atomic_path(png) as tmp:
+            Image.fromarray(covered.astype(np.uint8) * 255).save(tmp, format="PNG")
+
+
+def write_view_dicom(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    carm: CArm,
+    description: str,
+    coverage: np.ndarray | None = None,
+) -> None:
     """Write ``image`` (H, W) in [0, 1] as a DICOM DX (for presentation) image with its C-arm geometry.
 
     Pixels are 12-bit MONOCHROME2. Tags: DistanceSourceToDetector / ToPatient (mm),
@@ -73,6 +118,11 @@ def write_view_dicom(path: str | os.PathLike[str], image: np.ndarray, carm: CArm
     defines them), ImagerPixelSpacing (detector, mm) and PixelSpacing at the isocenter
     (``ImagerPixelSpacing * SID / SDD``, calibration type GEOMETRY). UIDs derive from the
     pixels and the geometry, so the same synthesis gives the same file content.
+
+    With ``coverage`` (H, W) bool (:func:`ct2x.drr.coverage`, True = covered), the pixels whose rays
+    are *not* covered are a region-of-interest overlay plane (group 6000, label ``CT2X coverage``): a
+    viewer draws it over the image, and the image stays one DX image (a mask as a second DX image would
+    read as a radiograph).
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
@@ -107,8 +157,29 @@ def write_view_dicom(path: str | os.PathLike[str], image: np.ndarray, carm: CArm
     ds.PixelSpacing = [f"{s * carm.sid / carm.sdd:.6g}" for s in carm.pixel_spacing]
     ds.PixelSpacingCalibrationType = "GEOMETRY"
     ds.PixelData = pixels.tobytes()
+    if coverage is not None:
+        _coverage_overlay(ds, np.asarray(coverage, dtype=bool))
     with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
+
+
+def _coverage_overlay(ds: object, covered: np.ndarray) -> None:
+    """Add the uncovered pixels of ``covered`` (H, W) bool as overlay plane 6000 (ROI) to the dataset ``ds``."""
+    from pydicom.pixels import pack_bits
+
+    if covered.shape != (ds.Rows, ds.Columns):
+        raise ValueError(f"coverage mask shape {covered.shape} does not match the image {(ds.Rows, ds.Columns)}")
+    group = 0x6000 << 16
+    ds.add_new(group | 0x0010, "US", covered.shape[0])  # Overlay Rows
+    ds.add_new(group | 0x0011, "US", covered.shape[1])  # Overlay Columns
+    ds.add_new(group | 0x0022, "LO", "pixels whose rays leave the CT through its first or last slice")
+    ds.add_new(group | 0x0040, "CS", "R")  # Overlay Type: region of interest
+    ds.add_new(group | 0x0045, "LO", "AUTOMATED")  # Overlay Subtype
+    ds.add_new(group | 0x0050, "SS", [1, 1])  # Overlay Origin (row, column), 1-based
+    ds.add_new(group | 0x0100, "US", 1)  # Overlay Bits Allocated
+    ds.add_new(group | 0x0102, "US", 0)  # Overlay Bit Position
+    ds.add_new(group | 0x1500, "LO", "CT2X coverage")  # Overlay Label
+    ds.add_new(group | 0x3000, "OW", pack_bits((~covered).astype(np.uint8).ravel()))  # Overlay Data
 
 
 def to_uint8(image: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5) -> np.ndarray:
@@ -122,10 +193,18 @@ def to_uint8(image: np.ndarray, low_percentile: float = 0.5, high_percentile: fl
     return (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Write an 8-bit grey PNG preview of a float view."""
+def windowed_uint8(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Map a float image to 8 bits with the fixed ``window`` (low, high) as black and white (NaN: black)."""
+    scaled = (np.asarray(image, dtype=np.float64) - window[0]) / (window[1] - window[0])
+    return (np.clip(np.nan_to_num(scaled), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray, window: tuple[float, float] | None = None) -> None:
+    """Write an 8-bit grey PNG preview of a float view: windowed to its own percentiles (:func:`to_uint8`), or
+    with ``window`` (low, high) fixed, e.g. ``(0, 1)`` for a display image (a radiograph of the imaging chain)."""
+    pixels = to_uint8(image) if window is None else windowed_uint8(image, window)
     with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
+        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def contact_sheet(
@@ -149,11 +228,7 @@ def contact_sheet(
     draw = ImageDraw.Draw(sheet)
     for n, (image, label) in enumerate(zip(images, labels, strict=True)):
         x, y = gap + (n % columns) * (w + gap), gap + (n // columns) * (h + caption + gap)
-        if window is None:
-            pixels = to_uint8(image)
-        else:
-            scaled = (np.asarray(image, dtype=np.float64) - window[0]) / (window[1] - window[0])
-            pixels = (np.clip(np.nan_to_num(scaled), 0, 1) * 255 + 0.5).astype(np.uint8)
+        pixels = to_uint8(image) if window is None else windowed_uint8(image, window)
         sheet.paste(Image.fromarray(pixels), (x, y))
         draw.text((x + 2, y + h + 3), label, fill=255)
     return sheet

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,31 @@ from ct2x.options import RENDER_BACKENDS, option_default, option_flag
 
 #: A parser or an argument group of one.
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+class LinesHelpFormatter(argparse.HelpFormatter):
+    """argparse's help, except that the description and epilog keep their line breaks: each line is wrapped
+    on its own, its continuation indented under the line's text (for lists such as the choices of an option)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        filled = []
+        for line in text.splitlines():
+            body = line.lstrip()
+            if not body:
+                filled.append("")
+                continue
+            lead = indent + line[: len(line) - len(body)]
+            hang = lead + " " * _hanging(body)
+            filled.append(textwrap.fill(body, width, initial_indent=lead, subsequent_indent=hang))
+        return "\n".join(filled)
+
+
+def _hanging(line: str) -> int:
+    """Where a list line's text starts after its name (two spaces or more), else 0: e.g. ``name   text``."""
+    gap = line.find("  ")
+    if gap < 0:
+        return 0
+    return gap + len(line[gap:]) - len(line[gap:].lstrip(" "))
 
 
 def _help(options: type, name: str) -> str:
@@ -63,9 +89,12 @@ def add_isocenter_argument(parser: Parser, options: type) -> None:
     add_field(parser, options, "isocenter", type=float, nargs=3, metavar=("L", "P", "S"))
 
 
-def add_geometry_arguments(parser: argparse.ArgumentParser, options: type) -> None:
-    """The C-arm of ``ct2x drr``: angles, distances, detector and isocenter, in one group."""
-    group = parser.add_argument_group("C-arm geometry (LPS, mm, degrees; defaults: DeepDRR's mobile C-arm)")
+def add_geometry_arguments(
+    parser: argparse.ArgumentParser, options: type, defaults: str = "defaults: DeepDRR's mobile C-arm"
+) -> None:
+    """The C-arm of ``ct2x drr``: angles, distances, detector and isocenter, in one group whose title says
+    where the ``defaults`` come from."""
+    group = parser.add_argument_group(f"C-arm geometry (LPS, mm, degrees; {defaults})")
     add_angle_arguments(group, options)
     add_field(group, options, "sdd", type=float)
     add_field(group, options, "sid", type=float)

@@ -1,4 +1,5 @@
-"""``ct2x drr``: DRRs of a CT at C-arm angles with DeepDRR's physics (options: :class:`ct2x.options.DRROptions`)."""
+"""``ct2x drr``: radiographs of a CT at C-arm angles, through the imaging chain on DeepDRR's physics, or the raw
+physics DRRs (options: :class:`ct2x.options.DRROptions`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ct2x.cli.arguments import (
+    LinesHelpFormatter,
     add_backend_argument,
     add_device_argument,
     add_field,
@@ -14,25 +16,64 @@ from ct2x.cli.arguments import (
     add_positional,
     options_from,
 )
-from ct2x.options import DRROptions
+from ct2x.options import DEFAULT_IMAGING, IMAGING_MODES, IMAGING_PRESETS, IMAGING_RANDOMISED, IMAGING_RAW, DRROptions
+
+#: One or two lines per ``--imaging`` choice, for ``--help`` (the presets' values: ``ct2x.imaging.PRESETS``;
+#: ``Testing/test_drr_imaging.py`` checks that every preset is here with its distances).
+IMAGING_CHOICES_HELP = {
+    "mobile_carm_flat_panel": "a saved fluoroscopy image of a mobile C-arm with a CsI flat panel (70 kVp, grid, "
+    "mild processing); SID 530, SDD 1020 mm, 298 x 298 mm detector",
+    "mobile_carm_image_intensifier": "the same C-arm with a 23 cm image intensifier (round field, vignetting, "
+    "8 bits); SID 530, SDD 1020 mm, 230 x 230 mm detector",
+    "chest_dr_pa": "chest PA on a flat-panel stand (125 kVp, grid, strong processing, side marker); SID 1650, "
+    "SDD 1800 mm, 430 x 430 mm detector",
+    "bedside_cr_ap": "bedside chest AP on a CR cassette (85 kVp, no grid, heel effect, collimated); SID 960, "
+    "SDD 1100 mm, 430 x 350 mm detector (rows x columns)",
+    IMAGING_RANDOMISED: "every chain parameter (tube, dose, scatter, grid, detector, processing) drawn from its "
+    "published range with --seed, at DeepDRR's C-arm geometry",
+    IMAGING_RAW: "the physics DRR alone, as before --imaging existed: -log of the transmitted fraction, "
+    "--spectrum, --photons Poisson noise",
+}
+
+
+def _epilog() -> str:
+    lines = [f"--imaging choices (default {DEFAULT_IMAGING}; docs/imaging-chain.md):"]
+    for name in IMAGING_MODES:
+        lines += [f"  {name}", f"      {IMAGING_CHOICES_HELP[name]}"]
+    lines += [
+        "",
+        "The geometry options not given take the --imaging preset's (randomised and raw: DeepDRR's C-arm), "
+        "e.g. --imaging chest_dr_pa renders at SDD 1800 mm unless --sdd is given; --size or --pixel alone keeps "
+        "the detector's size in mm.",
+        "",
+        "Per view: VIEW.nrrd (float32, placed on the detector plane in LPS; its header holds the C-arm, the "
+        "imaging mode, the chain's parameters as JSON and the seeds, the covered fraction), VIEW.png, and the CT "
+        "coverage mask VIEW_coverage.nrrd (uint8, 1 = covered) and VIEW_coverage.png (white = covered): the "
+        "pixels whose rays cross the CT without leaving through its first or last slice; contact_sheet.png.",
+    ]
+    return "\n".join(lines)
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     """Add ``ct2x drr`` to the verbs."""
     drr = verbs.add_parser(
         "drr",
-        help="render DRRs of a CT at C-arm angles (DeepDRR's physics)",
+        help="render radiographs (imaging chain on DeepDRR's physics) or raw DRRs of a CT at C-arm angles",
         description=(
-            "Render digitally reconstructed radiographs with DeepDRR's physical model: HU -> air / soft tissue / "
-            "bone and densities, ray marching with trilinear sampling, polyenergetic attenuation (spekpy spectrum, "
-            "xraydb coefficients), optional Poisson noise, -log. Writes one NRRD per view (float32, placed on the "
-            "detector plane in LPS, with pixel spacing and the C-arm parameters in its header), a PNG preview per "
-            "view and contact_sheet.png."
+            "Render radiographs of a CT: DeepDRR's physical model (HU -> air / soft tissue / bone and densities, "
+            "ray marching with trilinear sampling, polyenergetic attenuation with spekpy spectra and xraydb "
+            "coefficients) gives each ray's area densities, then an imaging chain (--imaging) adds the beam "
+            "profile, scatter and grid, focal-spot and detector blur, noise from the dose, the detector's log and "
+            "the console's processing: display images in [0, 1], bright = attenuating. --imaging raw writes the "
+            "physics DRR (-log, optional Poisson noise) instead."
         ),
+        epilog=_epilog(),
+        formatter_class=LinesHelpFormatter,
     )
     add_positional(drr, DRROptions, "ct", type=Path)
     add_field(drr, DRROptions, "series", metavar="UID")
-    add_geometry_arguments(drr, DRROptions)
+    add_field(drr, DRROptions, "imaging", metavar="NAME")
+    add_geometry_arguments(drr, DRROptions, "defaults: the --imaging preset's")
     physics = drr.add_argument_group("physics")
     add_field(physics, DRROptions, "step", type=float)
     add_field(physics, DRROptions, "spectrum")
@@ -54,54 +95,87 @@ def run(args: argparse.Namespace) -> None:
 
 
 def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder_lock.OutputFiles)
-    """Render every view of ``options`` and write its NRRD and PNG, then contact_sheet.png, into ``out``."""
+    """Render every view of ``options`` and write its NRRD, PNG and coverage mask, then contact_sheet.png,
+    into ``out``."""
+    import dataclasses
+    import json
+
     from tqdm import tqdm
 
     from ct2x.device import torch_device
-    from ct2x.drr import render_drr
+    from ct2x.drr import coverage, materials, render_drr
     from ct2x.drr.render import check_render_memory
     from ct2x.drr.spectrum import get_spectrum
     from ct2x.geometry import check_detector, views
-    from ct2x.view_files import view_label, view_stem, write_contact_sheet, write_png, write_view_nrrd
+    from ct2x.imaging import PRESETS, randomised
+    from ct2x.imaging.render import chain_geometry, render_radiographs
+    from ct2x.view_files import (
+        coverage_fields,
+        coverage_name,
+        view_label,
+        view_stem,
+        write_contact_sheet,
+        write_coverage,
+        write_png,
+        write_view_nrrd,
+    )
     from ct2x.volume import read_ct
 
-    get_spectrum(options.spectrum)  # an unknown spectrum fails here, before any work
+    raw = options.imaging == IMAGING_RAW
+    if raw:
+        parameters = None
+    elif options.imaging == IMAGING_RANDOMISED:
+        parameters = randomised(options.seed)  # one imaging chain for all views; their noise differs
+    else:
+        parameters = PRESETS[options.imaging].parameters
+    spectrum = options.raw_spectrum if raw else parameters.spectrum
+    get_spectrum(spectrum)  # an unknown spectrum fails here, before any work
     device = torch_device(options.device)
     volume = read_ct(options.ct, series_uid=options.series)
     isocenter = tuple(options.isocenter) if options.isocenter else tuple(volume.center_lps)
-    chain = {
-        "sdd": options.sdd,
-        "sid": options.sid,
-        "detector_shape": options.detector_shape,
-        "pixel_spacing": options.pixel_spacing,
-        "isocenter": isocenter,
-    }
-    carms = views(options.angles, options.secondary, **chain)
-    check_render_memory(volume, carms, spectrum=options.spectrum, device=device, backend=options.backend)
-    (rows, columns), (row_mm, column_mm) = options.detector_shape, options.pixel_spacing
+    preset = options.imaging if options.imaging in IMAGING_PRESETS else None
+    chain = chain_geometry(
+        preset, sdd=options.sdd, sid=options.sid, detector_size=options.detector_size, pixel_mm=options.pixel_mm
+    )
+    carms = views(options.angles, options.secondary, **chain, isocenter=isocenter)
+    check_render_memory(volume, carms, spectrum=spectrum, device=device, backend=options.backend)
+    (rows, columns), (row_mm, column_mm) = chain["detector_shape"], chain["pixel_spacing"]
     flags = f"--size {rows} x {columns} / --pixel {row_mm:g} x {column_mm:g} mm"
-    check_detector(options.detector_shape, options.pixel_spacing, flags)  # after the memory check (--size 100000)
+    check_detector(chain["detector_shape"], chain["pixel_spacing"], flags)  # after the memory check (--size 100000)
+    covered = coverage(volume, carms).numpy()
+    made = {"ct2x_imaging": options.imaging, "ct2x_step_voxels": f"{options.step:g}", "ct2x_seed": str(options.seed)}
+    if raw:
+        made |= {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
+    else:
+        made["ct2x_imaging_parameters"] = json.dumps(dataclasses.asdict(parameters))
+        prepared = materials(volume, device=device, backend=options.backend)  # the CT converted once
     images, labels = [], []
-    for index, carm in enumerate(tqdm(carms, desc="DRR views", unit="view")):
-        image = (
-            render_drr(
+    for index, carm in enumerate(tqdm(carms, desc="radiographs" if not raw else "DRR views", unit="view")):
+        if raw:
+            image = render_drr(
                 volume,
                 [carm],
                 step=options.step,
-                spectrum=options.spectrum,
-                photons=options.photons or None,
+                spectrum=spectrum,
+                photons=options.raw_photons or None,
                 seed=options.seed + index,
                 device=device,
                 backend=options.backend,
                 check_memory=False,  # checked above for all views
             )[0]
-            .cpu()
-            .numpy()
-        )
+        else:
+            image = render_radiographs(prepared, [carm], parameters, step=options.step, seed=options.seed + index)[0]
+        image = image.cpu().numpy()
         stem = view_stem(carm, index)
-        write_view_nrrd(out.path(f"{stem}.nrrd"), image, carm)
-        write_png(out.path(f"{stem}.png"), image)
+        fields = {**made, "ct2x_noise_seed": str(options.seed + index), **coverage_fields(covered[index])}
+        write_view_nrrd(out.path(f"{stem}.nrrd"), image, carm, fields)
+        write_png(out.path(f"{stem}.png"), image, window=None if raw else (0.0, 1.0))
+        mask_files = (out.path(coverage_name(stem, ".nrrd")), out.path(coverage_name(stem, ".png")))
+        write_coverage(*mask_files, covered[index], carm)
         images.append(image)
         labels.append(view_label(carm))
-    write_contact_sheet(out.path("contact_sheet.png"), images, labels)
-    print(f"wrote {len(carms)} views to {options.out}/ (NRRD + PNG per view, contact_sheet.png)")
+    write_contact_sheet(out.path("contact_sheet.png"), images, labels, window=None if raw else (0.0, 1.0))
+    print(
+        f"wrote {len(carms)} views ({options.imaging}) to {options.out}/ (NRRD + PNG + coverage mask per view, "
+        "contact_sheet.png)"
+    )
