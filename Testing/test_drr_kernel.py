@@ -197,3 +197,20 @@ def test_cli_without_numba_warns_once_and_renders(tmp_path):
     warnings = done.stderr.split("ct2x: warning: ")[1:]  # (a progress bar may share the warning's line)
     assert len(warnings) == 1 and warnings[0].startswith("numba is not installed")
     assert len(list((tmp_path / "out").glob("view*[0-9].nrrd"))) == 2  # (and a coverage mask each)
+
+
+def test_a_numba_march_leaves_torchs_thread_count_and_no_negative_density():
+    """numba's OpenMP runtime is torch's: restoring numba's thread count after a march must not change torch's
+    (torch at 1 thread went to the machine's count, and the imaging chain's small ops ran hundreds of times
+    slower); the march's round-off never gives a negative area density (the imaging chain refuses one)."""
+    from ct2x.drr import area_densities
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        volume = lopsided_phantom()
+        area = area_densities(volume, [VIEW, VIEW.with_angles(-60.0, 5.0)], backend="numba")
+        assert torch.get_num_threads() == 1
+        assert float(area.min()) >= 0.0 and float(area.max()) > 0.0
+    finally:
+        torch.set_num_threads(threads)

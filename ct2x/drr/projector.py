@@ -172,16 +172,19 @@ def resolve_backend(backend: str, device: torch.device) -> Literal["numba", "tor
 
 
 @contextmanager
-def _numba_threads() -> Iterator[None]:
-    """Run numba's parallel loops on as many threads as torch uses (one thread setting for the process)."""
+def numba_threads() -> Iterator[None]:
+    """Run numba's parallel loops on as many threads as torch uses, then restore both counts: numba's OpenMP
+    runtime is torch's, so setting numba's count back also sets torch's (torch at 1 thread would leave at 2)."""
     import numba
 
+    threads = torch.get_num_threads()  # first: numba's first call starts its OpenMP pool, which resets torch's
     previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:
         numba.set_num_threads(previous)
+        torch.set_num_threads(threads)
 
 
 def _chunks(counts: np.ndarray, max_samples: int) -> list[tuple[int, int, int]]:
@@ -299,7 +302,7 @@ def _march_numba(
     from ct2x.drr import kernel
 
     cells = field.permute(1, 2, 3, 0).contiguous().numpy()  # (K, J, I, C): channels last
-    with _numba_threads():
+    with numba_threads():
         if labels is None:
             out = kernel.project(cells, samples, reduce == "max")
         else:

@@ -19,7 +19,7 @@ from ct2x.device import torch_device
 from ct2x.drr import deepdrr_backend
 from ct2x.drr.materials import MATERIALS, attenuation_table, hu_to_density, hu_to_material_index
 from ct2x.drr.noise import poisson_noise
-from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, MARCHERS, Marcher, project, resolve_backend
+from ct2x.drr.projector import DEFAULT_MEMORY_BYTES, MARCHERS, Marcher, numba_threads, project, resolve_backend
 from ct2x.drr.spectrum import get_spectrum
 from ct2x.errors import CT2XError, positive_finite
 from ct2x.geometry import CArm
@@ -147,7 +147,8 @@ def materials(volume: CTVolume, *, device: str | torch.device = "cpu", backend: 
     if marcher == "numba":
         from ct2x.drr.kernel import material_cells
 
-        density, material = (torch.from_numpy(a) for a in material_cells(_hu_array(volume)))
+        with numba_threads():
+            density, material = (torch.from_numpy(a) for a in material_cells(_hu_array(volume)))
     else:
         hu = _hu(volume, device)
         density, material = hu_to_density(hu), hu_to_material_index(hu)
@@ -252,7 +253,7 @@ def area_densities(
     prepared = volume if isinstance(volume, Materials) else materials(ct, device=device, backend=backend)
     area = project(prepared.density, ct, views, step=step, memory_bytes=memory_bytes, backend=prepared.marcher,
                    labels=prepared.material, channels=len(MATERIALS))  # fmt: skip
-    area = area / _MM_PER_CM  # g/cm^3 * mm -> g/cm^2
+    area = (area / _MM_PER_CM).clamp_min_(0.0)  # g/cm^3 * mm -> g/cm^2; the march's round-off can leave -1e-17
     _warn_if_empty(area, ct, views)
     return area
 
