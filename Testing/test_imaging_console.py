@@ -10,7 +10,17 @@ import torch
 
 from ct2x.geometry import CArm
 from ct2x.imaging import PRESETS, console
-from ct2x.imaging.console import compress, enhance, quantize, tone_curve
+from ct2x.imaging.console import (
+    apply_tone_points,
+    band_gain,
+    band_weights,
+    compress,
+    enhance,
+    laplacian_pyramid,
+    level_scale_mm,
+    quantize,
+    tone_curve,
+)
 from ct2x.models.inputs import drr_image
 
 PROCESSED = PRESETS["chest_dr_pa"].parameters
@@ -96,3 +106,40 @@ def test_the_side_marker_is_burnt_white_in_its_corner(marker, corner):
     rows, columns = changed[:, 0].float().mean(), changed[:, 1].float().mean()
     assert (rows < 48) == corner.startswith("top") and (columns < 40) == corner.endswith("left")
     assert float(changed[:, 0].max() - changed[:, 0].min() + 1) == pytest.approx(12.0 / 0.8, abs=2)  # 12 mm tall
+
+
+def test_the_pyramid_rebuilds_the_image_and_its_levels_are_placed_by_physical_size():
+    log = log_phantom()[:1, None]
+    details, residual = laplacian_pyramid(log, 0.8)
+    assert [tuple(d.shape[-2:]) for d in details] == [(96, 80), (48, 40), (24, 20)]
+    assert tuple(residual.shape[-2:]) == (12, 10)  # the next level would be under 16 pixels
+    rebuilt = residual
+    for detail in reversed(details):
+        rebuilt = detail + torch.nn.functional.interpolate(rebuilt, size=detail.shape[-2:], mode="bilinear")
+    torch.testing.assert_close(rebuilt, log, rtol=0.0, atol=1e-5)
+    assert len(laplacian_pyramid(log, 30.0)[0]) == 1  # 45 mm; the next (90 mm) is past the largest band, 64 mm
+    assert len(laplacian_pyramid(log, 0.8, levels=1)[0]) == 1
+    assert level_scale_mm(2, 0.5) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1.5, 3.0, 12.0, 32.0, 100.0])
+def test_band_weights_give_the_interpolated_band_gain(scale):
+    weights = band_weights(scale)
+    assert sum(weights) == pytest.approx(1.0) and min(weights) >= 0.0
+    gains = (1.6, 1.9, 1.8, 1.4, 1.1, 1.0)
+    parameters = dataclasses.replace(PROCESSED, band_gains=gains)
+    assert band_gain(scale, parameters) == pytest.approx(sum(w * g for w, g in zip(weights, gains, strict=True)))
+
+
+def test_tone_points_are_a_monotone_curve_after_the_sigmoid_and_none_is_the_identity():
+    u = torch.linspace(0, 1, 101)
+    assert torch.equal(apply_tone_points(u, ()), u)
+    torch.testing.assert_close(apply_tone_points(u, (0.0, 0.5, 1.0)), u, rtol=0.0, atol=1e-6)
+    curved = apply_tone_points(u, (0.0, 0.8, 1.0))
+    assert float(curved[50]) == pytest.approx(0.8) and float(curved[25]) == pytest.approx(0.4)
+    assert torch.all(torch.diff(curved) >= 0)
+    log = log_phantom()
+    plain = console(log, [VIEW, VIEW], dataclasses.replace(PROCESSED, bits=16))
+    brighter = console(log, [VIEW, VIEW], dataclasses.replace(PROCESSED, bits=16, tone_points=(0.0, 0.7, 1.0)))
+    quantum = 2.0 / 65535  # 16 bits, rounded twice
+    torch.testing.assert_close(brighter, apply_tone_points(plain, (0.0, 0.7, 1.0)), rtol=0.0, atol=quantum)

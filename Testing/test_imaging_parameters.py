@@ -62,6 +62,12 @@ def test_randomised_parameters_are_seeded_drawn_from_their_ranges_and_usable():
     assert image.shape == view.detector_shape and 0.0 <= float(image.min()) <= float(image.max()) <= 1.0
 
 
+def test_tone_points_are_checked_and_kept_as_floats():
+    parameters = dataclasses.replace(ImagingParameters(), tone_points=[0, 0.25, 1])
+    assert parameters.tone_points == (0.0, 0.25, 1.0) and ImagingParameters().tone_points == ()
+    assert dataclasses.replace(parameters, tone_contrast=1.0).unprocessed().tone_points == ()
+
+
 def test_unprocessed_switches_the_console_off_only():
     off = PRESETS["bedside_cr_ap"].parameters.unprocessed()
     assert (
@@ -90,6 +96,11 @@ def test_unprocessed_switches_the_console_off_only():
         ({"bits": 0}, "bits must be a whole number of bits in [1, 16]"),
         ({"bits": 8.0}, "bits must be a whole number"),
         ({"marker": "X"}, "marker must be one of"),
+        ({"tone_points": (0.5,)}, "tone_points must be () or 2-257 numbers in [0, 1]"),
+        ({"tone_points": "0.1"}, "tone_points must be () or 2-257 numbers"),
+        ({"tone_points": (0.0,) * 300}, "tone_points must be () or 2-257 numbers"),
+        ({"tone_points": (0.0, 1.2)}, "tone_points must be a number in [0, 1]"),
+        ({"tone_points": (0.0, 0.6, 0.5, 1.0)}, "tone_points must be non-decreasing"),
     ],
 )
 def test_a_bad_parameter_is_a_one_line_error(change, message):

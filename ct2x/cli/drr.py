@@ -97,41 +97,57 @@ def run(args: argparse.Namespace) -> None:
 def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder_lock.OutputFiles)
     """Render every view of ``options`` and write its NRRD, PNG and coverage mask, then contact_sheet.png,
     into ``out``."""
-    import dataclasses
-    import json
-
     from tqdm import tqdm
 
     from ct2x.device import torch_device
-    from ct2x.drr import coverage, materials, render_drr
-    from ct2x.drr.render import check_render_memory
+    from ct2x.drr import coverage
     from ct2x.drr.spectrum import get_spectrum
-    from ct2x.geometry import check_detector, views
-    from ct2x.imaging import PRESETS, randomised
-    from ct2x.imaging.render import chain_geometry, render_radiographs
-    from ct2x.view_files import (
-        coverage_fields,
-        coverage_name,
-        view_label,
-        view_stem,
-        write_contact_sheet,
-        write_coverage,
-        write_png,
-        write_view_nrrd,
-    )
+    from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
     raw = options.imaging == IMAGING_RAW
-    if raw:
-        parameters = None
-    elif options.imaging == IMAGING_RANDOMISED:
-        parameters = randomised(options.seed)  # one imaging chain for all views; their noise differs
-    else:
-        parameters = PRESETS[options.imaging].parameters
+    parameters = _chain_parameters(options)
     spectrum = options.raw_spectrum if raw else parameters.spectrum
     get_spectrum(spectrum)  # an unknown spectrum fails here, before any work
     device = torch_device(options.device)
     volume = read_ct(options.ct, series_uid=options.series)
+    carms = _views(options, volume, spectrum, device)
+    covered = coverage(volume, carms).numpy()
+    made = _header_fields(options, parameters, spectrum)
+    render = _renderer(options, volume, parameters, spectrum, device)
+    images, labels = [], []
+    for index, carm in enumerate(tqdm(carms, desc="radiographs" if not raw else "DRR views", unit="view")):
+        image = render(carm, index)
+        noise = {"ct2x_noise_seed": str(options.seed + index)}
+        _write_view(out, image, carm, index, covered[index], made | noise, raw)
+        images.append(image)
+        labels.append(view_label(carm))
+    write_contact_sheet(out.path("contact_sheet.png"), images, labels, window=None if raw else (0.0, 1.0))
+    print(
+        f"wrote {len(carms)} views ({options.imaging}) to {options.out}/ (NRRD + PNG + coverage mask per view, "
+        "contact_sheet.png)"
+    )
+
+
+def _chain_parameters(options: DRROptions):  # noqa: ANN202 (ct2x.imaging.ImagingParameters or None)
+    """The imaging chain's parameters of ``--imaging`` (``None`` for raw): one chain for all views, whose noise
+    differs per view."""
+    from ct2x.imaging import PRESETS, randomised
+
+    if options.imaging == IMAGING_RAW:
+        return None
+    if options.imaging == IMAGING_RANDOMISED:
+        return randomised(options.seed)
+    return PRESETS[options.imaging].parameters
+
+
+def _views(options: DRROptions, volume, spectrum: str, device) -> list:  # noqa: ANN001 (CTVolume, torch.device)
+    """The C-arm views of ``options`` (a preset's geometry for the options not given), their memory and
+    detector checked before any rendering."""
+    from ct2x.drr.render import check_render_memory
+    from ct2x.geometry import check_detector, views
+    from ct2x.imaging.render import chain_geometry
+
     isocenter = tuple(options.isocenter) if options.isocenter else tuple(volume.center_lps)
     preset = options.imaging if options.imaging in IMAGING_PRESETS else None
     chain = chain_geometry(
@@ -142,40 +158,51 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
     (rows, columns), (row_mm, column_mm) = chain["detector_shape"], chain["pixel_spacing"]
     flags = f"--size {rows} x {columns} / --pixel {row_mm:g} x {column_mm:g} mm"
     check_detector(chain["detector_shape"], chain["pixel_spacing"], flags)  # after the memory check (--size 100000)
-    covered = coverage(volume, carms).numpy()
+    return carms
+
+
+def _header_fields(options: DRROptions, parameters, spectrum: str) -> dict[str, str]:  # noqa: ANN001
+    """What made the images, for each view's NRRD header: the imaging mode, step and seed, and the raw physics'
+    spectrum and photons or the chain's parameters as JSON (``ImagingParameters(**json.loads(...))``)."""
+    import dataclasses
+    import json
+
     made = {"ct2x_imaging": options.imaging, "ct2x_step_voxels": f"{options.step:g}", "ct2x_seed": str(options.seed)}
-    if raw:
-        made |= {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
-    else:
-        made["ct2x_imaging_parameters"] = json.dumps(dataclasses.asdict(parameters))
-        prepared = materials(volume, device=device, backend=options.backend)  # the CT converted once
-    images, labels = [], []
-    for index, carm in enumerate(tqdm(carms, desc="radiographs" if not raw else "DRR views", unit="view")):
-        if raw:
-            image = render_drr(
-                volume,
-                [carm],
-                step=options.step,
-                spectrum=spectrum,
-                photons=options.raw_photons or None,
-                seed=options.seed + index,
-                device=device,
-                backend=options.backend,
-                check_memory=False,  # checked above for all views
-            )[0]
-        else:
-            image = render_radiographs(prepared, [carm], parameters, step=options.step, seed=options.seed + index)[0]
-        image = image.cpu().numpy()
-        stem = view_stem(carm, index)
-        fields = {**made, "ct2x_noise_seed": str(options.seed + index), **coverage_fields(covered[index])}
-        write_view_nrrd(out.path(f"{stem}.nrrd"), image, carm, fields)
-        write_png(out.path(f"{stem}.png"), image, window=None if raw else (0.0, 1.0))
-        mask_files = (out.path(coverage_name(stem, ".nrrd")), out.path(coverage_name(stem, ".png")))
-        write_coverage(*mask_files, covered[index], carm)
-        images.append(image)
-        labels.append(view_label(carm))
-    write_contact_sheet(out.path("contact_sheet.png"), images, labels, window=None if raw else (0.0, 1.0))
-    print(
-        f"wrote {len(carms)} views ({options.imaging}) to {options.out}/ (NRRD + PNG + coverage mask per view, "
-        "contact_sheet.png)"
-    )
+    if parameters is None:
+        return made | {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
+    return made | {"ct2x_imaging_parameters": json.dumps(dataclasses.asdict(parameters))}
+
+
+def _renderer(options: DRROptions, volume, parameters, spectrum: str, device):  # noqa: ANN001, ANN202
+    """``render(carm, index)`` -> one view's image ``(H, W)`` float32: the raw physics DRR, or the imaging chain
+    from the CT converted once; view ``index``'s noise is drawn from ``seed + index``."""
+    from ct2x.drr import materials, render_drr
+    from ct2x.imaging.render import render_radiographs
+
+    if parameters is None:
+
+        def render(carm, index: int):  # noqa: ANN001, ANN202
+            return render_drr(
+                volume, [carm], step=options.step, spectrum=spectrum, photons=options.raw_photons or None,
+                seed=options.seed + index, device=device, backend=options.backend,
+                check_memory=False,  # checked for all views
+            )[0].cpu().numpy()  # fmt: skip
+
+        return render
+    prepared = materials(volume, device=device, backend=options.backend)
+
+    def render(carm, index: int):  # noqa: ANN001, ANN202
+        return render_radiographs(prepared, [carm], parameters, step=options.step, seed=options.seed + index)[0].numpy()
+
+    return render
+
+
+def _write_view(out, image, carm, index: int, covered, made: dict[str, str], raw: bool) -> None:  # noqa: ANN001
+    """One view's NRRD (with the header fields ``made`` and its covered fraction), PNG and coverage mask files."""
+    from ct2x.view_files import coverage_fields, coverage_name, view_stem, write_coverage, write_png, write_view_nrrd
+
+    stem = view_stem(carm, index)
+    fields = {**made, **coverage_fields(covered)}
+    write_view_nrrd(out.path(f"{stem}.nrrd"), image, carm, fields)
+    write_png(out.path(f"{stem}.png"), image, window=None if raw else (0.0, 1.0))
+    write_coverage(out.path(coverage_name(stem, ".nrrd")), out.path(coverage_name(stem, ".png")), covered, carm)

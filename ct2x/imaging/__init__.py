@@ -8,7 +8,10 @@ Entry points:
   -> display radiographs ``(V, H, W)`` in [0, 1], bright = attenuating;
 * :func:`simulate`: the same, with every stage (:class:`ImagingStages`: primary, thickness, beam, field,
   scatter, expected quanta, signal, flat field, log image, display image);
-* :func:`console`: the console's processing alone, on a log image (e.g. to fit a look to radiographs);
+* :func:`console`: the console's processing alone, on a log image;
+* :func:`fit_style`: the parameters that make the chain's output match a reference radiograph (no learning);
+* :func:`render_radiographs`: a CT and its views -> radiographs (one march, then the chain): the path of
+  ``ct2x drr``, the Slicer module and the evaluation;
 * :class:`ImagingParameters`, :data:`PRESETS` (mobile C-arm flat panel and image intensifier, chest DR
   PA at 180 cm, bedside CR AP) and :func:`randomised` (every parameter drawn from its published range).
 
@@ -20,8 +23,11 @@ docs/imaging-chain.md describes each stage's model, units and sources.
 
 from ct2x.imaging.chain import ImagingStages, radiograph, simulate
 from ct2x.imaging.console import console
+from ct2x.imaging.fit import fit_style
 from ct2x.imaging.parameters import PRESETS, ImagingParameters, Preset, randomised
+from ct2x.imaging.render import render_radiographs
 
 __all__ = [
-    "PRESETS", "ImagingParameters", "ImagingStages", "Preset", "console", "radiograph", "randomised", "simulate",
+    "PRESETS", "ImagingParameters", "ImagingStages", "Preset", "console", "fit_style", "radiograph", "randomised",
+    "render_radiographs", "simulate",
 ]  # fmt: skip

@@ -12,13 +12,14 @@
   1 compresses the latitude.
 * **Unsharp masking** (:func:`unsharp_mask`): ``x + a (x - G_r * x)``, ``G_r`` a Gaussian of ``r`` mm.
 * **Tone curve** (:func:`tone`): the window from percentiles of the exposed field, then a sigmoid of
-  steepness ``c`` through mid-grey, rescaled to pass through (0, 0) and (1, 1) (``c = 0``: linear);
-  unexposed pixels (collimated) are white.
+  steepness ``c`` through mid-grey, rescaled to pass through (0, 0) and (1, 1) (``c = 0``: linear), then
+  an optional monotone piecewise-linear curve (``tone_points``, e.g. fitted to a film's histogram by
+  :func:`ct2x.imaging.fit.fit_style`); unexposed pixels (collimated) are white.
 * **Side marker** (:func:`burn_marker`): a lead letter, :data:`MARKER_HEIGHT_MM` tall, white.
 * **Bit depth** (:func:`quantize`): ``2^bits`` grey levels.
 
-With unit gains, ``p = 1``, no unsharp masking, the full range as window and ``c = 0``, the processing is
-the identity up to the display's min-max scaling (:meth:`ImagingParameters.unprocessed`).
+With unit gains, ``p = 1``, no unsharp masking, the full range as window, ``c = 0`` and no tone points, the
+processing is the identity up to the display's min-max scaling (:meth:`ImagingParameters.unprocessed`).
 """
 
 from __future__ import annotations
@@ -55,14 +56,29 @@ def compress(detail: torch.Tensor, power: float, scale: float) -> torch.Tensor:
     return detail * (1.0 + (detail / scale) ** 2) ** ((power - 1.0) / 2.0)
 
 
+def _band_position(scale_mm: float) -> tuple[int, int, float]:
+    """The octave bands around structures ``scale_mm`` in size and the weight of the upper one: linear in
+    ``log2`` of the scale between :data:`BAND_SCALES_MM`, held beyond them."""
+    position = math.log2(scale_mm / BAND_SCALES_MM[0])
+    low = min(max(int(math.floor(position)), 0), len(BAND_SCALES_MM) - 1)
+    return low, min(low + 1, len(BAND_SCALES_MM) - 1), min(max(position - low, 0.0), 1.0)
+
+
 def band_gain(scale_mm: float, parameters: ImagingParameters) -> float:
     """The gain of structures ``scale_mm`` in size: ``band_gains`` interpolated linearly in ``log2`` of the
     scale between :data:`BAND_SCALES_MM`, held beyond them."""
-    position = math.log2(scale_mm / BAND_SCALES_MM[0])
-    low = min(max(int(math.floor(position)), 0), len(BAND_SCALES_MM) - 1)
-    high = min(low + 1, len(BAND_SCALES_MM) - 1)
-    weight = min(max(position - low, 0.0), 1.0)
+    low, high, weight = _band_position(scale_mm)
     return (1 - weight) * parameters.band_gains[low] + weight * parameters.band_gains[high]
+
+
+def band_weights(scale_mm: float) -> tuple[float, ...]:
+    """The weights :func:`band_gain` gives each of ``band_gains`` at structures ``scale_mm`` in size (one per
+    :data:`BAND_SCALES_MM`, summing to 1): the gain there is linear in the band gains."""
+    low, high, weight = _band_position(scale_mm)
+    weights = [0.0] * len(BAND_SCALES_MM)
+    weights[low] += 1 - weight
+    weights[high] += weight
+    return tuple(weights)
 
 
 def _smooth_half(image: torch.Tensor) -> torch.Tensor:
@@ -79,21 +95,43 @@ def _expand(image: torch.Tensor, size: torch.Size) -> torch.Tensor:
     return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def level_scale_mm(level: int, spacing_mm: float) -> float:
+    """The size of the structures pyramid level ``level`` holds, mm: ``1.5 x 2^level`` pixels of ``spacing_mm``."""
+    return 1.5 * 2**level * spacing_mm
+
+
+def laplacian_pyramid(image: torch.Tensor, spacing_mm: float,
+                      levels: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:  # fmt: skip
+    """The Laplacian pyramid of images ``(N, 1, H, W)`` with pixels of ``spacing_mm`` (mm): the detail levels,
+    finest first (level ``k`` is ``(N, 1, ~H / 2^k, ~W / 2^k)`` and holds structures of about
+    :func:`level_scale_mm` in size), down to :data:`LARGEST_BAND_MM` or 8 pixels (or ``levels`` levels, if
+    fewer), and the residual (the coarsest low-pass). Adding each level to the expanded coarser one rebuilds
+    the image exactly."""
+    gaussian, details, level = image, [], 0
+    while level_scale_mm(level, spacing_mm) <= LARGEST_BAND_MM and min(gaussian.shape[-2:]) >= 16 and (
+            levels is None or level < levels):  # fmt: skip
+        coarser = _smooth_half(gaussian)
+        details.append(gaussian - _expand(coarser, gaussian.shape[-2:]))
+        gaussian, level = coarser, level + 1
+    return details, gaussian
+
+
+def view_spacing_mm(view: CArm) -> float:
+    """The geometric mean of a view's (row, column) pixel spacing, mm: the scale the pyramid is placed by."""
+    return math.sqrt(view.pixel_spacing[0] * view.pixel_spacing[1])
+
+
 @per_view
 def enhance(log: torch.Tensor, views: Sequence[CArm], parameters: ImagingParameters) -> torch.Tensor:
     """Multi-scale contrast enhancement of log images ``(V, H, W)`` (module docstring), same units."""
     out = []
     for image, view in zip(log, views, strict=True):
-        spacing = math.sqrt(view.pixel_spacing[0] * view.pixel_spacing[1])
-        gaussian, details, level = image[None, None], [], 0
-        while 1.5 * 2**level * spacing <= LARGEST_BAND_MM and min(gaussian.shape[-2:]) >= 16:
-            coarser = _smooth_half(gaussian)
-            details.append(gaussian - _expand(coarser, gaussian.shape[-2:]))
-            gaussian, level = coarser, level + 1
+        spacing = view_spacing_mm(view)
+        details, gaussian = laplacian_pyramid(image[None, None], spacing)
         mean = gaussian.mean()
         result = mean + parameters.residual_gain * (gaussian - mean)
         for k in reversed(range(len(details))):
-            gain = band_gain(1.5 * 2**k * spacing, parameters)
+            gain = band_gain(level_scale_mm(k, spacing), parameters)
             band = details[k] if gain == 1.0 and parameters.compression == 1.0 else gain * compress(
                 details[k], parameters.compression, parameters.compression_scale)  # fmt: skip
             result = band + _expand(result, band.shape[-2:])
@@ -132,10 +170,22 @@ def _percentile(values: torch.Tensor, percent: float) -> torch.Tensor:
     return torch.quantile(sample, percent / 100.0)
 
 
+def apply_tone_points(y: torch.Tensor, points: tuple[float, ...]) -> torch.Tensor:
+    """The monotone tone curve of :attr:`ImagingParameters.tone_points` at ``y`` in [0, 1]: linear between
+    the ``points`` (display values at evenly spaced inputs from 0 to 1); ``()``: the identity."""
+    if not points:
+        return y
+    knots = torch.tensor(points, dtype=y.dtype, device=y.device)
+    position = y.clamp(0.0, 1.0) * (len(points) - 1)
+    index = position.floor().clamp(0, len(points) - 2).long()
+    fraction = position - index
+    return knots[index] + fraction * (knots[index + 1] - knots[index])
+
+
 def tone(images: torch.Tensor, field: torch.Tensor, parameters: ImagingParameters) -> torch.Tensor:
     """Display images in [0, 1] from processed log images ``(..., H, W)``: each image's window is the
-    ``window_percentiles`` of its exposed field (``field > 0.5``, same shape), then :func:`tone_curve`;
-    unexposed pixels are white (1)."""
+    ``window_percentiles`` of its exposed field (``field > 0.5``, same shape), then :func:`tone_curve` and
+    :func:`apply_tone_points`; unexposed pixels are white (1)."""
     shape = images.shape
     images, field = images.reshape(-1, *shape[-2:]), field.reshape(-1, *shape[-2:])
     out = []
@@ -143,7 +193,8 @@ def tone(images: torch.Tensor, field: torch.Tensor, parameters: ImagingParameter
         values = image[exposed] if bool(exposed.any()) else image.flatten()
         low, high = (_percentile(values, p) for p in parameters.window_percentiles)
         u = ((image - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
-        out.append(torch.where(exposed, tone_curve(u, parameters.tone_contrast).clamp(0.0, 1.0), 1.0))
+        y = apply_tone_points(tone_curve(u, parameters.tone_contrast).clamp(0.0, 1.0), parameters.tone_points)
+        out.append(torch.where(exposed, y, 1.0))
     return torch.stack(out).reshape(shape)
 
 

@@ -43,6 +43,8 @@ MARKERS = ("", "L", "R")
 MARKER_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 #: Band centres of :attr:`ImagingParameters.band_gains`: structures of 1-2, 2-4, ... 32-64 mm.
 BAND_SCALES_MM = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: The fewest and most points of :attr:`ImagingParameters.tone_points` (besides none).
+TONE_POINTS_RANGE = (2, 257)
 
 
 def _real(name: str, value: object, low: float, high: float, unit: str, *, open_low: bool = False) -> float:
@@ -72,6 +74,20 @@ def _reals(name: str, values: object, count: int, low: float, high: float, unit:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != count:
         raise CT2XError(f"the imaging parameter {name} must be {count} numbers in {unit}, got {values!r}")
     return tuple(_real(name, v, low, high, unit, **kw) for v in values)
+
+
+def _tone_points(values: object) -> tuple[float, ...]:
+    """``()`` or 2-257 non-decreasing numbers in [0, 1] (:attr:`ImagingParameters.tone_points`)."""
+    fewest, most = TONE_POINTS_RANGE
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not (
+            len(values) == 0 or fewest <= len(values) <= most):  # fmt: skip
+        raise CT2XError(f"the imaging parameter tone_points must be () or {fewest}-{most} numbers in [0, 1], "
+                        f"got {values!r}")  # fmt: skip
+    points = tuple(_real("tone_points", v, 0.0, 1.0, "") for v in values)
+    if any(b < a for a, b in zip(points, points[1:], strict=False)):
+        raise CT2XError(f"the imaging parameter tone_points must be non-decreasing (a monotone tone curve), "
+                        f"got {values!r}")  # fmt: skip
+    return points
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,9 @@ class ImagingParameters:
         unsharp_amount, unsharp_radius_mm: unsharp masking ``x + a (x - G_r * x)``.
         window_percentiles: the (low, high) percentiles of the field's log values mapped to black and white.
         tone_contrast: steepness of the sigmoid tone curve through mid-grey (0: linear).
+        tone_points: a monotone tone curve after the sigmoid: the display values (non-decreasing, in [0, 1])
+            at 2-257 evenly spaced inputs from 0 to 1, linear between them (:func:`ct2x.imaging.fit.fit_style`
+            fits them to a film's histogram); ``()`` (the default): the identity.
         bits: bit depth of the stored image.
         marker, marker_corner: a lead side marker (``"L"``, ``"R"`` or ``""``) and its corner.
     """
@@ -137,6 +156,7 @@ class ImagingParameters:
     unsharp_radius_mm: float = 1.0
     window_percentiles: tuple[float, float] = (0.5, 99.5)
     tone_contrast: float = 5.0
+    tone_points: tuple[float, ...] = ()
     bits: int = 12
     marker: str = "L"
     marker_corner: str = "top-right"
@@ -195,6 +215,7 @@ class ImagingParameters:
             "unsharp_radius_mm": _real("unsharp_radius_mm", self.unsharp_radius_mm, 0.0, 100.0, "mm", open_low=True),
             "window_percentiles": (low, high),
             "tone_contrast": _real("tone_contrast", self.tone_contrast, 0.0, 50.0, ""),
+            "tone_points": _tone_points(self.tone_points),
             "bits": int(self.bits),
             "marker": _choice("marker", self.marker, MARKERS),
             "marker_corner": _choice("marker_corner", self.marker_corner, MARKER_CORNERS),
@@ -207,11 +228,11 @@ class ImagingParameters:
 
     def unprocessed(self) -> ImagingParameters:
         """These parameters with the console's processing off: unit band and residual gains, no
-        compression or unsharp masking, the full range as the window and a linear tone curve, no
-        collimation, marker or circular field; the display is then the log image min-max scaled."""
+        compression or unsharp masking, the full range as the window and a linear tone curve (no tone
+        points), no collimation, marker or circular field; the display is then the log image min-max scaled."""
         return dataclasses.replace(
             self, band_gains=(1.0,) * len(BAND_SCALES_MM), residual_gain=1.0, compression=1.0, unsharp_amount=0.0,
-            window_percentiles=(0.0, 100.0), tone_contrast=0.0, marker="", collimation=(0.0,) * 4,
+            window_percentiles=(0.0, 100.0), tone_contrast=0.0, tone_points=(), marker="", collimation=(0.0,) * 4,
             circular_field=False,
         )  # fmt: skip
 

@@ -1,0 +1,193 @@
+"""Fitting the imaging chain's look to a reference radiograph (ct2x.imaging.fit): known parameters recovered from
+an image the chain made of a phantom built in code, different targets give different fits, bad inputs are
+one-line errors, and two real chest films give two different looks of one real CT."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_file
+
+from ct2x.errors import CT2XError
+from ct2x.geometry import CArm
+from ct2x.imaging import PRESETS, ImagingParameters, simulate
+from ct2x.imaging.filters import gaussian_blur
+from ct2x.imaging.fit import band_energies, film_image, fit_style, histogram_distance
+from ct2x.imaging.parameters import BAND_SCALES_MM, RANGES
+
+BASE = PRESETS["mobile_carm_flat_panel"].parameters
+#: 256 pixels of 0.4 mm: pyramid levels of 0.6-9.6 mm, so the 1, 2, 4 and 8 mm octaves are seen.
+VIEW = CArm(0.0, 0.0, 1020.0, 530.0, (256, 256), (0.4, 0.4))
+#: A sharp, contrasty, noisy look (a bit like a bedside film) and a soft, clean one.
+SHARP = dataclasses.replace(BASE, band_gains=(2.2, 2.0, 1.6, 1.2, 0.9, 0.8), tone_contrast=7.0,
+                            window_percentiles=(2.0, 98.0), mas=0.12, mtf_nyquist=0.12)  # fmt: skip
+SOFT = dataclasses.replace(BASE, band_gains=(1.0, 1.1, 1.2, 1.3, 1.2, 1.0), tone_contrast=2.0, mas=1.5,
+                           mtf_nyquist=0.4)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):  # noqa: ANN001, ANN202 (conftest's fixture)
+    yield
+
+
+def chest_phantom(view: CArm, seed: int = 0) -> torch.Tensor:
+    """Area densities ``(3, H, W)`` g/cm^2 of a chest-like crop filling the field: soft tissue 13-23 g/cm^2 with
+    a gradient, two lungs (10 g/cm^2 less) with a vessel-like texture, a spine, ribs and three bone nodules."""
+    height, width = view.detector_shape
+    rows, columns = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    lungs = sum(torch.sigmoid(12 * (1 - ((rows + 0.1) / 0.8) ** 2 - ((columns - side * 0.5) / 0.38) ** 2))
+                for side in (-1, 1))  # fmt: skip
+    texture = gaussian_blur(torch.randn(height, width, generator=torch.Generator().manual_seed(seed)), (1.5, 1.5))
+    area = torch.zeros(3, height, width)
+    area[1] = 20.0 + 3.0 * rows - 2.0 * columns**2 - 10.0 * lungs + lungs * texture / texture.std()
+    ribs = (torch.sin(22 * rows + 3 * columns**2) > 0.5).float() * (columns.abs() > 0.12)
+    nodules = sum(((rows - y) ** 2 + (columns - x) ** 2 < r**2).float()
+                  for y, x, r in ((-0.5, 0.6, 0.05), (0.5, -0.6, 0.08), (0.2, 0.45, 0.03)))  # fmt: skip
+    area[2] = 0.5 * ribs + 2.5 * torch.sigmoid(80 * (0.1 - columns.abs())) + 0.8 * nodules
+    return area.clamp_min(0.0)
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[torch.Tensor, object]:
+    """The phantom and the chain's run on it with the base parameters (what a fit starts from)."""
+    area = chest_phantom(VIEW)
+    return area, simulate(area, VIEW, BASE, seed=1)
+
+
+def levels(image: torch.Tensor) -> np.ndarray:
+    return np.array([std for _, std in band_energies(image, VIEW)[0]])
+
+
+def display_noise(area: torch.Tensor, parameters: ImagingParameters) -> float:
+    """The standard deviation of the display's noise: the difference of two noise draws over root 2."""
+    first, second = (simulate(area, VIEW, parameters, seed=seed).image for seed in (20, 21))
+    return float(((first - second) / 2**0.5)[8:-8, 8:-8].std())
+
+
+def test_the_fit_recovers_known_parameters_from_an_image_the_chain_made(scene):
+    """Tolerances: each band gain the pyramid sees (1-8 mm) within 20 %; the display's noise within 25 % of the
+    target's; the dose within a factor 2.5 and the detector MTF in its range (they trade against each other:
+    a sharper detector's noise looks like less dose's, and the noise's grain is measured roughly); re-rendered
+    with the fit (a fresh noise draw), the histogram's total variation under 0.05 and each band's energy within
+    15 %."""
+    area, stages = scene
+    target = simulate(area, VIEW, SHARP, seed=2).image
+    fitted = fit_style(target, stages, VIEW, BASE)
+    for k, scale in enumerate(BAND_SCALES_MM):
+        if scale <= 8.0:
+            assert fitted.band_gains[k] == pytest.approx(SHARP.band_gains[k], rel=0.2), (k, fitted.band_gains)
+    assert display_noise(area, fitted) == pytest.approx(display_noise(area, SHARP), rel=0.25)
+    assert 1 / 2.5 < fitted.mas / SHARP.mas < 2.5 and RANGES["mtf_nyquist"][0] <= fitted.mtf_nyquist <= 0.45
+    assert len(fitted.tone_points) > 2 and fitted.residual_gain == BASE.residual_gain  # kept from the base
+    again = simulate(area, VIEW, fitted, seed=3).image
+    unfitted = simulate(area, VIEW, BASE, seed=3).image
+    assert histogram_distance(again, target) < 0.05 < 0.15 < histogram_distance(unfitted, target)
+    np.testing.assert_allclose(levels(again), levels(target), rtol=0.15)
+    assert np.abs(levels(unfitted) / levels(target) - 1).max() > 0.3  # the unfitted look is far off
+    assert display_noise(area, BASE) < 0.5 * display_noise(area, SHARP)
+
+
+def test_different_targets_give_different_fits(scene):
+    area, stages = scene
+    targets = [simulate(area, VIEW, known, seed=2).image for known in (SHARP, SOFT)]
+    sharp, soft = (fit_style(target, stages, VIEW, BASE) for target in targets)
+    assert sharp.band_gains[0] > 1.5 * soft.band_gains[0] and sharp.mas < soft.mas / 4
+    assert np.abs(np.subtract(sharp.tone_points, soft.tone_points)).max() > 0.05
+    renders = [simulate(area, VIEW, fitted, seed=4).image for fitted in (sharp, soft)]
+    for own, (render, target) in enumerate(zip(renders, targets, strict=True)):
+        other = targets[1 - own]
+        assert histogram_distance(render, target) < 0.5 * histogram_distance(render, other)
+
+
+def test_a_log_image_alone_fits_the_look_and_keeps_the_noise(scene):
+    area, stages = scene
+    target = simulate(area, VIEW, SOFT, seed=2).image
+    fitted = fit_style(target.numpy(), stages.log, VIEW, BASE)
+    assert (fitted.mas, fitted.mtf_nyquist) == (BASE.mas, BASE.mtf_nyquist)
+    assert fitted.band_gains != BASE.band_gains and fitted.tone_points
+    assert histogram_distance(simulate(area, VIEW, fitted, seed=3).image, target) < 0.05
+
+
+def test_films_are_read_from_unit_8_bit_and_16_bit_values():
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    expected = ramp[None]
+    for film, atol in [(ramp, 1e-6), ((ramp * 255).round().astype(np.uint8), 3e-3),
+                       ((ramp * 65535).round().astype(np.uint16), 1e-5), ((ramp * 255).round(), 3e-3)]:  # fmt: skip
+        np.testing.assert_allclose(film_image(film, (1, 64, 64)).numpy(), expected, rtol=0.0, atol=atol)
+
+
+def test_bad_inputs_are_one_line_errors(scene):
+    _, stages = scene
+    film = simulate(chest_phantom(VIEW), VIEW, BASE, seed=5).image.numpy()
+    nan_film, nan_log = film.copy(), stages.log.clone()
+    nan_film[3, 4], nan_log[5, 6] = np.nan, np.nan
+    cases = [
+        (lambda: fit_style(film[:100], stages, VIEW, BASE), "the film must be a 2-D grey image (256, 256)"),
+        (lambda: fit_style(np.stack([film] * 3, -1), stages, VIEW, BASE), "got shape (256, 256, 3)"),
+        (lambda: fit_style(np.full((256, 256), 0.4), stages, VIEW, BASE), "the film is constant"),
+        (lambda: fit_style(nan_film, stages, VIEW, BASE), "the film has 1 NaN or infinite pixels"),
+        (lambda: fit_style(film - 1.0, stages, VIEW, BASE), "the film's values must be in [0, 1] or 8/16-bit"),
+        (lambda: fit_style(film.astype(bool), stages, VIEW, BASE), "give the film as a grey image of numbers"),
+        (lambda: fit_style(film, nan_log, VIEW, BASE), "the log image has 1 NaN or infinite pixels"),
+        (lambda: fit_style(film, torch.zeros(256, 256), VIEW, BASE), "the log image is constant"),
+        (lambda: fit_style(film, stages.log.numpy(), VIEW, BASE), "give the chain's log image as a tensor"),
+        (lambda: fit_style(film, stages, [], BASE), "give one or more ct2x.geometry.CArm views"),
+        (lambda: fit_style(film, stages, VIEW, "chest"), "unknown imaging preset 'chest'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(CT2XError) as error:
+            call()
+        assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+def _film(path: str, size: int) -> np.ndarray:
+    """A film's centre crop (0.4 of its shorter side), resized to ``size`` pixels, 8-bit grey."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        grey = np.asarray(image.convert("L"))
+    height, width = grey.shape
+    side = int(0.4 * min(height, width))
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = Image.fromarray(grey[top : top + side, left : left + side])
+    return np.asarray(crop.resize((size, size), Image.BILINEAR))
+
+
+def _edges(image: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude of the image smoothed over 1.5 pixels (the anatomy's edges), away from the border."""
+    rows, columns = torch.gradient(gaussian_blur(image, (1.5, 1.5)))
+    return torch.sqrt(rows**2 + columns**2)[4:-4, 4:-4].flatten()
+
+
+def test_two_real_chest_films_give_two_looks_of_one_real_ct():
+    """A real chest CT through the mobile C-arm's flat panel, fitted to two real chest films of different looks:
+    the two outputs differ (histogram, band energies) as the films do, their edges agree (the same anatomy), and
+    each output's histogram is closer to its film than the unfitted preset's output is."""
+    from ct2x.drr import area_densities
+    from ct2x.volume import read_ct
+
+    ct = read_ct(shared_file("ct/tcia-cptac-lscc_C3N-00247_chest.nii.gz"))
+    films = [shared_file(f"xray/chest/hannover-mhh_{name}.png") for name in ("006f3a8a", "00870a9c")]
+    preset = PRESETS["mobile_carm_flat_panel"]
+    view = preset.view(128, isocenter=tuple(ct.center_lps))
+    area = area_densities(ct, [view], step=1.0, backend="torch")[0]  # numba's threads would slow the chain here
+    stages = simulate(area, view, preset.parameters, seed=0)
+    unfitted = simulate(area, view, preset.parameters, seed=1).image
+    outputs, references = [], []
+    for path in films:
+        film = _film(str(path), 128)
+        fitted = fit_style(film, stages, view, preset.parameters)
+        outputs.append(simulate(area, view, fitted, seed=1).image)
+        references.append(torch.from_numpy(film / 255.0).float())
+    for output, reference in zip(outputs, references, strict=True):
+        assert histogram_distance(output, reference) < 0.1 < 0.3 < histogram_distance(unfitted, reference)
+    first, second = outputs
+    assert histogram_distance(first, second) > 0.3
+    energies = [np.array([std for _, std in band_energies(image, view)[0]]) for image in outputs]
+    assert np.abs(energies[1] / energies[0] - 1).max() > 0.3
+    agreement = float(torch.corrcoef(torch.stack([_edges(first), _edges(second)]))[0, 1])
+    unrelated = float(torch.corrcoef(torch.stack([_edges(first), _edges(references[0])]))[0, 1])
+    assert agreement > 0.6 and agreement > unrelated + 0.3, (agreement, unrelated)
