@@ -5,11 +5,13 @@ Thin Slicer module: the GUI (``Resources/UI/CT2XSynthesis.ui``, bound to a
 ``CT2XSynthesisLib`` (no Qt), which the pytest suite tests against a real MRML scene.
 
 Synthesize uses the learned CT2X-GAN synthesis (the bundled model or a model file, in the
-style of a radiograph or of DRRs), or, with model "None: DRR (physics)", DRRs with DeepDRR's
-physics (``ct2x.drr``). It runs in a worker thread (``CT2XSynthesisLib.background``): a
-``qt.QTimer`` polls the job for the progress bar, Cancel stops it between views, and only this
-(GUI) thread adds the finished views to the scene. The live preview always shows a coarse
-physics DRR, rendered on the GUI thread (it takes a fraction of a second).
+style of a radiograph or of DRRs), or, with model "None: DRR (physics)", DeepDRR's physics
+through the chosen imaging chain (``ct2x.imaging``, as ``ct2x drr --imaging``; fitted to the style
+reference when one is given) or the raw DRR. It runs in a worker thread
+(``CT2XSynthesisLib.background``): a ``qt.QTimer`` polls the job for the progress bar, Cancel stops
+it between views, and only this (GUI) thread adds the finished views to the scene. The live preview
+renders one coarse view in another worker thread (``CT2XSynthesisLib.preview``): without a model
+with the synthesis's own renderer at a coarser ray step, with a model as a raw physics DRR.
 """
 
 from __future__ import annotations
@@ -31,28 +33,31 @@ from CT2XSynthesisLib.dependencies import (
 )
 from CT2XSynthesisLib.display import VIEWS_LAYOUT_ID, show_views, slice_to_ras_for_view, slice_view_names
 from CT2XSynthesisLib.logic import (
+    DEFAULT_SEED,
     DEVICES,
-    DRR_PHYSICS_MODE,
     GEOMETRY_FILE,
     GEOMETRY_PANEL,
     GEOMETRY_SOURCES,
     GEOMETRY_VOLUME,
-    LEARNED_MODE,
     MODEL_BUNDLED,
     MODEL_FILE,
     MODEL_NONE,
     MODEL_SOURCES,
     PREVIEW_NODE_NAME,
+    PREVIEW_STEP_VOXELS,
     STYLE_DRR,
     STYLE_FILE,
     STYLE_SOURCES,
     STYLE_STORED,
     STYLE_VOLUME,
     RendererChoice,
+    StyleArray,
     SynthesisLogic,
     SynthesisParameters,
     bundled_model_path,
     describe_geometry,
+    describe_renderer,
+    imaging_controls,
     isocenter_from_markups,
     like_parameters,
     parse_angles,
@@ -62,6 +67,7 @@ from CT2XSynthesisLib.logic import (
     stop_background_work,
     stored_style_names,
     style_reference,
+    style_reference_key,
     view_from_attributes,
 )
 from CT2XSynthesisLib.preview import PreviewWorker
@@ -86,11 +92,17 @@ from ct2x.geometry import (
     SID_RANGE_MM,
     CArm,
 )
-from ct2x.options import DEFAULT_ANGLES, SynthesizeOptions
+from ct2x.options import (
+    DEFAULT_ANGLES,
+    DEFAULT_IMAGING,
+    IMAGING_MODES,
+    IMAGING_RAW,
+    DRROptions,
+    SynthesizeOptions,
+    option_default,
+)
 from ct2x.radiograph_geometry import read_radiograph_geometry
 
-#: Ray-marching step (voxels) of the live preview: coarser than the paper's 0.1 so it follows the sliders.
-PREVIEW_STEP = 1.0
 #: How often the panel polls a running synthesis, ms.
 JOB_POLL_MS = 100
 #: How often the panel collects the live preview while its worker renders, ms.
@@ -112,7 +124,8 @@ class CT2XSynthesis(ScriptedLoadableModule):
             "Synthesize C-arm X-ray views of a CT volume. Each view is a single-slice volume placed on the "
             "detector plane (RAS), named by its angles (LAO/RAO, CRAN/CAUD, degrees), with its geometry in the "
             "node's CT2X.* attributes. The views are synthesized by CT2X-GAN (the bundled model or a model file, "
-            "in the style of a radiograph or of DRRs), or rendered as DRRs with DeepDRR's physics. "
+            "in the style of a radiograph or of DRRs), or rendered with DeepDRR's physics through an imaging chain "
+            "(a device preset, randomised, or fitted to a style reference) or as raw DRRs. "
             'See more information in the <a href="https://github.com/ct2x/SlicerCT2X#readme">documentation</a>.'
         )
         self.parent.acknowledgementText = (
@@ -134,6 +147,9 @@ class CT2XSynthesisParameterNode:
     # change with the model, and from Slicer 5.8 on a ctkComboBox bound to a str needs a fixed Choice list.
     modelStyle: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = SynthesizeOptions.device  # ct2x synthesize's default
+    # Without a model: ct2x drr --imaging's choices and default, and its --seed's default.
+    imaging: Annotated[str, Choice(list(IMAGING_MODES))] = DEFAULT_IMAGING
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = option_default(DRROptions, "seed")
     angles: str = ", ".join(f"{angle:g}" for angle in DEFAULT_ANGLES)
     primary: Annotated[float, WithinRange(-180.0, 180.0)] = 0.0
     secondary: Annotated[float, WithinRange(-90.0, 90.0)] = 0.0
@@ -161,7 +177,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._previewTimer = None
         self._jobTimer = None
         self._job = None  # the running SynthesisJob
-        self._preview = PreviewWorker(physics_drr_renderer(step=PREVIEW_STEP))
+        self._preview = PreviewWorker(physics_drr_renderer(step=PREVIEW_STEP_VOXELS))  # until a choice is made
         self._styleNamesKey = None  # (model path, file stamp) whose stored styles the combo box lists
         self._likeKey = None  # (geometry source, radiograph) whose geometry the panel shows
 
@@ -173,7 +189,6 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.modeLabel.text = f"Renderer: {LEARNED_MODE} (preview: {DRR_PHYSICS_MODE})"
 
         self.logic = CT2XSynthesisLogic()
         self._previewTimer = qt.QTimer()  # collects the preview worker's images while it works
@@ -271,13 +286,17 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._updateModelStyles()
             self._updateLikeGeometry()
+            self._updateImaging()
 
-    def _rendererChoice(self) -> tuple[RendererChoice, np.ndarray | None]:
-        """The chosen renderer (compared by name) and the style volume's voxels when one is the style."""
+    def _rendererChoice(self) -> tuple[RendererChoice, StyleArray]:
+        """The chosen renderer (compared by name) and, when a 2D volume is the style, what copies its voxels (the
+        worker never reads the node; the copy is made only when the renderer is built, not per slider move)."""
         p = self._parameterNode
         styleArray, styleKey = None, ""
         if p.styleSource == STYLE_VOLUME and p.styleVolume:
-            styleArray, styleKey = style_reference(p.styleVolume)  # a copy: the worker never reads the node
+            node = p.styleVolume
+            styleArray, styleKey = (lambda: style_reference(node)[0]), style_reference_key(node)
+        physics = p.modelSource == MODEL_NONE  # the imaging choice and seed count only without a model
         choice = RendererChoice(
             model_source=p.modelSource,
             model_file=str(p.modelFile or "") if p.modelSource == MODEL_FILE else "",
@@ -286,8 +305,21 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             style_key=styleKey,
             model_style=p.modelStyle if p.styleSource == STYLE_STORED else "",
             device=p.device,
+            imaging=p.imaging if physics else DEFAULT_IMAGING,
+            seed=p.seed if physics and p.imaging != IMAGING_RAW else DEFAULT_SEED,
         )
         return choice, styleArray
+
+    def _updateImaging(self) -> None:
+        """Show the imaging choice and its seed only where they count, and what Synthesize and the preview make."""
+        p = self._parameterNode
+        choice = RendererChoice(p.modelSource, style_source=p.styleSource, imaging=p.imaging)
+        showImaging, showSeed = imaging_controls(choice)
+        for widget in (self.ui.imagingLabel, self.ui.imagingComboBox):
+            widget.visible = showImaging
+        for widget in (self.ui.seedLabel, self.ui.seedSpinBox):
+            widget.visible = showSeed
+        self.ui.modeLabel.text = describe_renderer(choice)
 
     def _updateModelStyles(self) -> None:
         """List the chosen model's stored styles in the combo box (when the model or its file
@@ -400,6 +432,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return  # no preview while a synthesis runs
         angles = ((self.ui.primarySliderWidget.value, self.ui.secondarySliderWidget.value),)
         with slicer.util.tryWithErrorDisplay("CT2X could not render the preview."):
+            self.logic.choose_preview_renderer(*self._rendererChoice())  # kept while the choice is unchanged
             request = self.logic.preview_request(p.inputVolume, self._parameters(angles))
             if self._preview.request(request):
                 self._previewTimer.start()
@@ -600,6 +633,16 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
             self.assertEqual(combo.currentText, names[-1])
         parameters.modelSource = MODEL_NONE
         self.assertEqual((combo.count, parameters.modelStyle), (0, ""))
+        # without a model: the imaging choice (ct2x drr --imaging's), its seed only for an imaging chain
+        imaging = widget.ui.imagingComboBox
+        self.assertEqual([imaging.itemText(i) for i in range(imaging.count)], list(IMAGING_MODES))
+        self.assertEqual(imaging.currentText, parameters.imaging)
+        self.assertFalse(imaging.isHidden() or widget.ui.seedSpinBox.isHidden())
+        parameters.imaging = IMAGING_RAW
+        self.assertEqual(imaging.currentText, IMAGING_RAW)
+        self.assertTrue(widget.ui.seedSpinBox.isHidden())
+        parameters.modelSource = MODEL_BUNDLED
+        self.assertTrue(imaging.isHidden())
 
     def test_synthesize_button_runs_the_whole_path(self) -> None:
         """The default choices (bundled model, DRR style, five views), clicked as a user clicks them."""

@@ -233,7 +233,7 @@ def test_the_learned_renderer_and_its_model_are_reused_while_the_choice_is_uncha
     assert logic.choose_renderer(RendererChoice(MODEL_FILE, model_file=str(copy))) is from_file
     os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))  # the file was retrained
     assert logic.choose_renderer(RendererChoice(MODEL_FILE, model_file=str(copy))) is not from_file
-    assert isinstance(logic.choose_renderer(RendererChoice(MODEL_NONE)), PhysicsDRRRenderer)
+    assert isinstance(logic.choose_renderer(RendererChoice(MODEL_NONE, imaging="raw")), PhysicsDRRRenderer)
     assert logic.mode == "DRR (physics)"
     with pytest.raises(CT2XError, match="choose a model file"):
         logic.choose_renderer(RendererChoice(MODEL_FILE))

@@ -311,3 +311,48 @@ def test_the_panel_distance_limits_are_the_core_ranges():
         limits = {p.get("name"): p.findtext("double") for p in widgets[name].findall("property")}
         limits = {key: float(value) for key, value in limits.items() if value is not None}
         assert (limits["minimum"], limits["maximum"]) == (low, high), name
+
+
+def _wrapped_defaults(script: Path) -> dict[str, tuple[str, str | None]]:
+    """(annotation, default) source text of each member of the script's ``@parameterNodeWrapper`` class."""
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    (wrapped,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(d) == "parameterNodeWrapper" for d in node.decorator_list)
+    ]
+    return {
+        item.target.id: (ast.unparse(item.annotation), ast.unparse(item.value) if item.value is not None else None)
+        for item in wrapped.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
+
+
+def test_the_imaging_choice_is_ct2x_drr_s_on_a_combo_box_and_its_seed_on_a_spin_box():
+    """Without a model the panel offers ``ct2x drr --imaging``'s choices and default, read from ``ct2x.options``
+    (not repeated): ``imaging``, a str with a Choice, on a QComboBox, which the Choice-only combo-box connector
+    binds on every release (it fills the box with the choices and refuses a value outside them); ``seed``
+    (``--seed``'s default), a bounded int on a QSpinBox."""
+    from ct2x.options import DEFAULT_IMAGING, IMAGING_MODES
+
+    script, ui = (ROOT / p for p in MODULES["CT2XSynthesis"])
+    parameters = parameters_of(script)
+    assert parameters["imaging"] == Parameter("imaging", "str", frozenset({"Choice"}))
+    assert parameters["seed"].kind == "int" and parameters["seed"].bounded
+    source = _wrapped_defaults(script)
+    assert source["imaging"] == ("Annotated[str, Choice(list(IMAGING_MODES))]", "DEFAULT_IMAGING")
+    assert source["seed"] == ("Annotated[int, WithinRange(0, 2 ** 31 - 1)]", "option_default(DRROptions, 'seed')")
+    imported = {
+        alias.name
+        for node in ast.parse(script.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.ImportFrom) and node.module == "ct2x.options"
+        for alias in node.names
+    }
+    assert {"IMAGING_MODES", "DEFAULT_IMAGING", "DRROptions", "option_default"} <= imported
+    assert DEFAULT_IMAGING in IMAGING_MODES  # else the connector's write() raises on a new parameter node
+    bound = {name: (widget, parameter) for widget, name, parameter in bindings_of(ui)}
+    assert bound["imagingComboBox"] == ("QComboBox", "imaging")
+    assert bound["seedSpinBox"] == ("QSpinBox", "seed")
+    for release in RELEASES:
+        assert create_connector(release, "QComboBox", parameters["imaging"]) == ("QComboBoxToStringableConnector", None)
+        assert create_connector(release, "QSpinBox", parameters["seed"]) == ("QSliderOrSpinBoxToIntConnector", None)

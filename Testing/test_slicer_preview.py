@@ -182,3 +182,23 @@ def test_closing_the_scene_cancels_the_synthesis_and_waits_for_it(ct_node, scene
     assert logic.finish_synthesis(job) is None, "a view rendered before Cancel would land in the new scene"
     assert not worker.request(logic.preview_request(slicer.util.addVolumeFromArray(np.zeros((4, 4, 4))), _view(0)))
     worker.close(10)
+
+
+def test_a_request_s_own_renderer_is_used_and_prepares_the_ct_again(ct_node):
+    """The panel's choice travels with the request (``SynthesisLogic.choose_preview_renderer``): the worker renders
+    with it and prepares the CT once per CT and renderer; a request without one uses the worker's."""
+    logic, own, chosen = SynthesisLogic(), GatedRenderer(), GatedRenderer()
+    own.gate.set()
+    chosen.gate.set()
+    worker = PreviewWorker(own)
+    logic.preview_renderer, logic.preview_mode = chosen, "Chosen"
+    for primary in (0.0, 10.0):
+        request = logic.preview_request(ct_node, _view(primary))
+        assert request.renderer is chosen and request.mode == "Chosen"
+        assert worker.request(request) and worker.wait_idle(30)
+    logic.preview_renderer = logic.preview_mode = None
+    worker.request(logic.preview_request(ct_node, _view(20.0)))
+    assert worker.wait_idle(30)
+    worker.close(10)
+    assert (chosen.rendered, own.rendered) == ([0.0, 10.0], [20.0])
+    assert (len(chosen.prepared), len(own.prepared)) == (1, 1)

@@ -1,12 +1,16 @@
 """CT2XSynthesis logic against a real MRML scene (PyPI ``slicer-core``, no Qt, no Slicer GUI).
 
-The renderer is injected: a cheap fake that encodes the geometry (each pixel holds its
-own index, and the pixel where ``CArm.project`` sends a landmark voxel is marked), so
-these tests need neither ``ct2x.drr`` nor torch, and they check orientation, not physics.
+The renderer is mostly injected: a cheap fake that encodes the geometry (each pixel holds its
+own index, and the pixel where ``CArm.project`` sends a landmark voxel is marked), so those
+tests check orientation, not physics (each view's covered fraction, ``ct2x.drr.coverage``, is
+recorded whatever the renderer). The tests named ``*chain*`` run the panel's physics choices
+for real: the imaging chain (``ct2x.imaging.render.render_radiographs``, as ``ct2x drr``), its
+fit to a style reference, and the raw DRR.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -22,24 +26,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CT2XSynthesis"))
 
 from CT2XSynthesisLib.dependencies import MINIMUM_SLICER_VERSION, slicer_version_error  # noqa: E402
 from CT2XSynthesisLib.logic import (  # noqa: E402
+    DEFAULT_SEED,
     DRR_PHYSICS_MODE,
+    IMAGING_CHOICES,
     LEARNED_MODE,
+    MODEL_BUNDLED,
+    MODEL_NONE,
     PREVIEW_NODE_NAME,
+    PREVIEW_STEP_VOXELS,
     STYLE_CODE_PREFIX,
+    STYLE_FILE,
+    STYLE_STORED,
+    STYLE_VOLUME,
+    ChainRenderer,
+    LearnedRenderer,
+    PhysicsDRRRenderer,
+    RendererChoice,
     SynthesisLogic,
     SynthesisParameters,
     as_renderer,
+    build_renderer,
+    chain_mode,
     ct_volume_from_node,
+    describe_renderer,
+    fit_view,
+    imaging_controls,
     learned_renderer,
     parse_angles,
     physics_drr_renderer,
     place_preview,
     stored_style_names,
+    style_reference,
+    style_reference_key,
     view_from_attributes,
     view_name,
 )
 from CT2XSynthesisLib.preview import PreviewWorker  # noqa: E402
 
+from ct2x.drr import coverage  # noqa: E402
 from ct2x.errors import CT2XError  # noqa: E402
 from ct2x.geometry import DEFAULT_DETECTOR_WIDTH_MM, CArm  # noqa: E402
 from ct2x.volume import CTVolume  # noqa: E402
@@ -148,6 +172,8 @@ def test_three_views_are_single_slice_float32_volumes_on_their_detector_planes(c
         stored = view_from_attributes(out)
         assert stored == expected
         assert out.GetAttribute("CT2X.mode") == DRR_PHYSICS_MODE
+        covered = float(out.GetAttribute("CT2X.coverageFraction"))  # whatever the renderer: ct2x.drr.coverage
+        assert covered == pytest.approx(float(coverage(ct, [expected]).float().mean()), abs=1e-6)
         np.testing.assert_allclose([float(x) for x in out.GetAttribute("CT2X.pose").split()], expected.pose)
         np.testing.assert_allclose([float(x) for x in out.GetAttribute("CT2X.sourceRAS").split()], source_ras)
 
@@ -445,3 +471,268 @@ def test_one_inference_path_for_synthesize_evaluate_and_the_slicer_module(scene,
     assert cli.std() > 0.01 and np.abs(cli[0] - cli[1]).max() > 0.05  # two different views
     np.testing.assert_allclose(evaluated, cli, atol=1e-5)
     np.testing.assert_allclose(module, cli, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the imaging chain (no model)
+CHAIN_PIXELS = 32
+
+
+def _chain_scene(tmp_path: Path) -> tuple[Path, slicer.vtkMRMLScalarVolumeNode]:
+    """The body phantom (24^3 voxels of 4 mm) as a file, as ``ct2x drr`` reads it, and as a node read from it."""
+    from conftest import write_phantom_ct
+
+    from ct2x.volume import read_ct
+
+    path = write_phantom_ct(tmp_path / "phantom.nrrd", 24)
+    return path, _add_ct_node(read_ct(path))
+
+
+def _chain_parameters() -> SynthesisParameters:
+    return SynthesisParameters(angles=((0.0, 0.0), (40.0, 0.0)), detector_pixels=CHAIN_PIXELS)
+
+
+def _images(volumes) -> np.ndarray:
+    return np.stack([slicer.util.arrayFromVolume(v)[0] for v in volumes])
+
+
+def test_the_no_model_choice_builds_a_chain_renderer_of_the_chosen_imaging():
+    """The imaging choices and defaults are ct2x drr --imaging's; each preset and ``randomised`` build a
+    ChainRenderer with the preset's (or the seed's) parameters, ``raw`` today's physics DRR renderer."""
+    from ct2x.imaging import PRESETS, randomised
+    from ct2x.options import (
+        DEFAULT_IMAGING,
+        DEFAULT_STEP_VOXELS,
+        IMAGING_MODES,
+        IMAGING_PRESETS,
+        IMAGING_RAW,
+        DRROptions,
+        option_default,
+    )
+
+    assert IMAGING_CHOICES == IMAGING_MODES
+    assert RendererChoice().imaging == DEFAULT_IMAGING and RendererChoice().seed == DEFAULT_SEED
+    assert DEFAULT_SEED == option_default(DRROptions, "seed")
+    renderer, mode = build_renderer(RendererChoice(MODEL_NONE))
+    assert isinstance(renderer, ChainRenderer) and renderer.imaging == DEFAULT_IMAGING
+    assert mode == renderer.mode == f"Radiograph (imaging chain: {DEFAULT_IMAGING})" == chain_mode(DEFAULT_IMAGING)
+    assert (renderer.step, renderer.seed, renderer.style) == (DEFAULT_STEP_VOXELS, DEFAULT_SEED, None)
+    for name in IMAGING_PRESETS:
+        chain, _ = build_renderer(RendererChoice(MODEL_NONE, imaging=name, device="cpu"))
+        assert chain.base_parameters == PRESETS[name].parameters and chain.device == "cpu"
+    drawn, _ = build_renderer(RendererChoice(MODEL_NONE, imaging="randomised", seed=7))
+    assert drawn.base_parameters == randomised(7) != randomised(8)
+    raw, raw_mode = build_renderer(RendererChoice(MODEL_NONE, imaging=IMAGING_RAW))
+    assert type(raw) is PhysicsDRRRenderer and raw_mode == DRR_PHYSICS_MODE
+    # a model ignores the imaging choice; the panel's line and rows say what is used
+    assert isinstance(build_renderer(RendererChoice(MODEL_BUNDLED, imaging="nonsense"))[0], LearnedRenderer)
+    assert describe_renderer(RendererChoice(MODEL_BUNDLED)) == f"Renderer: {LEARNED_MODE} (preview: {DRR_PHYSICS_MODE})"
+    fitted = RendererChoice(MODEL_NONE, imaging="chest_dr_pa", style_source=STYLE_FILE)
+    assert describe_renderer(fitted).startswith("Renderer: Radiograph (imaging chain: chest_dr_pa, fitted to the style")
+    assert DRR_PHYSICS_MODE in describe_renderer(RendererChoice(MODEL_NONE, imaging=IMAGING_RAW))
+    assert imaging_controls(RendererChoice(MODEL_NONE)) == (True, True)
+    assert imaging_controls(RendererChoice(MODEL_NONE, imaging=IMAGING_RAW)) == (True, False)
+    assert imaging_controls(RendererChoice(MODEL_BUNDLED)) == (False, False)
+
+
+def test_a_bad_chain_choice_is_a_ct2x_error(scene):
+    logic = SynthesisLogic()
+    before = logic.renderer
+    with pytest.raises(CT2XError, match=r"unknown imaging preset 'chest_xr': use one of mobile_carm_flat_panel"):
+        logic.choose_renderer(RendererChoice(MODEL_NONE, imaging="chest_xr"))
+    assert logic.renderer is before
+    assert "unknown imaging preset 'chest_xr'" in describe_renderer(RendererChoice(MODEL_NONE, imaging="chest_xr"))
+    for kwargs, message in [
+        ({"imaging": "chest_xr"}, "unknown imaging preset 'chest_xr'"),
+        ({"imaging": "raw"}, "the physics DRR without an imaging chain"),
+        ({"seed": -1}, "the seed must be a whole number >= 0"),
+        ({"imaging": "randomised", "seed": None}, "draws its parameters from the seed"),
+        ({"fit_pixels": 8}, "32 pixels a side or more"),
+    ]:
+        with pytest.raises(CT2XError, match=message):
+            ChainRenderer(**kwargs)
+    for choice, message in [
+        (RendererChoice(MODEL_NONE, style_source=STYLE_STORED), "a style stored with a model needs that model"),
+        (RendererChoice(MODEL_NONE, imaging="raw", style_source=STYLE_FILE, style_file="film.png"),
+         "the raw physics DRR \\(raw\\) takes no style reference"),
+        (RendererChoice(MODEL_NONE, style_source=STYLE_VOLUME), "choose the 2D volume"),
+        (RendererChoice(MODEL_NONE, style_source=STYLE_FILE), "choose the radiograph image file"),
+    ]:  # fmt: skip
+        with pytest.raises(CT2XError, match=message):
+            build_renderer(choice)
+
+
+def test_chain_views_are_ct2x_drr_s_radiographs_and_record_the_chain(scene, tmp_path):
+    """One path: the chain renderer is render_radiographs (one call for all views with the seed; a synthesis
+    renders view n with seed + n), so the panel's views equal the NRRDs of ``ct2x drr`` at the same geometry;
+    each node records the imaging, its parameters (JSON, read back into the same ImagingParameters), the ray
+    step, the seeds and the covered fraction, as ``ct2x drr``'s header does."""
+    import SimpleITK as sitk
+
+    from ct2x.cli import main
+    from ct2x.imaging import PRESETS, ImagingParameters
+    from ct2x.imaging.render import render_radiographs
+    from ct2x.options import DEFAULT_STEP_VOXELS
+
+    preset, seed = "bedside_cr_ap", 5
+    path, node = _chain_scene(tmp_path)
+    logic = SynthesisLogic()
+    renderer = logic.choose_renderer(RendererChoice(MODEL_NONE, imaging=preset, seed=seed, device="cpu"))
+    assert isinstance(renderer, ChainRenderer) and logic.mode == chain_mode(preset)
+    result = logic.synthesize(node, _chain_parameters())
+    ct = logic.ct_volume(node)
+    views = _chain_parameters().views(ct)
+    parameters = PRESETS[preset].parameters
+    module = _images(result.volumes)
+
+    def chain(carms, noise_seed):
+        return render_radiographs(ct, carms, parameters, step=DEFAULT_STEP_VOXELS, device="cpu", seed=noise_seed)
+
+    expected = np.stack([chain([view], seed + n)[0].numpy() for n, view in enumerate(views)])
+    np.testing.assert_array_equal(module, expected)
+    np.testing.assert_array_equal(renderer(ct, views), chain(views, seed).numpy())
+    assert module.shape == (2, CHAIN_PIXELS, CHAIN_PIXELS) and 0 <= module.min() < module.max() <= 1
+    assert np.abs(module[0] - module[1]).max() > 0.1  # two views
+
+    out = tmp_path / "drr"
+    geometry = ["--sdd", repr(views[0].sdd), "--sid", repr(views[0].sid), "--size", str(CHAIN_PIXELS),
+                "--pixel", repr(views[0].pixel_spacing[0])]  # fmt: skip
+    argv = [
+        "drr",
+        str(path),
+        "--imaging",
+        preset,
+        "--angles",
+        "0",
+        "40",
+        *geometry,
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    files = [sitk.ReadImage(str(f)) for f in sorted(out.glob("view*[0-9].nrrd"))]  # not the coverage masks
+    np.testing.assert_allclose(np.stack([sitk.GetArrayFromImage(f)[0] for f in files]), module, atol=1e-4)
+
+    for index, (volume, header) in enumerate(zip(result.volumes, files, strict=True)):
+        attributes = {name: volume.GetAttribute(name) for name in volume.GetAttributeNames()}
+        assert attributes["CT2X.mode"] == f"Radiograph (imaging chain: {preset})"
+        assert attributes["CT2X.imaging"] == header.GetMetaData("ct2x_imaging") == preset
+        recorded = attributes["CT2X.imagingParameters"]
+        assert recorded == header.GetMetaData("ct2x_imaging_parameters")
+        assert ImagingParameters(**json.loads(recorded)) == parameters
+        assert attributes["CT2X.stepVoxels"] == header.GetMetaData("ct2x_step_voxels") == "0.1"
+        assert attributes["CT2X.seed"] == header.GetMetaData("ct2x_seed") == str(seed)
+        assert attributes["CT2X.noiseSeed"] == header.GetMetaData("ct2x_noise_seed") == str(seed + index)
+        covered = float(attributes["CT2X.coverageFraction"])
+        assert covered == pytest.approx(float(header.GetMetaData("ct2x_coverage_fraction")), abs=1e-5)
+        assert covered == pytest.approx(float(coverage(ct, [views[index]]).float().mean())) and 0 < covered < 1
+        assert "CT2X.imagingFittedTo" not in attributes
+
+
+def test_the_raw_choice_is_today_s_physics_drr_not_the_chain(scene, tmp_path):
+    from ct2x.drr import render_drr
+
+    _, node = _chain_scene(tmp_path)
+    logic = SynthesisLogic()
+    raw = logic.choose_renderer(RendererChoice(MODEL_NONE, imaging="raw", device="cpu"))
+    assert type(raw) is PhysicsDRRRenderer and logic.mode == DRR_PHYSICS_MODE
+    volumes = logic.synthesize(node, _chain_parameters()).volumes
+    views = _chain_parameters().views(logic.ct_volume(node))
+    today = render_drr(logic.ct_volume(node), views, device="cpu").numpy()  # render_drr's defaults, no noise
+    np.testing.assert_array_equal(_images(volumes), today)
+    before = SynthesisLogic(physics_drr_renderer("cpu")).synthesize(node, _chain_parameters()).volumes
+    np.testing.assert_array_equal(_images(before), today)
+    fields = {name: volumes[1].GetAttribute(name) for name in volumes[1].GetAttributeNames()}
+    assert fields["CT2X.mode"] == DRR_PHYSICS_MODE and fields["CT2X.imaging"] == "raw"
+    assert (fields["CT2X.stepVoxels"], fields["CT2X.spectrum"], fields["CT2X.photons"]) == ("0.1", "60KV_AL35", "0")
+    assert "CT2X.imagingParameters" not in fields and "CT2X.coverageFraction" in fields
+
+
+def test_the_preview_renders_the_chain_of_the_choice_at_its_coarser_step(scene, tmp_path):
+    """Without a model the preview is the synthesis's chain (same preset and seed) at the preview's ray step; with
+    a model, the raw physics DRR (no model is loaded for it)."""
+    from ct2x.imaging.render import render_radiographs
+
+    _, node = _chain_scene(tmp_path)
+    logic = SynthesisLogic()
+    choice = RendererChoice(MODEL_NONE, imaging="chest_dr_pa", seed=2, device="cpu")
+    preview = logic.choose_preview_renderer(choice)
+    assert isinstance(preview, ChainRenderer) and preview is not logic.renderer
+    assert (preview.imaging, preview.seed, preview.step) == ("chest_dr_pa", 2, PREVIEW_STEP_VOXELS)
+    assert logic.renderer.step == 0.1 and logic.preview_mode == logic.mode == chain_mode("chest_dr_pa")
+    assert logic.choose_preview_renderer(choice) is preview
+    worker = PreviewWorker(as_renderer(lambda ct, views: pytest.fail("the request's renderer must be used")))
+    request = logic.preview_request(node, SynthesisParameters(angles=((20.0, 0.0),), detector_pixels=CHAIN_PIXELS))
+    assert request.renderer is preview and request.mode == chain_mode("chest_dr_pa")
+    assert worker.request(request) and worker.wait_idle(60)
+    placed = place_preview(scene, worker.take_result())
+    worker.close(10)
+    assert placed.GetAttribute("CT2X.mode") == chain_mode("chest_dr_pa")
+    expected = render_radiographs(request.ct, [request.view], "chest_dr_pa", step=PREVIEW_STEP_VOXELS, seed=2)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(placed)[0], expected[0].numpy())
+
+    drr = logic.choose_preview_renderer(RendererChoice(MODEL_BUNDLED, device="cpu"))
+    assert type(drr) is PhysicsDRRRenderer and drr.drr_options["step"] == PREVIEW_STEP_VOXELS
+    assert logic.preview_mode == DRR_PHYSICS_MODE
+
+
+def test_the_chain_is_fitted_to_the_style_reference_once_per_ct_and_style(scene, tmp_path, monkeypatch):
+    """A 2D volume as style reference (any intensity range): the chain's look is fitted to it once per CT (two
+    syntheses and a preview share the fit), every view is render_radiographs with the fitted parameters, and the
+    nodes record them; an edited CT is fitted again."""
+    import CT2XSynthesisLib.logic as logic_module
+
+    import ct2x.imaging.fit
+    from ct2x.imaging import ImagingParameters
+    from ct2x.imaging.render import render_radiographs
+
+    monkeypatch.setattr(logic_module, "FIT_PIXELS", 64)  # the default 256 fits a full detector; 64 keeps this fast
+    fits = []
+    real_fit = ct2x.imaging.fit.fit_style
+    monkeypatch.setattr(ct2x.imaging.fit, "fit_style", lambda *a, **k: fits.append(a) or real_fit(*a, **k))
+    _, node = _chain_scene(tmp_path)
+    logic = SynthesisLogic()
+    ct = logic.ct_volume(node)
+    at = fit_view(_chain_parameters().views(ct)[0], 64)
+    assert (at.primary, at.secondary, at.detector_shape) == (0.0, 0.0, (64, 64))
+    # the reference: this CT as a bedside CR film shows it, loaded as a 2D volume (0-4000)
+    film = render_radiographs(ct, [at], "bedside_cr_ap", step=0.5, seed=1)[0].numpy()
+    style_node = slicer.util.addVolumeFromArray((film * 4000.0)[None].astype(np.float32), name="film")
+    copies = []
+
+    def style():  # what the panel passes: the copy is made only when a renderer is built
+        copies.append(1)
+        return style_reference(style_node)[0]
+
+    choice = RendererChoice(MODEL_NONE, style_source=STYLE_VOLUME, style_key=style_reference_key(style_node), seed=4)
+    renderer = logic.choose_renderer(choice, style)
+    assert renderer.mode == logic.mode == chain_mode("mobile_carm_flat_panel", fitted=True)
+    first = logic.synthesize(node, _chain_parameters()).volumes
+    second = logic.synthesize(node, _chain_parameters()).volumes
+    assert logic.choose_renderer(choice, style) is renderer
+    worker = PreviewWorker(as_renderer(lambda ct, views: pytest.fail("the request's renderer must be used")))
+    logic.choose_preview_renderer(choice, style)
+    assert worker.request(logic.preview_request(node, _chain_parameters())) and worker.wait_idle(60)
+    assert worker.take_result().error is None
+    worker.close(10)
+    assert len(copies) == 1, "the style volume is copied once, when the renderer is built"
+    assert len(fits) == 1, "the synthesis and the preview fit once per CT and style"
+
+    fitted = renderer.parameters_for(ct, at)
+    assert fitted != renderer.base_parameters and fitted.tone_points
+    np.testing.assert_array_equal(_images(first), _images(second))
+    for index, (volume, view) in enumerate(zip(first, _chain_parameters().views(ct), strict=True)):
+        expected = render_radiographs(ct, [view], fitted, step=0.1, device="cpu", seed=4 + index)[0].numpy()
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume)[0], expected)
+        assert ImagingParameters(**json.loads(volume.GetAttribute("CT2X.imagingParameters"))) == fitted
+        assert volume.GetAttribute("CT2X.imagingFittedTo") == f"2D volume {style_node.GetID()}"
+        assert volume.GetAttribute("CT2X.mode") == chain_mode("mobile_carm_flat_panel", fitted=True)
+    plain = render_radiographs(ct, [_chain_parameters().views(ct)[0]], renderer.base_parameters, step=0.1, seed=4)
+    assert not np.allclose(_images(first)[0], plain[0].numpy(), atol=0.02), "the fit must change the look"
+
+    voxels = slicer.util.arrayFromVolume(node)
+    voxels[0, 0, 0] += 10.0
+    slicer.util.arrayFromVolumeModified(node)  # the CT was edited: a new copy, fitted again
+    logic.synthesize(node, SynthesisParameters(angles=((0.0, 0.0),), detector_pixels=CHAIN_PIXELS))
+    assert len(fits) == 2

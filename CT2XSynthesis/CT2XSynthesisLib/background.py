@@ -68,9 +68,13 @@ def error_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def render_one(renderer, prepared: object, view: CArm, label: str) -> np.ndarray:  # noqa: ANN001 (a Renderer)
-    """``renderer.render(prepared, [view])`` as one float32 ``(H, W)`` image, checked against the detector."""
-    result = np.asarray(renderer.render(prepared, [view]), dtype=np.float32)
+def render_one(renderer, prepared: object, view: CArm, label: str, index: int = 0) -> np.ndarray:  # noqa: ANN001
+    """View ``index`` of a synthesis as one float32 ``(H, W)`` image, checked against the detector:
+    ``renderer.render_views(prepared, [view], index)`` (a ``logic.Renderer``), else ``renderer.render(prepared,
+    [view])``."""
+    render_views = getattr(renderer, "render_views", None)
+    rendered = render_views(prepared, [view], index) if render_views is not None else renderer.render(prepared, [view])
+    result = np.asarray(rendered, dtype=np.float32)
     if result.shape != (1, *view.detector_shape):
         raise CT2XError(
             f"the renderer returned an image of shape {result.shape} for {label}, "
@@ -83,7 +87,9 @@ class SynthesisJob:
     """Render ``views`` of ``ct`` with ``renderer`` (see the module docstring).
 
     ``labels`` name the views in the progress text. ``progress(done, total, text)``, if given,
-    is called from the thread that runs the job; so is ``wait_before()``, before anything else.
+    is called from the thread that runs the job; so is ``wait_before()``, before anything else, and
+    ``annotate(index, view)`` after each view: the text fields recorded with it
+    (:meth:`finished_annotations`; an error there ends the job like a render error).
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class SynthesisJob:
         labels: Sequence[str],
         progress: Callable[[int, int, str], None] | None = None,
         wait_before: Callable[[], object] | None = None,
+        annotate: Callable[[int, CArm], dict[str, str]] | None = None,
     ) -> None:
         self.ct = ct
         self.views = list(views)
@@ -101,9 +108,11 @@ class SynthesisJob:
         self.renderer = renderer
         self._progress = progress
         self._wait_before = wait_before
+        self._annotate = annotate
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._images: list[np.ndarray] = []
+        self._annotations: list[dict[str, str]] = []
         self._text = "Waiting to start"
         self._finished = threading.Event()
         self._error: str | None = None
@@ -146,6 +155,11 @@ class SynthesisJob:
         with self._lock:
             return list(zip(self.views, self._images, strict=False))
 
+    def finished_annotations(self) -> list[dict[str, str]]:
+        """The ``annotate`` fields of each finished view (empty without ``annotate``), in request order."""
+        with self._lock:
+            return [dict(fields) for fields in self._annotations]
+
     def _report(self, text: str) -> None:
         with self._lock:
             self._text = text
@@ -166,11 +180,13 @@ class SynthesisJob:
                 if self._cancel.is_set():
                     break
                 self._report(f"Rendering {label} ({index + 1} of {len(self.views)})")
-                image = render_one(self.renderer, prepared, view, label)
+                image = render_one(self.renderer, prepared, view, label, index)
+                fields = self._annotate(index, view) if self._annotate is not None else {}
                 if self._cancel.is_set():
                     break  # finished after Cancel: dropped, as Cancel promises
                 with self._lock:
                     self._images.append(image)
+                    self._annotations.append(fields)
             done = len(self._images)
             self._report("Cancelled" if self._cancel.is_set() else f"Rendered {done} views")
         except Exception as error:  # noqa: BLE001 (every error becomes the job's message)

@@ -19,18 +19,28 @@ Each view becomes a single-slice float32 ``vtkMRMLScalarVolumeNode``: array shap
 on the detector plane where the C-arm would have recorded it, with its slice normal
 pointing toward the X-ray source.
 
+Renderers (:func:`build_renderer` picks one from the panel's :class:`RendererChoice`): the learned
+CT2X-GAN (:class:`LearnedRenderer`) with a model; without one, the imaging chain on DeepDRR's physics
+(:class:`ChainRenderer`, ``ct2x.imaging.render.render_radiographs``, the path of ``ct2x drr --imaging``),
+optionally fitted to a style reference, or the raw physics DRR (:class:`PhysicsDRRRenderer`,
+``ct2x drr --imaging raw``). Each view node also records the fraction of its pixels whose rays cross the
+whole CT (``CT2X.coverageFraction``, ``ct2x.drr.coverage``).
+
 Every problem the user can fix is raised as :class:`ct2x.errors.CT2XError` (the one error type
 of the Lib); choices of the panel are compared by name (:data:`MODEL_SOURCES`,
-:data:`STYLE_SOURCES`, :data:`DEVICES`, :data:`GEOMETRY_SOURCES`).
+:data:`STYLE_SOURCES`, :data:`DEVICES`, :data:`GEOMETRY_SOURCES`, :data:`IMAGING_CHOICES`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,7 +59,19 @@ from ct2x.geometry import (
     DEFAULT_SID_MM,
     CArm,
 )
-from ct2x.options import DEFAULT_DEVICE
+from ct2x.options import (
+    DEFAULT_DEVICE,
+    DEFAULT_IMAGING,
+    DEFAULT_SPECTRUM,
+    DEFAULT_STEP_VOXELS,
+    IMAGING_MODES,
+    IMAGING_PRESETS,
+    IMAGING_RANDOMISED,
+    IMAGING_RAW,
+    DRROptions,
+    is_whole,
+    option_default,
+)
 from ct2x.radiograph_geometry import RadiographGeometry
 from ct2x.volume import CTVolume, check_finite
 from CT2XSynthesisLib.background import SynthesisJob
@@ -86,6 +108,21 @@ DRR_PHYSICS_MODE = "DRR (physics)"
 
 #: Label of the learned renderer: CT2X-GAN synthesis with a trained model.
 LEARNED_MODE = "CT2X-GAN"
+
+#: The panel's imaging choices without a model (``ct2x drr --imaging``, read from ``ct2x.options``): the
+#: chain's presets, ``randomised`` (every chain parameter drawn from its range with the seed) and ``raw``
+#: (the physics DRR alone, :data:`DRR_PHYSICS_MODE`); the default is ``ct2x drr``'s.
+IMAGING_CHOICES = IMAGING_MODES
+#: The seed of the chain's noise (view n of a synthesis draws from seed + n) and of ``randomised``: ``ct2x drr``'s.
+DEFAULT_SEED = option_default(DRROptions, "seed")
+
+#: Ray-marching step (voxels) of the live preview: coarser than the synthesis's so it follows the sliders.
+PREVIEW_STEP_VOXELS = 1.0
+#: The chain is fitted to a style reference at one AP view of the central square of the detector, read out at
+#: this many pixels a side, the area densities marched at this step (voxels), its noise drawn with this seed.
+FIT_PIXELS = 256
+FIT_STEP_VOXELS = 0.5
+FIT_SEED = 0
 
 #: Prefix of the node attributes that store a view's geometry.
 ATTRIBUTE_PREFIX = "CT2X."
@@ -323,8 +360,10 @@ class Renderer:
     """Renders views of a CT (LPS) as one ``(V, H, W)`` float array per call.
 
     :meth:`prepare` runs once per *Synthesize* (the learned model resamples the CT to its grid
-    there), :meth:`render` once per view; neither touches the scene, so both can run in a worker
-    thread (``CT2XSynthesisLib.background``). Calling the renderer does both.
+    there), :meth:`render_views` once per view (with the view's index in the synthesis; by default
+    :meth:`render`); neither touches the scene, so both can run in a worker thread
+    (``CT2XSynthesisLib.background``). Calling the renderer does both. :meth:`view_attributes` says
+    what made a view (node attributes besides its geometry).
     """
 
     def prepare(self, ct: CTVolume) -> object:
@@ -332,6 +371,15 @@ class Renderer:
 
     def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement render(prepared, views)")
+
+    def render_views(self, prepared: object, views: list[CArm], first_index: int = 0) -> np.ndarray:
+        """``views`` as views ``first_index, first_index + 1, ...`` of one synthesis (a renderer with seeded noise
+        draws each view's noise from its index, as ``ct2x drr`` does); by default :meth:`render`."""
+        return self.render(prepared, views)
+
+    def view_attributes(self, ct: CTVolume, view: CArm, index: int) -> dict[str, str]:
+        """Node attributes (``CT2X.`` + key) recording what made view ``index`` of ``ct``; none by default."""
+        return {}
 
     def __call__(self, ct: CTVolume, views: list[CArm]) -> np.ndarray:
         return self.render(self.prepare(ct), views)
@@ -353,15 +401,21 @@ def as_renderer(renderer: Renderer | Callable[[CTVolume, list[CArm]], np.ndarray
 
 
 class PhysicsDRRRenderer(Renderer):
-    """The "DRR (physics)" renderer: ``ct2x.drr.render_drr`` with DeepDRR's physics, not the GAN.
+    """The "DRR (physics)" renderer: ``ct2x.drr.render_drr`` with DeepDRR's physics, not the GAN
+    (``ct2x drr --imaging raw``: ``-log`` of the transmitted fraction, no imaging chain).
 
-    ``drr_options`` go to ``render_drr`` (``step``, ``spectrum``, ``photons``, ``seed``);
+    ``drr_options`` go to ``render_drr`` (``step``, ``spectrum``, ``photons``, ``seed``; the step and
+    spectrum default to ``ct2x drr``'s, :data:`DEFAULT_STEP_VOXELS` and :data:`DEFAULT_SPECTRUM`, no noise);
     ``device`` is a :data:`DEVICES` choice. ``ct2x.drr`` (and torch) are imported on first use.
     """
 
     def __init__(self, device: str = DEFAULT_DEVICE, **drr_options: object) -> None:
         self.device = device
-        self.drr_options = drr_options
+        self.drr_options = {"step": DEFAULT_STEP_VOXELS, "spectrum": DEFAULT_SPECTRUM, **drr_options}
+
+    @property
+    def mode(self) -> str:
+        return DRR_PHYSICS_MODE
 
     def prepare(self, ct: CTVolume) -> object:
         from ct2x.drr import materials
@@ -369,15 +423,233 @@ class PhysicsDRRRenderer(Renderer):
         return materials(ct, device=resolve_device(self.device))  # HU -> materials once per Synthesize
 
     def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
+        return self.render_views(prepared, views)
+
+    def render_views(self, prepared: object, views: list[CArm], first_index: int = 0) -> np.ndarray:
+        """Views ``first_index, ...`` of a synthesis: with a noise ``seed``, view n draws from seed + n."""
         from ct2x.drr import render_drr
 
-        images = render_drr(prepared, views, device=resolve_device(self.device), **self.drr_options)
+        options = dict(self.drr_options)
+        if options.get("seed") is not None:
+            options["seed"] = options["seed"] + first_index
+        images = render_drr(prepared, views, device=resolve_device(self.device), **options)
         return images.detach().cpu().numpy()
+
+    def at_step(self, step: float) -> PhysicsDRRRenderer:
+        """The same renderer marching its rays at ``step`` voxels (the live preview's coarser step)."""
+        return PhysicsDRRRenderer(self.device, **{**self.drr_options, "step": step})
+
+    def view_attributes(self, ct: CTVolume, view: CArm, index: int) -> dict[str, str]:
+        """What made view ``index`` (``CT2X.`` + key), as ``ct2x drr --imaging raw`` records it in its NRRD header."""
+        options = self.drr_options
+        fields = {
+            "imaging": IMAGING_RAW,
+            "stepVoxels": f"{options['step']:g}",
+            "spectrum": str(options["spectrum"]),
+            "photons": f"{options.get('photons') or 0:g}",
+        }
+        if options.get("seed") is not None:
+            fields |= {"seed": str(options["seed"]), "noiseSeed": str(options["seed"] + index)}
+        return fields
 
 
 def physics_drr_renderer(device: str = DEFAULT_DEVICE, **drr_options: object) -> PhysicsDRRRenderer:
     """:class:`PhysicsDRRRenderer` (mode :data:`DRR_PHYSICS_MODE`)."""
     return PhysicsDRRRenderer(device, **drr_options)
+
+
+def chain_mode(imaging: str, fitted: bool = False) -> str:
+    """The mode label of the imaging chain ``imaging`` (a preset or ``randomised``), e.g.
+    ``"Radiograph (imaging chain: chest_dr_pa)"``; ``fitted``: its look fitted to a style reference."""
+    return f"Radiograph (imaging chain: {imaging}{', fitted to the style reference' if fitted else ''})"
+
+
+def fit_view(view: CArm, pixels: int = FIT_PIXELS) -> CArm:
+    """The view a chain is fitted at for ``view``: AP (primary and secondary 0) about its isocenter, at its
+    distances, over the central square of its detector (the shorter side, mm) read out at ``pixels`` a side.
+    Every view of one synthesis (and its live preview) has the same fitting view."""
+    side = min(view.detector_size_mm)
+    return CArm(0.0, 0.0, view.sdd, view.sid, (pixels, pixels), (side / pixels, side / pixels), view.isocenter)
+
+
+def reference_film(style: str | Path | np.ndarray, pixels: int) -> np.ndarray:
+    """A style reference as the film a chain is fitted to: ``(pixels, pixels)`` float32 in [0, 1], bright =
+    attenuating, read as the learned model reads its style reference (``ct2x.data.radiographs``: a file's own
+    scaling, an array min-max scaled; the centre square, resized)."""
+    from ct2x.data.radiographs import radiograph_from_array, read_radiograph
+
+    if isinstance(style, np.ndarray):
+        return radiograph_from_array(style, size=pixels)
+    return read_radiograph(style, size=pixels)
+
+
+class _Fits:
+    """Chain parameters fitted to one style reference, by CT (its :class:`CTVolume` object, the logic's cached
+    copy of the node) and fitting view; shared by a :class:`ChainRenderer` and its coarser copies, so the
+    synthesis and the live preview fit once. The CTs are held weakly; the last few fits are kept."""
+
+    KEPT = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[tuple[weakref.ref, tuple, object]] = []
+        self.films: dict[int, np.ndarray] = {}
+
+    def find(self, ct: CTVolume, key: tuple) -> object | None:
+        with self._lock:
+            return self._find(ct, key)
+
+    def _find(self, ct: CTVolume, key: tuple) -> object | None:
+        for ref, stored, parameters in self._entries:
+            if ref() is ct and stored == key:
+                return parameters
+        return None
+
+    def get(self, ct: CTVolume, key: tuple, fit: Callable[[], object]) -> object:
+        """The parameters stored for ``(ct, key)``, else ``fit()`` (once: the lock is held while it runs)."""
+        with self._lock:
+            found = self._find(ct, key)
+            if found is None:
+                found = fit()
+                live = [entry for entry in self._entries if entry[0]() is not None]
+                self._entries = [*live[-(self.KEPT - 1) :], (weakref.ref(ct), key, found)]
+            return found
+
+
+class ChainRenderer(Renderer):
+    """Radiographs through the imaging chain on DeepDRR's physics: ``ct2x.imaging.render.render_radiographs``,
+    the one path of ``ct2x drr --imaging`` (beam, scatter and grid, focal-spot and detector blur, noise from the
+    dose, the detector's log, the console's processing): display values in [0, 1], bright = attenuating.
+
+    ``imaging``: a preset of ``ct2x.imaging.PRESETS`` (:data:`ct2x.options.IMAGING_PRESETS`) or
+    ``randomised`` (every parameter drawn from its published range with ``seed``). ``seed``: view n of a
+    synthesis draws its noise from ``seed + n``, as ``ct2x drr`` does, so the same seed gives the same images
+    (``None``: fresh noise; ``randomised`` needs a seed). ``step``: ray step, voxels. The detector is the
+    views': their distances and pixel spacing count (dose, blur, scatter), as in ``ct2x drr --sdd --sid
+    --size --pixel``.
+
+    ``style``: a reference radiograph (an array such as a 2D volume's voxels, or an image file). The chain's
+    look (tone curve, band gains, dose and detector MTF) is then fitted to it (``ct2x.imaging.fit.fit_style``)
+    once per CT and detector geometry, at :func:`fit_view` with the reference read by :func:`reference_film`,
+    starting from the preset's parameters; every view is rendered with the fitted parameters. ``style_label``
+    names the reference in the view nodes' attributes; ``fit_pixels`` (default :data:`FIT_PIXELS`) the fitting
+    view's side. ``ct2x`` (and torch) are imported on first use.
+    """
+
+    def __init__(
+        self,
+        imaging: str = DEFAULT_IMAGING,
+        *,
+        device: str = DEFAULT_DEVICE,
+        step: float = DEFAULT_STEP_VOXELS,
+        seed: int | None = DEFAULT_SEED,
+        style: str | Path | np.ndarray | None = None,
+        style_label: str = "",
+        fit_pixels: int | None = None,
+        backend: str = "auto",
+    ) -> None:
+        chains = (*IMAGING_PRESETS, IMAGING_RANDOMISED)
+        if imaging == IMAGING_RAW:
+            raise CT2XError(f"{IMAGING_RAW!r} is the physics DRR without an imaging chain: use PhysicsDRRRenderer")
+        if imaging not in chains:
+            raise CT2XError(f"unknown imaging preset {imaging!r}: use one of {', '.join(chains)}")
+        if seed is not None and (not is_whole(seed) or seed < 0):
+            raise CT2XError(f"the seed must be a whole number >= 0, got {seed!r}")
+        if imaging == IMAGING_RANDOMISED and seed is None:
+            raise CT2XError("the randomised imaging chain draws its parameters from the seed: give one")
+        fit_pixels = FIT_PIXELS if fit_pixels is None else fit_pixels
+        if not is_whole(fit_pixels) or fit_pixels < 32:
+            raise CT2XError(f"the chain is fitted at 32 pixels a side or more, got {fit_pixels!r}")
+        self.imaging = imaging
+        self.device = device
+        self.step = step
+        self.seed = seed
+        self.style = style
+        self.style_label = style_label
+        self.fit_pixels = int(fit_pixels)
+        self.backend = backend
+        self._base = None
+        self._fits = _Fits()
+
+    @property
+    def mode(self) -> str:
+        return chain_mode(self.imaging, fitted=self.style is not None)
+
+    @property
+    def base_parameters(self):  # noqa: ANN201 (ct2x.imaging.ImagingParameters; torch is imported lazily)
+        """The chain's parameters before any fit: the preset's, or those ``randomised`` draws from the seed."""
+        if self._base is None:
+            from ct2x.imaging import PRESETS, randomised
+
+            chosen = PRESETS.get(self.imaging)
+            self._base = chosen.parameters if chosen is not None else randomised(self.seed)
+        return self._base
+
+    def prepare(self, ct: CTVolume) -> object:
+        from ct2x.drr import materials
+
+        return materials(ct, device=resolve_device(self.device), backend=self.backend)  # HU -> materials once
+
+    def parameters_for(self, ct: object, view: CArm):  # noqa: ANN201 (ct2x.imaging.ImagingParameters)
+        """The chain's parameters for ``view`` of ``ct`` (a :class:`CTVolume` or its prepared materials): the base
+        parameters, or, with a style reference, those fitted to it (fitted on the first call per CT and
+        :func:`fit_view`, then kept)."""
+        if self.style is None:
+            return self.base_parameters
+        volume = getattr(ct, "volume", ct)  # ct2x.drr.Materials keep their CT
+        at = fit_view(view, self.fit_pixels)
+        key = (at.sdd, at.sid, at.detector_shape, at.pixel_spacing, at.isocenter)
+        return self._fits.get(volume, key, lambda: self._fit(ct, at))
+
+    def _fit(self, ct: object, at: CArm):  # noqa: ANN202
+        import torch
+
+        from ct2x.drr import area_densities
+        from ct2x.imaging import simulate
+        from ct2x.imaging.fit import fit_style
+
+        film = self._fits.films.get(self.fit_pixels)
+        if film is None:
+            film = self._fits.films[self.fit_pixels] = reference_film(self.style, self.fit_pixels)
+        device = getattr(ct, "density", None)
+        device = device.device if device is not None else torch.device(resolve_device(self.device))
+        area = area_densities(ct, [at], step=FIT_STEP_VOXELS, device=device, backend=self.backend)
+        stages = simulate(area, [at], self.base_parameters, seed=FIT_SEED)
+        return fit_style(film, stages, [at], self.base_parameters)
+
+    def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
+        """``render_radiographs(prepared, views, parameters, step=step, seed=seed)``: one noise draw for all views."""
+        return self.render_views(prepared, views)
+
+    def render_views(self, prepared: object, views: list[CArm], first_index: int = 0) -> np.ndarray:
+        """Views ``first_index, ...`` of a synthesis, their noise drawn from ``seed + first_index``."""
+        from ct2x.imaging.render import render_radiographs
+
+        parameters = self.parameters_for(prepared, views[0])
+        seed = None if self.seed is None else self.seed + first_index
+        return render_radiographs(prepared, views, parameters, step=self.step, backend=self.backend, seed=seed).numpy()
+
+    def at_step(self, step: float) -> ChainRenderer:
+        """The same chain (and the same fits) marching its rays at ``step`` voxels (the live preview's step)."""
+        coarse = copy.copy(self)
+        coarse.step = step
+        return coarse
+
+    def view_attributes(self, ct: CTVolume, view: CArm, index: int) -> dict[str, str]:
+        """What made view ``index`` (``CT2X.`` + key), as ``ct2x drr`` records it in its NRRD header: the imaging
+        choice, the chain's parameters (JSON of ``ImagingParameters``, fitted ones with a style reference), the
+        ray step and the seeds."""
+        parameters = self.parameters_for(ct, view)  # fitted when the first view was rendered: kept
+        fields = {
+            "imaging": self.imaging,
+            "imagingParameters": json.dumps(dataclasses.asdict(parameters)),
+            "stepVoxels": f"{self.step:g}",
+        }
+        if self.seed is not None:
+            fields |= {"seed": str(self.seed), "noiseSeed": str(self.seed + index)}
+        if self.style is not None:
+            fields["imagingFittedTo"] = self.style_label or "the style reference"
+        return fields
 
 
 def bundled_model_path() -> Path:
@@ -501,7 +773,9 @@ class RendererChoice:
 
     ``model_source`` is one of :data:`MODEL_SOURCES` and ``style_source`` one of
     :data:`STYLE_SOURCES` (compared by name); ``style_key`` identifies a style volume's voxels
-    (its node ID and modified time), whose array is passed beside the choice.
+    (its node ID and modified time), whose array is passed beside the choice. Without a model
+    (:data:`MODEL_NONE`), ``imaging`` (one of :data:`IMAGING_CHOICES`) and ``seed`` choose the
+    imaging chain (:class:`ChainRenderer`) or the raw physics DRR; with one they are not used.
     """
 
     model_source: str = MODEL_BUNDLED
@@ -511,6 +785,8 @@ class RendererChoice:
     style_key: str = ""
     model_style: str = ""
     device: str = DEFAULT_DEVICE
+    imaging: str = DEFAULT_IMAGING
+    seed: int = DEFAULT_SEED
 
     def model_path(self) -> Path | None:
         """The chosen model file (it may be missing), or None for the physics renderer or no file yet."""
@@ -533,16 +809,29 @@ def _file_stamp(path: str | Path | None) -> tuple:
     return (str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def build_renderer(choice: RendererChoice, style_array: np.ndarray | None = None) -> tuple[Renderer, str]:
-    """The renderer and its mode label for a :class:`RendererChoice`, or a CT2XError saying what is missing."""
+def _check_choice(choice: RendererChoice) -> None:
     for value, allowed, what in (
         (choice.model_source, MODEL_SOURCES, "model"),
         (choice.style_source, STYLE_SOURCES, "style reference"),
     ):
         if value not in allowed:
             raise CT2XError(f"unknown {what} choice {value!r}: use one of {', '.join(allowed)}")
+    if choice.model_source == MODEL_NONE and choice.imaging not in IMAGING_CHOICES:
+        raise CT2XError(f"unknown imaging preset {choice.imaging!r}: use one of {', '.join(IMAGING_CHOICES)}")
+
+
+#: A style volume's voxels beside a :class:`RendererChoice`: the array, or a function that copies it (called only
+#: when a renderer is built, so a choice that is kept never copies the volume again), or None.
+StyleArray = np.ndarray | Callable[[], np.ndarray] | None
+
+
+def build_renderer(choice: RendererChoice, style_array: StyleArray = None) -> tuple[Renderer, str]:
+    """The renderer and its mode label for a :class:`RendererChoice`, or a CT2XError saying what is missing."""
+    _check_choice(choice)
+    if callable(style_array):
+        style_array = style_array()
     if choice.model_source == MODEL_NONE:
-        return PhysicsDRRRenderer(choice.device), DRR_PHYSICS_MODE
+        return _physics_renderer(choice, style_array)
     model = choice.model_path()
     if model is None:
         raise CT2XError("choose a model file (.safetensors), or the bundled model")
@@ -552,14 +841,74 @@ def build_renderer(choice: RendererChoice, style_array: np.ndarray | None = None
             raise CT2XError("choose the 2D volume to use as style reference")
         return LearnedRenderer(model_arg, style=style_array, device=choice.device), LEARNED_MODE
     if choice.style_source == STYLE_FILE:
-        if not choice.style_file.strip() or choice.style_file.strip() == ".":
-            raise CT2XError("choose the radiograph image file to use as style reference")
-        return LearnedRenderer(model_arg, style=Path(choice.style_file), device=choice.device), LEARNED_MODE
+        return LearnedRenderer(model_arg, style=_style_file(choice), device=choice.device), LEARNED_MODE
     if choice.style_source == STYLE_STORED:
         if not choice.model_style:
             raise CT2XError(f"the model {model.name} stores no styles: choose another style reference")
         return LearnedRenderer(model_arg, model_style=choice.model_style, device=choice.device), LEARNED_MODE
     return LearnedRenderer(model_arg, device=choice.device), LEARNED_MODE
+
+
+def _style_file(choice: RendererChoice) -> Path:
+    if not choice.style_file.strip() or choice.style_file.strip() == ".":
+        raise CT2XError("choose the radiograph image file to use as style reference")
+    return Path(choice.style_file)
+
+
+def _physics_renderer(choice: RendererChoice, style_array: np.ndarray | None) -> tuple[Renderer, str]:
+    """Without a model: the imaging chain of ``choice.imaging`` (fitted to the style reference, if one is
+    chosen), or the raw physics DRR (which takes no style reference)."""
+    if choice.style_source == STYLE_STORED:
+        raise CT2XError(
+            "a style stored with a model needs that model: choose the model, or, for the imaging chain, a 2D "
+            "volume or an image file to fit it to (or the DRR style: the preset's own look)"
+        )
+    style, label = None, ""
+    if choice.style_source == STYLE_VOLUME:
+        if style_array is None:
+            raise CT2XError("choose the 2D volume whose look the imaging chain is fitted to")
+        style, label = style_array, "2D volume " + (choice.style_key.split(":")[0] or "(style volume)")
+    elif choice.style_source == STYLE_FILE:
+        style = _style_file(choice)
+        label = str(style)
+    if choice.imaging == IMAGING_RAW:
+        if style is not None:
+            raise CT2XError(
+                f"the raw physics DRR ({IMAGING_RAW}) takes no style reference: choose an imaging chain preset, "
+                "whose look is then fitted to the reference, or the DRR style"
+            )
+        return PhysicsDRRRenderer(choice.device), DRR_PHYSICS_MODE
+    renderer = ChainRenderer(choice.imaging, device=choice.device, seed=choice.seed, style=style, style_label=label)
+    return renderer, renderer.mode
+
+
+def renderer_mode(choice: RendererChoice) -> str:
+    """The mode label :func:`build_renderer` gives ``choice``, without building anything (the panel's label);
+    an unknown choice gives its error message."""
+    try:
+        _check_choice(choice)
+    except CT2XError as error:
+        return str(error)
+    if choice.model_source != MODEL_NONE:
+        return LEARNED_MODE
+    if choice.imaging == IMAGING_RAW:
+        return DRR_PHYSICS_MODE
+    return chain_mode(choice.imaging, fitted=choice.style_source in (STYLE_VOLUME, STYLE_FILE))
+
+
+def imaging_controls(choice: RendererChoice) -> tuple[bool, bool]:
+    """Whether the panel shows the imaging choice (without a model) and the seed (without a model, for an
+    imaging chain: the raw DRR is noise-free)."""
+    physics = choice.model_source == MODEL_NONE
+    return physics, physics and choice.imaging != IMAGING_RAW
+
+
+def describe_renderer(choice: RendererChoice) -> str:
+    """The panel's renderer line: what *Synthesize* makes, and what the live preview shows."""
+    mode = renderer_mode(choice)
+    if choice.model_source != MODEL_NONE:
+        return f"Renderer: {mode} (preview: {DRR_PHYSICS_MODE})"
+    return f"Renderer: {mode} (preview: the same at a coarser ray step)"
 
 
 # ------------------------------------------------------- isocenter, radiograph
@@ -674,10 +1023,14 @@ def ct_key(ct_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int, int, int]
 
 def style_reference(node: slicer.vtkMRMLScalarVolumeNode) -> tuple[np.ndarray, str]:
     """A 2D volume's voxels as a style reference: a **copy** (an edit of the node during a synthesis
-    cannot reach the worker) and the key that tells a changed node (its ID and voxels' modification time)."""
+    cannot reach the worker) and the key that tells a changed node (:func:`style_reference_key`)."""
+    return np.array(slicer.util.arrayFromVolume(node), copy=True), style_reference_key(node)
+
+
+def style_reference_key(node: slicer.vtkMRMLScalarVolumeNode) -> str:
+    """What tells a changed style volume, without copying it: its ID and its voxels' modification time."""
     image = node.GetImageData()
-    array = np.array(slicer.util.arrayFromVolume(node), copy=True)
-    return array, f"{node.GetID()}:{image.GetMTime() if image is not None else 0}"
+    return f"{node.GetID()}:{image.GetMTime() if image is not None else 0}"
 
 
 @dataclass(frozen=True)
@@ -706,17 +1059,40 @@ class SynthesisLogic:
     def __init__(self, renderer: Renderer | Callable | None = None, mode: str = DRR_PHYSICS_MODE) -> None:
         self.renderer = as_renderer(renderer) if renderer is not None else physics_drr_renderer()
         self.mode = mode
+        #: The live preview's renderer and mode (:meth:`choose_preview_renderer`); None: the preview worker's own.
+        self.preview_renderer: Renderer | None = None
+        self.preview_mode: str | None = None
         self._ct_cache: tuple[tuple[str, int, int, int], CTVolume] | None = None
         self._renderer_key: tuple | None = None
+        self._preview_key: tuple | None = None
 
-    def choose_renderer(self, choice: RendererChoice, style_array: np.ndarray | None = None) -> Renderer:
+    def choose_renderer(self, choice: RendererChoice, style_array: StyleArray = None) -> Renderer:
         """Use the renderer of ``choice`` (:func:`build_renderer`); the current one is kept (with
-        its loaded model) when the choice, the model file and the style file are unchanged."""
+        its loaded model, or its fit to a style reference) when the choice, the model file and the
+        style file are unchanged."""
         key = (choice, _file_stamp(choice.model_path()), _file_stamp(choice.style_file or None))
         if key != self._renderer_key:
             self.renderer, self.mode = build_renderer(choice, style_array)
             self._renderer_key = key
         return self.renderer
+
+    def choose_preview_renderer(self, choice: RendererChoice, style_array: StyleArray = None) -> Renderer:
+        """Use, for the live preview, the renderer of ``choice`` at :data:`PREVIEW_STEP_VOXELS`: without a model,
+        the synthesis's own (:meth:`choose_renderer`: the same imaging chain, seed and fit to the style
+        reference, or the raw DRR) marching coarser rays; with a model (too slow to follow the sliders), the raw
+        physics DRR. Kept while the choice is unchanged; :meth:`preview_request` hands it to the worker."""
+        if choice.model_source != MODEL_NONE:
+            _check_choice(choice)
+            key = ("model", choice.device)
+            if key != self._preview_key:
+                self.preview_renderer = PhysicsDRRRenderer(choice.device, step=PREVIEW_STEP_VOXELS)
+                self.preview_mode, self._preview_key = DRR_PHYSICS_MODE, key
+            return self.preview_renderer
+        renderer = self.choose_renderer(choice, style_array)
+        if self._preview_key is None or self._preview_key[0] is not renderer:
+            self.preview_renderer = renderer.at_step(PREVIEW_STEP_VOXELS)
+            self.preview_mode, self._preview_key = self.mode, (renderer,)
+        return self.preview_renderer
 
     def ct_volume(self, ct_node: slicer.vtkMRMLScalarVolumeNode) -> CTVolume:
         """:func:`ct_volume_from_node`, cached while :func:`ct_key` is unchanged."""
@@ -742,7 +1118,8 @@ class SynthesisLogic:
         ct = self.ct_volume(ct_node)
         views = parameters.views(ct)
         labels = [view_name(v.primary, v.secondary) for v in views]
-        job = SynthesisJob(ct, views, self.renderer, labels, progress, wait_before)
+        annotate = _view_annotations(self.renderer, ct)
+        job = SynthesisJob(ct, views, self.renderer, labels, progress, wait_before, annotate=annotate)
         job.context.update(
             scene=ct_node.GetScene(),
             ct_id=ct_node.GetID(),
@@ -777,10 +1154,12 @@ class SynthesisLogic:
         hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "inputVolume", ct_id)
         hierarchy.SetItemAttribute(folder, ATTRIBUTE_PREFIX + "mode", mode)
         volumes = []
-        for view, image in finished:
+        for (view, image), fields in zip(finished, job.finished_annotations(), strict=True):
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", view_name(view.primary, view.secondary))
             _place_image(node, image, view, mode)
             node.SetAttribute(ATTRIBUTE_PREFIX + "inputVolume", ct_id)
+            for key, value in fields.items():
+                node.SetAttribute(ATTRIBUTE_PREFIX + key, value)
             _put_in_folder(hierarchy, node, folder)
             volumes.append(node)
 
@@ -831,16 +1210,39 @@ class SynthesisLogic:
         )
         ct = self.ct_volume(ct_node)
         view = coarse.views(ct)[0]
-        return PreviewRequest(ct_key(ct_node), ct, view, view_name(view.primary, view.secondary))
+        label = view_name(view.primary, view.secondary)
+        return PreviewRequest(ct_key(ct_node), ct, view, label, self.preview_renderer, self.preview_mode)
 
 
-def place_preview(scene: slicer.vtkMRMLScene, result: PreviewResult, mode: str = DRR_PHYSICS_MODE):  # noqa: ANN201
+def _view_annotations(renderer: Renderer, ct: CTVolume) -> Callable[[int, CArm], dict[str, str]]:
+    """What the synthesis job records per finished view (in its thread): the fraction of the view's pixels whose
+    rays cross the whole CT (``coverageFraction``, :func:`coverage_fraction`) and what made the view
+    (:meth:`Renderer.view_attributes`; a plain callable renderer records nothing)."""
+    describe = getattr(renderer, "view_attributes", None)
+
+    def annotate(index: int, view: CArm) -> dict[str, str]:
+        fields = {"coverageFraction": f"{coverage_fraction(ct, view):.6g}"}
+        return fields | (describe(ct, view, index) if describe is not None else {})
+
+    return annotate
+
+
+def coverage_fraction(ct: CTVolume, view: CArm) -> float:
+    """The fraction of ``view``'s pixels whose rays cross the whole CT, without leaving through its first or
+    last slice (``ct2x.drr.coverage``; ``ct2x drr`` writes it as ``ct2x_coverage_fraction``)."""
+    from ct2x.drr import coverage
+
+    return float(coverage(ct, [view]).float().mean())
+
+
+def place_preview(scene: slicer.vtkMRMLScene, result: PreviewResult, mode: str | None = None):  # noqa: ANN201
     """Put a finished preview in the scene's node named :data:`PREVIEW_NODE_NAME` (reused, else added)
-    on its detector plane; a failed one raises its CT2XError. Returns the node."""
+    on its detector plane; a failed one raises its CT2XError. ``mode``: the ``CT2X.mode`` attribute (default:
+    the request's, else :data:`DRR_PHYSICS_MODE`). Returns the node."""
     if result.error is not None:
         raise CT2XError(result.error)
     node = scene.GetFirstNodeByName(PREVIEW_NODE_NAME)
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", PREVIEW_NODE_NAME)
-    _place_image(node, result.image, result.request.view, mode)
+    _place_image(node, result.image, result.request.view, mode or result.request.mode or DRR_PHYSICS_MODE)
     return node

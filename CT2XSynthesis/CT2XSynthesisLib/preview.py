@@ -5,9 +5,10 @@ it stores the request and wakes the worker, a few microseconds) and, from a time
 the newest finished image (:meth:`PreviewWorker.take_result`) to place it in the scene. One
 daemon thread does the work:
 
-* it prepares the CT once per CT key (for the physics renderer: Hounsfield units to material
-  densities of the whole CT, the costly part) and keeps the prepared CT while the key, which
-  names the node and its modification times, is unchanged;
+* it prepares the CT once per CT key and renderer (for the physics renderers: Hounsfield units to
+  material densities of the whole CT, the costly part) and keeps the prepared CT while the key, which
+  names the node and its modification times, and the renderer are unchanged; a request may carry its
+  own renderer (the panel's choice, ``SynthesisLogic.choose_preview_renderer``), else the worker's is used;
 * it renders the newest request; requests that arrive meanwhile replace each other, so after a
   render ends only the last of them is rendered;
 * :meth:`PreviewWorker.hold` (a synthesis starts) drops the waiting request and refuses new ones
@@ -34,12 +35,15 @@ from CT2XSynthesisLib.background import error_message, render_one
 
 @dataclass(frozen=True)
 class PreviewRequest:
-    """One preview to render: the CT (LPS, HU; its ``key`` names the node and its modification times), the view."""
+    """One preview to render: the CT (LPS, HU; its ``key`` names the node and its modification times), the view;
+    the renderer to use (None: the worker's) and the mode label its image is placed with (None: the default)."""
 
     key: Hashable
     ct: CTVolume
     view: CArm
     label: str
+    renderer: object = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class PreviewWorker:
         self._busy = False
         self._held = False
         self._closed = False
-        self._prepared: tuple[Hashable, object] | None = None
+        self._prepared: tuple[Hashable, object, object] | None = None
         self._thread: threading.Thread | None = None
 
     # --------------------------------------------------------- GUI thread
@@ -119,11 +123,11 @@ class PreviewWorker:
         self._prepared = None
 
     # ------------------------------------------------------- worker thread
-    def _prepare(self, request: PreviewRequest) -> object:
-        if self._prepared is None or self._prepared[0] != request.key:
+    def _prepare(self, request: PreviewRequest, renderer) -> object:  # noqa: ANN001 (a logic.Renderer)
+        if self._prepared is None or self._prepared[0] != request.key or self._prepared[1] is not renderer:
             self._prepared = None  # free the old CT's materials before preparing the new one
-            self._prepared = (request.key, self.renderer.prepare(request.ct))
-        return self._prepared[1]
+            self._prepared = (request.key, renderer, renderer.prepare(request.ct))
+        return self._prepared[2]
 
     def _run(self) -> None:
         while True:
@@ -133,7 +137,8 @@ class PreviewWorker:
                     return
                 request, self._pending, self._busy = self._pending, None, True
             try:
-                image = render_one(self.renderer, self._prepare(request), request.view, request.label)
+                renderer = request.renderer if request.renderer is not None else self.renderer
+                image = render_one(renderer, self._prepare(request, renderer), request.view, request.label)
                 result = PreviewResult(request, image)
             except Exception as error:  # noqa: BLE001 (every error becomes the result's message)
                 result = PreviewResult(request, None, error_message(error), traceback.format_exc())
