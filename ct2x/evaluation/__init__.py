@@ -5,7 +5,8 @@
 * :mod:`ct2x.evaluation.report`: the report folder (``report.md``, ``metrics.json``, the figures, the
   image index of ``images/``).
 * :mod:`ct2x.evaluation.methods`: the images every method makes of the same CTs and views
-  (physics DRR, styled DRR, untrained control, model) and the scores computed on them.
+  (physics DRR, styled DRR, imaging chain with a fitted style, untrained control, model) and the
+  scores computed on them.
 * :mod:`ct2x.evaluation.measures`: the image measures (edge agreement, content sensitivity,
   magnification, style spread, FID formula, C2ST).
 * :mod:`ct2x.evaluation.inception`: offline InceptionV3 features for FID and KID.

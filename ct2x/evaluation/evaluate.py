@@ -2,7 +2,11 @@
 
 Rows of every table (see :mod:`ct2x.evaluation.methods` for the measures): the physics DRR, the DRR
 histogram-matched to the style reference ("styled DRR"), an untrained model of the model's
-configuration (random initialisation, seed 0: the control), the model, its ablations.
+configuration (random initialisation, seed 0: the control), the imaging chain of a mobile C-arm with its
+look fitted to each style reference (no learning), the model, its ablations. Rows of real films
+place the floor of the realism measures: films of other patients of the real set's collection
+(``--floor``) and of another collection (``--other-collection``), read and scored like the real set;
+the other measures do not apply to them (``null`` in ``metrics.json``).
 
 A run reads and checks its inputs (model cards, real radiographs, held-out CTs) before it builds any
 network, loads the networks, makes every method's images, scores them, and writes the report folder
@@ -11,6 +15,7 @@ network, loads the networks, makes every method's images, scores them, and write
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -28,7 +33,11 @@ from ct2x.device import torch_device
 from ct2x.errors import CT2XError
 from ct2x.evaluation.inception import InceptionFeatures
 from ct2x.evaluation.methods import (
+    CHAIN_PRESET,
+    CHAIN_ROW,
     DRR_ROW,
+    FLOOR_ROW,
+    OTHER_COLLECTION_ROW,
     REAL_SIZE,
     SCALE_GAP_MM,
     SCALE_SIDS_MM,
@@ -37,13 +46,16 @@ from ct2x.evaluation.methods import (
     EvaluationView,
     MethodImages,
     RealismMetrics,
+    chain_ct_images,
     drr_images,
     drr_reconstruction,
     evaluation_views,
     inception_features,
+    marched,
     prepared_volume,
     projection_baselines,
     scale_views,
+    shares_march,
     styled_drr_images,
     synthesized_images,
     untrained_model,
@@ -97,6 +109,7 @@ class _Inputs:
     references: list[Path]  # the style references, evenly spread among them
     dataset: CTViewDataset  # the held-out data at the model under test's configuration
     cts: list[CTVolume]  # the held-out CTs' stored grids
+    floors: dict[str, tuple[Path, list[Path]]]  # film row -> (its folder, its readable films), none in the real set
 
     @property
     def first(self) -> str:
@@ -127,6 +140,7 @@ class _Scores:
     real: torch.Tensor  # the real radiographs as scored: (n, 1, REAL_SIZE, REAL_SIZE) in [0, 1]
     feature_extractor: str  # the realism features' description
     lpips: str  # the LPIPS network's description, or why it was not computed
+    floor: dict[str, dict]  # film row -> its folder, films and the films scored (``metrics.json``'s ``floor``)
 
 
 class _Stages:
@@ -160,8 +174,9 @@ def _evaluate_models(
     inputs = _read_inputs(models, data, xray, settings)  # every input is checked before any network is built
     networks = _load_networks(models, inputs, settings.seed, device)
     cts, runs = len(inputs.cts), len(networks.runs)
-    # DRRs of each CT, synthesis of each CT by each run, the measures of each method, the images and figures
-    stages = _Stages(steps=cts + cts * runs + (2 + runs) + 1, started=started)
+    # DRRs and the imaging chain of each CT, synthesis of each CT by each run, the film rows, the measures of
+    # each method, the images and figures
+    stages = _Stages(steps=2 * cts + cts * runs + len(inputs.floors) + (3 + runs) + 1, started=started)
     stages.lap("load models and data")
     methods = _method_images(inputs, networks, settings, device, stages)
     scores = _score_methods(methods, inputs, networks, settings, device, stages)
@@ -215,6 +230,7 @@ def _read_inputs(models: dict[str, Path], data: Path, xray: Path, settings: Eval
             stacklevel=4,  # evaluate_models' caller
         )
     references = evenly_spread(radiographs, settings.styles)
+    floors = _film_rows(radiographs, settings)
     dataset = CTViewDataset(data, xray, configs[first])
     if len(dataset.files) < 2:
         raise CT2XError(
@@ -222,7 +238,75 @@ def _read_inputs(models: dict[str, Path], data: Path, xray: Path, settings: Eval
             "prepare at least 2 held-out CTs"
         )
     cts = [prepared_volume(f) for f in dataset.files]
-    return _Inputs(data, xray, configs, radiographs, references, dataset, cts)
+    return _Inputs(data, xray, configs, radiographs, references, dataset, cts, floors)
+
+
+def _film_rows(radiographs: list[Path], settings: EvaluationSettings) -> dict[str, tuple[Path, list[Path]]]:
+    """The rows of real films (``--floor``, ``--other-collection``): row -> (folder, readable films), each
+    refused with a CT2XError when it holds fewer than 2 films or a film of the real set ``radiographs``."""
+    floors = {}
+    for row, folder, flag in (
+        (FLOOR_ROW, settings.floor, "--floor"),
+        (OTHER_COLLECTION_ROW, settings.other_collection, "--other-collection"),
+    ):
+        if folder is None:
+            continue
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CT2XError(f"{flag} {folder} does not exist or is not a folder")
+        try:
+            films = find_radiographs(folder, warn_single=False).paths
+        except CT2XError:  # none readable: counted as 0 below
+            films = []
+        if len(films) < 2:
+            raise CT2XError(
+                f"{flag} {folder} holds {len(films)} readable radiograph: the realism measures compare two sets, "
+                "give a folder of at least 2 real radiographs (as many as the synthetic rows' images for "
+                "comparable numbers)"
+            )
+        shared = _shared_film(films, radiographs)
+        if shared is not None:
+            film, real = shared
+            raise CT2XError(
+                f"{flag} {folder} holds {film.name}, the same film as {real} of --xray (same file or same content): "
+                "a film scored against itself is no floor; give films of other patients (split --xray by patient)"
+            )
+        floors[row] = (folder, films)
+    return floors
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shared_film(films: list[Path], radiographs: list[Path]) -> tuple[Path, Path] | None:
+    """The first of ``films`` that is also one of ``radiographs`` (same resolved path or same bytes), with it;
+    ``None`` if none is. Only files of equal size are hashed."""
+    resolved = {p.resolve(): p for p in radiographs}
+    for film in films:
+        if film.resolve() in resolved:
+            return film, resolved[film.resolve()]
+    sizes: dict[int, list[Path]] = {}
+    for p in radiographs:
+        sizes.setdefault(p.stat().st_size, []).append(p)
+    hashed: dict[int, dict[str, Path]] = {}  # size -> digest -> radiograph, hashed when a film of that size comes
+    for film in films:
+        size = film.stat().st_size
+        if size not in sizes:
+            continue
+        if size not in hashed:
+            hashed[size] = {}
+            for p in sizes[size]:
+                hashed[size].setdefault(_digest(p), p)
+        same = hashed[size].get(_digest(film))
+        if same is not None:
+            return film, same
+    return None
 
 
 def _load_networks(models: dict[str, Path], inputs: _Inputs, seed: int, device: torch.device) -> _Networks:
@@ -241,20 +325,35 @@ def _method_images(
     inputs: _Inputs, networks: _Networks, settings: EvaluationSettings, device: torch.device, stages: _Stages
 ) -> dict[str, MethodImages]:
     """Every method's images of the held-out CTs at the evaluation views and the scale sweep: the physics DRR,
-    the styled DRR, then each run (the untrained control, the model under test, its ablations)."""
-    drr_views, drr_scale = [], []
-    for ct, views, scale in zip(inputs.cts, networks.views, networks.scale, strict=True):
-        drr_views.append(drr_images(ct, [v.carm for v in views], settings.drr_step, device)[:, None])
-        drr_scale.append(drr_images(ct, scale, settings.scale_step, device))
+    the styled DRR, the imaging chain with its look fitted to each style reference, then each run (the
+    untrained control, the model under test, its ablations)."""
+    # the styled DRR takes the histogram of the reference at the detector's field of view (the crop of
+    # the real set): a whole chest film's darkest pixels are the air around the patient, not the lungs; the
+    # imaging chain fits its look to the same crop
+    cropped_references = read_radiographs(inputs.references, inputs.size, crop=settings.real_crop)[:, 0].numpy()
+    stages.lap("styled DRRs")
+    share = shares_march(device)  # the DRR is drawn from the area densities the chain needs: march once
+    carms = [[v.carm for v in views] for views in networks.views]
+    drr_views, drr_scale, chain_views, chain_scale = [], [], [], []
+    for ct, views, scale in zip(inputs.cts, carms, networks.scale, strict=True):
+        area = marched(ct, views, settings.drr_step, device) if share else None
+        sweep = marched(ct, scale, settings.scale_step, device) if share else None
+        drr_views.append(drr_images(ct, views, settings.drr_step, device, area)[:, None])
+        drr_scale.append(drr_images(ct, scale, settings.scale_step, device, sweep))
+        stages.lap("physics DRRs")
+        stages.bar.update()
+        stages.bar.set_postfix_str(CHAIN_ROW)
+        if not share:
+            area, sweep = marched(ct, views, settings.drr_step, device), marched(ct, scale, settings.scale_step, device)
+        images, scaled = chain_ct_images(area, sweep, views, scale, cropped_references, settings.seed)
+        chain_views.append(images)
+        chain_scale.append(scaled)
+        stages.lap("imaging chain (fitted style)")
         stages.bar.update()
     drrs = MethodImages(np.stack(drr_views), np.stack(drr_scale))
-    stages.lap("physics DRRs")
-    # the styled DRR takes the histogram of the reference at the detector's field of view (the crop of
-    # the real set): a whole chest film's darkest pixels are the air around the patient, not the lungs
-    cropped_references = read_radiographs(inputs.references, inputs.size, crop=settings.real_crop)[:, 0].numpy()
     methods = {DRR_ROW: drrs, STYLED_ROW: styled_drr_images(drrs, cropped_references)}
     stages.lap("styled DRRs")
-    carms = [[v.carm for v in views] for views in networks.views]
+    methods[CHAIN_ROW] = MethodImages(np.stack(chain_views), np.stack(chain_scale))
     for name, run in networks.runs.items():
         stages.bar.set_postfix_str(name)
         methods[name] = synthesized_images(
@@ -281,6 +380,24 @@ def _score_methods(
     stages.lap("real radiographs (read, Inception)")
     references = read_radiographs(inputs.references, inputs.size).to(device)  # LPIPS: as the models read them
     rows: dict[str, dict] = {}
+    floor: dict[str, dict] = {}
+    # the film rows: as many films as the synthetic rows' images where there are, all of them otherwise
+    target = max(int(np.prod(m.images.shape[:3])) for m in methods.values())
+    for name, (folder, films) in inputs.floors.items():
+        stages.bar.set_postfix_str(f"measures of {name}")
+        used = evenly_spread(films, target)
+        images = read_radiographs(used, REAL_SIZE, crop=settings.real_crop)  # read like the real set
+        realism = metrics.score(inception_features(features, images))  # no style reference: no LPIPS
+        rows[name] = {"realism": asdict(realism), "geometry": None, "content": None, "scale": None, "style": None}
+        floor[name] = {
+            "folder": str(folder),
+            "films": len(films),
+            "scored": len(used),
+            "selection": "all films" if len(used) == len(films) else "evenly spread, as many as the synthetic images",
+            "synthetic_images": target,
+        }
+        stages.lap("film rows (read, Inception, FID, KID, C2ST)")
+        stages.bar.update()
     for name, images in methods.items():
         stages.bar.set_postfix_str(f"measures of {name}")
         flat = torch.from_numpy(images.images.reshape(-1, 1, inputs.size, inputs.size))
@@ -296,7 +413,7 @@ def _score_methods(
             rows[name]["drr_reconstruction"] = asdict(drr_reconstruction(run, run_dataset, settings.batch_size))
             stages.lap("DRR reconstruction")
         stages.bar.update()
-    return _Scores(rows, real, features.description, lpips_note)
+    return _Scores(rows, real, features.description, lpips_note, floor)
 
 
 def _projection_baselines(inputs: _Inputs, batch_size: int) -> dict[str, dict] | None:
@@ -351,6 +468,12 @@ def _summary(
             "samples": len(inputs.dataset),
         },
         "radiographs": {"folder": str(inputs.xray), "count": len(inputs.radiographs), "crop": settings.real_crop},
+        "floor": scores.floor,
+        "imaging_chain": {
+            "preset": CHAIN_PRESET,
+            "fitted": ["tone_points", "band_gains", "mas", "mtf_nyquist"],
+            "fit": "per CT and style reference, pooled over the CT's views; the scale sweep with the first style's",
+        },
         "style_references": [str(p.relative_to(inputs.xray)) for p in inputs.references],
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
         "images": index,

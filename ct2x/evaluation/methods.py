@@ -2,9 +2,12 @@
 
 Inputs: a prepared dataset of held-out CTs (``ct2x prepare``: the CT grid, the pose, MIP and
 DRR of every view) and a folder of real radiographs. Every *method* (the physics DRR, the DRR
-histogram-matched to the style reference, an untrained model, the model, its ablations) makes
+histogram-matched to the style reference, the imaging chain with its look fitted to the style
+reference (:func:`chain_ct_images`), an untrained model, the model, its ablations) makes
 images of the same CTs at the same views in the same styles (:func:`evaluation_views`), and
-every measure scores them the same way (the measures are defined in :mod:`ct2x.evaluation.measures`):
+every measure scores them the same way (the measures are defined in :mod:`ct2x.evaluation.measures`).
+Rows of real films (:data:`FILM_ROWS`: other patients of the real set's collection, another
+collection) are scored by the realism measures only: they place the floor of those numbers.
 
 * **Geometric fidelity**: edge NCC and SSIM of each image against the physics DRR of the same
   CT and view, at the training poses and at unseen ones.
@@ -47,7 +50,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.prepare import PrepareSettings
-from ct2x.drr import render_drr
+from ct2x.drr import area_densities, drr_from_area, render_drr
 from ct2x.evaluation.measures import c2st_auc, frechet_distance
 from ct2x.geometry import CArm
 from ct2x.models import CT2XGAN
@@ -68,6 +71,14 @@ NOISE_FREE_ROW = "Noise-free physics DRR (the anchor's B)"
 DRR_ROW = "DRR (physics)"
 STYLED_ROW = "Styled DRR (histogram-matched)"
 UNTRAINED_ROW = "Untrained (random init)"
+#: The rows of real films scored like the synthetic rows (the floor of the realism measures): other
+#: patients of the real set's collection (``--floor``), another collection (``--other-collection``).
+FLOOR_ROW = "Real films (same collection, other patients)"
+OTHER_COLLECTION_ROW = "Real films (another collection)"
+FILM_ROWS = (FLOOR_ROW, OTHER_COLLECTION_ROW)
+#: The imaging chain without learning (:func:`chain_images`): the preset whose physics it renders, and its row.
+CHAIN_PRESET = "mobile_carm_flat_panel"
+CHAIN_ROW = "Imaging chain (fitted style)"
 #: Real radiographs are read at this size (pixels a side) for the Inception features (which resize to 299).
 REAL_SIZE = 256
 
@@ -189,9 +200,37 @@ def scale_views(config: CT2XConfig, card: dict, ct: CTVolume) -> list[CArm]:
     return [model_views(config, card, ct, [0.0], [0.0], sdd=sid + SCALE_GAP_MM, sid=sid)[0] for sid in SCALE_SIDS_MM]
 
 
-def drr_images(ct: CTVolume, carms: list[CArm], step: float, device: str | torch.device = "cpu") -> np.ndarray:
-    """Noise-free physics DRRs of ``ct`` at ``carms``, each min-max scaled to [0, 1]: float32 ``(V, H, W)``."""
-    return drr_image(render_drr(ct, carms, step=step, device=device).float().cpu()).numpy()
+def drr_images(
+    ct: CTVolume,
+    carms: list[CArm],
+    step: float,
+    device: str | torch.device = "cpu",
+    area: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Noise-free physics DRRs of ``ct`` at ``carms``, each min-max scaled to [0, 1]: float32 ``(V, H, W)``.
+
+    ``area``: the views' area densities at ``step`` (:func:`marched`) when they are marched already (where
+    :func:`shares_march`): the DRR is then computed from them, as ``render_drr`` does, without a second march."""
+    drr = render_drr(ct, carms, step=step, device=device) if area is None else drr_from_area(area)
+    return drr_image(drr.float().cpu()).numpy()
+
+
+def shares_march(device: str | torch.device) -> bool:
+    """Whether ``render_drr`` draws the physics DRR on ``device`` from the area densities of its own ray
+    marchers (not DeepDRR's, on a CUDA GPU with DeepDRR installed): then the imaging chain and the DRR share
+    one march (:func:`marched`)."""
+    from ct2x.drr import deepdrr_backend
+
+    return not (torch.device(device).type == "cuda" and deepdrr_backend.available())
+
+
+def marched(ct: CTVolume, carms: list[CArm], step: float, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The per-material area densities ``(V, M, H, W)`` of ``ct`` at ``carms`` (``ct2x.drr.area_densities``,
+    as ``render_drr`` marches them, its memory checked first)."""
+    from ct2x.drr.render import check_render_memory
+
+    check_render_memory(ct, carms, device=device)
+    return area_densities(ct, carms, step=step, device=device)
 
 
 @torch.no_grad()
@@ -334,6 +373,63 @@ def styled_drr_images(drrs: MethodImages, references: np.ndarray) -> MethodImage
     )
     scale = np.stack([np.stack([styled_drr(image, references[0]) for image in ct]) for ct in drrs.scale])
     return MethodImages(images, scale)
+
+
+@torch.no_grad()
+def chain_images(
+    cts: list[CTVolume],
+    views: list[list[CArm]],
+    scale: list[list[CArm]],
+    references: np.ndarray,
+    step: float,
+    scale_step: float,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> MethodImages:
+    """The imaging chain's radiographs of every CT (``views[c]``, ``scale[c]``: its C-arms) in the style of
+    each reference film (:func:`chain_ct_images`), the area densities marched at ray step ``step`` voxels
+    (``scale_step`` for the scale sweep)."""
+    made = [
+        chain_ct_images(
+            marched(ct, carms, step, device), marched(ct, sweep, scale_step, device), carms, sweep, references, seed
+        )
+        for ct, carms, sweep in zip(cts, views, scale, strict=True)
+    ]
+    return MethodImages(np.stack([m[0] for m in made]), np.stack([m[1] for m in made]))
+
+
+@torch.no_grad()
+def chain_ct_images(
+    area: torch.Tensor,
+    sweep: torch.Tensor,
+    views: list[CArm],
+    scale: list[CArm],
+    references: np.ndarray,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One CT through the imaging chain without learning, in the style of each reference film: the
+    :data:`CHAIN_PRESET` preset's physics (:mod:`ct2x.imaging`) at the views' own geometry and detector, its
+    look fitted to each film.
+
+    ``area`` / ``sweep``: the CT's area densities ``(V, M, S, S)`` at ``views`` and ``(K, M, S, S)`` at the
+    scale sweep ``scale`` (:func:`marched`); ``references``: ``(R, S, S)`` films in [0, 1], cropped like the
+    real set and read at the views' pixels. The chain is run with the preset (noise seeded with ``seed``);
+    for each reference its tone curve, band gains, dose and detector MTF are fitted to the film, pooled over
+    the CT's views (:func:`ct2x.imaging.fit.fit_style`: one setting of the device for all views of a
+    patient), and the chain is run again with them (seed ``seed + 1 + r``). The scale sweep takes the first
+    reference's parameters. Returns float32 ``(V, R, S, S)`` and ``(K, S, S)`` in [0, 1]."""
+    from ct2x.imaging import PRESETS, simulate
+    from ct2x.imaging.fit import fit_style
+
+    base = PRESETS[CHAIN_PRESET].parameters
+    raw = simulate(area, views, base, seed=seed)
+    fitted = [
+        fit_style(np.broadcast_to(film, (len(views), *film.shape)), raw.log, views, base, raw.field)
+        for film in references
+    ]
+    styles = [simulate(area, views, p, seed=seed + 1 + r).image for r, p in enumerate(fitted)]
+    scaled = simulate(sweep, scale, fitted[0], seed=seed).image
+    return torch.stack(styles, dim=1).float().cpu().numpy(), scaled.float().cpu().numpy()
 
 
 def view_measures(method: MethodImages, drrs: MethodImages, views: list[EvaluationView]) -> dict:

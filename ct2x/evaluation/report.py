@@ -21,7 +21,19 @@ from PIL import Image
 
 from ct2x.atomic import atomic_path
 from ct2x.data.radiographs import evenly_spread
-from ct2x.evaluation.methods import DRR_ROW, REAL_SIZE, STYLED_ROW, UNTRAINED_ROW, EvaluationView, MethodImages
+from ct2x.evaluation.methods import (
+    CHAIN_ROW,
+    DRR_ROW,
+    FILM_ROWS,
+    FLOOR_ROW,
+    OTHER_COLLECTION_ROW,
+    REAL_SIZE,
+    STYLED_ROW,
+    UNTRAINED_ROW,
+    EvaluationView,
+    MethodImages,
+)
+from ct2x.evaluation.study import IMAGE_INDEX, IMAGE_INDEX_FORMAT
 from ct2x.folder_lock import OutputFiles
 from ct2x.models import CT2XGAN
 from ct2x.synthesize import model_views, synthesize
@@ -33,8 +45,9 @@ STRIP_ANGLES = [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0]
 #: The real radiographs' name in the image index.
 REAL_METHOD = "Real radiograph"
 #: The image index of a report (``ct2x study make`` reads it).
-IMAGE_INDEX = "images/index.json"
 _REALISM_HEAD = ["| Method | FID ↓ | KID ↓ | C2ST AUC (0.5 best) | LPIPS ↓ | images |", "|---|---|---|---|---|---|"]
+#: A measure that does not apply to a row (the film rows' geometry, content, scale, style and LPIPS).
+NOT_APPLICABLE = "—"
 
 
 def write_report(outputs: OutputFiles, summary: dict) -> Path:
@@ -74,7 +87,7 @@ def write_images(outputs: OutputFiles, methods: dict[str, MethodImages], real: t
             _write_png(outputs.path(f"{folder}/{n:04d}.png"), image)
             index[name].append(str(Path(folder, f"{n:04d}.png")))
     with atomic_path(outputs.path(IMAGE_INDEX)) as tmp:
-        tmp.write_text(json.dumps({"format": "ct2x-evaluation-images", "methods": index}, indent=1), encoding="utf-8")
+        tmp.write_text(json.dumps({"format": IMAGE_INDEX_FORMAT, "methods": index}, indent=1), encoding="utf-8")
     return {name: len(names) for name, names in index.items()}
 
 
@@ -119,14 +132,23 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def _realism_row(label: str, scores: dict) -> str:
     kid = f"{_fmt(scores['kid'])} ± {_fmt(scores['kid_std'])}"
     auc = f"{_fmt(scores['c2st_auc'], 3)} ± {_fmt(scores['c2st_auc_std'], 3)}"
-    return f"| {label} | {_fmt(scores['fid'], 2)} | {kid} | {auc} | {_fmt(scores['lpips'])} | {scores['images']} |"
+    lpips = NOT_APPLICABLE if label in FILM_ROWS else _fmt(scores["lpips"])  # a film has no style reference
+    return f"| {label} | {_fmt(scores['fid'], 2)} | {kid} | {auc} | {lpips} | {scores['images']} |"
+
+
+def _not_applicable(label: str, cells: int) -> str:
+    """A row of ``cells`` dashes: measures that do not apply to ``label`` (a film row)."""
+    return f"| {label} | {' | '.join([NOT_APPLICABLE] * cells)} |"
 
 
 def _row_order(summary: dict) -> list[str]:
-    """Baselines, the untrained control, the model under test, then its ablations."""
+    """The film rows given, the baselines (the imaging chain where scored), the untrained control, the model
+    under test, then its ablations."""
     first = summary["model_under_test"]
     ablations = [n for n in summary["models"] if n != first]
-    return [DRR_ROW, STYLED_ROW, UNTRAINED_ROW, first, *ablations]
+    films = [n for n in FILM_ROWS if n in summary["rows"]]
+    chain = [CHAIN_ROW] if CHAIN_ROW in summary["rows"] else []
+    return [*films, DRR_ROW, STYLED_ROW, *chain, UNTRAINED_ROW, first, *ablations]
 
 
 def markdown(summary: dict) -> str:
@@ -134,10 +156,12 @@ def markdown(summary: dict) -> str:
     scale and style tables, the figures; one blank line between sections."""
     order = _row_order(summary)
     rows = summary["rows"]
+    first = summary["model_under_test"]
+    ablations = [n for n in summary["models"] if n != first]
     sections = [
         _header(summary),
-        _realism_table(rows, order),
-        _ablation_table(summary["model_under_test"], rows, order),
+        _realism_table(summary, [n for n in order if n not in ablations]),
+        _ablation_table(first, rows, ablations),
         _reconstruction_table(summary["drr_reconstruction_baselines"], rows, order),
         _geometry_table(rows, order),
         _content_table(rows, order),
@@ -174,6 +198,8 @@ def _header(summary: dict) -> list[str]:
         "min(50, images) images of each set; C2ST: logistic regression on the standardised features, "
         "5-fold stratified cross-validated ROC AUC (mean ± sd over folds)",
         f"- LPIPS (mean distance of each image to its style reference): {summary['lpips']}",
+        *_chain_lines(summary),
+        *_floor_lines(summary),
         f"- Untrained control: the model's configuration, random initialisation (seed {settings['seed']})",
         f"- Device: {summary['device']}; {summary['seconds']} s",
         "",
@@ -181,15 +207,80 @@ def _header(summary: dict) -> list[str]:
     ]
 
 
-def _realism_table(rows: dict, order: list[str]) -> list[str]:
-    """Table 1: the baselines, the untrained control and the model under test."""
-    realism = [_realism_row(name, rows[name]["realism"]) for name in order[:4]]
-    return ["## Table 1: realism against the real radiographs", "", *_REALISM_HEAD, *realism]
+def _chain_lines(summary: dict) -> list[str]:
+    """The header's line on the imaging chain's row, where it was scored."""
+    chain = summary.get("imaging_chain")
+    if chain is None or CHAIN_ROW not in summary["rows"]:
+        return []
+    return [
+        f"- {CHAIN_ROW}: the imaging chain (`ct2x.imaging`) with the `{chain['preset']}` preset's physics at the "
+        f"evaluation's views and detector, no learning; its {', '.join(chain['fitted'])} fitted to each style "
+        f"reference cropped like the real set ({chain['fit']})"
+    ]
 
 
-def _ablation_table(first: str, rows: dict, order: list[str]) -> list[str]:
+def _floor_lines(summary: dict) -> list[str]:
+    """The header's line on each film row: its folder and how many of its films were scored."""
+    lines = []
+    for name, films in summary.get("floor", {}).items():
+        scored = (
+            f"all {films['films']} films"
+            if films["scored"] == films["films"]
+            else f"{films['scored']} of its {films['films']} films, evenly spread"
+        )
+        lines.append(f"- {name}: `{films['folder']}`, {scored}, read like the real set")
+    return lines
+
+
+def _floor_text(summary: dict) -> list[str]:
+    """What the film rows are, or that the floor is not placed."""
+    floor = summary.get("floor", {})
+    if not floor:
+        return [
+            "The floor is not placed: no real films besides the real set were scored (`--floor` for films of other "
+            "patients of the real set's collection, `--other-collection` for another collection), so nothing here "
+            "says how low these numbers can go on sets of this size; even real films are far from FID 0 and a "
+            "C2ST AUC of 0.5 with this few images."
+        ]
+    meaning = {
+        FLOOR_ROW: "a method at the same-collection row's numbers cannot be told by these measures from real "
+        "films of other patients",
+        OTHER_COLLECTION_ROW: "the other collection's row shows what a change of hospital or device alone costs",
+    }
+    counts = []
+    for name, films in floor.items():
+        if films["scored"] == films["films"] and films["films"] < films["synthetic_images"]:
+            counts.append(
+                f"{name}: all {films['films']} films, fewer than the {films['synthetic_images']} images of a "
+                "synthetic row (FID rises and KID gets noisier as a set shrinks)"
+            )
+        else:
+            counts.append(f"{name}: {films['scored']} films, as many as the images of a synthetic row")
+    return [
+        "The first rows are real films, not synthesized images, read like the real set (the same crop and size) "
+        "and scored by the same measures against it: they place the floor, the numbers that images as real as "
+        "films get on sets of this size. Read every synthetic row against them, not against 0: "
+        + "; ".join(meaning[name] for name in FILM_ROWS if name in floor)
+        + ". LPIPS (the distance to a style reference) and the measures against the physics DRR do not apply to "
+        f"films ({NOT_APPLICABLE}). Films scored: " + "; ".join(counts) + "."
+    ]
+
+
+def _realism_table(summary: dict, order: list[str]) -> list[str]:
+    """Table 1: the film rows (the floor), the baselines, the untrained control and the model under test."""
+    realism = [_realism_row(name, summary["rows"][name]["realism"]) for name in order]
+    return [
+        "## Table 1: realism against the real radiographs",
+        "",
+        *_floor_text(summary),
+        "",
+        *_REALISM_HEAD,
+        *realism,
+    ]
+
+
+def _ablation_table(first: str, rows: dict, ablations: list[str]) -> list[str]:
     """Table 2: the ablations, then the model under test (``first``) for comparison."""
-    ablations = order[4:]
     if not ablations:
         return ["## Table 2: ablations", "", "No ablation models given (`--ablation NAME=MODEL`)."]
     realism = [_realism_row(name, rows[name]["realism"]) for name in ablations]
@@ -211,7 +302,8 @@ def _reconstruction_table(baselines: dict | None, rows: dict, order: list[str]) 
         "| Method | PSNR (dB) ↑ | SSIM ↑ | samples |",
         "|---|---|---|---|",
     ]
-    scores = [*(baselines or {}).items(), *((name, rows[name]["drr_reconstruction"]) for name in order[2:])]
+    networks = [name for name in order if "drr_reconstruction" in rows[name]]
+    scores = [*(baselines or {}).items(), *((name, rows[name]["drr_reconstruction"]) for name in networks)]
     lines += [f"| {name} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'])} | {r['samples']} |" for name, r in scores]
     if baselines is None:
         lines += ["", "The line-integral and noise-free DRR rows need held-out data prepared with `--projections`."]
@@ -228,6 +320,9 @@ def _geometry_table(rows: dict, order: list[str]) -> list[str]:
     ]
     for name in order:
         g = rows[name]["geometry"]
+        if g is None:
+            lines.append(_not_applicable(name, 4))
+            continue
         cells = [_fmt(g.get(group, {}).get(key), 3) for group in ("seen", "unseen") for key in ("edge_ncc", "ssim")]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
@@ -243,6 +338,9 @@ def _content_table(rows: dict, order: list[str]) -> list[str]:
     ]
     for name in order:
         c = rows[name]["content"]
+        if c is None:
+            lines.append(_not_applicable(name, 3))
+            continue
         sensitivity = f"{_fmt(c['sensitivity'], 3)} ± {_fmt(c['sensitivity_std'], 3)}"
         lines.append(f"| {name} | {_fmt(c['own_ncc'], 3)} | {_fmt(c['other_ncc'], 3)} | {sensitivity} |")
     return lines
@@ -260,6 +358,9 @@ def _scale_table(summary: dict, order: list[str]) -> list[str]:
     ]
     for name in order:
         sc = summary["rows"][name]["scale"]
+        if sc is None:
+            lines.append(_not_applicable(name, 2 + len(sids)))
+            continue
         per = " | ".join(_fmt(sc["per_sid"][f"{d:g}"], 3) for d in sids)
         lines.append(f"| {name} | {_fmt(sc['mean_error_pct'], 2)} | {_fmt(sc['max_error_pct'], 2)} | {per} |")
     return lines
@@ -275,6 +376,9 @@ def _style_table(rows: dict, order: list[str]) -> list[str]:
     ]
     for name in order:
         st = rows[name]["style"]
+        if name in FILM_ROWS:
+            lines.append(_not_applicable(name, 2))
+            continue
         cells = (
             ["n/a (no style input)", "n/a"] if st is None else [_fmt(st["histogram_tv"], 3), _fmt(st["edge_ncc"], 3)]
         )
