@@ -197,6 +197,10 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     assert strip.width > 6 * 64 and grid.width > 2 * 64 and grid.height > 2 * 64  # 7 views; 2 CTs x 2 styles
     assert pair.width > 2 * 64 and pair.height > 2 * 64  # 2 CTs x (model, DRR)
     _check_film_rows(metrics, report, synthetic=2 * views * 2)
+    region = metrics["scored_region"]  # the phantom CTs are shorter than the field: realism sees the covered part
+    assert set(region["covered_per_view"]) == {v["label"] for v in metrics["views"]}
+    assert 0 < region["fraction"] <= 1 and region["image_size"] == [64, 64]
+    assert "Realism is scored where the CT covers the field" in report
     assert "The floor is not placed" not in report
     without = {k: v for k, v in rows.items() if k not in (FLOOR_ROW, OTHER_COLLECTION_ROW)}
     assert "The floor is not placed" in markdown({**metrics, "rows": without, "floor": {}})
@@ -344,3 +348,67 @@ def test_more_styles_than_films_is_said(inputs: dict[str, Path], tmp_path: Path,
         with pytest.raises(Drawn):
             evaluate_models({"m": inputs["model"]}, inputs["data"], inputs["xray"], tmp_path / "r2",
                             EvaluationSettings(styles=3), "cpu")  # fmt: skip
+
+
+def _short_and_long_grids() -> tuple:
+    """Stored grids (``resample_to_grid``, padded like ``ct2x prepare``'s) of a phantom 48 mm long (short of a
+    64-pixel field at every view) and of one 288 mm long (the field covered at every view)."""
+    from ct2x.volume import CTVolume, resample_to_grid
+
+    phantom = body_phantom(size=24, spacing=4.0)
+    short = CTVolume(phantom.array[6:18].copy(), phantom.spacing, phantom.origin + [0, 0, 24.0], phantom.direction)
+    long = CTVolume(
+        np.concatenate([phantom.array] * 3), phantom.spacing, phantom.origin - [0, 0, 96.0], phantom.direction
+    )
+    return resample_to_grid(short, 32), resample_to_grid(long, 32)
+
+
+def test_realism_is_scored_where_the_ct_covers_the_field() -> None:
+    """A CT short along the long axis: the scored region leaves out the rows no ray of the CT crosses (black in
+    the DRR) at every view, and the films are cropped to its aspect ratio."""
+    from ct2x.drr import coverage
+    from ct2x.evaluation.methods import (
+        crop_to_aspect,
+        drr_images,
+        evaluation_views,
+        scanned_volume,
+        scored_region,
+    )
+
+    grid, _ = _short_and_long_grids()
+    scanned = scanned_volume(grid)
+    assert scanned.array.shape == (16, 32, 32)  # the padding of the 32^3 grid's slices left out
+    views = evaluation_views(CONFIG, {}, grid)
+    region = scored_region([grid], [views], 64)
+    assert 0 < region.top < region.bottom < 64 and (region.left, region.right) == (0, 64)  # a full-width band
+    masks = coverage(scanned, [v.carm for v in views]).numpy()
+    assert masks[:, region.top : region.bottom].all() and not masks.all()
+    assert all(0 < fraction < 1 for fraction in region.covered.values())
+    drrs = torch.from_numpy(drr_images(grid, [v.carm for v in views], step=1.0))
+    black = drrs.amax(dim=2) < 0.02  # (V, H): rows of air only, beyond the CT's ends
+    assert black.any(dim=1).all()  # every view has them
+    assert (region.crop(drrs).amax(dim=2) > 0.5).all()  # no scored image has one
+    films = _ramps(3, seed=0, size=256)
+    cropped = crop_to_aspect(films, region)
+    rows = cropped.shape[-2]
+    assert cropped.shape[-1] == 256 and abs(rows / 256 - (region.bottom - region.top) / 64) < 1 / 128
+    torch.testing.assert_close(cropped, films[..., (256 - rows) // 2 : (256 - rows) // 2 + rows, :])
+    summary = region.summary(256)
+    assert summary["crop"] == {"top": region.top, "bottom": region.bottom, "left": 0, "right": 64}
+    assert summary["real_crop"]["rows"] == [(256 - rows) // 2, (256 - rows) // 2 + rows]
+
+
+def test_a_covered_field_is_scored_whole() -> None:
+    """A CT longer than the field at every view: nothing is cropped, the realism numbers are those of the
+    whole images."""
+    from ct2x.evaluation.methods import crop_to_aspect, evaluation_views, scored_region
+
+    _, grid = _short_and_long_grids()
+    region = scored_region([grid], [evaluation_views(CONFIG, {}, grid)], 64)
+    assert region.whole and set(region.covered.values()) == {1.0} and region.summary(256)["fraction"] == 1
+    real, images = _ramps(6, seed=1), _ramps(6, seed=2)
+    assert region.crop(images) is images and crop_to_aspect(real, region) is real
+    features = _PixelFeatures()
+    whole = RealismMetrics(features(real), lpips=None).score(features(images))
+    scored = RealismMetrics(features(crop_to_aspect(real, region)), lpips=None).score(features(region.crop(images)))
+    assert scored == whole

@@ -47,6 +47,7 @@ from ct2x.evaluation.methods import (
     MethodImages,
     RealismMetrics,
     chain_ct_images,
+    crop_to_aspect,
     drr_images,
     drr_reconstruction,
     evaluation_views,
@@ -55,6 +56,7 @@ from ct2x.evaluation.methods import (
     prepared_volume,
     projection_baselines,
     scale_views,
+    scored_region,
     shares_march,
     styled_drr_images,
     synthesized_images,
@@ -137,10 +139,11 @@ class _Scores:
     """Every method's scores (:func:`_score_methods`) and what they were computed with."""
 
     rows: dict[str, dict]  # method -> measures, as in ``metrics.json``
-    real: torch.Tensor  # the real radiographs as scored: (n, 1, REAL_SIZE, REAL_SIZE) in [0, 1]
+    real: torch.Tensor  # the real radiographs as read: (n, 1, REAL_SIZE, REAL_SIZE) in [0, 1], before the region's crop
     feature_extractor: str  # the realism features' description
     lpips: str  # the LPIPS network's description, or why it was not computed
     floor: dict[str, dict]  # film row -> its folder, films and the films scored (``metrics.json``'s ``floor``)
+    region: dict  # the part of the field the realism measures see (``metrics.json``'s ``scored_region``)
 
 
 class _Stages:
@@ -372,11 +375,16 @@ def _score_methods(
     stages: _Stages,
 ) -> _Scores:
     """Every method's realism against the real radiographs, its geometry, content, scale and style measures
-    against the physics DRRs and, for the networks, its reconstruction of the stored DRRs."""
+    against the physics DRRs and, for the networks, its reconstruction of the stored DRRs.
+
+    FID, KID and C2ST see the region of the field the CTs cover (:func:`scored_region`): every synthetic image
+    cropped to it, every film (real set, film rows) centre-cropped to its aspect ratio; LPIPS compares each
+    whole image with its whole style reference."""
+    region = scored_region(inputs.cts, networks.views, inputs.size)
     real = read_radiographs(inputs.radiographs, REAL_SIZE, crop=settings.real_crop)
     features = InceptionFeatures().to(device)
     lpips, lpips_note = _lpips(settings.lpips_weights, device)
-    metrics = RealismMetrics(inception_features(features, real), lpips, seed=settings.seed)
+    metrics = RealismMetrics(inception_features(features, crop_to_aspect(real, region)), lpips, seed=settings.seed)
     stages.lap("real radiographs (read, Inception)")
     references = read_radiographs(inputs.references, inputs.size).to(device)  # LPIPS: as the models read them
     rows: dict[str, dict] = {}
@@ -387,7 +395,8 @@ def _score_methods(
         stages.bar.set_postfix_str(f"measures of {name}")
         used = evenly_spread(films, target)
         images = read_radiographs(used, REAL_SIZE, crop=settings.real_crop)  # read like the real set
-        realism = metrics.score(inception_features(features, images))  # no style reference: no LPIPS
+        scored = crop_to_aspect(images, region)
+        realism = metrics.score(inception_features(features, scored))  # no style reference: no LPIPS
         rows[name] = {"realism": asdict(realism), "geometry": None, "content": None, "scale": None, "style": None}
         floor[name] = {
             "folder": str(folder),
@@ -403,7 +412,8 @@ def _score_methods(
         flat = torch.from_numpy(images.images.reshape(-1, 1, inputs.size, inputs.size))
         styles = images.images.shape[2]
         pairs = torch.arange(styles).repeat(len(flat) // styles).to(device) if styles == len(references) else None
-        realism = metrics.score(inception_features(features, flat), flat.to(device), references, pairs)
+        scored = region.crop(flat)  # the part of the field the CTs cover
+        realism = metrics.score(inception_features(features, scored), flat.to(device), references, pairs)
         stages.lap("realism (Inception, FID, KID, C2ST)")
         rows[name] = {"realism": asdict(realism), **view_measures(images, methods[DRR_ROW], networks.views[0])}
         stages.lap("geometry, content, scale, style")
@@ -413,7 +423,7 @@ def _score_methods(
             rows[name]["drr_reconstruction"] = asdict(drr_reconstruction(run, run_dataset, settings.batch_size))
             stages.lap("DRR reconstruction")
         stages.bar.update()
-    return _Scores(rows, real, features.description, lpips_note, floor)
+    return _Scores(rows, real, features.description, lpips_note, floor, region.summary(REAL_SIZE))
 
 
 def _projection_baselines(inputs: _Inputs, batch_size: int) -> dict[str, dict] | None:
@@ -469,6 +479,7 @@ def _summary(
         },
         "radiographs": {"folder": str(inputs.xray), "count": len(inputs.radiographs), "crop": settings.real_crop},
         "floor": scores.floor,
+        "scored_region": scores.region,
         "imaging_chain": {
             "preset": CHAIN_PRESET,
             "fitted": ["tone_points", "band_gains", "mas", "mtf_nyquist"],

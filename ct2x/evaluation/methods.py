@@ -31,6 +31,11 @@ collection) are scored by the realism measures only: they place the floor of tho
 The physics DRRs are rendered from the stored CT grid (``ct2x.drr.render_drr``, no noise) and
 min-max scaled per image to [0, 1], as the model's training target. FID and KID from a few
 dozen images are biased upward and noisy: compare only numbers computed on the same sets.
+
+FID, KID and C2ST see only the part of the field the CT covers (:func:`scored_region`): a view whose
+field reaches past the CT's ends has bands no ray of the CT crosses (air in every synthetic row, which
+no film has), so every synthetic image is cropped to the largest centred rectangle covered at every
+view of every CT, and every real film to the same aspect ratio (:func:`crop_to_aspect`).
 """
 
 from __future__ import annotations
@@ -50,14 +55,15 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset
 from ct2x.data.prepare import PrepareSettings
-from ct2x.drr import area_densities, drr_from_area, render_drr
+from ct2x.drr import area_densities, coverage, drr_from_area, render_drr
+from ct2x.errors import CT2XError
 from ct2x.evaluation.measures import c2st_auc, frechet_distance
 from ct2x.geometry import CArm
 from ct2x.models import CT2XGAN
 from ct2x.models.inputs import drr_image, output_image, projection_densities
 from ct2x.models.physics_anchor import physics_base
 from ct2x.synthesize import model_views
-from ct2x.volume import CTVolume
+from ct2x.volume import OUTSIDE_HU, CTVolume
 
 #: Unseen views of the geometric fidelity: (primary, secondary) in degrees.
 UNSEEN_VIEWS = ((-90.0, 0.0), (-75.0, 0.0), (75.0, 0.0), (90.0, 0.0), (0.0, -20.0), (0.0, 20.0))
@@ -309,6 +315,124 @@ class RealismMetrics:
             len(features),
             len(self.real),
         )
+
+
+@dataclass(frozen=True)
+class ScoredRegion:
+    """The part of the synthetic images the realism measures see: rows ``top:bottom`` and columns
+    ``left:right`` of the ``height`` x ``width`` images (the whole field when every view is covered), and
+    each view's covered fraction of the field (mean over the CTs, by label)."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    height: int
+    width: int
+    covered: dict[str, float]
+
+    @property
+    def whole(self) -> bool:
+        """Whether the region is the whole field (nothing is cropped)."""
+        return (self.top, self.left, self.bottom, self.right) == (0, 0, self.height, self.width)
+
+    def crop(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` ``(..., height, width)`` cropped to the region (the same tensor when it is the whole field)."""
+        return images if self.whole else images[..., self.top : self.bottom, self.left : self.right]
+
+    def summary(self, real_size: int) -> dict:
+        """``metrics.json``'s ``scored_region``: the crop, the fraction of the field kept, the real films'
+        crop at ``real_size``, each view's covered fraction."""
+        rows, columns = crop_to_aspect_box(real_size, real_size, self.bottom - self.top, self.right - self.left)
+        return {
+            "crop": {"top": self.top, "bottom": self.bottom, "left": self.left, "right": self.right},
+            "image_size": [self.height, self.width],
+            "fraction": (self.bottom - self.top) * (self.right - self.left) / (self.height * self.width),
+            "real_crop": {"rows": list(rows), "columns": list(columns), "read_at": real_size},
+            "covered_per_view": self.covered,
+        }
+
+
+def scanned_volume(grid: CTVolume) -> CTVolume:
+    """The part of a stored CT grid (:func:`prepared_volume`) that holds the CT: the box of its voxels that
+    are not padding (``OUTSIDE_HU``, where ``ct2x.volume.resample_to_grid`` padded a CT shorter than its
+    largest extent along an axis), so that :func:`ct2x.drr.coverage` sees the CT's own ends and sides.
+    ``grid`` itself when nothing is padding, or everything is."""
+    held = np.round(grid.array) != OUTSIDE_HU
+    if not held.any() or held.all():
+        return grid
+    box = []  # (first, last + 1) along each array axis (k, j, i)
+    for axis in range(3):
+        kept = np.flatnonzero(held.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append((int(kept[0]), int(kept[-1]) + 1))
+    if all(box[a] == (0, grid.array.shape[a]) for a in range(3)):
+        return grid
+    array = grid.array[tuple(slice(first, last) for first, last in box)]
+    first_ijk = np.array([box[2][0], box[1][0], box[0][0]], dtype=np.float64)
+    offset = np.asarray(grid.direction, dtype=np.float64) @ (first_ijk * np.asarray(grid.spacing, dtype=np.float64))
+    return CTVolume(
+        np.ascontiguousarray(array), grid.spacing, np.asarray(grid.origin, dtype=np.float64) + offset, grid.direction
+    )
+
+
+def centred_crop(mask: np.ndarray) -> tuple[int, int] | None:
+    """The largest centred rectangle of ``mask`` ``(H, W)`` (bool) that is all ``True``, as the number of
+    rows and of columns left out at each end ``(t, l)`` (rows ``t:H-t``, columns ``l:W-l``); of equal areas the
+    one with fewer rows left out; ``None`` when there is none."""
+    height, width = mask.shape
+    best, area = None, 0
+    for t in range(height // 2 + height % 2):
+        rows = mask[t : height - t]
+        if len(rows) == 0:
+            break
+        bad = np.flatnonzero(~rows.all(axis=0))  # columns with an uncovered pixel in these rows
+        left = int(np.minimum(bad, width - 1 - bad).max()) + 1 if len(bad) else 0
+        size = (height - 2 * t) * (width - 2 * left)
+        if left < width - left and size > area:
+            best, area = (t, left), size
+    return best
+
+
+def scored_region(cts: list[CTVolume], views: list[list[EvaluationView]], size: int) -> ScoredRegion:
+    """The region of the ``size``² synthetic images the realism measures see: the largest centred rectangle
+    (:func:`centred_crop`) whose pixels' rays cross the whole CT (:func:`ct2x.drr.coverage` of the scanned
+    part of each stored grid, :func:`scanned_volume`) at every view ``views[c]`` of every CT ``cts[c]``; the
+    whole field when none is covered anywhere (nothing to crop to)."""
+    masks = [
+        coverage(scanned_volume(ct), [v.carm for v in ct_views]).numpy()
+        for ct, ct_views in zip(cts, views, strict=True)
+    ]
+    if any(m.shape[1:] != (size, size) for m in masks):
+        raise CT2XError(f"the evaluation views' detectors are not the images' {size}² pixels")
+    covered = {view.label: float(np.mean([m[v].mean() for m in masks])) for v, view in enumerate(views[0])}
+    crop = centred_crop(np.logical_and.reduce([m.all(axis=0) for m in masks]))
+    top, left = crop if crop is not None else (0, 0)
+    return ScoredRegion(top, size - top, left, size - left, size, size, covered)
+
+
+def crop_to_aspect_box(height: int, width: int, rows: int, columns: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The largest centred box of a ``height`` x ``width`` image with the aspect ratio ``rows`` : ``columns``, as
+    ``((top, bottom), (left, right))``; the whole image when its aspect ratio is that one already."""
+    if rows * width == columns * height:
+        return (0, height), (0, width)
+    if rows * width < columns * height:  # wider than the image: keep every column
+        kept = max(1, round(width * rows / columns))
+        top = (height - kept) // 2
+        return (top, top + kept), (0, width)
+    kept = max(1, round(height * columns / rows))
+    left = (width - kept) // 2
+    return (0, height), (left, left + kept)
+
+
+def crop_to_aspect(images: torch.Tensor, region: ScoredRegion) -> torch.Tensor:
+    """Real films ``(..., H, W)`` centre-cropped to the aspect ratio of ``region`` (the same tensor when it is
+    the whole field), as the realism measures see them beside the synthetic images cropped to it."""
+    if region.whole:
+        return images
+    (top, bottom), (left, right) = crop_to_aspect_box(
+        images.shape[-2], images.shape[-1], region.bottom - region.top, region.right - region.left
+    )
+    return images[..., top:bottom, left:right]
 
 
 def prepared_volume(path: Path) -> CTVolume:

@@ -194,6 +194,7 @@ def _header(summary: dict) -> list[str]:
         f"and read at {REAL_SIZE}²; style references: {len(summary['style_references'])} of them, evenly spread, "
         f"read whole by the models and cropped like the real set for the histogram matching "
         f"({', '.join(summary['style_references'])})",
+        _region_line(summary.get("scored_region")),
         f"- FID / KID / C2ST features: {summary['feature_extractor']}; KID over 100 random subsets of "
         "min(50, images) images of each set; C2ST: logistic regression on the standardised features, "
         "5-fold stratified cross-validated ROC AUC (mean ± sd over folds)",
@@ -264,6 +265,26 @@ def _floor_text(summary: dict) -> list[str]:
         + ". LPIPS (the distance to a style reference) and the measures against the physics DRR do not apply to "
         f"films ({NOT_APPLICABLE}). Films scored: " + "; ".join(counts) + "."
     ]
+
+
+def _region_line(region: dict | None) -> str:
+    """The report's line on the part of the field the realism measures see (``metrics.json``'s ``scored_region``)."""
+    if region is None:
+        return "- Realism is scored on the whole field (no coverage recorded)"
+    views = ", ".join(f"{label} {100 * fraction:.0f}%" for label, fraction in region["covered_per_view"].items())
+    crop, (height, width) = region["crop"], region["image_size"]
+    if region["fraction"] == 1:
+        where = "every view's field is covered, so the whole images are scored"
+    else:
+        rows, columns = region["real_crop"]["rows"], region["real_crop"]["columns"]
+        where = (
+            f"FID, KID and C2ST see rows {crop['top']}:{crop['bottom']} and columns {crop['left']}:{crop['right']} "
+            f"of the {height} x {width} synthetic images ({100 * region['fraction']:.0f}% of the field: the largest "
+            f"centred rectangle whose rays cross the whole CT at every view of every CT), and the films centre-cropped "
+            f"to its aspect ratio (rows {rows[0]}:{rows[1]}, columns {columns[0]}:{columns[1]} of "
+            f"{region['real_crop']['read_at']}²); LPIPS compares whole images"
+        )
+    return f"- Realism is scored where the CT covers the field: {where}; covered fraction of each view's field: {views}"
 
 
 def _realism_table(summary: dict, order: list[str]) -> list[str]:
