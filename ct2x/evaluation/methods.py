@@ -29,8 +29,8 @@ collection) are scored by the realism measures only: they place the floor of tho
   with an oracle affine fit, and the noise-free physics DRR.
 
 The physics DRRs are rendered from the stored CT grid (``ct2x.drr.render_drr``, no noise) and
-min-max scaled per image to [0, 1], as the model's training target. FID and KID from a few
-dozen images are biased upward and noisy: compare only numbers computed on the same sets.
+min-max scaled per image to [0, 1], as the model's training target. From a few dozen images
+FID is biased upward and KID (unbiased) noisy: compare only numbers computed on the same sets.
 
 FID, KID and C2ST see only the part of the field the CT covers (:func:`scored_region`): a view whose
 field reaches past the CT's ends has bands no ray of the CT crosses (air in every synthetic row, which

@@ -204,7 +204,7 @@ def _header(summary: dict) -> list[str]:
         f"- Untrained control: the model's configuration, random initialisation (seed {settings['seed']})",
         f"- Device: {summary['device']}; {summary['seconds']} s",
         "",
-        "FID and KID from this few images are biased upward and noisy: compare only rows of the same report.",
+        "From this few images FID is biased upward and KID is noisy: compare only rows of the same report.",
     ]
 
 
