@@ -180,6 +180,7 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     drr = rows[DRR_ROW]
     assert drr["geometry"]["seen"]["edge_ncc"] == pytest.approx(1.0) and drr["geometry"]["unseen"]["ssim"] > 0.99
     assert drr["scale"]["max_error_pct"] < 0.2 and drr["content"]["sensitivity"] > 0.1 and drr["style"] is None
+    assert drr["geometry"]["unseen"]["edge_ncc_blurred"] == pytest.approx(1.0) and "blurred ↑" in report
     styled = rows[STYLED_ROW]  # a monotone remapping of the DRR: the geometry stays, the histogram follows the style
     assert styled["geometry"]["seen"]["edge_ncc"] > 0.6 and styled["style"]["histogram_tv"] > 0.05
     chain = rows[CHAIN_ROW]  # the physics through a fitted imaging chain: the CT's anatomy, the references' looks
@@ -188,6 +189,7 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     assert metrics["imaging_chain"]["preset"] == "mobile_carm_flat_panel" and CHAIN_ROW in report
     untrained = rows[UNTRAINED_ROW]  # random weights: no agreement with the CT, whatever the style
     assert untrained["geometry"]["seen"]["edge_ncc"] < 0.3 and abs(untrained["content"]["sensitivity"]) < 0.1
+    assert untrained["geometry"]["seen"]["edge_ncc_blurred"] < 0.5  # a blur does not make up anatomy
     assert untrained["realism"] != rows["CT2X-GAN"]["realism"]  # another initialisation than the model's
     assert metrics["style_references"] == ["0.png", "2.png"]
     index = json.loads((out / "images" / "index.json").read_text(encoding="utf-8"))["methods"]

@@ -7,7 +7,9 @@ detector (same pixel grid), so all distances are in pixels and scale factors are
 * :func:`edge_map`: gradient magnitude (Sobel) of the standardised image (zero mean, unit
   variance), so that two images with the same anatomy but different brightness, contrast or
   style have similar edge maps; :func:`edge_ncc` is the normalised cross-correlation of two
-  edge maps (1: the same edges, 0: unrelated).
+  edge maps (1: the same edges, 0: unrelated); :func:`blurred_edge_ncc` the same after a Gaussian blur of
+  :data:`EDGE_BLUR_PX` pixels of both images, so that noise and grain (a radiograph's, not the anatomy's)
+  do not dominate the edge maps.
 * :func:`content_sensitivity`: how much more an image agrees with the DRR of *its own* CT than
   with the DRRs of other CTs at the same view; about 0 for an image that ignores the CT.
 * :func:`magnification`: the scale ``s`` about the detector centre that best maps a reference
@@ -34,6 +36,8 @@ import torch.nn.functional as F
 
 from ct2x.errors import CT2XError
 
+#: Standard deviation (pixels) of the Gaussian blur of :func:`blurred_edge_ncc`.
+EDGE_BLUR_PX = 1.5
 #: The magnification search range of :func:`magnification` (about the detector centre).
 MAGNIFICATION_RANGE = (0.8, 1.25)
 
@@ -61,6 +65,15 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
 def edge_ncc(a: np.ndarray, b: np.ndarray) -> float:
     """NCC of the edge maps of two images (see the module docstring)."""
     return ncc(edge_map(a), edge_map(b))
+
+
+def blurred_edge_ncc(a: np.ndarray, b: np.ndarray, sigma_px: float = EDGE_BLUR_PX) -> float:
+    """:func:`edge_ncc` of the two images after a Gaussian blur of ``sigma_px`` pixels each (scipy, edges
+    reflected): the agreement of the anatomy's edges when one image carries noise or grain."""
+    from scipy.ndimage import gaussian_filter
+
+    blur = [gaussian_filter(np.asarray(x, np.float64), sigma_px, mode="reflect") for x in (a, b)]
+    return edge_ncc(*blur)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -563,18 +563,27 @@ def view_measures(method: MethodImages, drrs: MethodImages, views: list[Evaluati
     Returns JSON-able numbers: means over CTs and styles (and views, per group), plus the per-view
     and per-distance values.
     """
-    from ct2x.evaluation.measures import content_sensitivity, edge_map, magnification, ncc, ssim, style_spread
+    from ct2x.evaluation.measures import (
+        blurred_edge_ncc,
+        content_sensitivity,
+        edge_map,
+        magnification,
+        ncc,
+        ssim,
+        style_spread,
+    )
 
     c_count, v_count, r_count = method.images.shape[:3]
     drr_edges = [[edge_map(drrs.images[c, v, 0]) for v in range(v_count)] for c in range(c_count)]
     edge, structure = np.zeros((c_count, v_count, r_count)), np.zeros((c_count, v_count, r_count))
-    own, other = np.zeros_like(edge), np.zeros_like(edge)
+    blurred, own, other = np.zeros_like(edge), np.zeros_like(edge), np.zeros_like(edge)
     for c in range(c_count):
         for v in range(v_count):
             for r in range(r_count):
                 image = method.images[c, v, r]
                 edges = edge_map(image)
                 edge[c, v, r] = ncc(edges, drr_edges[c][v])
+                blurred[c, v, r] = blurred_edge_ncc(image, drrs.images[c, v, 0])
                 structure[c, v, r] = ssim(image, drrs.images[c, v, 0])
                 if c_count > 1:
                     own[c, v, r], other[c, v, r] = content_sensitivity(edges, [e[v] for e in drr_edges], c)
@@ -582,6 +591,7 @@ def view_measures(method: MethodImages, drrs: MethodImages, views: list[Evaluati
     geometry = {
         group: {
             "edge_ncc": float(edge[:, mask].mean()),
+            "edge_ncc_blurred": float(blurred[:, mask].mean()),
             "ssim": float(structure[:, mask].mean()),
             "views": int(mask.sum()),
         }
@@ -589,7 +599,12 @@ def view_measures(method: MethodImages, drrs: MethodImages, views: list[Evaluati
         if mask.any()
     }
     geometry["per_view"] = {
-        view.label: {"edge_ncc": float(edge[:, v].mean()), "ssim": float(structure[:, v].mean()), "seen": view.seen}
+        view.label: {
+            "edge_ncc": float(edge[:, v].mean()),
+            "edge_ncc_blurred": float(blurred[:, v].mean()),
+            "ssim": float(structure[:, v].mean()),
+            "seen": view.seen,
+        }
         for v, view in enumerate(views)
     }
     sensitivity = own - other
