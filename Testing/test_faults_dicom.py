@@ -17,7 +17,7 @@ from ct2x.errors import CT2XError
 from ct2x.volume import read_ct
 
 UID = "1.2.826.0.1.3680043.2.1125.7"
-FAST = ["--size", "16", "--angles", "0", "--photons", "0", "--step", "0.5"]
+FAST = ["--size", "16", "--angles", "0", "--imaging", "raw", "--photons", "0", "--step", "0.5"]
 
 
 def _series(folder: Path, slices: int = 10, uid: str = UID, description: str = "AXIAL", z0: float = 0.0) -> Path:

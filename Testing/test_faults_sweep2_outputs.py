@@ -28,7 +28,7 @@ from ct2x.cli import main
 files = test_synthesize.files  # a random model, a phantom CT and a radiograph (module fixture)
 inputs = test_evaluate.inputs  # a held-out dataset of two phantom CTs, radiographs, two models
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-DRR_FAST = ["--size", "24", "--pixel", "8", "--step", "0.5", "--photons", "0", "--backend", "torch"]
+DRR_FAST = ["--size", "24", "--pixel", "8", "--step", "0.5", "--imaging", "raw", "--photons", "0", "--backend", "torch"]
 LIST = ".ct2x-outputs"
 
 
@@ -60,6 +60,7 @@ def test_synthesize_overwrite_leaves_only_the_new_run(files: dict[str, Path], tm
     second = [*base, "--drr-style", "--angles", "0", "--format", "png,nrrd", "--overwrite"]
     assert main(second) == 0, capsys.readouterr().err
     written = {"view00_LAO0_CRAN0.png", "view00_LAO0_CRAN0.nrrd", "views.png", "strip.png", LIST}
+    written |= {"view00_LAO0_CRAN0_coverage.png", "view00_LAO0_CRAN0_coverage.nrrd"}  # the view's CT coverage
     assert set(_tree(out)) == written | set(mine)  # no view of the first run, no lock, no temporary file
     assert all((out / name).read_bytes() == data for name, data in mine.items())
     assert Image.open(out / "views.png").width == 64 + 2 * 4  # one view on the sheet (ct2x.view_files)
@@ -74,6 +75,7 @@ def test_a_drr_rerun_leaves_only_the_new_run(files: dict[str, Path], tmp_path: P
     mine = _users_files(out)
     assert main([*base, "--angles", "0"]) == 0, capsys.readouterr().err
     written = {"view00_LAO0_CRAN0.png", "view00_LAO0_CRAN0.nrrd", "contact_sheet.png", LIST}
+    written |= {"view00_LAO0_CRAN0_coverage.png", "view00_LAO0_CRAN0_coverage.nrrd"}  # the view's CT coverage
     assert set(_tree(out)) == written | set(mine)
     assert all((out / name).read_bytes() == data for name, data in mine.items())
 

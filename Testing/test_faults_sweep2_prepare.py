@@ -243,7 +243,8 @@ def test_a_sheared_nifti_reads_like_the_same_volume_as_nrrd(tmp_path: Path, qfor
 
 def test_a_sheared_nifti_is_rendered_like_the_nrrd(tmp_path: Path, capsys) -> None:
     _write_sheared_nifti(tmp_path / "ct.nii", qform=False)
-    argv = ["drr", str(tmp_path / "ct.nii"), "--size", "16", "--angles", "0", "--photons", "0", "--step", "0.5"]
+    argv = ["drr", str(tmp_path / "ct.nii"), "--size", "16", "--angles", "0", "--imaging", "raw", "--photons", "0"]
+    argv += ["--step", "0.5"]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
     assert "damaged" not in capsys.readouterr().err
 
@@ -289,7 +290,7 @@ def test_a_ct_slice_its_jpeg_decoder_cannot_read_is_one_line(tmp_path: Path, cap
         dataset.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + bytes(40) + b"\xff\xd9"])  # an empty JPEG stream
         dataset["PixelData"].VR = "OB"
         dataset.save_as(path, enforce_file_format=True)
-    argv = ["drr", str(folder), "--size", "16", "--angles", "0", "--photons", "0"]
+    argv = ["drr", str(folder), "--size", "16", "--angles", "0", "--imaging", "raw", "--photons", "0"]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 1
     err = capfd.readouterr().err
     assert err.startswith("ct2x: error:") and err.count("\n") == 1, err
