@@ -20,7 +20,7 @@ import torch
 from conftest import body_phantom
 from PIL import Image
 
-from ct2x.checkpoint import save_model
+from ct2x.checkpoint import load_card, save_model
 from ct2x.cli import main
 from ct2x.config import CT2XConfig
 from ct2x.data.prepare import PrepareSettings, prepare_dataset
@@ -141,6 +141,7 @@ def test_prepared_volume_is_the_stored_grid_in_place(inputs: dict[str, Path]) ->
 
 
 def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    from ct2x.evaluation import evaluate
     from ct2x.evaluation.methods import (
         CHAIN_ROW,
         DRR_ROW,
@@ -148,15 +149,28 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
         OTHER_COLLECTION_ROW,
         STYLED_ROW,
         UNTRAINED_ROW,
+        drr_images,
+        evaluation_views,
     )
     from ct2x.evaluation.report import markdown
+    from ct2x.volume import read_ct
 
     monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", _PixelFeatures)
+    made = {}
+
+    def keep_images(outputs, methods, real):  # noqa: ANN001, ANN202 (write_images' own)
+        made.update(methods)
+        return write_images(outputs, methods, real)
+
+    write_images = evaluate.write_images
+    monkeypatch.setattr("ct2x.evaluation.evaluate.write_images", keep_images)
     out = tmp_path / "report"
     argv = ["evaluate", "--model", str(inputs["model"]), "--data", str(inputs["data"]), "--xray", str(inputs["xray"])]
     argv += ["--out", str(out), "--styles", "2", "--ablation", f"w/o PAM={inputs['no_pam']}"]
     argv += ["--floor", str(inputs["floor"]), "--other-collection", str(inputs["other"])]
-    assert main(argv) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every source CT is there, unchanged: no fallback warning
+        assert main(argv) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table 1", "Table 2", "Table 3", "Geometric fidelity", "Content sensitivity", "Scale error"):
         assert heading in report
@@ -176,6 +190,18 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     for name in (UNTRAINED_ROW, "CT2X-GAN", "w/o PAM"):
         assert rows[name]["drr_reconstruction"]["samples"] == 4
     assert metrics["drr_reconstruction_baselines"] is None and "prepared with `--projections`" in report
+    # every row is rendered from the CT as read (the files the volumes were prepared from), as ct2x synthesize does
+    cts = metrics["data"]["cts"]
+    assert [c["volume"] for c in cts] == metrics["data"]["volumes"] and {c["ct_source"] for c in cts} == {"file"}
+    assert "physics DRRs (and every other row) from the CT as read" in report
+    card, config = load_card(inputs["model"])
+    for c, entry in enumerate(cts):
+        ct = read_ct(entry["source"])
+        grid = prepared_volume(inputs["data"] / "volumes" / entry["volume"])
+        np.testing.assert_allclose(ct.center_lps, grid.center_lps, atol=1e-3)  # the views turn about the same point
+        carms = [v.carm for v in evaluation_views(config, card, ct)]
+        expected = drr_images(ct, carms, metrics["settings"]["drr_step"])
+        np.testing.assert_allclose(made[DRR_ROW].images[c, :, 0], expected, atol=1e-5)
     # the physics DRR is its own reference: perfect geometry, no scale error, clearly CT-specific
     drr = rows[DRR_ROW]
     assert drr["geometry"]["seen"]["edge_ncc"] == pytest.approx(1.0) and drr["geometry"]["unseen"]["ssim"] > 0.99
@@ -208,6 +234,63 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     assert "The floor is not placed" in markdown({**metrics, "rows": without, "floor": {}})
     # a second run into the same folder needs --overwrite
     assert main(argv) == 1
+
+
+def test_a_missing_or_changed_source_ct_falls_back_to_the_stored_grid(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    """The fixture's data with its volumes pointing at copies of the CTs, one copy changed after prepare, the
+    other removed: both CTs are rendered from their stored grids, one warning names both volumes and why,
+    metrics.json says "stored grid" for each and the report says so."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ct2x.atomic import write_safetensors
+    from ct2x.evaluation import evaluate
+    from ct2x.evaluation.methods import DRR_ROW, drr_images, evaluation_views, prepared_source
+
+    monkeypatch.setattr("ct2x.evaluation.evaluate.InceptionFeatures", _PixelFeatures)
+    made = {}
+
+    def keep_images(outputs, methods, real):  # noqa: ANN001, ANN202 (write_images' own)
+        made.update(methods)
+        return write_images(outputs, methods, real)
+
+    write_images = evaluate.write_images
+    monkeypatch.setattr("ct2x.evaluation.evaluate.write_images", keep_images)
+    data = tmp_path / "data"
+    shutil.copytree(inputs["data"], data)
+    (tmp_path / "cts").mkdir()
+    volumes = sorted((data / "volumes").glob("*.safetensors"))
+    for path in volumes:
+        source, digest = prepared_source(path)
+        copy = tmp_path / "cts" / source.name
+        shutil.copy(source, copy)
+        with safe_open(str(path), framework="pt") as stored:  # the metadata as prepare wrote it, for the copy
+            metadata = stored.metadata()
+        write_safetensors(path, load_file(path), {**metadata, "source": str(copy)})
+        assert prepared_source(path) == (copy, digest)
+    changed, removed = (prepared_source(p)[0] for p in volumes)
+    image = sitk.ReadImage(str(changed))
+    sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32) + 10.0, str(changed))  # another CT's content
+    removed.unlink()
+    out = tmp_path / "report"
+    settings = EvaluationSettings(styles=2)
+    with pytest.warns(UserWarning) as caught:
+        evaluate_models({"m": inputs["model"]}, data, inputs["xray"], out, settings)
+    fallback = [w for w in caught if "stored grids" in str(w.message)]
+    assert len(fallback) == 1, [str(w.message) for w in caught]
+    message = str(fallback[0].message)
+    assert "\n" not in message and "2 of 2 held-out CTs" in message
+    assert f"{volumes[0].name}: its source {changed} changed since prepare" in message
+    assert f"{volumes[1].name}: its source {removed} is missing" in message
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert [c["ct_source"] for c in metrics["data"]["cts"]] == ["stored grid", "stored grid"]
+    assert "physics DRRs (and every other row) from the stored CT grid" in (out / "report.md").read_text("utf-8")
+    card, config = load_card(inputs["model"])
+    grid = prepared_volume(volumes[0])
+    expected = drr_images(grid, [v.carm for v in evaluation_views(config, card, grid)], settings.drr_step)
+    np.testing.assert_allclose(made[DRR_ROW].images[0, :, 0], expected, atol=1e-5)
 
 
 def _check_film_rows(metrics: dict, report: str, synthetic: int) -> None:

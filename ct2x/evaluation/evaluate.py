@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ct2x.checkpoint import load_card, load_model
 from ct2x.config import CT2XConfig
 from ct2x.data.dataset import CTViewDataset
+from ct2x.data.prepare import content_hash
 from ct2x.data.radiographs import evenly_spread, find_radiographs, read_radiographs
 from ct2x.device import torch_device
 from ct2x.errors import CT2XError
@@ -53,6 +54,7 @@ from ct2x.evaluation.methods import (
     evaluation_views,
     inception_features,
     marched,
+    prepared_source,
     prepared_volume,
     projection_baselines,
     scale_views,
@@ -68,7 +70,7 @@ from ct2x.folder_lock import OutputFiles, output_run
 from ct2x.geometry import CArm
 from ct2x.models import CT2XGAN
 from ct2x.options import EvaluationSettings  # the options of ct2x evaluate, torch-free
-from ct2x.volume import CTVolume
+from ct2x.volume import CTVolume, read_ct
 
 
 def _lpips(weights: Path | None, device: torch.device):  # noqa: ANN202 (LPIPSLoss or None)
@@ -110,7 +112,8 @@ class _Inputs:
     radiographs: list[Path]  # the readable real radiographs
     references: list[Path]  # the style references, evenly spread among them
     dataset: CTViewDataset  # the held-out data at the model under test's configuration
-    cts: list[CTVolume]  # the held-out CTs' stored grids
+    cts: list[CTVolume]  # the held-out CTs: each as read from its source file, or its stored grid (``ct_sources``)
+    ct_sources: list[str]  # what each CT is: CT_FROM_FILE or CT_FROM_GRID
     floors: dict[str, tuple[Path, list[Path]]]  # film row -> (its folder, its readable films), none in the real set
 
     @property
@@ -240,8 +243,44 @@ def _read_inputs(models: dict[str, Path], data: Path, xray: Path, settings: Eval
             f"{data} holds {len(dataset.files)} prepared CT: content sensitivity compares CTs, "
             "prepare at least 2 held-out CTs"
         )
-    cts = [prepared_volume(f) for f in dataset.files]
-    return _Inputs(data, xray, configs, radiographs, references, dataset, cts, floors)
+    cts, sources = _held_out_cts(dataset.files)
+    return _Inputs(data, xray, configs, radiographs, references, dataset, cts, sources, floors)
+
+
+CT_FROM_FILE = "file"  # a CT rendered as read from the source file it was prepared from
+CT_FROM_GRID = "stored grid"  # a CT rendered from the resampled grid its prepared volume file stores
+
+
+def _held_out_cts(files: list[Path]) -> tuple[list[CTVolume], list[str]]:
+    """Each prepared volume's CT as ``ct2x synthesize`` would read it: its metadata's ``source`` file, read
+    (``read_ct``) when it is there with the content prepare hashed (``sha256``); its stored grid otherwise, all
+    such volumes named with the reason in one warning. Returns the CTs and what each is
+    (:data:`CT_FROM_FILE` or :data:`CT_FROM_GRID`)."""
+    cts, sources, reasons = [], [], []
+    for path in files:
+        source, digest = prepared_source(path)
+        if source is None or not source.exists():
+            reasons.append(f"{path.name}: its source {source or '(not recorded)'} is missing")
+        else:
+            try:
+                same = digest is not None and content_hash(source) == digest
+            except CT2XError as error:  # unreadable: as good as missing
+                reasons.append(f"{path.name}: {error}")
+            else:
+                if same:
+                    cts.append(read_ct(source))
+                    sources.append(CT_FROM_FILE)
+                    continue
+                reasons.append(f"{path.name}: its source {source} changed since prepare (another SHA-256)")
+        cts.append(prepared_volume(path))
+        sources.append(CT_FROM_GRID)
+    if reasons:
+        warnings.warn(
+            f"{len(reasons)} of {len(files)} held-out CTs are rendered from their stored grids (coarser than the CT "
+            f"as read, not what ct2x synthesize renders): {'; '.join(reasons)}",
+            stacklevel=5,  # evaluate_models' caller
+        )
+    return cts, sources
 
 
 def _film_rows(radiographs: list[Path], settings: EvaluationSettings) -> dict[str, tuple[Path, list[Path]]]:
@@ -380,7 +419,7 @@ def _score_methods(
     FID, KID and C2ST see the region of the field the CTs cover (:func:`scored_region`): every synthetic image
     cropped to it, every film (real set, film rows) centre-cropped to its aspect ratio; LPIPS compares each
     whole image with its whole style reference."""
-    region = scored_region(inputs.cts, networks.views, inputs.size)
+    region = scored_region(inputs.cts, networks.views, inputs.size, [s == CT_FROM_GRID for s in inputs.ct_sources])
     real = read_radiographs(inputs.radiographs, REAL_SIZE, crop=settings.real_crop)
     features = InceptionFeatures().to(device)
     lpips, lpips_note = _lpips(settings.lpips_weights, device)
@@ -474,6 +513,12 @@ def _summary(
         "data": {
             "folder": str(inputs.data),
             "volumes": [f.name for f in files],
+            "cts": [
+                {"volume": f.name, "source": str(source) if source else None, "ct_source": used}
+                for f, used, source in zip(
+                    files, inputs.ct_sources, (prepared_source(f)[0] for f in files), strict=True
+                )
+            ],
             "stored_views_per_volume": inputs.dataset.view_counts,
             "samples": len(inputs.dataset),
         },

@@ -28,8 +28,11 @@ collection) are scored by the realism measures only: they place the floor of tho
   learning from the stored area densities (:func:`projection_baselines`): the line integral
   with an oracle affine fit, and the noise-free physics DRR.
 
-The physics DRRs are rendered from the stored CT grid (``ct2x.drr.render_drr``, no noise) and
-min-max scaled per image to [0, 1], as the model's training target. From a few dozen images
+Every method renders each held-out CT as read from the file it was prepared from (``ct2x evaluate`` reads
+the source a prepared volume records, :func:`prepared_source`, when its content is unchanged), as
+``ct2x synthesize`` renders a user's CT; the stored, coarser CT grid (:func:`prepared_volume`) only when
+the source is missing or changed. The physics DRRs (``ct2x.drr.render_drr``, no noise) are min-max scaled
+per image to [0, 1], as the model's training target. From a few dozen images
 FID is biased upward and KID (unbiased) noisy: compare only numbers computed on the same sets.
 
 FID, KID and C2ST see only the part of the field the CT covers (:func:`scored_region`): a view whose
@@ -41,7 +44,7 @@ view of every CT, and every real film to the same aspect ratio (:func:`crop_to_a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,14 +396,18 @@ def centred_crop(mask: np.ndarray) -> tuple[int, int] | None:
     return best
 
 
-def scored_region(cts: list[CTVolume], views: list[list[EvaluationView]], size: int) -> ScoredRegion:
+def scored_region(
+    cts: list[CTVolume], views: list[list[EvaluationView]], size: int, grids: Sequence[bool] | None = None
+) -> ScoredRegion:
     """The region of the ``size``² synthetic images the realism measures see: the largest centred rectangle
-    (:func:`centred_crop`) whose pixels' rays cross the whole CT (:func:`ct2x.drr.coverage` of the scanned
-    part of each stored grid, :func:`scanned_volume`) at every view ``views[c]`` of every CT ``cts[c]``; the
-    whole field when none is covered anywhere (nothing to crop to)."""
+    (:func:`centred_crop`) whose pixels' rays cross the whole CT (:func:`ct2x.drr.coverage`) at every view
+    ``views[c]`` of every CT ``cts[c]``; the whole field when none is covered anywhere (nothing to crop to).
+    ``grids[c]``: whether ``cts[c]`` is a stored grid (:func:`prepared_volume`), whose padding is left out
+    (:func:`scanned_volume`); a CT as read is covered whole. Every CT is a stored grid when ``None``."""
+    grids = [True] * len(cts) if grids is None else list(grids)
     masks = [
-        coverage(scanned_volume(ct), [v.carm for v in ct_views]).numpy()
-        for ct, ct_views in zip(cts, views, strict=True)
+        coverage(scanned_volume(ct) if grid else ct, [v.carm for v in ct_views]).numpy()
+        for ct, ct_views, grid in zip(cts, views, grids, strict=True)
     ]
     if any(m.shape[1:] != (size, size) for m in masks):
         raise CT2XError(f"the evaluation views' detectors are not the images' {size}² pixels")
@@ -444,6 +451,15 @@ def prepared_volume(path: Path) -> CTVolume:
     return CTVolume(array, spacing, affine[:3, 3].copy(), affine[:3, :3] / spacing)
 
 
+def prepared_source(path: Path) -> tuple[Path | None, str | None]:
+    """The CT file (or DICOM folder) a prepared dataset file was made from and the SHA-256 prepare recorded
+    of it (``ct2x.data.prepare.content_hash``), from its metadata; ``None`` for what it does not record."""
+    with safe_open(str(path), framework="pt") as stored:
+        metadata = stored.metadata() or {}
+    source = metadata.get("source")
+    return (Path(source) if source else None), metadata.get("sha256") or None
+
+
 @dataclass(frozen=True)
 class MethodImages:
     """What one method made: ``images`` float32 ``(C, V, R, S, S)`` in [0, 1] for C CTs, the V
@@ -470,12 +486,14 @@ def synthesized_images(
     progress: Callable[[], None] | None = None,
 ) -> MethodImages:
     """A model's images of every CT (``views[c]``, ``scale[c]``: its C-arms) in the style of each
-    reference radiograph (one image per view for a model without the style encoder);
+    reference radiograph (one image per view for a model without the style encoder), each CT resampled to
+    the model's grid once, as ``ct2x synthesize`` does (``ct2x.synthesize.prepare_ct``);
     ``progress`` is called after each CT."""
-    from ct2x.synthesize import synthesize_styles
+    from ct2x.synthesize import prepare_ct, synthesize_styles
 
     images, scaled = [], []
-    for ct, carms, scale_carms in zip(cts, views, scale, strict=True):
+    for volume, carms, scale_carms in zip(cts, views, scale, strict=True):
+        ct = prepare_ct(model, volume)
         images.append(synthesize_styles(model, ct, carms, references, batch_size))  # (V, R, S, S)
         scaled.append(synthesize_styles(model, ct, scale_carms, references[:1], batch_size)[:, 0])
         if progress:
@@ -556,6 +574,32 @@ def chain_ct_images(
     return torch.stack(styles, dim=1).float().cpu().numpy(), scaled.float().cpu().numpy()
 
 
+def _geometry(edge: np.ndarray, blurred: np.ndarray, structure: np.ndarray, views: list[EvaluationView]) -> dict:
+    """Geometric fidelity from ``(CTs, views, styles)`` edge NCC, blurred edge NCC and SSIM: means at the training
+    poses (``seen``) and the unseen views, and per view."""
+    seen = np.array([view.seen for view in views])
+    geometry = {
+        group: {
+            "edge_ncc": float(edge[:, mask].mean()),
+            "edge_ncc_blurred": float(blurred[:, mask].mean()),
+            "ssim": float(structure[:, mask].mean()),
+            "views": int(mask.sum()),
+        }
+        for group, mask in (("seen", seen), ("unseen", ~seen))
+        if mask.any()
+    }
+    geometry["per_view"] = {
+        view.label: {
+            "edge_ncc": float(edge[:, v].mean()),
+            "edge_ncc_blurred": float(blurred[:, v].mean()),
+            "ssim": float(structure[:, v].mean()),
+            "seen": view.seen,
+        }
+        for v, view in enumerate(views)
+    }
+    return geometry
+
+
 def view_measures(method: MethodImages, drrs: MethodImages, views: list[EvaluationView]) -> dict:
     """Geometric fidelity, content sensitivity, scale error and style effect of ``method`` against
     the physics DRRs ``drrs`` (see the module docstring; definitions in :mod:`ct2x.evaluation.measures`).
@@ -587,26 +631,7 @@ def view_measures(method: MethodImages, drrs: MethodImages, views: list[Evaluati
                 structure[c, v, r] = ssim(image, drrs.images[c, v, 0])
                 if c_count > 1:
                     own[c, v, r], other[c, v, r] = content_sensitivity(edges, [e[v] for e in drr_edges], c)
-    seen = np.array([view.seen for view in views])
-    geometry = {
-        group: {
-            "edge_ncc": float(edge[:, mask].mean()),
-            "edge_ncc_blurred": float(blurred[:, mask].mean()),
-            "ssim": float(structure[:, mask].mean()),
-            "views": int(mask.sum()),
-        }
-        for group, mask in (("seen", seen), ("unseen", ~seen))
-        if mask.any()
-    }
-    geometry["per_view"] = {
-        view.label: {
-            "edge_ncc": float(edge[:, v].mean()),
-            "edge_ncc_blurred": float(blurred[:, v].mean()),
-            "ssim": float(structure[:, v].mean()),
-            "seen": view.seen,
-        }
-        for v, view in enumerate(views)
-    }
+    geometry = _geometry(edge, blurred, structure, views)
     sensitivity = own - other
     content = (
         {

@@ -189,7 +189,8 @@ def _header(summary: dict) -> list[str]:
         f"- Held-out data: `{data['folder']}`: {len(data['volumes'])} CTs "
         f"({', '.join(volume_name(v) for v in data['volumes'])})",
         f"- Views: {len(seen)} training poses ({', '.join(seen)}) and {len(unseen)} unseen ({', '.join(unseen)}); "
-        f"physics DRRs from the stored CT grid, ray step {settings['drr_step']:g} voxel, no noise, min-max scaled",
+        f"physics DRRs (and every other row) from {_ct_source_phrase(data.get('cts'))}, ray step "
+        f"{settings['drr_step']:g} voxel of the CT marched, no noise, min-max scaled",
         f"- Real radiographs: `{summary['radiographs']['folder']}` ({summary['radiographs']['count']} images), "
         f"for the realism measures each centre-cropped to {summary['radiographs']['crop']:g} of its shorter side "
         f"and read at {REAL_SIZE}²; style references: {len(summary['style_references'])} of them, evenly spread, "
@@ -266,6 +267,22 @@ def _floor_text(summary: dict) -> list[str]:
         + ". LPIPS (the distance to a style reference) and the measures against the physics DRR do not apply to "
         f"films ({NOT_APPLICABLE}). Films scored: " + "; ".join(counts) + "."
     ]
+
+
+def _ct_source_phrase(cts: list[dict] | None) -> str:
+    """What the rows were rendered from (``metrics.json``'s ``data.cts``: each CT's ``ct_source``): the CT as
+    read from its file, the stored CT grid (its source missing or changed since prepare), or some of each."""
+    if not cts:
+        return "the stored CT grid"
+    grids = [volume_name(c["volume"]) for c in cts if c["ct_source"] != "file"]
+    if not grids:
+        return "the CT as read (each volume's source file)"
+    if len(grids) == len(cts):
+        return "the stored CT grid (the source files missing or changed since prepare)"
+    return (
+        f"the CT as read (each volume's source file), but from the stored CT grid for {', '.join(grids)} "
+        "(source missing or changed since prepare)"
+    )
 
 
 def _region_line(region: dict | None) -> str:
