@@ -555,7 +555,7 @@ class ChainRenderer(Renderer):
             raise CT2XError(f"unknown imaging preset {imaging!r}: use one of {', '.join(chains)}")
         if seed is not None and (not is_whole(seed) or seed < 0):
             raise CT2XError(f"the seed must be a whole number >= 0, got {seed!r}")
-        if imaging == IMAGING_RANDOMISED and seed is None:
+        if imaging == IMAGING_RANDOMISED and seed is None:  # checked here, before ct2x (and torch) are imported
             raise CT2XError("the randomised imaging chain draws its parameters from the seed: give one")
         fit_pixels = FIT_PIXELS if fit_pixels is None else fit_pixels
         if not is_whole(fit_pixels) or fit_pixels < 32:
@@ -579,10 +579,9 @@ class ChainRenderer(Renderer):
     def base_parameters(self):  # noqa: ANN201 (ct2x.imaging.ImagingParameters; torch is imported lazily)
         """The chain's parameters before any fit: the preset's, or those ``randomised`` draws from the seed."""
         if self._base is None:
-            from ct2x.imaging import PRESETS, randomised
+            from ct2x.imaging.parameters import chosen
 
-            chosen = PRESETS.get(self.imaging)
-            self._base = chosen.parameters if chosen is not None else randomised(self.seed)
+            self._base = chosen(self.imaging, self.seed)
         return self._base
 
     def prepare(self, ct: CTVolume) -> object:

@@ -102,11 +102,12 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
     from ct2x.device import torch_device
     from ct2x.drr import coverage
     from ct2x.drr.spectrum import get_spectrum
+    from ct2x.imaging.parameters import chosen
     from ct2x.view_files import view_label, write_contact_sheet
     from ct2x.volume import read_ct
 
     raw = options.imaging == IMAGING_RAW
-    parameters = _chain_parameters(options)
+    parameters = None if raw else chosen(options.imaging, options.seed)  # one chain for all views, their noise differs
     spectrum = options.raw_spectrum if raw else parameters.spectrum
     get_spectrum(spectrum)  # an unknown spectrum fails here, before any work
     device = torch_device(options.device)
@@ -127,18 +128,6 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
         f"wrote {len(carms)} views ({options.imaging}) to {options.out}/ (NRRD + PNG + coverage mask per view, "
         "contact_sheet.png)"
     )
-
-
-def _chain_parameters(options: DRROptions):  # noqa: ANN202 (ct2x.imaging.ImagingParameters or None)
-    """The imaging chain's parameters of ``--imaging`` (``None`` for raw): one chain for all views, whose noise
-    differs per view."""
-    from ct2x.imaging import PRESETS, randomised
-
-    if options.imaging == IMAGING_RAW:
-        return None
-    if options.imaging == IMAGING_RANDOMISED:
-        return randomised(options.seed)
-    return PRESETS[options.imaging].parameters
 
 
 def _views(options: DRROptions, volume, spectrum: str, device) -> list:  # noqa: ANN001 (CTVolume, torch.device)

@@ -15,7 +15,6 @@ network, loads the networks, makes every method's images, scores them, and write
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -317,15 +316,6 @@ def _film_rows(radiographs: list[Path], settings: EvaluationSettings) -> dict[st
     return floors
 
 
-def _digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _shared_film(films: list[Path], radiographs: list[Path]) -> tuple[Path, Path] | None:
     """The first of ``films`` that is also one of ``radiographs`` (same resolved path or same bytes), with it;
     ``None`` if none is. Only files of equal size are hashed."""
@@ -344,8 +334,8 @@ def _shared_film(films: list[Path], radiographs: list[Path]) -> tuple[Path, Path
         if size not in hashed:
             hashed[size] = {}
             for p in sizes[size]:
-                hashed[size].setdefault(_digest(p), p)
-        same = hashed[size].get(_digest(film))
+                hashed[size].setdefault(content_hash(p), p)
+        same = hashed[size].get(content_hash(film))
         if same is not None:
             return film, same
     return None

@@ -35,6 +35,7 @@ import numpy as np
 from ct2x.drr.spectrum import KVP_RANGE
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
+from ct2x.options import IMAGING_RANDOMISED
 
 #: Where the anode lies in the image (its side of the field is the dimmer one).
 ANODE_SIDES = ("top", "bottom", "left", "right")
@@ -387,6 +388,16 @@ RANGES: dict[str, tuple] = {
     "window_low": (0.0, 2.0), "window_high": (98.0, 100.0), "tone_contrast": (0.0, 8.0), "bits": (8, 10, 12, 14),
     "marker": MARKERS, "marker_corner": MARKER_CORNERS,
 }  # fmt: skip
+
+
+def chosen(imaging: str, seed: int | None = None) -> ImagingParameters:
+    """The parameters of an imaging choice of ``ct2x drr --imaging`` and the Slicer panel: a preset's name (a key
+    of :data:`PRESETS`), or :data:`ct2x.options.IMAGING_RANDOMISED` (:func:`randomised` from ``seed``)."""
+    if imaging == IMAGING_RANDOMISED:
+        if seed is None:
+            raise CT2XError("the randomised imaging chain draws its parameters from the seed: give one")
+        return randomised(seed)
+    return resolve(imaging)
 
 
 def randomised(seed: int) -> ImagingParameters:
