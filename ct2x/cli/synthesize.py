@@ -84,7 +84,7 @@ def _synthesize_into(options: SynthesizeOptions, out) -> None:  # noqa: ANN001 (
         style, style_name = {"style_code": code}, f"style {options.model_style}"
     else:
         style, style_name = {"style": options.style}, f"style {options.style.name}"
-    synthesize_to_folder(model, card, ct, geometry, style, style_name, options.formats, out, coverage_masks=True)
+    synthesize_to_folder(model, card, ct, geometry, style, style_name, options.formats, out)
 
 
 def _synthesis_geometry(options: SynthesizeOptions) -> dict:
@@ -133,15 +133,13 @@ def synthesize_to_folder(
     style_name: str,
     formats: set[str],
     out,
-    coverage_masks: bool = False,
 ) -> None:  # noqa: ANN001 (CT2XGAN, CTVolume, OutputFiles: torch is imported lazily)
     """Synthesize the requested views (``geometry``: keyword arguments of ``model_views``) and the
     -90..90 strip in one ``style`` (keyword arguments of ``synthesize``); write each view in
     ``formats``, views.png and strip.png into ``out`` (a ``ct2x.folder_lock.OutputFiles``).
 
-    With ``coverage_masks`` (``ct2x synthesize``; ``ct2x demo`` keeps its files as they were), each view's CT
-    coverage (:func:`ct2x.drr.coverage`: the pixels whose rays cross the CT without leaving through its first
-    or last slice) is written too: ``<view>_coverage.nrrd`` (uint8, 1 = covered) with nrrd,
+    Each view's CT coverage (:func:`ct2x.drr.coverage`: the pixels whose rays cross the CT without leaving
+    through its first or last slice) is written too: ``<view>_coverage.nrrd`` (uint8, 1 = covered) with nrrd,
     ``<view>_coverage.png`` (white = covered) with png, an overlay plane of the uncovered pixels in the DICOM,
     and the covered fraction in the view NRRD's header."""
     from ct2x.drr import coverage
@@ -163,25 +161,23 @@ def synthesize_to_folder(
     unique = list(dict.fromkeys(requested + strip))  # the demo asks for the strip's own views
     made = dict(zip(unique, synthesize(model, ct, unique, **style), strict=True))
     results, strip = [made[c] for c in requested], [made[c] for c in strip]
-    masks = coverage(ct, requested).numpy() if coverage_masks else [None] * len(results)
+    masks = coverage(ct, requested).numpy()
     for index, (view, mask) in enumerate(zip(results, masks, strict=True)):
         stem = view_stem(view.carm, index)
         if "nrrd" in formats:
-            fields = None if mask is None else coverage_fields(mask)
-            write_view_nrrd(out.path(f"{stem}.nrrd"), view.image, view.carm, fields)
+            write_view_nrrd(out.path(f"{stem}.nrrd"), view.image, view.carm, coverage_fields(mask))
         if "dcm" in formats:
             description = f"CT2X {view_label(view.carm)} {style_name}"
             write_view_dicom(out.path(f"{stem}.dcm"), view.image, view.carm, description, coverage=mask)
         if "png" in formats:
             write_png(out.path(f"{stem}.png"), view.image)
-        if mask is not None and formats & {"nrrd", "png"}:
+        if formats & {"nrrd", "png"}:
             nrrd = out.path(coverage_name(stem, ".nrrd")) if "nrrd" in formats else None
             png = out.path(coverage_name(stem, ".png")) if "png" in formats else None
             write_coverage(nrrd, png, mask, view.carm)
     write_contact_sheet(out.path("views.png"), [v.image for v in results], [view_label(v.carm) for v in results])
     write_contact_sheet(out.path("strip.png"), [v.image for v in strip], [view_label(v.carm) for v in strip])
-    masks_note = " with CT coverage masks" if coverage_masks else ""
     print(
-        f"wrote {len(results)} views ({', '.join(sorted(formats))}){masks_note}, views.png and strip.png to "
+        f"wrote {len(results)} views ({', '.join(sorted(formats))}) with CT coverage masks, views.png and strip.png to "
         f"{out.folder}/"
     )
