@@ -15,7 +15,7 @@ import torch
 from ct2x.device import torch_device
 from ct2x.drr import Materials, area_densities
 from ct2x.drr.projector import MARCHERS
-from ct2x.errors import CT2XError, positive_finite
+from ct2x.errors import CT2XError
 from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm
 from ct2x.imaging.chain import radiograph
 from ct2x.imaging.parameters import PRESETS, ImagingParameters, resolve
@@ -76,7 +76,9 @@ def chain_geometry(
     :data:`ct2x.imaging.PRESETS`; ``None``: DeepDRR's mobile C-arm, SID 530 mm, SDD 1020 mm, 256 pixels of
     1.164 mm). ``detector_size`` and ``pixel_mm`` take one value (square) or two (rows, columns); given alone,
     either keeps the detector's size in mm (the other follows: ``pixel = size_mm / pixels``, ``pixels =
-    round(size_mm / pixel)``); neither given, the detector is read out at 256 pixels on its longer side.
+    round(size_mm / pixel)``); neither given, the detector is read out at 256 pixels on its longer side. The
+    values are checked where they are given (:class:`ct2x.options.DRROptions`) and by the C-arm's detector check
+    (:func:`ct2x.geometry.check_detector`).
     """
     if preset is None:
         field = (DEFAULT_DETECTOR_PIXELS * DEFAULT_PIXEL_MM,) * 2
@@ -89,14 +91,9 @@ def chain_geometry(
         shape, spacing = view.detector_shape, view.pixel_spacing
     else:
         raise CT2XError(f"unknown imaging preset {preset!r}: use one of {', '.join(PRESETS)} (or None)")
-    pixels = None if detector_size is None else _pair(detector_size, "the detector size")
-    pitch = None if pixel_mm is None else _pair(pixel_mm, "the detector pixel spacing")
-    if pixels is not None:
-        if any(isinstance(n, bool) or int(n) != n or n < 1 for n in pixels):
-            raise CT2XError(f"the detector size must be whole numbers of pixels >= 1, got {tuple(detector_size)!r}")
-        shape = tuple(int(n) for n in pixels)
-    if pitch is not None:
-        spacing = tuple(positive_finite("the detector pixel spacing", p, "mm", quantity="distance in") for p in pitch)
+    pixels = None if detector_size is None else tuple(int(n) for n in _pair(detector_size, "the detector size"))
+    pitch = None if pixel_mm is None else tuple(float(p) for p in _pair(pixel_mm, "the detector pixel spacing"))
+    shape, spacing = pixels or shape, pitch or spacing
     if pixels is not None and pitch is None:
         spacing = (field[0] / shape[0], field[1] / shape[1])
     elif pitch is not None and pixels is None:
