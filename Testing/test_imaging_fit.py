@@ -191,3 +191,31 @@ def test_two_real_chest_films_give_two_looks_of_one_real_ct():
     agreement = float(torch.corrcoef(torch.stack([_edges(first), _edges(second)]))[0, 1])
     unrelated = float(torch.corrcoef(torch.stack([_edges(first), _edges(references[0])]))[0, 1])
     assert agreement > 0.6 and agreement > unrelated + 0.3, (agreement, unrelated)
+
+
+def test_styled_fits_the_body_not_the_air_beside_it() -> None:
+    """``styled`` fits the look on the body only (rays through more than BODY_CM of water): a film of a patient
+    edge to edge is matched by the body's grey levels, and the air beside the body in the CT's view does not
+    flatten them; the fitted gains stay in the console's range."""
+    from ct2x.imaging import styled
+    from ct2x.imaging.fit import GAIN_LIMITS
+    from ct2x.imaging.style import BODY_CM
+
+    view = CArm(0.0, 0.0, 1020.0, 530.0, (128, 128), (0.8, 0.8))
+    body = chest_phantom(CArm(0.0, 0.0, 1020.0, 530.0, (64, 64), (0.8, 0.8)))
+    area = torch.zeros(3, 128, 128)
+    area[:, 32:96, 32:96] = body  # the patient fills the middle quarter; air around it
+    target = simulate(chest_phantom(view), view, SHARP, seed=5).image  # the same kind of patient, edge to edge
+    made = styled(area[None], [view], target.numpy(), BASE, seed=0)
+    stages = simulate(area, view, BASE, seed=0)
+    inside = stages.thickness > BODY_CM
+    whole = simulate(area, view, fit_style(target, stages, view, BASE), seed=1).image
+
+    def distance(values: torch.Tensor) -> float:  # total variation of the grey-level histograms, the film's there
+        p, q = (np.histogram(x.numpy(), 32, (0.0, 1.0))[0] for x in (values, target[inside]))
+        return 0.5 * float(np.abs(p / p.sum() - q / q.sum()).sum())
+
+    body_distance, whole_distance = distance(made.image[0][inside]), distance(whole[inside])
+    assert body_distance < 0.1 and body_distance < whole_distance / 3, (body_distance, whole_distance)
+    assert all(GAIN_LIMITS[0] <= g <= GAIN_LIMITS[1] for g in made.parameters.band_gains)
+    assert made.image.shape == (1, 128, 128)

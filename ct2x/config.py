@@ -57,6 +57,11 @@ Beyond the paper (the ``projected`` preset, see :mod:`ct2x.models.projection` fo
 * ``physics_anchor``: G's output is a residual on a style-toned physics DRR computed from the
   projection images with ``physics_spectrum`` (the dataset's spectrum;
   :mod:`ct2x.models.physics_anchor`).
+* ``chain_anchor`` (with ``physics_anchor`` and E_sty): the X-ray path's base is not the physics DRR
+  but the imaging chain's radiograph of the view in the style reference's look (the chain of
+  ``chain_preset``, a key of ``ct2x.imaging.PRESETS``, fitted to the reference:
+  :func:`ct2x.imaging.styled`); G's residual and the tone curve come on top, D_X judges the sum.
+  The DRR path keeps the physics base.
 * ``lambda_edge``: weight of the edge term, 1 - NCC of the Sobel maps of Î_X and of the physics
   image (keeps the anatomy in the X-ray style); ``lambda_hist``: weight of the histogram term,
   the 1-D Wasserstein distance between the intensities of Î_X and of its style reference cropped
@@ -81,6 +86,8 @@ from pathlib import Path
 from typing import Any
 
 from ct2x.errors import CT2XError
+from ct2x.geometry import FILM_FIELD_MM
+from ct2x.options import IMAGING_PRESETS
 
 #: The built-in configurations (:meth:`CT2XConfig.preset`), in the order offered to users: the product's
 #: model first. Torch-free, so the CT2XTraining module takes its choices from here.
@@ -128,9 +135,11 @@ class CT2XConfig:
     use_xray_discriminator: bool = False
     xray_d_channels: int = 64
     xray_d_scales: int = 2
-    radiograph_field_mm: float = 400.0
+    radiograph_field_mm: float = FILM_FIELD_MM
     physics_anchor: bool = False
     physics_spectrum: str = "60KV_AL35"
+    chain_anchor: bool = False
+    chain_preset: str = "mobile_carm_flat_panel"
 
     # ---- losses (eq. 8-19)
     lambda_mae: float = 1.0
@@ -360,6 +369,12 @@ class CT2XConfig:
             "physics_anchor",
             "needs projection_inputs (the base image is computed from the projection images)",
         )
+        need(
+            not self.chain_anchor or (self.physics_anchor and self.use_style_encoder),
+            "chain_anchor",
+            "needs physics_anchor and use_style_encoder (the chain's image is the X-ray path's base)",
+        )
+        need(self.chain_preset in IMAGING_PRESETS, "chain_preset", f"must be one of {', '.join(IMAGING_PRESETS)}")
         from ct2x.drr.spectrum import parse_name
 
         try:

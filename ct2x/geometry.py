@@ -75,6 +75,11 @@ PIXEL_SPACING_RANGE_MM = (0.01, 5.0)
 #: radiograph (source 1800 mm from the isocenter, 430 mm cassette 1900 mm away).
 MOBILE_CARM_CHAIN = (DEFAULT_SID_MM, DEFAULT_SDD_MM, DEFAULT_DETECTOR_WIDTH_MM)
 CHEST_FILM_CHAIN = (1800.0, 1900.0, 430.0)
+#: The field a real radiograph is taken to cover at the patient, mm, when it is matched to a view's detector
+#: (films carry no calibrated pixel size; a chest film covers about 400 mm).
+FILM_FIELD_MM = 400.0
+#: An imaging chain's look is fitted to a film at one view of this many pixels a side (:func:`fit_view`).
+FIT_PIXELS = 256
 
 # Camera axes in the AP view, as columns (image right = patient left, image down =
 # inferior, viewing direction = anterior).
@@ -353,6 +358,15 @@ def pose_field_of_view_mm(pose: np.ndarray) -> float:
     p = np.asarray(pose, dtype=np.float64).ravel()
     sid_mm = float(np.linalg.norm(p[[3, 7, 11]])) * 1000.0
     return sid_mm / float(p[16])
+
+
+def fit_view(view: CArm, pixels: int = FIT_PIXELS) -> CArm:
+    """The view an imaging chain's look is fitted at for ``view`` (``ct2x.synthesize.fitted_look``): AP (primary
+    and secondary 0) about its isocenter, at its distances, over the central square of its detector (the shorter
+    side, mm) read out at ``pixels`` a side. Every view of one geometry has the same fitting view, whatever its
+    angles."""
+    side = min(view.detector_size_mm)
+    return CArm(0.0, 0.0, view.sdd, view.sid, (pixels, pixels), (side / pixels, side / pixels), view.isocenter)
 
 
 def matched_chain(sid_mm: float) -> tuple[float, float]:

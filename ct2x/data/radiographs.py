@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ct2x.errors import CT2XError
+from ct2x.geometry import FILM_FIELD_MM, CArm, pose_field_of_view_mm
 from ct2x.volume import NOT_CT_MIN_HU
 
 if TYPE_CHECKING:
@@ -334,6 +335,24 @@ def _image_pixels(path: Path, warn_colour: bool, notes: list[str]) -> np.ndarray
             f"must be at least {MIN_SIDE} pixels (an icon or a thumbnail holds no X-ray style); use the full-size film"
         )
     return pixels
+
+
+def film_on_detector(film: str | Path | np.ndarray, view: CArm, field_mm: float = FILM_FIELD_MM) -> np.ndarray:
+    """A reference film (a file, :func:`read_radiograph`, or an array of any range, :func:`radiograph_from_array`)
+    on ``view``'s detector pixels ``(H, W)`` float32 in [0, 1]: the film taken to cover ``field_mm`` at the
+    patient, cropped to the field ``view``'s detector sees at the isocenter (centred) and resized (area) to
+    its pixels. What the imaging chain's look is fitted to (``ct2x.imaging.styled``)."""
+    height, width = view.detector_shape
+    crop = min(1.0, pose_field_of_view_mm(view.pose) / field_mm)
+    side = max(height, width)
+    if isinstance(film, np.ndarray):
+        square = square_resize(radiograph_from_array(film, size=min(np.squeeze(film).shape)), side, crop)
+    else:
+        square = read_radiograph(film, size=side, crop=crop)
+    if (height, width) == (side, side):
+        return square
+    image = Image.fromarray(square).resize((width, height), Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.float32)
 
 
 def radiograph_from_array(pixels: np.ndarray, size: int = 256) -> np.ndarray:

@@ -95,8 +95,12 @@ MIN_FLAT_BLOCKS = 4
 CLIPPED = 0.01
 #: Share of a level's variance kept as structure however much of it the noise explains.
 STRUCTURE_FLOOR = 0.1
-#: The range of a fitted band gain.
-GAIN_LIMITS = (0.05, 20.0)
+#: The range of a fitted band gain: a console's multi-scale processing raises or lowers a band's contrast a few
+#: times at most (the detail-contrast settings of MUSICA-type processing, Vuylsteke & Schoeters 1994, and the
+#: published ranges of :data:`ct2x.imaging.parameters.RANGES`: 0.8-2.5). A film's band energy beyond that is
+#: not processing but structure the CT lacks (lung markings finer than its voxels, lines, tubes, another
+#: anatomy): raising the CT's bands to it only magnifies the CT's own noise and interpolation texture.
+GAIN_LIMITS = (0.5, 3.0)
 #: Weights of the pull of each band gain to its previous value and of the steps between neighbouring octaves
 #: (relative), against each level's relative error.
 RIDGE = 1e-3
@@ -357,12 +361,12 @@ def _matched_tone(shown: torch.Tensor, target: torch.Tensor, exposed: torch.Tens
 
 
 def _fit_tone(parameters: ImagingParameters, film: torch.Tensor, log: torch.Tensor, views: list[CArm],
-              field: torch.Tensor) -> tuple[ImagingParameters, torch.Tensor]:  # fmt: skip
-    """``parameters`` with tone points matching the film's histogram (``film``: its sorted values in the exposed
-    field), and the display they give of ``log``."""
+              field: torch.Tensor, region: torch.Tensor) -> tuple[ImagingParameters, torch.Tensor]:  # fmt: skip
+    """``parameters`` with tone points matching the film's histogram (``film``: its sorted values in ``region``)
+    in ``region`` (boolean), and the display they give of ``log`` (exposed ``field``)."""
     exposed = field > 0.5
     shown = console(log, views, dataclasses.replace(parameters, tone_points=()), field)
-    points = _matched_tone(shown, film, exposed)
+    points = _matched_tone(shown, film, region)
     return dataclasses.replace(parameters, tone_points=points), torch.where(
         exposed, apply_tone_points(shown, points), shown)  # fmt: skip
 
@@ -495,7 +499,7 @@ def _fit_noise(parameters: ImagingParameters, measured: tuple, log_noise_blocks:
 
 def fit_style(film: np.ndarray | torch.Tensor, source: ImagingStages | torch.Tensor, views: CArm | Sequence[CArm],
               base: ImagingParameters | str = "chest_dr_pa", field: torch.Tensor | None = None,
-              *, rounds: int = ROUNDS) -> ImagingParameters:  # fmt: skip
+              *, region: torch.Tensor | None = None, rounds: int = ROUNDS) -> ImagingParameters:  # fmt: skip
     """Imaging parameters whose console and noise make the chain's output of a CT look like a reference film.
 
     Args:
@@ -509,6 +513,8 @@ def fit_style(film: np.ndarray | torch.Tensor, source: ImagingStages | torch.Ten
         base: the parameters (or a preset's name) the source was simulated with: what the fit starts from
             and keeps.
         field: the exposed field (default the stages' field, or all exposed); statistics are taken inside it.
+        region: where in the exposed field the statistics are taken (boolean, shaped like the log; default
+            all of it), e.g. the body (:func:`ct2x.imaging.styled`); the console still sees the whole field.
         rounds: rounds of noise, tone and bands (:data:`ROUNDS`).
 
     Returns:
@@ -523,12 +529,14 @@ def fit_style(film: np.ndarray | torch.Tensor, source: ImagingStages | torch.Ten
     log, views, field, chain = _source(source, views, field, base)
     target = film_image(film, tuple(log.shape))
     exposed = field > 0.5
+    inside = None if region is None else exposed & region.detach().cpu().reshape(exposed.shape).bool()
+    exposed = inside if inside is not None and bool(inside.any()) else exposed
     wanted, film_values = _look(target, views, exposed), _sample(target[exposed]).sort().values
     response = _noise_response(views[0], (*MTF_GRID, base.mtf_nyquist), base) if chain is not None else {}
     current = dataclasses.replace(base, tone_points=(), marker="", bits=16)
     for _ in range(max(0, int(rounds))):
         log, flipped = _redrawn_log(chain, views, current) if chain is not None else (log, None)
-        current, shown = _fit_tone(current, film_values, log, views, field)
+        current, shown = _fit_tone(current, film_values, log, views, field, exposed)
         # the display's noise alone: the odd part of its response to the noise (window shifts cancel)
         noise = None if flipped is None else (shown - console(flipped, views, current, field)) / 2
         look = _look(shown, views, exposed, noise)
@@ -541,5 +549,5 @@ def fit_style(film: np.ndarray | torch.Tensor, source: ImagingStages | torch.Ten
             updated, change = _fit_noise(current, measured, log_noise, chain, views, response)
         current = dataclasses.replace(updated, band_gains=_band_gains(current.band_gains, views, wanted, look, change))
     log = _redrawn_log(chain, views, current)[0] if chain is not None else log
-    current, _ = _fit_tone(current, film_values, log, views, field)
+    current, _ = _fit_tone(current, film_values, log, views, field, exposed)
     return dataclasses.replace(current, marker=base.marker, bits=base.bits)
