@@ -119,6 +119,33 @@ def test_randomised_is_reproducible_from_its_seed(ct_file: Path, tmp_path: Path)
     assert header.GetMetaData("ct2x_noise_seed") == "4"  # view 1's noise: seed + 1
 
 
+def test_style_fits_the_chain_to_a_film(ct_file: Path, tmp_path: Path) -> None:
+    """``--style FILM``: the chain's look fitted to a film (recorded in the header): a dark and a bright film give
+    darker and brighter radiographs of the same anatomy; the fitted parameters reproduce the images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.0, 1.0, 64)[None, :] * np.ones((64, 1))
+    for name, power in (("dark.png", 3.0), ("bright.png", 1 / 3)):
+        film = np.clip(ramp**power + rng.normal(0, 0.03, ramp.shape), 0, 1)
+        Image.fromarray((film * 255).astype(np.uint8)).save(tmp_path / name)
+    dark = _drr(ct_file, tmp_path / "d", "--style", str(tmp_path / "dark.png"))
+    bright = _drr(ct_file, tmp_path / "b", "--style", str(tmp_path / "bright.png"))
+    plain = _drr(ct_file, tmp_path / "p")
+    assert float(np.median(_pixels(dark))) + 0.15 < float(np.median(_pixels(bright)))
+    edges = [np.abs(np.diff(_pixels(x)[1], axis=1)).mean(axis=0) for x in (dark, bright)]
+    assert np.corrcoef(edges)[0, 1] > 0.5  # the same anatomy
+    header = dark[1]
+    assert header.GetMetaData("ct2x_style") == "dark.png"
+    fitted = ImagingParameters(**json.loads(header.GetMetaData("ct2x_imaging_parameters")))
+    assert fitted.tone_points and fitted != PRESETS[DEFAULT_IMAGING].parameters
+    assert not np.allclose(_pixels(dark), _pixels(plain), atol=0.05)
+    again = render_radiographs(read_ct(ct_file), [_carm(header)], fitted, step=1.0, seed=1)[0].numpy()
+    np.testing.assert_allclose(again, _pixels(dark)[1], atol=1e-5)
+    with pytest.raises(CT2XError, match="--imaging raw has no chain"):
+        DRROptions(Path("c"), imaging="raw", style=tmp_path / "dark.png")
+
+
 def test_a_bad_imaging_name_is_one_line_listing_the_choices(ct_file: Path, tmp_path: Path, capsys) -> None:
     err = one_line_error(["drr", str(ct_file), "--imaging", "fluoro", "--out", str(tmp_path / "o")], capsys)
     assert "--imaging" in err and "'fluoro'" in err and all(name in err for name in IMAGING_MODES)

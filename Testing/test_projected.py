@@ -192,9 +192,9 @@ def test_projected_training_and_one_inference_path(inputs: dict[str, Path], tmp_
     difference = np.abs(view.image - stored)
     assert difference.mean() < 0.005 and difference.max() < 0.1
     carms = model_views(model.config, card, ct, [0.0])
-    with pytest.raises(CT2XError, match="64 x 64"):
-        synthesize(model, ct, [CArm(detector_shape=(32, 32))], style_code=code)
     assert synthesize(model, ct, carms, style_code=code)[0].image.shape == (64, 64)
+    # the physics anchor renders at any detector size (the residual resized, the base at its pixels)
+    assert synthesize(model, ct, [CArm(detector_shape=(32, 48))], style_code=code)[0].image.shape == (32, 48)
 
 
 def _pam_mip(model, ct, carm: CArm) -> torch.Tensor:  # noqa: ANN001
@@ -303,3 +303,95 @@ def test_table3_baselines_from_the_stored_projections(inputs: dict[str, Path]) -
     assert line.samples == free.samples == len(dataset) == 12
     assert free.psnr > 40 and free.ssim > 0.99  # prepared without noise: the stored DRR is B, up to float16
     assert 15 < line.psnr < free.psnr - 3  # one affine map of the line integral misses the beam hardening
+
+
+CHAINED = CONFIG.replace(chain_anchor=True)
+
+
+def _batch(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v[None] for k, v in sample.items()}
+
+
+def test_chain_anchored_samples_carry_the_chain_image_of_their_view(inputs: dict[str, Path]) -> None:
+    """A chain-anchored sample holds the imaging chain's radiograph of its view in its reference's look: the
+    same anatomy as the DRR, fixed by the draw, another image for another draw."""
+    dataset = CTViewDataset(inputs["data"], inputs["xray"], CHAINED)
+    sample = dataset[2]
+    chain = sample["chain"]
+    assert chain.shape == (1, 64, 64) and chain.dtype == torch.float32
+    assert -1 <= float(chain.min()) and float(chain.max()) <= 1 and float(chain.std()) > 0.05
+    blocks = [torch.nn.functional.avg_pool2d(x, 8).flatten() for x in (chain, sample["drr"])]  # the noise averaged
+    assert np.corrcoef(torch.stack(blocks).numpy())[0, 1] > 0.5  # the same anatomy, bright = attenuating in both
+    torch.testing.assert_close(dataset[2]["chain"], chain, rtol=0, atol=0)
+    assert float((dataset[(2, 5)]["chain"] - chain).abs().mean()) > 1e-3
+    with pytest.raises(CT2XError, match="physics_anchor and use_style_encoder"):
+        CONFIG.replace(physics_anchor=False, chain_anchor=True)
+    with pytest.raises(CT2XError, match="chain_preset"):
+        CHAINED.replace(chain_preset="dental")
+
+
+def test_chain_anchored_model_draws_its_x_ray_on_the_chain_image(inputs: dict[str, Path]) -> None:
+    """The X-ray path is T(C; f_sty) + G (C the chain's image, also the edge term's reference); the DRR path is
+    the physics-anchored model's, unchanged; without C the model says what it needs."""
+    torch.manual_seed(0)
+    model = CT2XGAN(CHAINED).eval()
+    plain = CT2XGAN(CONFIG).eval()
+    plain.load_state_dict(model.state_dict())
+    batch = _batch(CTViewDataset(inputs["data"], inputs["xray"], CHAINED)[3])
+    args = [batch[k] for k in ("volume", "pose", "mip", "drr", "xray", "projections")]
+    with torch.no_grad():
+        out = model(*args, batch["chain"])
+        reference = plain(*args)
+        content = model.view_content(*(batch[k] for k in ("volume", "pose", "mip", "projections")))
+        residual = model.generator(content.code, out.f_sty_x, content.features)
+    torch.testing.assert_close(out.xray_base, batch["chain"])
+    torch.testing.assert_close(out.xray_hat - residual, model.tone_curve(batch["chain"], out.f_sty_x))
+    torch.testing.assert_close(out.drr_hat, reference.drr_hat)
+    assert float((out.xray_hat - reference.xray_hat).abs().mean()) > 1e-3
+    with pytest.raises(CT2XError, match="chain image"):
+        model(*args)
+
+
+def test_chain_anchored_training_and_synthesis_at_the_detectors_pixels(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Two training steps with the chain anchor; the model then synthesizes at any detector size, in each film's
+    look (different films, different images; the same film, the same image), and its DRR style is the
+    physics-anchored path's."""
+    options = TrainOptions(
+        data=inputs["data"], xray=inputs["xray"], out=tmp_path / "run", steps=2, workers=0, progress=False,
+        checkpoint_every=2, log_every=1, image_every=2,
+    )  # fmt: skip
+    model, card = load_model(train(CHAINED, options))
+    assert model.config.chain_anchor
+    entry = json.loads((inputs["data"] / "manifest.json").read_text(encoding="utf-8"))["volumes"][0]
+    ct = read_ct(entry["source"])
+    carms = model_views(model.config, card, ct, [-30.0, 0.0], detector_pixels=(96, 96))
+    at_model = model_views(model.config, card, ct, [-30.0, 0.0])
+    assert carms[0].detector_shape == (96, 96)
+    assert carms[0].pixel_spacing[0] * 96 == pytest.approx(at_model[0].pixel_spacing[0] * 64)  # the same detector
+    films = sorted(inputs["xray"].glob("*.png"))
+    dark = np.asarray(Image.open(films[1]), dtype=np.float64) ** 2  # another look: a darker, harder film
+    first = np.stack([v.image for v in synthesize(model, ct, carms, style=films[0])])
+    again = np.stack([v.image for v in synthesize(model, ct, carms, style=films[0])])
+    other = np.stack([v.image for v in synthesize(model, ct, carms, style=dark)])
+    assert first.shape == (2, 96, 96)
+    np.testing.assert_array_equal(first, again)
+    assert abs(float(np.median(first)) - float(np.median(other))) > 0.02
+    plain = CT2XGAN(CONFIG).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    drr = [v.image for v in synthesize(model, ct, carms, drr_style=True)]
+    np.testing.assert_array_equal(drr[1], synthesize(plain, ct, carms, drr_style=True)[1].image)
+
+
+def test_physics_anchored_synthesis_at_twice_the_pixels_averages_to_the_image(inputs: dict[str, Path]) -> None:
+    """At 128 pixels the physics-anchored image holds the 64-pixel image's content: 2 x 2 means agree with it."""
+    torch.manual_seed(0)
+    model = CT2XGAN(CONFIG).eval()
+    entry = json.loads((inputs["data"] / "manifest.json").read_text(encoding="utf-8"))["volumes"][0]
+    ct = read_ct(entry["source"])
+    coarse = model_views(CONFIG, {}, ct, [30.0])
+    fine = model_views(CONFIG, {}, ct, [30.0], pixel_mm=[coarse[0].pixel_spacing[0] / 2])
+    assert fine[0].detector_shape == (128, 128)
+    small = synthesize(model, ct, coarse, drr_style=True)[0].image
+    large = synthesize(model, ct, fine, drr_style=True)[0].image
+    means = large.reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    assert np.abs(means - small).mean() < 0.02

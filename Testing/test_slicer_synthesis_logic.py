@@ -311,7 +311,7 @@ def test_physics_drr_renderer_puts_the_bone_on_the_image_right_in_ap(scene):
 
 def test_learned_renderer_places_bundled_model_views_on_the_detector(scene):
     """The learned synthesis (bundled model) through the module's logic: one single-slice float32
-    node per view at the requested detector size (the model's 128^2 output resized), on the same
+    node per view at the requested detector size (rendered at those pixels: the physics anchor), on the same
     plane as any view, mode recorded; a style reference given as a 2D array (a Slicer 2D volume)
     changes the image. The model's image quality is not judged here."""
     node = _add_ct_node(_ct_lps()[0])
@@ -683,14 +683,14 @@ def test_the_chain_is_fitted_to_the_style_reference_once_per_ct_and_style(scene,
     nodes record them; an edited CT is fitted again."""
     import CT2XSynthesisLib.logic as logic_module
 
-    import ct2x.imaging.fit
+    import ct2x.imaging.style
     from ct2x.imaging import ImagingParameters
     from ct2x.imaging.render import render_radiographs
 
     monkeypatch.setattr(logic_module, "FIT_PIXELS", 64)  # the default 256 fits a full detector; 64 keeps this fast
     fits = []
-    real_fit = ct2x.imaging.fit.fit_style
-    monkeypatch.setattr(ct2x.imaging.fit, "fit_style", lambda *a, **k: fits.append(a) or real_fit(*a, **k))
+    real_fit = ct2x.imaging.style.fit_style
+    monkeypatch.setattr(ct2x.imaging.style, "fit_style", lambda *a, **k: fits.append(a) or real_fit(*a, **k))
     _, node = _chain_scene(tmp_path)
     logic = SynthesisLogic()
     ct = logic.ct_volume(node)

@@ -124,6 +124,11 @@ def test_bad_input_is_refused(files: dict[str, Path], tmp_path: Path, capsys) ->
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8, 8), np.float32)), str(empty))
     code, err = _run(["synthesize", str(empty), "--model", str(files["model"]), "--drr-style", "--out", "z"], capsys)
     assert code == 1 and "empty" in err
+    # a model without the physics anchor draws the whole image: only at its own size
+    code, err = _run([*base, "--size", "96", "--out", str(tmp_path / "s")], capsys)
+    assert code == 1 and "64 x 64" in err and "--size" in err and not (tmp_path / "s").exists()
+    code, err = _run([*base, "--size", "0", "--out", str(tmp_path / "s")], capsys)
+    assert code == 1 and "--size" in err
 
 
 def test_colour_photograph_style_warns(files: dict[str, Path], tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Synthesis speed: 5 views from a 128^3 CT with the model loaded, and model load time.
+"""Synthesis speed: 5 views from a 128^3 CT with the model loaded, and model load time; and 5 views at 512^2
+with the bundled model beside their physics DRRs and the imaging chain alone.
 
 For each model: the bundled one (``projected`` preset at 256^2: the times include the area
 densities and the MIP the projection path marches through the full CT per view) and a paper-size CT2X-GAN
@@ -8,7 +9,15 @@ Times are medians of ``--runs`` runs after one warm-up. Each model runs in its o
 peak memory is that process's peak resident set (CPU: Python, torch, the CT, the model and
 the synthesis together) or ``torch.cuda.max_memory_allocated`` (GPU).
 
-    python benchmarks/synthesize.py [--runs 3] [--device cpu|cuda]
+The second table (``--detector 512``) renders the same 5 views of a real CT (the pancreas CT of
+../shared/data/ct, else the phantom) with the detector read out at 512 pixels: the physics DRRs
+(``ct2x.drr.render_drr``, the polyenergetic DRR at the model's ray step), the imaging chain alone in a
+reference film's look (``ct2x.imaging.styled``: one march, the fit, the chain) and the bundled model in that
+film's style (``ct2x.synthesize.synthesize``: the march at 512^2, the networks at 256^2, the chain or physics
+base at 512^2), each a median of ``--runs`` runs after one warm-up, in one process; the ratio is to the
+physics DRRs.
+
+    python benchmarks/synthesize.py [--runs 3] [--device cpu|cuda] [--detector 512]
 """
 
 from __future__ import annotations
@@ -79,12 +88,52 @@ def _measure(label: str, runs: int, device: torch.device) -> None:
 
 
 MODELS = {"bundled": "bundled", "paper": "paper size"}
+PANCREAS_CT = ROOT.parent / "shared" / "data" / "ct" / "tcia_pancreas_ct_cb_001_abdomen_lumbar.nii.gz"
+
+
+def _median_seconds(run, runs: int) -> float:  # noqa: ANN001 (a callable)
+    times = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def _full_resolution(pixels: int, runs: int, device: torch.device) -> None:
+    """The second table: 5 views at ``pixels``^2, model beside the physics DRRs and the chain alone."""
+    from ct2x.data.radiographs import film_on_detector
+    from ct2x.drr import area_densities, render_drr
+    from ct2x.imaging import styled
+    from ct2x.volume import read_ct
+
+    name, ct = ("pancreas CT", read_ct(PANCREAS_CT)) if PANCREAS_CT.exists() else ("phantom", body_phantom(128, 2.0))
+    model, card = load_model(BUNDLED_MODEL, device)
+    views = model_views(model.config, card, ct, ANGLES, detector_pixels=(pixels, pixels))
+    step = model.config.drr_step
+    with tempfile.TemporaryDirectory() as tmp:
+        style = Path(tmp) / "style.png"
+        Image.fromarray(np.tile(np.linspace(0, 255, 300).astype(np.uint8), (400, 1))).save(style)
+        film = film_on_detector(style, views[0])
+        rows = {
+            "physics DRRs": lambda: render_drr(ct, views, step=step, device=device),
+            "imaging chain, fitted": lambda: styled(
+                area_densities(ct, views, step=step, device=device), views, film, model.config.chain_preset, seed=0
+            ),
+            "bundled model": lambda: synthesize(model, ct, views, style=style),
+        }
+        times = {label: _median_seconds(run, runs) for label, run in rows.items()}
+    print(f"\n5 views at {pixels}² of the {name} (step {step:g} voxels)")
+    print(f"{'renderer':22} {'5 views s':>10} {'s / view':>9} {'x physics':>10}")
+    for label, seconds in times.items():
+        print(f"{label:22} {seconds:>10.2f} {seconds / 5:>9.2f} {seconds / times['physics DRRs']:>10.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--detector", type=int, default=512, help="pixels a side of the second table's views")
     parser.add_argument("--only", choices=sorted(MODELS), help=argparse.SUPPRESS)  # one model, in a child process
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -97,6 +146,7 @@ def main() -> None:
     for label in MODELS:
         argv = [sys.executable, __file__, "--only", label, "--runs", str(args.runs), "--device", args.device]
         subprocess.run(argv, check=True)
+    _full_resolution(args.detector, args.runs, device)
 
 
 if __name__ == "__main__":

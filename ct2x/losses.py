@@ -20,7 +20,8 @@ radiographs as its reals, with the same R1 weight.
 
 The physics anchor's terms (``projected``; not in the paper, see :mod:`ct2x.models.physics_anchor`):
 with ``lambda_edge`` eq. 18 gains ``lambda_edge * L_edge`` (:func:`edge_loss`, Î_X against the
-physics image B: the anatomy stays in the X-ray style), with ``lambda_hist``
+X-ray path's base, the physics image B or with ``chain_anchor`` the chain's image: the anatomy stays in
+the X-ray style), with ``lambda_hist``
 ``lambda_hist * L_hist`` (:func:`histogram_loss`, Î_X against its style reference cropped to the
 view's field: the X-ray style follows the reference).
 
@@ -384,7 +385,7 @@ class CT2XLoss(nn.Module):
             xray_adv = generator_adversarial_loss(xray_discriminator(outputs.fake), c.adv_loss)
         edge = hist = zero
         if c.lambda_edge > 0:
-            edge = edge_loss(outputs.xray_hat, outputs.base if outputs.base is not None else drr)
+            edge = edge_loss(outputs.xray_hat, outputs.xray_base if outputs.xray_base is not None else drr)
         if c.lambda_hist > 0:
             if xray_field is None:
                 raise CT2XError("this config's loss needs each style reference cropped to its view (lambda_hist)")

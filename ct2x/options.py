@@ -224,6 +224,14 @@ class DRROptions:
             "the choices are listed below (default: %(default)s)"
         ),
     )
+    style: Path | None = field(
+        default=None,
+        metadata=_help(
+            "a reference radiograph (PNG, JPEG, DICOM) whose look the imaging chain takes: its tone curve, band "
+            "contrast, dose and detector sharpness are fitted to the film (about a second, no learning) on the "
+            "first view, starting from the --imaging preset (or the randomised draw); every view then uses them"
+        ),
+    )
     angles: tuple[float, ...] = field(default=DEFAULT_ANGLES, metadata=_help(angles_help()))
     secondary: tuple[float, ...] = field(default=(0.0,), metadata=_help(secondary_help()))
     sdd: float | None = field(
@@ -300,6 +308,11 @@ class DRROptions:
         _at_least(self, "seed", 0)
         _one_of(self, "backend", RENDER_BACKENDS)
         if self.imaging == IMAGING_RAW:
+            if self.style is not None:
+                raise CT2XError(
+                    "--style fits the imaging chain's look to a film: --imaging raw has no chain; drop --style, or "
+                    "choose a preset (the default)"
+                )
             return
         chain = f"--imaging {self.imaging}"
         if self.photons is not None:
@@ -432,6 +445,25 @@ class SynthesizeOptions:
     sid: float | None = field(
         default=None, metadata=_help("source-to-isocenter distance, mm (default: --like's, else the model's)")
     )
+    detector_size: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "detector size in pixels: N, or ROWS COLUMNS (default: the model's image size, 256 for the bundled "
+            "model, over the model's detector or --like's); given without --pixel, the pixel spacing follows so "
+            "that the detector keeps its size in mm. A model with the physics anchor (the bundled one) renders at "
+            "any size: the physics, the imaging chain's noise, blur and processing at these pixels, its learned "
+            "correction resized to them; other models only at their image size",
+            "--size",
+        ),
+    )
+    pixel_mm: tuple[float, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "detector pixel spacing in mm: one value, or ROW COLUMN (default: the detector's size over --size); "
+            "given without --size, the pixel count follows",
+            "--pixel",
+        ),
+    )
     isocenter: tuple[float, float, float] | None = field(default=None, metadata=_help(_ISOCENTER_HELP))
     series: str | None = field(default=None, metadata=_help("DICOM series instance UID, when the folder holds several"))
     format: str = field(
@@ -452,6 +484,7 @@ class SynthesizeOptions:
         _formats(self.format)
         _angles(self, "angles", required=False)
         _angles(self, "secondary", required=False)
+        _detector(self)
 
     @property
     def formats(self) -> set[str]:

@@ -174,7 +174,7 @@ def _image_grid(model: nn.Module, preview: dict[str, torch.Tensor]) -> torch.Ten
     """Rows: true DRR, reconstructed DRR, synthesized X-ray; one column per pose. ``(1, 3H, VW)`` in [0, 1]."""
     with torch.no_grad():
         out = model(preview["volume"], preview["pose"], preview["mip"], preview["drr"], preview["xray"],
-                    preview.get("projections"))  # fmt: skip
+                    preview.get("projections"), preview.get("chain"))  # fmt: skip
     rows = [preview["drr"], out.drr_hat, out.xray_hat if out.xray_hat is not None else out.drr_hat]
     grid = torch.cat([torch.cat(list(r[:, 0].float().cpu()), dim=1) for r in rows], dim=0)
     return output_image(grid)[None]
@@ -406,7 +406,8 @@ class _Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
         self.reporter.data_wait += time.perf_counter() - waited
         inputs = (batch["volume"], batch["pose"], batch["mip"], batch["drr"],
-                  batch["xray"] if self.config.use_style_encoder else None, batch.get("projections"))  # fmt: skip
+                  batch["xray"] if self.config.use_style_encoder else None, batch.get("projections"),
+                  batch.get("chain"))  # fmt: skip
         d_losses, x_losses = _discriminator_step(self.nets, batch, inputs, self.step)
         g_losses = _generator_step(self.nets, batch, inputs)
         _update_ema(self.nets.ema, self.nets.g_side, min(self.config.ema_beta, (1 + self.step) / (10 + self.step)))

@@ -57,7 +57,9 @@ from ct2x.geometry import (
     DEFAULT_DETECTOR_WIDTH_MM,
     DEFAULT_SDD_MM,
     DEFAULT_SID_MM,
+    FIT_PIXELS,
     CArm,
+    fit_view,
 )
 from ct2x.options import (
     DEFAULT_DEVICE,
@@ -118,12 +120,6 @@ DEFAULT_SEED = option_default(DRROptions, "seed")
 
 #: Ray-marching step (voxels) of the live preview: coarser than the synthesis's so it follows the sliders.
 PREVIEW_STEP_VOXELS = 1.0
-#: The chain is fitted to a style reference at one AP view of the central square of the detector, read out at
-#: this many pixels a side, the area densities marched at this step (voxels), its noise drawn with this seed.
-FIT_PIXELS = 256
-FIT_STEP_VOXELS = 0.5
-FIT_SEED = 0
-
 #: Prefix of the node attributes that store a view's geometry.
 ATTRIBUTE_PREFIX = "CT2X."
 
@@ -464,25 +460,6 @@ def chain_mode(imaging: str, fitted: bool = False) -> str:
     return f"Radiograph (imaging chain: {imaging}{', fitted to the style reference' if fitted else ''})"
 
 
-def fit_view(view: CArm, pixels: int = FIT_PIXELS) -> CArm:
-    """The view a chain is fitted at for ``view``: AP (primary and secondary 0) about its isocenter, at its
-    distances, over the central square of its detector (the shorter side, mm) read out at ``pixels`` a side.
-    Every view of one synthesis (and its live preview) has the same fitting view."""
-    side = min(view.detector_size_mm)
-    return CArm(0.0, 0.0, view.sdd, view.sid, (pixels, pixels), (side / pixels, side / pixels), view.isocenter)
-
-
-def reference_film(style: str | Path | np.ndarray, pixels: int) -> np.ndarray:
-    """A style reference as the film a chain is fitted to: ``(pixels, pixels)`` float32 in [0, 1], bright =
-    attenuating, read as the learned model reads its style reference (``ct2x.data.radiographs``: a file's own
-    scaling, an array min-max scaled; the centre square, resized)."""
-    from ct2x.data.radiographs import radiograph_from_array, read_radiograph
-
-    if isinstance(style, np.ndarray):
-        return radiograph_from_array(style, size=pixels)
-    return read_radiograph(style, size=pixels)
-
-
 class _Fits:
     """Chain parameters fitted to one style reference, by CT (its :class:`CTVolume` object, the logic's cached
     copy of the node) and fitting view; shared by a :class:`ChainRenderer` and its coarser copies, so the
@@ -493,7 +470,6 @@ class _Fits:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: list[tuple[weakref.ref, tuple, object]] = []
-        self.films: dict[int, np.ndarray] = {}
 
     def find(self, ct: CTVolume, key: tuple) -> object | None:
         with self._lock:
@@ -529,11 +505,11 @@ class ChainRenderer(Renderer):
     --size --pixel``.
 
     ``style``: a reference radiograph (an array such as a 2D volume's voxels, or an image file). The chain's
-    look (tone curve, band gains, dose and detector MTF) is then fitted to it (``ct2x.imaging.fit.fit_style``)
-    once per CT and detector geometry, at :func:`fit_view` with the reference read by :func:`reference_film`,
-    starting from the preset's parameters; every view is rendered with the fitted parameters. ``style_label``
-    names the reference in the view nodes' attributes; ``fit_pixels`` (default :data:`FIT_PIXELS`) the fitting
-    view's side. ``ct2x`` (and torch) are imported on first use.
+    look (tone curve, band gains, dose and detector MTF) is then fitted to it (``ct2x.synthesize.fitted_look``)
+    once per CT and detector geometry, at ``ct2x.geometry.fit_view``, starting from the preset's parameters;
+    every view is rendered with the fitted parameters. ``style_label`` names the reference in the view nodes'
+    attributes; ``fit_pixels`` (default ``ct2x.geometry.FIT_PIXELS``) the fitting view's side. ``ct2x`` (and
+    torch) are imported on first use.
     """
 
     def __init__(
@@ -598,23 +574,15 @@ class ChainRenderer(Renderer):
         volume = getattr(ct, "volume", ct)  # ct2x.drr.Materials keep their CT
         at = fit_view(view, self.fit_pixels)
         key = (at.sdd, at.sid, at.detector_shape, at.pixel_spacing, at.isocenter)
-        return self._fits.get(volume, key, lambda: self._fit(ct, at))
+        return self._fits.get(volume, key, lambda: self._fit(ct, view))
 
-    def _fit(self, ct: object, at: CArm):  # noqa: ANN202
-        import torch
+    def _fit(self, ct: object, view: CArm):  # noqa: ANN202
+        from ct2x.synthesize import fitted_look
 
-        from ct2x.drr import area_densities
-        from ct2x.imaging import simulate
-        from ct2x.imaging.fit import fit_style
-
-        film = self._fits.films.get(self.fit_pixels)
-        if film is None:
-            film = self._fits.films[self.fit_pixels] = reference_film(self.style, self.fit_pixels)
         device = getattr(ct, "density", None)
-        device = device.device if device is not None else torch.device(resolve_device(self.device))
-        area = area_densities(ct, [at], step=FIT_STEP_VOXELS, device=device, backend=self.backend)
-        stages = simulate(area, [at], self.base_parameters, seed=FIT_SEED)
-        return fit_style(film, stages, [at], self.base_parameters)
+        device = device.device if device is not None else resolve_device(self.device)
+        return fitted_look(ct, view, self.style, self.base_parameters, pixels=self.fit_pixels, device=device,
+                           backend=self.backend)  # fmt: skip
 
     def render(self, prepared: object, views: list[CArm]) -> np.ndarray:
         """``render_radiographs(prepared, views, parameters, step=step, seed=seed)``: one noise draw for all views."""
@@ -687,11 +655,13 @@ class LearnedRenderer(Renderer):
     model. The style reference is one of: ``style``, a radiograph (a file, or an array such as a
     2D volume's voxels); ``model_style``, the name of a style stored with the model (see
     :func:`stored_style_names`; as ``ct2x synthesize --model-style``); neither = the DRR style.
-    The model makes ``S x S`` images (its ``image_size``) over the requested physical detector;
-    they are resized (bilinear) to the detector's pixel count, so they lie exactly where the
-    view's detector is. The model (and a stored style) is loaded once, on first use, and kept
-    while this renderer lives; a style the model does not store is refused then, naming the
-    stored ones.
+    A model with the physics anchor (the bundled one) renders at the detector's own pixels: the physics (and,
+    anchored on the imaging chain, the chain's noise, blur and processing) at those pixels, its learned
+    correction resized to them (``ct2x.synthesize``). Another model makes ``S x S`` images (its
+    ``image_size``) over the requested physical detector; they are resized (bilinear) to the detector's pixel
+    count, so they lie exactly where the view's detector is. The model (and a stored style) is loaded once,
+    on first use, and kept while this renderer lives; a style the model does not store is refused then,
+    naming the stored ones.
     """
 
     def __init__(
@@ -744,12 +714,15 @@ class LearnedRenderer(Renderer):
         from ct2x.synthesize import synthesize
 
         model, code = self.model()
+        drr_style = self.style is None and code is None
+        if model.tone_curve is not None:  # the physics anchor: any detector size
+            results = synthesize(model, prepared, views, style=self.style, style_code=code, drr_style=drr_style)
+            return np.stack([r.image for r in results])
         size = model.config.image_size
         at_model_size = [
             replace(v, detector_shape=(size, size), pixel_spacing=tuple(mm / size for mm in v.detector_size_mm))
             for v in views
         ]
-        drr_style = self.style is None and code is None
         results = synthesize(model, prepared, at_model_size, style=self.style, style_code=code, drr_style=drr_style)
         images = torch.from_numpy(np.stack([r.image for r in results]))[:, None]
         resized = F.interpolate(images, size=views[0].detector_shape, mode="bilinear", align_corners=False)

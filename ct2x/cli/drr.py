@@ -73,6 +73,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     add_positional(drr, DRROptions, "ct", type=Path)
     add_field(drr, DRROptions, "series", metavar="UID")
     add_field(drr, DRROptions, "imaging", metavar="NAME")
+    add_path(drr, DRROptions, "style", metavar="FILM")
     add_geometry_arguments(drr, DRROptions, "defaults: the --imaging preset's")
     physics = drr.add_argument_group("physics")
     add_field(physics, DRROptions, "step", type=float)
@@ -114,8 +115,8 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
     volume = read_ct(options.ct, series_uid=options.series)
     carms = _views(options, volume, spectrum, device)
     covered = coverage(volume, carms).numpy()
+    render, parameters = _renderer(options, volume, parameters, spectrum, device, carms[0])
     made = _header_fields(options, parameters, spectrum)
-    render = _renderer(options, volume, parameters, spectrum, device)
     images, labels = [], []
     for index, carm in enumerate(tqdm(carms, desc="radiographs" if not raw else "DRR views", unit="view")):
         image = render(carm, index)
@@ -157,16 +158,22 @@ def _header_fields(options: DRROptions, parameters, spectrum: str) -> dict[str, 
     import json
 
     made = {"ct2x_imaging": options.imaging, "ct2x_step_voxels": f"{options.step:g}", "ct2x_seed": str(options.seed)}
+    if options.style is not None:
+        made["ct2x_style"] = options.style.name  # the parameters below are fitted to it
     if parameters is None:
         return made | {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
     return made | {"ct2x_imaging_parameters": json.dumps(dataclasses.asdict(parameters))}
 
 
-def _renderer(options: DRROptions, volume, parameters, spectrum: str, device):  # noqa: ANN001, ANN202
-    """``render(carm, index)`` -> one view's image ``(H, W)`` float32: the raw physics DRR, or the imaging chain
-    from the CT converted once; view ``index``'s noise is drawn from ``seed + index``."""
+def _renderer(options: DRROptions, volume, parameters, spectrum: str, device, first):  # noqa: ANN001, ANN202
+    """``(render, parameters)``: ``render(carm, index)`` -> one view's image ``(H, W)`` float32, the raw physics
+    DRR, or the imaging chain from the CT converted once (with ``--style``, its look fitted to the film for the
+    geometry of the ``first`` view: ``ct2x.synthesize.fitted_look``); view ``index``'s noise is drawn from
+    ``seed + index``. The chain's
+    parameters are returned (``None`` for raw)."""
     from ct2x.drr import materials, render_drr
     from ct2x.imaging.render import render_radiographs
+    from ct2x.synthesize import fitted_look
 
     if parameters is None:
 
@@ -177,13 +184,15 @@ def _renderer(options: DRROptions, volume, parameters, spectrum: str, device):  
                 check_memory=False,  # checked for all views
             )[0].cpu().numpy()  # fmt: skip
 
-        return render
+        return render, None
     prepared = materials(volume, device=device, backend=options.backend)
+    if options.style is not None:
+        parameters = fitted_look(prepared, first, options.style, parameters, device=device, backend=options.backend)
 
     def render(carm, index: int):  # noqa: ANN001, ANN202
         return render_radiographs(prepared, [carm], parameters, step=options.step, seed=options.seed + index)[0].numpy()
 
-    return render
+    return render, parameters
 
 
 def _write_view(out, image, carm, index: int, covered, made: dict[str, str], raw: bool) -> None:  # noqa: ANN001

@@ -48,6 +48,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     add_angle_arguments(synth, SynthesizeOptions)
     add_field(synth, SynthesizeOptions, "sdd", type=float)
     add_field(synth, SynthesizeOptions, "sid", type=float)
+    add_field(synth, SynthesizeOptions, "detector_size", type=int, nargs="+", metavar="PX")
+    add_field(synth, SynthesizeOptions, "pixel_mm", type=float, nargs="+", metavar="MM")
     add_isocenter_argument(synth, SynthesizeOptions)
     add_field(synth, SynthesizeOptions, "series", metavar="UID")
     add_field(synth, SynthesizeOptions, "format")
@@ -95,6 +97,8 @@ def _synthesis_geometry(options: SynthesizeOptions) -> dict:
         "sdd": options.sdd,
         "sid": options.sid,
         "isocenter": tuple(options.isocenter) if options.isocenter else None,
+        "detector_pixels": options.detector_size,
+        "pixel_mm": options.pixel_mm,
     }
     if options.like is None:
         return geometry

@@ -18,8 +18,11 @@ One sample is one (CT, view) pair of the dataset plus radiographs drawn at rando
 * with ``use_xray_discriminator``, ``xray_real`` ``(1, S, S)``: another real radiograph, cropped
   to the field of view of the view's detector at the isocenter (the radiograph taken to cover
   ``radiograph_field_mm``; the crop moved at random by up to a tenth of the room around it), D_X's real;
-* with ``lambda_hist``, ``xray_field`` ``(1, S, S)``: the style reference ``xray`` cropped to that
-  field (centred), what the histogram term compares Î_X with.
+* with ``lambda_hist`` or ``chain_anchor``, ``xray_field`` ``(1, S, S)``: the style reference ``xray``
+  cropped to that field (centred), what the histogram term compares Î_X with;
+* with ``chain_anchor``, ``chain`` ``(1, S, S)`` in [-1, 1]: the imaging chain's radiograph of the view
+  from its area densities, its look fitted to ``xray_field`` (:func:`ct2x.imaging.styled`, noise drawn
+  afresh per sample): the base of the X-ray path.
 
 The transforms from the stored images to these tensors are the model's own
 (:mod:`ct2x.models.inputs`), shared with inference (:mod:`ct2x.synthesize`).
@@ -45,8 +48,9 @@ from ct2x.config import CT2XConfig
 from ct2x.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST, volume_file_problem
 from ct2x.data.radiographs import find_radiographs, read_radiograph
 from ct2x.errors import CT2XError
-from ct2x.geometry import pose_field_of_view_mm
-from ct2x.models.inputs import drr_input, mip_input, projection_input, volume_input, xray_input
+from ct2x.geometry import CArm, matched_chain, pose_field_of_view_mm
+from ct2x.imaging import styled
+from ct2x.models.inputs import drr_input, mip_input, projection_densities, projection_input, volume_input, xray_input
 
 
 def load_manifest(folder: str | Path) -> dict:
@@ -162,10 +166,28 @@ class CTViewDataset(Dataset):
             shift = tuple(float(v) for v in generator.uniform(-0.1, 0.1, size=2))
             pixels = read_radiograph(real, size=config.image_size, warn_colour=False, crop=field, shift=shift)
             sample["xray_real"] = xray_input(torch.from_numpy(pixels)[None], config)
-        if config.lambda_hist > 0:
+        if config.lambda_hist > 0 or config.chain_anchor:
             pixels = read_radiograph(radiograph, size=config.image_size, warn_colour=False, crop=field)
             sample["xray_field"] = xray_input(torch.from_numpy(pixels)[None], config)
+        if config.chain_anchor:
+            seed = int(generator.integers(1 << 62))
+            sample["chain"] = self._chain_image(sample["projections"][None], pose.numpy(), pixels, seed)
         return sample
+
+    def _chain_image(self, projections: torch.Tensor, pose: np.ndarray, film: np.ndarray, seed: int) -> torch.Tensor:
+        """The chain anchor's base of one sample ``(1, S, S)`` in [-1, 1]: the imaging chain's radiograph of the
+        view (:func:`ct2x.imaging.styled`, the ``chain_preset`` fitted to ``film``, the style reference cropped to
+        the view's field), from the view's area densities; the detector is the pose's, its distances those of
+        the dataset's views (``ct2x.data.prepare.PrepareOptions.views``)."""
+        settings, size = self.manifest["settings"], self.config.image_size
+        if settings.get("random_views"):
+            width = matched_chain(float(np.linalg.norm(pose[[3, 7, 11]])) * 1000.0)[1]
+        else:
+            width = float(settings["pixel_mm"]) * int(settings["detector_size"])
+        view = CArm.from_pose(pose, (size, size), (width / size, width / size))
+        area = projection_densities(projections, self.config)
+        image = styled(area, [view], film, self.config.chain_preset, seed=seed).image
+        return xray_input(image.float(), self.config)
 
 
 class StepSampler(Sampler[list[tuple[int, int]]]):

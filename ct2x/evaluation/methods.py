@@ -551,27 +551,20 @@ def chain_ct_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One CT through the imaging chain without learning, in the style of each reference film: the
     :data:`CHAIN_PRESET` preset's physics (:mod:`ct2x.imaging`) at the views' own geometry and detector, its
-    look fitted to each film.
+    look fitted to each film (:func:`ct2x.imaging.styled`, the path of ``ct2x synthesize``'s chain anchor).
 
     ``area`` / ``sweep``: the CT's area densities ``(V, M, S, S)`` at ``views`` and ``(K, M, S, S)`` at the
     scale sweep ``scale`` (:func:`marched`); ``references``: ``(R, S, S)`` films in [0, 1], cropped like the
-    real set and read at the views' pixels. The chain is run with the preset (noise seeded with ``seed``);
-    for each reference its tone curve, band gains, dose and detector MTF are fitted to the film, pooled over
-    the CT's views (:func:`ct2x.imaging.fit.fit_style`: one setting of the device for all views of a
-    patient), and the chain is run again with them (seed ``seed + 1 + r``). The scale sweep takes the first
-    reference's parameters. Returns float32 ``(V, R, S, S)`` and ``(K, S, S)`` in [0, 1]."""
-    from ct2x.imaging import PRESETS, simulate
-    from ct2x.imaging.fit import fit_style
+    real set and read at the views' pixels. For each reference the chain's tone curve, band gains, dose and
+    detector MTF are fitted to the film, pooled over the CT's views (one setting of the device for all views
+    of a patient; noise seeded with ``seed + 2 r``). The scale sweep takes the first reference's parameters.
+    Returns float32 ``(V, R, S, S)`` and ``(K, S, S)`` in [0, 1]."""
+    from ct2x.imaging import simulate, styled
 
-    base = PRESETS[CHAIN_PRESET].parameters
-    raw = simulate(area, views, base, seed=seed)
-    fitted = [
-        fit_style(np.broadcast_to(film, (len(views), *film.shape)), raw.log, views, base, raw.field)
-        for film in references
-    ]
-    styles = [simulate(area, views, p, seed=seed + 1 + r).image for r, p in enumerate(fitted)]
-    scaled = simulate(sweep, scale, fitted[0], seed=seed).image
-    return torch.stack(styles, dim=1).float().cpu().numpy(), scaled.float().cpu().numpy()
+    made = [styled(area, views, film, CHAIN_PRESET, seed=seed + 2 * r) for r, film in enumerate(references)]
+    scaled = simulate(sweep, scale, made[0].parameters, seed=seed).image
+    styles = torch.stack([m.image for m in made], dim=1)
+    return styles.float().cpu().numpy(), scaled.float().cpu().numpy()
 
 
 def _geometry(edge: np.ndarray, blurred: np.ndarray, structure: np.ndarray, views: list[EvaluationView]) -> dict:

@@ -10,7 +10,9 @@ plus the codes the losses of eq. 10-12 compare. With the projection path (``proj
 preset, :mod:`ct2x.models.projection`) G also takes the projection features P(view) of the CT's
 area densities and MIP at the view: Î = G(f_c^{w+}, f_sty, P); with the physics anchor
 (:mod:`ct2x.models.physics_anchor`) the image is a residual on the toned physics DRR B of the
-view: Î = T(B; f_sty) + G(f_c^{w+}, f_sty, P). The discriminators (D, and D_X
+view: Î = T(B; f_sty) + G(f_c^{w+}, f_sty, P); with the chain anchor the X-ray path's base is the
+imaging chain's radiograph C of the view in the reference's look (:func:`ct2x.imaging.styled`):
+Î_X = T(C; f_sty^X) + G(f_c^{w+}, f_sty^X, P). The discriminators (D, and D_X
 of :mod:`ct2x.models.xray_discriminator` when configured) are held here too, so one state dict
 carries the whole model, but :meth:`CT2XGAN.forward` does not call them.
 
@@ -21,9 +23,11 @@ the Slicer module all go through these two.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ct2x.config import CT2XConfig
@@ -81,6 +85,7 @@ class CT2XOutputs:
     f_sty_x_hat: torch.Tensor | None = None  #: E_sty^sX(Î_X) (eq. 11)
     f_sty_drr_hat: torch.Tensor | None = None  #: E_sty^sDRR(Î_DRR) (eq. 11)
     base: torch.Tensor | None = None  #: the physics anchor's base image B (``physics_anchor``)
+    xray_base: torch.Tensor | None = None  #: the X-ray path's base: B, or the chain's image (``chain_anchor``)
 
     @property
     def fake(self) -> torch.Tensor:
@@ -146,9 +151,15 @@ class CT2XGAN(nn.Module):
     def render(self, content: ViewContent, style: torch.Tensor) -> torch.Tensor:
         """G(f_c^{w+}, f_sty[, P]) (+ T(B; f_sty) with the physics anchor): the image
         ``(B, 1, S, S)`` (about [-1, 1]; :func:`ct2x.models.inputs.output_image` shows it on [0, 1]) of each
-        view in the style code ``(B, num_style_layers, w_dim)``."""
+        view in the style code ``(B, num_style_layers, w_dim)``.
+
+        With the physics anchor the base B may be read out at any detector size ``(H, W)`` (the output's
+        pixels): G's residual, made at ``S x S``, is then resized to it (bilinear) and the image is
+        ``(B, 1, H, W)``: the base's detail, noise and processing stay at the output's resolution."""
         image = self.generator(content.code, style, content.features)
         if self.tone_curve is not None:
+            if image.shape[-2:] != content.base.shape[-2:]:
+                image = F.interpolate(image, size=tuple(content.base.shape[-2:]), mode="bilinear", align_corners=False)
             image = image + self.tone_curve(content.base, style)
         return image
 
@@ -166,6 +177,14 @@ class CT2XGAN(nn.Module):
             return self.pose_module(f_c_ct, pose, mip)
         return self.pose_module(f_c_ct, pose)
 
+    def _xray_content(self, content: ViewContent, chain: torch.Tensor | None) -> ViewContent:
+        """The X-ray path's view content: ``content``, with ``chain_anchor`` its base replaced by ``chain``."""
+        if not self.config.chain_anchor:
+            return content
+        if chain is None:
+            raise CT2XError("this model's X-ray path is anchored on the imaging chain: give each view's chain image")
+        return dataclasses.replace(content, base=chain.to(content.code.dtype))
+
     def drr_style_code(self, drr: torch.Tensor) -> torch.Tensor:
         """f_sty^DRR = E_sty^sDRR(I_DRR) (eq. 5) for DRRs ``(B, 1, S, S)``, or, without E_sty
         (ablation), the learned constant style code; ``(B, num_style_layers, w_dim)``."""
@@ -181,6 +200,7 @@ class CT2XGAN(nn.Module):
         drr: torch.Tensor,
         xray: torch.Tensor | None = None,
         projections: torch.Tensor | None = None,
+        chain: torch.Tensor | None = None,
     ) -> CT2XOutputs:
         """The training forward pass of Fig. 2.
 
@@ -196,6 +216,8 @@ class CT2XGAN(nn.Module):
                 (:func:`ct2x.models.inputs.xray_input`); required with E_sty, ignored without it.
             projections: with the projection path, the projection images ``(B, 4, S, S)``
                 (:func:`ct2x.models.inputs.projection_input`).
+            chain: with ``chain_anchor``, the X-ray path's base ``(B, 1, S, S)`` in [-1, 1]: the imaging
+                chain's radiograph of each view in its style reference's look (the dataset's ``chain``).
 
         Returns:
             :class:`CT2XOutputs`.
@@ -210,16 +232,18 @@ class CT2XGAN(nn.Module):
             raise CT2XError("CT2X-GAN with the style encoder needs a real X-ray image for every sample")
         enc = self.style_encoder
         f_sty_x = enc.xray_style(xray)
+        xray_content = self._xray_content(content, chain)
         out = CT2XOutputs(
             f_c_ct=f_c_ct,
             f_c_wplus=f_c_wplus,
             f_sty_drr=f_sty_drr,
             drr_hat=self.render(content, f_sty_drr),
             f_sty_x=f_sty_x,
-            xray_hat=self.render(content, f_sty_x),
+            xray_hat=self.render(xray_content, f_sty_x),
             f_sty_x_of_drr=enc.xray_style(drr),
             f_sty_drr_of_xray=enc.drr_style(xray),
             base=content.base,
+            xray_base=xray_content.base,
         )
         if self.config.use_consistency:
             out.f_c_xray_hat = enc.content(out.xray_hat)

@@ -15,6 +15,7 @@ CT volume (E_CT)            HU, ``(D, D, D)``                               :fun
 MIP (the PAM)               HU, ``(V, H, W)``                               :func:`mip_input`
 DRR (E_sty^sDRR, target)    ``-log`` transmitted fraction, ``(V, H, W)``    :func:`drr_input`
 radiograph (E_sty^sX, D_X)  [0, 1], ``(V, H, W)`` (``read_radiograph``)    :func:`xray_input`
+chain image (chain anchor)  [0, 1], ``(V, H, W)`` (``ct2x.imaging``)         :func:`display_input`
 projection images (P, B)    g/cm^2 x 3 and HU, ``(V, 4, H, W)``             :func:`projection_input`
 ==========================  ==============================================  ==========================
 
@@ -93,7 +94,13 @@ def drr_input(drr: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
 def xray_input(pixels: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
     """Radiographs ``(V, H, W)`` in [0, 1] (``ct2x.data.radiographs.read_radiograph``, bright =
     attenuating) -> ``(V, image_size, image_size)`` in [-1, 1]: E_sty^sX's and D_X's input."""
-    return _resize2d(pixels * 2.0 - 1.0, config.image_size)
+    return _resize2d(display_input(pixels), config.image_size)
+
+
+def display_input(pixels: torch.Tensor) -> torch.Tensor:
+    """Display images ``(..., H, W)`` in [0, 1] (a radiograph, the imaging chain's output) -> the networks'
+    scale [-1, 1], same shape (the inverse of :func:`output_image` on [-1, 1])."""
+    return pixels * 2.0 - 1.0
 
 
 def projection_input(projections: torch.Tensor, config: CT2XConfig) -> torch.Tensor:

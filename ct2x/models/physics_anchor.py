@@ -46,11 +46,16 @@ TONE_PIECES = 8
 
 def physics_base(projections: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
     """B: projection inputs ``(B, 4, S, S)`` (:func:`ct2x.models.inputs.projection_input`) -> the
-    noise-free DRR of each view ``(B, 1, S, S)`` float32 (``physics_spectrum``, from the area densities
-    of :func:`ct2x.models.inputs.projection_densities`), min-max scaled to [-1, 1]
+    noise-free DRR of each view ``(B, 1, S, S)`` float32 (:func:`area_base` of the area densities of
+    :func:`ct2x.models.inputs.projection_densities`)."""
+    return area_base(projection_densities(projections, config), config)
+
+
+def area_base(area: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
+    """B from area densities ``(B, 3, H, W)`` g/cm^2 at any detector size: the noise-free DRR of each view
+    ``(B, 1, H, W)`` float32 (``physics_spectrum``), min-max scaled to [-1, 1]
     (:func:`ct2x.models.inputs.scale_drr`, the scale of I_DRR)."""
-    area = projection_densities(projections, config)
-    return scale_drr(drr_from_area(area, spectrum=config.physics_spectrum))[:, None]
+    return scale_drr(drr_from_area(area.float(), spectrum=config.physics_spectrum))[:, None]
 
 
 class ToneCurve(nn.Module):
