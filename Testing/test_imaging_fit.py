@@ -15,7 +15,7 @@ from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
 from ct2x.imaging import PRESETS, ImagingParameters, simulate
 from ct2x.imaging.filters import gaussian_blur
-from ct2x.imaging.fit import band_energies, film_image, fit_style, histogram_distance
+from ct2x.imaging.fit import DOSE_FLOOR, band_energies, film_image, fit_style, histogram_distance
 from ct2x.imaging.parameters import BAND_SCALES_MM, RANGES
 
 BASE = PRESETS["mobile_carm_flat_panel"].parameters
@@ -88,6 +88,21 @@ def test_the_fit_recovers_known_parameters_from_an_image_the_chain_made(scene):
     np.testing.assert_allclose(levels(again), levels(target), rtol=0.15)
     assert np.abs(levels(unfitted) / levels(target) - 1).max() > 0.3  # the unfitted look is far off
     assert display_noise(area, BASE) < 0.5 * display_noise(area, SHARP)
+
+
+def test_more_noise_than_the_dose_floor_gives_is_fitted_as_structure_noise(scene):
+    """A target far noisier than the base's dose at half its exposure gives (a film's grain, a copy's): the dose
+    stops at DOSE_FLOOR of the base's and the detector's structure noise makes up the rest, so the display's
+    noise matches within 25 % where the floor's quantum noise alone stays well short of it."""
+    area, _ = scene
+    base = dataclasses.replace(BASE, mas=3.0)
+    grainy = dataclasses.replace(base, structure_noise=0.08)
+    target = simulate(area, VIEW, grainy, seed=2).image
+    fitted = fit_style(target, simulate(area, VIEW, base, seed=1), VIEW, base)
+    assert fitted.mas == pytest.approx(DOSE_FLOOR * base.mas) and fitted.structure_noise > 0.03
+    assert display_noise(area, fitted) == pytest.approx(display_noise(area, grainy), rel=0.25)
+    floor_only = dataclasses.replace(fitted, structure_noise=0.0)
+    assert display_noise(area, floor_only) < 0.7 * display_noise(area, grainy)
 
 
 def test_different_targets_give_different_fits(scene):

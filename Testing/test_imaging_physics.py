@@ -201,6 +201,28 @@ def test_noise_variance_is_inversely_proportional_to_dose():
     assert variance[0.05] / variance[0.2] == pytest.approx(4.0, rel=0.1)
 
 
+def test_structure_noise_is_the_same_in_the_log_at_every_dose_where_quantum_noise_is_not():
+    """The detector's gain pattern (structure_noise s) multiplies the signal, so in the log its variance is about
+    s^2 times the blurred texture's at any dose and thickness; the quantum noise's falls as 1 / dose. Two noise
+    draws differ in both, so half their difference's variance is the noise's."""
+    view = detector(128, 300.0, sid=880.0)
+
+    def log_noise(thickness: float, **changes: object) -> float:
+        area = slab(view, thickness)[0]
+        first, second = (simulate(area, view, chain(electronic_noise=0.0, **changes), seed=s).log for s in (1, 2))
+        return float((first - second)[16:112, 16:112].var()) / 2
+
+    quiet = {"mas": 1000.0}  # the quantum noise negligible beside 2 % structure
+    structured = [log_noise(t, structure_noise=0.02, **quiet) for t in (5.0, 25.0)]
+    assert structured[0] == pytest.approx(structured[1], rel=0.15)
+    assert structured[0] > 50 * log_noise(5.0, **quiet)
+    texture = float(detector_blur(torch.randn(1, 400, 400, generator=torch.Generator().manual_seed(0)),
+                                  [detector(400, 937.5, sid=880.0)], chain()).var())  # fmt: skip
+    assert structured[0] == pytest.approx(0.02**2 * texture, rel=0.2)
+    quantum = [log_noise(t, mas=0.1) for t in (5.0, 25.0)]
+    assert quantum[1] > 3 * quantum[0]
+
+
 def test_the_noise_power_spectrum_follows_the_detector_mtf_squared():
     """Quantum noise drawn before the detector blur has NPS(f) / NPS(low f) = MTF(f)^2 / MTF(low f)^2; here
     measured in annuli of the 2D periodogram of flat fields at the detector's own pixel pitch."""

@@ -14,6 +14,12 @@ flat field and the logarithm. Signals are in effective quanta per readout pixel.
   times ``sqrt(readout pixel area / pitch^2)`` (the elements binned into a readout pixel add up).
 * **Gain** (:func:`detector_gain`): an image intensifier's vignetting ``1 - v (r / R)^2`` (``R``: half the
   detector's smaller side), on the detected signal.
+* **Structure noise** (:func:`structure_texture`): a fixed pattern of the detector's gain, ``1 + s t`` with
+  ``t`` unit white noise blurred by the detector MTF and ``s`` = ``structure_noise``: a CR plate's phosphor
+  granularity, a flat panel's residual after gain calibration, a copy's grain. Its variance grows with the
+  signal squared (Dobbins 2000, Handbook of Medical Imaging vol. 1 ch. 3: the NPS's exposure-squared term;
+  Samei & Flynn 2002 measured it in CR), so in the log it is ``s^2`` times the texture's variance
+  everywhere, where the quantum noise's falls as 1 / quanta.
 * **Flat field and log** (:func:`flat_field`, :func:`log_image`): ``-log(signal / flat)``, the signal
   floored at one quantum (as the DRR's Poisson noise). A gain-calibrated detector's flat holds the beam's
   non-uniformity and the gain (the heel effect and vignetting divide out); an uncalibrated one's (CR, an
@@ -118,13 +124,23 @@ def electronic_noise_std(view: CArm, parameters: ImagingParameters) -> float:
 def detect(expected: torch.Tensor, views: Sequence[CArm], parameters: ImagingParameters,
            generator: torch.Generator) -> torch.Tensor:  # fmt: skip
     """The detector's signal ``(V, H, W)`` (quanta) from the expected quanta ``(V, H, W)`` reaching it:
-    focal-spot blur -> Poisson counts -> detector blur -> gain (vignetting) -> + electronic noise
-    (module docstring); the draws come from ``generator`` (on the images' device)."""
+    focal-spot blur -> Poisson counts -> detector blur -> gain (vignetting) -> + electronic noise -> x structure
+    noise (module docstring); the draws come from ``generator`` (on the images' device)."""
     counts = torch.poisson(focal_spot_blur(expected, views, parameters).clamp_min(0.0), generator=generator)
     signal = detector_blur(counts, views, parameters) * detector_gain(views, parameters, expected.device)
     noise = torch.randn(signal.shape, generator=generator, device=signal.device, dtype=signal.dtype)
     sigma = torch.tensor([electronic_noise_std(v, parameters) for v in views], device=signal.device)
-    return signal + noise * sigma[:, None, None]
+    signal = signal + noise * sigma[:, None, None]
+    if parameters.structure_noise > 0.0:  # drawn last, so a chain without it draws as it always did
+        white = torch.randn(signal.shape, generator=generator, device=signal.device, dtype=signal.dtype)
+        signal = signal * (1.0 + parameters.structure_noise * structure_texture(white, views, parameters))
+    return signal
+
+
+def structure_texture(white: torch.Tensor, views: Sequence[CArm], parameters: ImagingParameters) -> torch.Tensor:
+    """The detector's structure-noise pattern ``(V, H, W)`` (module docstring) from unit white noise ``white``
+    ``(V, H, W)``: blurred by the detector MTF, unitless (its gain is ``1 + structure_noise x`` this)."""
+    return detector_blur(white, views, parameters)
 
 
 @per_view

@@ -13,17 +13,19 @@ and noise make the chain's output of that CT look like the film. Each of :data:`
 2. **Tone** (``tone_points``): histogram matching. The display before the tone points is mapped through the
    film's quantiles at its own mid-rank cumulative distribution, sampled at :data:`TONE_POINTS` evenly spaced
    inputs: a monotone piecewise-linear curve after the base's window and sigmoid.
-3. **Noise** (``mas``, ``mtf_nyquist``; from stages only): in :data:`BLOCK_PX`-pixel blocks usable in both
-   images (exposed, unclipped mid-tones), the :data:`FLAT_SHARE` with the least structure in the output (its
-   variance less its noise's), the variance of the finest pyramid level and the correlation of neighbouring
-   pixels there (medians over the blocks): the output's of its noise alone, the film's of itself less the
-   output's structure (the same anatomy in the same look). The log's noise is modelled as the chain makes it:
+3. **Noise** (``mas``, ``mtf_nyquist``, ``structure_noise``; from stages only): in :data:`BLOCK_PX`-pixel blocks
+   usable in both images (exposed, unclipped mid-tones), the :data:`FLAT_SHARE` flattest in the film (least finest-level
+   variance: there a film's finest level is mostly its noise), the variance of the finest pyramid level and
+   the correlation of neighbouring pixels there (medians over the blocks): the film's of itself, the output's
+   of its noise alone (the same place in the same look). The log's noise is modelled as the chain makes it:
    Poisson quanta ``q`` blurred by the detector MTF plus white electronic noise ``e``, of variance
    ``(q v(MTF) + e^2 v(1)) / q^2`` and correlation ``(q v c(MTF) + e^2 v c(1)) / (q v(MTF) + e^2 v(1))``
    (``v``, ``c``: that level's variance and correlation of unit white noise so blurred, at the view's pixel
-   spacing), ``q`` the expected quanta in the blocks. The film's correlation less the output's picks the MTF
-   (on a grid over :data:`ct2x.imaging.parameters.RANGES`), the film's variance over the output's then gives
-   ``q``, hence the mAs (clipped to ``RANGES``).
+   spacing), ``q`` the expected quanta in the blocks, plus the structure noise ``s^2 v(MTF)``. The film's
+   correlation less the output's picks the MTF (on a grid over :data:`ct2x.imaging.parameters.RANGES`), the
+   film's variance over the output's then gives ``q``, hence the mAs, but no less than :data:`DOSE_FLOOR` of
+   the base's (nor above ``RANGES``); what that dose leaves unexplained is ``structure_noise`` (at most
+   :data:`STRUCTURE_LIMIT`).
 4. **Band gains** (``band_gains``): the gain at each Laplacian-pyramid level's scale (the console's own
    pyramid, placed by physical size) is multiplied by the root of the film's over the output's structure
    variance there (the level's variance less the noise's: the output's noise alone, for the film that scaled
@@ -73,6 +75,7 @@ from ct2x.imaging.detector import (
     electronic_noise_std,
     focal_spot_blur,
     log_image,
+    structure_texture,
 )
 from ct2x.imaging.filters import batch, fourier_filter
 from ct2x.imaging.parameters import RANGES, ImagingParameters, resolve
@@ -83,12 +86,10 @@ TONE_POINTS = 33
 ROUNDS = 4
 #: Side of the blocks the noise is measured in, pixels.
 BLOCK_PX = 16
-#: Share of the usable blocks, the flattest (least finest-level variance), the noise is measured in.
+#: Share of the usable blocks, the film's flattest (least finest-level variance), the noise is measured in.
 FLAT_SHARE = 0.2
 #: Blocks are usable between these quantiles of the blocks' mean grey (the mid-tones).
 MIDTONES = (0.02, 0.98)
-#: The film's noise is at least this share of its flat blocks' finest-level variance.
-NOISE_FLOOR = 0.1
 #: Fewest usable blocks a noise measure needs; with fewer the noise is kept.
 MIN_FLAT_BLOCKS = 4
 #: A block with a pixel within this of black or white is clipped (its noise is not seen) and not used.
@@ -108,6 +109,14 @@ SMOOTHNESS = 1e-2
 #: Side of the white-noise image the noise's statistics are computed on, pixels; the detector MTFs tried.
 NOISE_PX = 96
 MTF_GRID = tuple(float(m) for m in np.geomspace(*RANGES["mtf_nyquist"], 12))
+#: The fitted dose is at least this share of the base's (a deviation index of -3, half the target exposure:
+#: underexposed by the action levels of AAPM TG-116, after IEC 62494-1); more noise than that dose gives is
+#: the detector's structure noise.
+DOSE_FLOOR = 0.5
+#: The most structure noise the fit gives. A detector's own is about 1 % or less per element, and less binned
+#: into coarser readout pixels (:data:`ct2x.imaging.parameters.RANGES`); a film as users have it is a copy
+#: (resampled, compressed) whose grain at its pixel size is often a few times that.
+STRUCTURE_LIMIT = 0.1
 #: Seed of the fit's noise draws (the fit is deterministic).
 SEED = 0
 #: Histograms and quantiles use an even subsample of at most this many pixels.
@@ -129,7 +138,6 @@ class _Look:
         blocks: ``(2, V, R, C)``: each block's variance of the finest pyramid level and the covariance of its
             neighbouring pixels (:func:`_block_noise`).
         noise: the same of the images' noise alone, where it is known (the chain's output), else None.
-        structure: the same of the images less their noise (where it is known), else None.
     """
 
     variance: list[list[float]]
@@ -137,19 +145,18 @@ class _Look:
     usable: torch.Tensor
     blocks: torch.Tensor
     noise: torch.Tensor | None
-    structure: torch.Tensor | None
 
 
 @dataclass(frozen=True)
 class _Chain:
     """What a noise draw needs of :class:`ImagingStages`, ``(V, H, W)`` on the CPU: at the base's dose, the
-    expected quanta, the same blurred by the focal spot and the flat field; two fixed standard normal draws
-    (quantum, electronic); and the base."""
+    expected quanta, the same blurred by the focal spot and the flat field; three fixed standard normal draws
+    (quantum, electronic, structure); and the base."""
 
     expected: torch.Tensor
     blurred: torch.Tensor
     flat: torch.Tensor
-    draws: tuple[torch.Tensor, torch.Tensor]
+    draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     base: ImagingParameters
 
 
@@ -193,7 +200,7 @@ def _source(source: ImagingStages | torch.Tensor, views: CArm | Sequence[CArm], 
         log, views, field = _inputs(source.log, views, source.field if field is None else field)
         expected, flat = (x.detach().cpu().float().reshape(log.shape) for x in (source.expected, source.flat))
         generator = torch.Generator().manual_seed(SEED)
-        draws = (torch.randn(log.shape, generator=generator), torch.randn(log.shape, generator=generator))
+        draws = tuple(torch.randn(log.shape, generator=generator) for _ in range(3))
         blurred = focal_spot_blur(expected, views, base).clamp_min(0.0)
         return log, views, field, _Chain(expected, blurred, flat, draws, base)
     return (*_inputs(source, views, field), None)
@@ -295,13 +302,10 @@ def _look(images: torch.Tensor, views: list[CArm], exposed: torch.Tensor,
     count = (images.shape[-2] // BLOCK_PX, images.shape[-1] // BLOCK_PX)
     if min(count) == 0 or not all(pyramids):  # too small for blocks
         usable, blocks = torch.zeros(len(images), *count, dtype=torch.bool), torch.zeros(2, len(images), *count)
-        return _Look(variance, noise_variance, usable, blocks, None, None)
+        return _Look(variance, noise_variance, usable, blocks, None)
     usable, blocks = _usable_blocks(images, exposed), _block_noise([p[0][0, 0] for p in pyramids])
-    if noises is None:
-        return _Look(variance, noise_variance, usable, blocks, None, None)
-    alone = _block_noise([p[0][0, 0] for p in noises])
-    structure = _block_noise([p[0][0, 0] - n[0][0, 0] for p, n in zip(pyramids, noises, strict=True)])
-    return _Look(variance, noise_variance, usable, blocks, alone, structure)
+    alone = None if noises is None else _block_noise([p[0][0, 0] for p in noises])
+    return _Look(variance, noise_variance, usable, blocks, alone)
 
 
 def _level_variances(details: list[torch.Tensor], masks: list[torch.Tensor]) -> list[float]:
@@ -429,72 +433,82 @@ def _redrawn_log(chain: _Chain, views: list[CArm], parameters: ImagingParameters
     """The log images ``(V, H, W)`` the chain gives with ``parameters``' dose and detector, and the same with the
     noise's sign flipped: the stages of :func:`ct2x.imaging.detector.detect` on the expected quanta scaled by
     the dose, the Poisson counts drawn as their normal approximation ``q + sqrt(q) z`` of the fit's fixed draw
-    ``z`` (the same noise field each round, scaled: the rounds compare like with like)."""
+    ``z`` (the same noise field each round, scaled: the rounds compare like with like), the structure noise's
+    gain pattern to first order (``clean s t``)."""
     scale = parameters.mas / chain.base.mas
     gain = detector_gain(views, parameters)
     clean = detector_blur(chain.blurred * scale, views, parameters) * gain
     noise = detector_blur(torch.sqrt(chain.blurred * scale) * chain.draws[0], views, parameters) * gain
     electronic = torch.tensor([electronic_noise_std(view, parameters) for view in views])[:, None, None]
     noise = noise + chain.draws[1] * electronic
+    if parameters.structure_noise > 0.0:  # the gain pattern's part of the signal, to first order
+        noise = noise + clean * parameters.structure_noise * structure_texture(chain.draws[2], views, parameters)
     flat = chain.flat * scale
     return log_image(clean + noise, flat), log_image(clean - noise, flat)
 
 
 def _flat_noise(film: _Look, output: _Look) -> tuple[torch.Tensor, tuple[float, float], tuple[float, float]] | None:
-    """The noise of the film and of the chain's output in the output's flattest blocks: the chosen blocks
-    ``(N, 3)`` (view, row, column), and for the film, then the output, the noise's variance and neighbour
-    correlation in the finest pyramid level (medians over the blocks). The blocks are those usable in both
-    with the least structure in the output (its display less its noise: chosen so, neither image's noise is
-    biased by the choice); the film's noise is its variance and covariance less the output's structure's (the
-    same anatomy in the same look). None: too few blocks or no known noise."""
+    """The noise of the film and of the chain's output in the film's flattest blocks: the chosen blocks ``(N,
+    3)`` (view, row, column), and for the film, then the output, the noise's variance and neighbour correlation
+    in the finest pyramid level (medians over the blocks). The blocks are the :data:`FLAT_SHARE` of those usable
+    in both with the least finest-level variance in the film: where the film shows the least structure, its
+    finest level is mostly its noise (a film is another patient: its anatomy is not the output's, so the output's
+    structure cannot be subtracted from it). The output's noise is its noise alone (known) in the same blocks,
+    the same place in the same look. None: too few blocks or no known noise."""
     usable = film.usable & output.usable
     found = usable.nonzero()
-    if output.noise is None or output.structure is None or len(found) < MIN_FLAT_BLOCKS:
+    if output.noise is None or len(found) < MIN_FLAT_BLOCKS:
         return None
-    structure = output.structure
     keep = max(MIN_FLAT_BLOCKS, math.ceil(FLAT_SHARE * len(found)))
-    chosen = found[torch.argsort(structure[0][usable], stable=True)[:keep]]
+    chosen = found[torch.argsort(film.blocks[0][usable], stable=True)[:keep]]
     picked = (slice(None), *chosen.T)
-    film_noise = (film.blocks[picked] - structure[picked]).median(-1).values.tolist()
+    film_noise = film.blocks[picked].median(-1).values.tolist()
     noise = output.noise[picked].median(-1).values.tolist()
-    if noise[0] <= 0:
+    if noise[0] <= 0 or film_noise[0] <= 0:
         return None
-    variance = max(film_noise[0], NOISE_FLOOR * float(film.blocks[0][picked[1:]].median()))
-    correlation = float(np.clip(film_noise[1] / variance, -0.9, 0.9))
-    return chosen, (variance, correlation), (noise[0], noise[1] / noise[0])
+    correlation = float(np.clip(film_noise[1] / film_noise[0], -0.9, 0.9))
+    return chosen, (film_noise[0], correlation), (noise[0], noise[1] / noise[0])
 
 
 def _fit_noise(parameters: ImagingParameters, measured: tuple, log_noise_blocks: torch.Tensor, chain: _Chain,
                views: list[CArm], response: dict) -> tuple[ImagingParameters, float]:  # fmt: skip
-    """``parameters`` with the ``mtf_nyquist`` and ``mas`` that give the output the film's noise correlation and
-    amount in the flat blocks (``measured``: :func:`_flat_noise`; module docstring), and the factor the
-    output's noise variance changes by with them (the film's over the output's, unless the mAs hit its range).
-    ``log_noise_blocks``: :func:`_block_noise` of the output's log noise: the console's change of the noise's
-    correlation is the output's display's less its log's (both of the one draw, so the draw's own chance
-    correlation cancels)."""
+    """``parameters`` with the ``mtf_nyquist``, ``mas`` and ``structure_noise`` that give the output the film's
+    noise correlation and amount in the flat blocks (``measured``: :func:`_flat_noise`; module docstring), and
+    the factor the output's noise variance changes by with them (the film's over the output's, unless a range
+    stops it). The quanta explain the noise down to :data:`DOSE_FLOOR` of the base's dose; what is left is the
+    detector's structure noise. ``log_noise_blocks``: :func:`_block_noise` of the output's log noise: the
+    console's change of the noise's correlation is the output's display's less its log's (both of the one draw,
+    so the draw's own chance correlation cancels)."""
     chosen, wanted, have = measured
     picked = (slice(None), *chosen.T)
     log_variance, log_covariance = log_noise_blocks[picked].median(-1).values.tolist()
     count = (chain.expected.shape[-2] // BLOCK_PX, chain.expected.shape[-1] // BLOCK_PX)
     expected = torch.stack([_blocks(image, count).median(-1).values for image in chain.expected])
-    quanta = float(expected[tuple(chosen.T)].median()) * parameters.mas / chain.base.mas
+    per_mas = float(expected[tuple(chosen.T)].median()) / chain.base.mas
     electronic = electronic_noise_std(views[0], parameters) ** 2 * response[None][0]
 
-    def model(mtf: float, q: float) -> tuple[float, float]:
-        blurred = q * response[mtf][0]
-        correlation = (blurred * response[mtf][1] + electronic * response[None][1]) / (blurred + electronic)
-        return (blurred + electronic) / q**2, correlation
+    def model(mtf: float, q: float, structure: float) -> tuple[float, float]:
+        blurred = response[mtf][0] * (1.0 / q + structure**2)
+        correlation = (blurred * response[mtf][1] + electronic * response[None][1] / q**2) / (
+            blurred + electronic / q**2
+        )
+        return blurred + electronic / q**2, correlation
 
-    variance = model(parameters.mtf_nyquist, quanta)[0]
+    variance = model(parameters.mtf_nyquist, per_mas * parameters.mas, parameters.structure_noise)[0]
     amount = max(variance * wanted[0] / have[0], 1e-12 * variance)  # a noiseless film: the most dose
     grain = wanted[1] - (have[1] - log_covariance / max(log_variance, 1e-30))
-    best = (math.inf, parameters.mtf_nyquist, quanta)
+    low = per_mas * max(RANGES["mas"][0], DOSE_FLOOR * chain.base.mas)
+    high = per_mas * RANGES["mas"][1]
+    best = (math.inf, parameters.mtf_nyquist, per_mas * parameters.mas, parameters.structure_noise)
     for mtf in MTF_GRID:  # q with the wanted variance: amount q^2 - v q - electronic = 0
         q = (response[mtf][0] + math.sqrt(response[mtf][0] ** 2 + 4 * amount * electronic)) / (2 * amount)
-        best = min(best, (abs(model(mtf, q)[1] - grain), mtf, q))
-    mas = float(np.clip(parameters.mas * best[2] / quanta, *RANGES["mas"]))
-    change = model(best[1], quanta * mas / parameters.mas)[0] / variance
-    return dataclasses.replace(parameters, mas=mas, mtf_nyquist=best[1]), change
+        q = min(max(q, low), high)
+        left = amount - model(mtf, q, 0.0)[0]
+        structure = min(math.sqrt(max(left, 0.0) / response[mtf][0]), STRUCTURE_LIMIT)
+        best = min(best, (abs(model(mtf, q, structure)[1] - grain), mtf, q, structure))
+    _, mtf, q, structure = best
+    change = model(mtf, q, structure)[0] / variance
+    return dataclasses.replace(parameters, mas=q / per_mas, mtf_nyquist=mtf, structure_noise=structure), change
 
 
 def fit_style(film: np.ndarray | torch.Tensor, source: ImagingStages | torch.Tensor, views: CArm | Sequence[CArm],

@@ -115,6 +115,9 @@ class ImagingParameters:
         mtf_nyquist: the detector's MTF at that Nyquist frequency.
         efficiency: quantum detection efficiency, the DQE(0)-like fraction of the photons that count.
         electronic_noise: additive electronic noise of one detector element, standard deviation in quanta.
+        structure_noise: the relative standard deviation of the detector's fixed gain pattern per readout
+            pixel before the detector blur (CR granularity, a flat panel's residual; 0: none): noise whose
+            variance grows with the signal squared (:mod:`ct2x.imaging.detector`).
         gain_calibrated: the flat field divides out the beam's non-uniformity (flat panels; not CR or an II).
         vignetting: fractional brightness loss at the field's edge (image intensifiers), 0-0.5.
     Console (processing of the log image):
@@ -147,6 +150,7 @@ class ImagingParameters:
     mtf_nyquist: float = 0.2
     efficiency: float = 0.65
     electronic_noise: float = 2.0
+    structure_noise: float = 0.0
     gain_calibrated: bool = True
     vignetting: float = 0.0
     band_gains: tuple[float, ...] = (1.6, 1.9, 1.8, 1.4, 1.1, 1.0)
@@ -195,6 +199,7 @@ class ImagingParameters:
             "mtf_nyquist": _real("mtf_nyquist", self.mtf_nyquist, 0.0, 1.0, "", open_low=True),
             "efficiency": _real("efficiency", self.efficiency, 0.0, 1.0, "", open_low=True),
             "electronic_noise": _real("electronic_noise", self.electronic_noise, 0.0, 1e6, "quanta"),
+            "structure_noise": _real("structure_noise", self.structure_noise, 0.0, 0.5, ""),
             "gain_calibrated": _flag("gain_calibrated", self.gain_calibrated),
             "vignetting": _real("vignetting", self.vignetting, 0.0, 0.5, ""),
         }
@@ -382,7 +387,8 @@ RANGES: dict[str, tuple] = {
     "anode_side": ANODE_SIDES, "focal_spot_mm": (0.3, 1.3), "collimation": (0.0, 0.12),
     "scatter_scale": (0.7, 1.3), "grid_primary_transmission": (0.6, 0.8), "grid_scatter_transmission": (0.05, 0.2),
     "pixel_pitch_mm": (0.1, 0.3), "mtf_nyquist": (0.08, 0.45), "efficiency": (0.25, 0.75),
-    "electronic_noise": (0.5, 10.0), "vignetting": (0.0, 0.3), "fine_band_gains": (1.0, 2.5),
+    "electronic_noise": (0.5, 10.0), "structure_noise": (0.0, 0.02), "vignetting": (0.0, 0.3),
+    "fine_band_gains": (1.0, 2.5),
     "coarse_band_gains": (0.8, 1.6), "residual_gain": (0.3, 1.0), "compression": (0.5, 1.0),
     "compression_scale": (0.03, 0.3), "unsharp_amount": (0.0, 1.5), "unsharp_radius_mm": (0.5, 3.0),
     "window_low": (0.0, 2.0), "window_high": (98.0, 100.0), "tone_contrast": (0.0, 8.0), "bits": (8, 10, 12, 14),
@@ -438,4 +444,5 @@ def randomised(seed: int) -> ImagingParameters:
         unsharp_radius_mm=uniform("unsharp_radius_mm"),
         window_percentiles=(uniform("window_low"), uniform("window_high")), tone_contrast=uniform("tone_contrast"),
         bits=int(pick("bits")), marker=pick("marker"), marker_corner=pick("marker_corner"),
+        structure_noise=uniform("structure_noise"),
     )  # fmt: skip
