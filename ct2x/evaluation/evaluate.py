@@ -517,7 +517,7 @@ def _summary(
         "scored_region": scores.region,
         "imaging_chain": {
             "preset": CHAIN_PRESET,
-            "fitted": ["tone_points", "band_gains", "mas", "mtf_nyquist"],
+            "fitted": ["tone_points", "band_gains", "mas", "mtf_nyquist", "structure_noise"],
             "fit": "per CT and style reference, pooled over the CT's views; the scale sweep with the first style's",
         },
         "style_references": [str(p.relative_to(inputs.xray)) for p in inputs.references],
