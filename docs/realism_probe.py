@@ -1,0 +1,76 @@
+"""What moves a row's realism: the saved images of one row of a ``ct2x evaluate`` report, post-processed in a
+few ways (blur, sharpening, more grain, detail and coarse contrast) and split by view, scored like the report
+(FID, KID, C2ST of InceptionV3 features on the scored region, against the report's real set read the same way).
+
+Usage: python docs/realism_probe.py REPORT [--row "Imaging chain (fitted style)"]
+(run from where the report's real-set folder is found, as ``ct2x evaluate`` was).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ct2x.data.radiographs import find_radiographs, read_radiographs
+from ct2x.evaluation.inception import InceptionFeatures
+from ct2x.evaluation.methods import RealismMetrics, inception_features
+from ct2x.imaging.filters import gaussian_blur
+
+#: Seed of the added grain.
+SEED = 0
+
+
+def variants(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The row's images ``(N, 1, H, W)`` in [0, 1] and the post-processed versions tried."""
+    coarse = gaussian_blur(images, (3.0, 3.0))
+    grain = torch.randn(images.shape, generator=torch.Generator().manual_seed(SEED))
+    return {
+        "as saved": images,
+        "blurred (Gaussian 0.7 px)": gaussian_blur(images, (0.7, 0.7)),
+        "sharpened (x + (x - G_1.5 x))": 2 * images - gaussian_blur(images, (1.5, 1.5)),
+        "more grain (+ white noise, sd 0.015)": images + 0.015 * grain,
+        "details x 1.5 (below 3 px)": coarse + 1.5 * (images - coarse),
+        "coarse contrast halved (above 3 px)": images - 0.5 * (coarse - coarse.mean((-2, -1), keepdim=True)),
+    }
+
+
+def main() -> None:
+    """Score the variants and the view subsets; print one table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--row", default="Imaging chain (fitted style)")
+    args = parser.parse_args()
+    metrics = json.loads((args.report / "metrics.json").read_text(encoding="utf-8"))
+    crop = metrics["scored_region"]["crop"]
+    rows, columns = slice(crop["top"], crop["bottom"]), slice(crop["left"], crop["right"])
+    real_rows = slice(*metrics["scored_region"]["real_crop"]["rows"])
+    real_columns = slice(*metrics["scored_region"]["real_crop"]["columns"])
+    films = find_radiographs(metrics["radiographs"]["folder"]).paths
+    real = read_radiographs(films, 256, crop=metrics["radiographs"]["crop"])[..., real_rows, real_columns]
+    network = InceptionFeatures()
+    scores = RealismMetrics(inception_features(network, real), None, seed=0)
+    paths = json.loads((args.report / "images" / "index.json").read_text(encoding="utf-8"))["methods"][args.row]
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(args.report / p), np.float32) / 255)[None]
+                          for p in paths])  # fmt: skip
+    views, styles = len(metrics["views"]), len(metrics["style_references"])
+    per_view = images.reshape(-1, views, styles, *images.shape[1:])
+    names = [view["label"] for view in metrics["views"]]
+    frontal = [k for k, name in enumerate(names) if any(t in name for t in ("LAO 0", "RAO 30", "LAO 30"))]
+    tried = {**variants(images), **{
+        f"views {', '.join(names[k] for k in frontal)} only": per_view[:, frontal].reshape(-1, *images.shape[1:]),
+        "the other views only": per_view[:, [k for k in range(views) if k not in frontal]].reshape(
+            -1, *images.shape[1:]),
+    }}  # fmt: skip
+    print(f"| {args.row} | FID | KID | C2ST AUC | images |\n|---|---|---|---|---|")
+    for name, tried_images in tried.items():
+        scored = scores.score(inception_features(network, tried_images.clamp(0, 1)[..., rows, columns]))
+        print(f"| {name} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {scored.images} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
