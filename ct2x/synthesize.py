@@ -197,9 +197,8 @@ def view_inputs(model: CT2XGAN, prepared: PreparedCT, carms: Sequence[CArm]) -> 
         full_mip = mip(prepared.ct, at_model, step=config.drr_step)[:, None].to(device)
         projections = projection_input(torch.cat([F.adaptive_avg_pool2d(area, size), full_mip], dim=1), config)
     volume = prepared.volume[None].expand(len(carms), -1, -1, -1, -1)
-    content = model.view_content(volume, poses, mips, projections)
-    if content.base is not None:
-        content = dataclasses.replace(content, base=area_base(area, config))
+    base = area_base(area, config) if model.tone_curve is not None else None
+    content = model.view_content(volume, poses, mips, projections, base)
     return ViewInputs(content, area)
 
 

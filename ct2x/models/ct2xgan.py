@@ -135,17 +135,31 @@ class CT2XGAN(nn.Module):
         return [p for name, p in self.named_parameters() if not is_discriminator_key(name)]
 
     def view_content(
-        self, volume: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor, projections: torch.Tensor | None = None
+        self,
+        volume: torch.Tensor,
+        pose: torch.Tensor,
+        mip: torch.Tensor,
+        projections: torch.Tensor | None = None,
+        base: torch.Tensor | None = None,
     ) -> ViewContent:
         """What the CT gives G at each view: V ``(B,1,D,D,D)``, p ``(B,25)``, the PAM's MIP
         ``(B,1,h,w)`` and, with the projection path, the projection images ``(B,4,S,S)``
-        (:func:`ct2x.models.inputs.projection_input`)."""
-        return self._view_content(self.ct_encoder(volume), pose, mip, projections)
+        (:func:`ct2x.models.inputs.projection_input`). With the physics anchor, ``base`` is B made by the
+        caller (``(B, 1, H, W)``, e.g. at the output's pixels); left out, B is made from the projections."""
+        return self._view_content(self.ct_encoder(volume), pose, mip, projections, base)
 
     def _view_content(
-        self, f_c_ct: torch.Tensor, pose: torch.Tensor, mip: torch.Tensor, projections: torch.Tensor | None
+        self,
+        f_c_ct: torch.Tensor,
+        pose: torch.Tensor,
+        mip: torch.Tensor,
+        projections: torch.Tensor | None,
+        base: torch.Tensor | None = None,
     ) -> ViewContent:
-        base = physics_base(projections, self.config) if self.tone_curve is not None else None
+        if self.tone_curve is None:
+            base = None
+        elif base is None:
+            base = physics_base(projections, self.config)
         return ViewContent(self._content(f_c_ct, pose, mip), self._projection_features(projections), base)
 
     def render(self, content: ViewContent, style: torch.Tensor) -> torch.Tensor:
