@@ -191,6 +191,16 @@ def test_decompression_bomb_style_is_aone_line_error(side: int, ct_file: Path, t
     assert not out.exists()
 
 
+def test_synthesize_without_model_uses_the_bundled_one(ct_file: Path, tmp_path: Path, capsys) -> None:
+    """--model may be left out: the bundled model is used (its stored styles are the ones listed)."""
+    from ct2x.checkpoint import load_style_codes
+
+    stored = ", ".join(sorted(load_style_codes(bundled_model())))
+    argv = ["synthesize", str(ct_file), "--model-style", "no-such-style", "--device", "cpu"]
+    err = one_line_error([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert f"{bundled_model().name} stores no style named 'no-such-style' (stored styles: {stored})" in err, err
+
+
 def test_folder_scan_reports_and_skips_a_bomb(tmp_path: Path) -> None:
     _bomb_png(tmp_path / "bomb.png", 20000, 20000)
     for name in ("a.png", "b.png"):

@@ -92,7 +92,7 @@ def test_the_defaults_agree_across_verbs_and_panels() -> None:
     assert (
         PrepareSettings().angles
         == DRROptions.angles
-        == SynthesizeOptions(Path("c"), Path("m"), Path("o"), drr_style=True).primaries
+        == SynthesizeOptions(Path("c"), Path("o"), Path("m"), drr_style=True).primaries
         == DEFAULT_ANGLES
     )
     assert commands.DEFAULT_CONFIG == DEFAULT_PRESET
@@ -129,9 +129,9 @@ def test_the_jobs_take_their_options_from_here():
         (lambda: DRROptions(Path("c"), step=0.0), "--step"),
         (lambda: DRROptions(Path("c"), detector_size=(16, 16, 16)), "--size"),
         (lambda: DRROptions(Path("c"), angles=()), "--angles"),
-        (lambda: SynthesizeOptions(Path("c"), Path("m"), Path("o")), "one style"),
-        (lambda: SynthesizeOptions(Path("c"), Path("m"), Path("o"), drr_style=True, model_style="a"), "one style"),
-        (lambda: SynthesizeOptions(Path("c"), Path("m"), Path("o"), drr_style=True, format="png,gif"), "--format"),
+        (lambda: SynthesizeOptions(Path("c"), Path("o"), Path("m")), "one style"),
+        (lambda: SynthesizeOptions(Path("c"), Path("o"), Path("m"), drr_style=True, model_style="a"), "one style"),
+        (lambda: SynthesizeOptions(Path("c"), Path("o"), Path("m"), drr_style=True, format="png,gif"), "--format"),
         (lambda: EvaluationSettings(styles=1), "--styles"),
         (lambda: EvaluationSettings(real_crop=1.5), "--real-crop"),
         (lambda: EvaluationSettings(batch_size=0), "batch_size"),

@@ -408,7 +408,7 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class SynthesizeOptions:
-    """``ct2x synthesize``: X-rays of one CT with a trained model, in one style.
+    """``ct2x synthesize``: X-rays of one CT with a trained model (``None``: the bundled one), in one style.
 
     The style is one of ``style`` (a radiograph file), ``drr_style`` (the DRR style of the CT's own DRR at each
     view) and ``model_style`` (a style stored with the model). ``angles``, ``secondary``, ``sdd`` and ``sid``
@@ -416,8 +416,11 @@ class SynthesizeOptions:
     """
 
     ct: Path = field(metadata=_help(_CT_HELP))
-    model: Path = field(metadata=_help("trained model: .safetensors with its .json card"))
     out: Path = field(metadata=_help("output folder (must not exist, unless --overwrite)"))
+    model: Path | None = field(
+        default=None,
+        metadata=_help("trained model: .safetensors with its .json card (default: the model bundled with ct2x)"),
+    )
     style: Path | None = field(default=None, metadata=_help("style reference radiograph (PNG, JPEG, DICOM)"))
     drr_style: bool = field(default=False, metadata=_help("use the DRR style of the CT's own DRR at each view"))
     model_style: str | None = field(

@@ -73,16 +73,18 @@ def run(args: argparse.Namespace) -> None:
 def _synthesize_into(options: SynthesizeOptions, out) -> None:  # noqa: ANN001 (OutputFiles)
     from ct2x.checkpoint import load_model
     from ct2x.device import torch_device
+    from ct2x.samples import bundled_model
     from ct2x.volume import read_ct
 
     device = torch_device(options.device)
     geometry = _synthesis_geometry(options)
-    model, card = load_model(options.model, device)
+    path = options.model if options.model is not None else bundled_model()
+    model, card = load_model(path, device)
     ct = read_ct(options.ct, series_uid=options.series)
     if options.drr_style:
         style, style_name = {"drr_style": True}, "DRR style"
     elif options.model_style is not None:
-        code = model_style(options.model, options.model_style)
+        code = model_style(path, options.model_style)
         style, style_name = {"style_code": code}, f"style {options.model_style}"
     else:
         style, style_name = {"style": options.style}, f"style {options.style.name}"
