@@ -300,6 +300,31 @@ def test_a_render_above_the_free_memory_is_warned_with_the_estimate(ct_file: Pat
         render_drr(body_phantom(size=24, spacing=5.0), _view((0.0, 0.0, 0.0), 16), step=1.0)
 
 
+def test_the_imaging_chain_counts_in_the_memory_estimate(ct_file: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A machine that holds the march of a view but not the chain's images on top of it refuses ``ct2x drr``
+    through the chain up front, naming the chain's whole need, and so does ``render_radiographs`` (the Slicer
+    module's chain); the raw DRR of the same view still fits."""
+    from ct2x.drr.render import check_render_memory, render_memory_bytes
+    from ct2x.imaging import PRESETS
+    from ct2x.imaging.render import chain_geometry, render_radiographs
+    from ct2x.volume import read_ct
+
+    ct = read_ct(ct_file)
+    carms = views([0.0], [0.0], **chain_geometry("chest_dr_pa", detector_size=(512,)), isocenter=tuple(ct.center_lps))
+    spectrum = PRESETS["chest_dr_pa"].parameters.spectrum
+    march, chain = (render_memory_bytes(ct, carms, spectrum, imaging=imaging) for imaging in (False, True))
+    assert chain > march * 1.5  # the chain more than doubles the 512^2 view's working memory
+    monkeypatch.setattr("ct2x.memory.system_memory", lambda: ((march + chain) // 2, (march + chain) // 2))
+    check_render_memory(ct, carms, spectrum=spectrum, backend="numba")  # the march alone fits
+    out = tmp_path / "out"
+    argv = ["drr", str(ct_file), "--imaging", "chest_dr_pa", "--size", "512", "--angles", "0", "--backend", "numba"]
+    err = one_line_error([*argv, "--out", str(out)], capsys)
+    assert "512 x 512 pixels" in err and f"needs about {chain / 1e9:.1f}" in err, err
+    assert not out.exists()
+    with pytest.raises(CT2XError, match=f"needs about {chain / 1e9:.1f} GB"):  # the Slicer module's path
+        render_radiographs(ct, carms, "chest_dr_pa", step=1.0, backend="numba")
+
+
 # --------------------------------------------------------------------------------- empty DRRs
 
 

@@ -388,7 +388,9 @@ def _synthesize(
     prepared = prepare_ct(model, ct)
     config = model.config
     fix = "read the detector out at fewer pixels (--size, or the panel's detector pixels) or give fewer views"
-    check_render_memory(prepared.ct, carms[:batch_size], device=prepared.volume.device, fix=fix)
+    check_render_memory(
+        prepared.ct, carms[:batch_size], device=prepared.volume.device, fix=fix, imaging=config.chain_anchor
+    )
     chain = _ChainBases(config, prepared) if config.chain_anchor else None
     views = []
     for first in range(0, len(carms), batch_size):

@@ -144,7 +144,8 @@ def _views(options: DRROptions, volume, spectrum: str, device) -> list:  # noqa:
         preset, sdd=options.sdd, sid=options.sid, detector_size=options.detector_size, pixel_mm=options.pixel_mm
     )
     carms = views(options.angles, options.secondary, **chain, isocenter=isocenter)
-    check_render_memory(volume, carms, spectrum=spectrum, device=device, backend=options.backend)
+    imaging = options.imaging != IMAGING_RAW
+    check_render_memory(volume, carms, spectrum=spectrum, device=device, backend=options.backend, imaging=imaging)
     (rows, columns), (row_mm, column_mm) = chain["detector_shape"], chain["pixel_spacing"]
     flags = f"--size {rows} x {columns} / --pixel {row_mm:g} x {column_mm:g} mm"
     check_detector(chain["detector_shape"], chain["pixel_spacing"], flags)  # after the memory check (--size 100000)
@@ -190,7 +191,9 @@ def _renderer(options: DRROptions, volume, parameters, spectrum: str, device, fi
         parameters = fitted_look(prepared, first, options.style, parameters, device=device, backend=options.backend)
 
     def render(carm, index: int):  # noqa: ANN001, ANN202
-        return render_radiographs(prepared, [carm], parameters, step=options.step, seed=options.seed + index)[0].numpy()
+        return render_radiographs(
+            prepared, [carm], parameters, step=options.step, seed=options.seed + index, check_memory=False
+        )[0].numpy()  # memory checked for all views
 
     return render, parameters
 

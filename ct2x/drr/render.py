@@ -39,6 +39,10 @@ _MM_PER_CM = 10.0
 BYTES_PER_RAY = 200
 BYTES_PER_PIXEL_ENERGY = 8
 BYTES_PER_VOXEL = {"numba": 9, "torch": 36}
+#: What the imaging chain (``ct2x.imaging``: scatter, blur, noise, processing, on all views at once) adds per
+#: detector pixel on top of the march: about 520-570 B measured (peak resident memory, one chest DR view of
+#: 1024^2 and 2048^2 on the CPU), rounded up.
+BYTES_PER_CHAIN_PIXEL = 600
 
 #: A view in which no ray crosses this much tissue (soft tissue and bone, g/cm^2: 0.1 mm of water) is
 #: empty: the rays miss the CT or cross only air.
@@ -47,14 +51,16 @@ EMPTY_AREA_DENSITY = 0.01
 
 def render_memory_bytes(
     volume: CTVolume, views: Sequence[CArm], spectrum: str = "60KV_AL35", marcher: str = "numba",
-    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES, imaging: bool = False,
 ) -> int:  # fmt: skip
     """Estimated peak working memory (bytes) of :func:`render_drr` for ``views`` of ``volume``
-    (host memory; the CT's own array is not counted), before anything is allocated."""
+    (host memory; the CT's own array is not counted), before anything is allocated; with ``imaging``, of the
+    imaging chain's radiographs of them (:data:`BYTES_PER_CHAIN_PIXEL` more per pixel)."""
     rays = sum(int(np.prod(v.detector_shape)) for v in views)
     largest_view = max(int(np.prod(v.detector_shape)) for v in views)
     energies = len(get_spectrum(spectrum).energies_kev)
-    need = BYTES_PER_RAY * rays + BYTES_PER_PIXEL_ENERGY * energies * largest_view
+    need = (BYTES_PER_RAY + (BYTES_PER_CHAIN_PIXEL if imaging else 0)) * rays
+    need += BYTES_PER_PIXEL_ENERGY * energies * largest_view
     need += BYTES_PER_VOXEL.get(marcher, BYTES_PER_VOXEL["torch"]) * int(np.prod(volume.array.shape))
     return need + (memory_bytes if marcher == "torch" else 0)
 
@@ -62,14 +68,15 @@ def render_memory_bytes(
 def check_render_memory(
     volume: CTVolume, views: CArm | Sequence[CArm], *, spectrum: str = "60KV_AL35",
     device: str | torch.device = "cpu", backend: Backend = "auto", memory_bytes: int = DEFAULT_MEMORY_BYTES,
-    fix: str = "use a smaller detector (ct2x drr --size) or resample the CT coarser",
+    fix: str = "use a smaller detector (ct2x drr --size) or resample the CT coarser", imaging: bool = False,
 ) -> None:  # fmt: skip
     """Refuse a render that cannot fit in this machine's memory, warn about one that needs more than is
-    free now (:func:`ct2x.memory.check_memory`, with the estimate of :func:`render_memory_bytes`);
-    ``fix`` is the advice of the message (how the caller's user needs less)."""
+    free now (:func:`ct2x.memory.check_memory`, with the estimate of :func:`render_memory_bytes`; ``imaging``:
+    the views go through the imaging chain); ``fix`` is the advice of the message (how the caller's user
+    needs less)."""
     views = _views(views)
     marcher = resolve_backend(backend if backend in MARCHERS else "auto", torch_device(device))
-    need = render_memory_bytes(volume, views, spectrum, marcher, memory_bytes)
+    need = render_memory_bytes(volume, views, spectrum, marcher, memory_bytes, imaging)
     rows, columns = views[0].detector_shape
     i, j, k = volume.shape_ijk
     what = f"rendering {len(views)} view(s) of {rows} x {columns} pixels of a {i} x {j} x {k} CT"

@@ -15,6 +15,7 @@ import torch
 from ct2x.device import torch_device
 from ct2x.drr import Materials, area_densities
 from ct2x.drr.projector import MARCHERS
+from ct2x.drr.render import check_render_memory
 from ct2x.errors import CT2XError
 from ct2x.geometry import DEFAULT_DETECTOR_PIXELS, DEFAULT_PIXEL_MM, DEFAULT_SDD_MM, DEFAULT_SID_MM, CArm
 from ct2x.imaging.chain import radiograph
@@ -31,6 +32,7 @@ def render_radiographs(
     device: str | torch.device | None = None,
     backend: str = "auto",
     seed: int | None = None,
+    check_memory: bool = True,
 ) -> torch.Tensor:
     """Display radiographs of ``volume`` at ``carms`` through the imaging chain.
 
@@ -45,6 +47,8 @@ def render_radiographs(
         backend: the ray marcher, ``"numba"``, ``"torch"`` or ``"auto"`` (DeepDRR renders DRRs only: it gives
             no area densities).
         seed: makes the noise reproducible on one device; ``None`` draws fresh noise.
+        check_memory: first refuse views whose march and chain cannot fit in memory, warn about ones that need
+            more than is free (:func:`ct2x.drr.render.check_render_memory`; off when the caller checked already).
 
     Returns:
         ``(V, H, W)`` float32 on the CPU, display values in [0, 1], bright = attenuating.
@@ -56,6 +60,11 @@ def render_radiographs(
         )
     parameters = resolve(parameters)  # an unknown preset fails before the march
     views = [carms] if isinstance(carms, CArm) else list(carms)
+    if check_memory:
+        ct, marcher = (volume.volume, volume.marcher) if isinstance(volume, Materials) else (volume, backend)
+        check_render_memory(
+            ct, views, spectrum=parameters.spectrum, device=torch_device(device), backend=marcher, imaging=True
+        )
     area = area_densities(volume, views, step=step, device=torch_device(device), backend=backend)
     return radiograph(area, views, parameters, seed=seed).float().cpu()
 
