@@ -209,6 +209,8 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     assert drr["geometry"]["unseen"]["edge_ncc_blurred"] == pytest.approx(1.0) and "blurred ↑" in report
     styled = rows[STYLED_ROW]  # a monotone remapping of the DRR: the geometry stays, the histogram follows the style
     assert styled["geometry"]["seen"]["edge_ncc"] > 0.6 and styled["style"]["histogram_tv"] > 0.05
+    untoned = styled["geometry"]["seen"]["edge_ncc_untoned"]  # with the tone curve undone: the DRR's edges
+    assert untoned > 0.97 and untoned >= styled["geometry"]["seen"]["edge_ncc_blurred"] and "untoned ↑" in report
     chain = rows[CHAIN_ROW]  # the physics through a fitted imaging chain: the CT's anatomy, the references' looks
     assert chain["content"]["sensitivity"] > 0.1 and chain["style"]["histogram_tv"] > 0.05
     assert "drr_reconstruction" not in chain and len(chain["scale"]["per_sid"]) == 9
@@ -216,6 +218,7 @@ def test_evaluate_writes_every_row_measure_and_figure(inputs: dict[str, Path], t
     untrained = rows[UNTRAINED_ROW]  # random weights: no agreement with the CT, whatever the style
     assert untrained["geometry"]["seen"]["edge_ncc"] < 0.3 and abs(untrained["content"]["sensitivity"]) < 0.1
     assert untrained["geometry"]["seen"]["edge_ncc_blurred"] < 0.5  # a blur does not make up anatomy
+    assert untrained["geometry"]["seen"]["edge_ncc_untoned"] < 0.5  # nor does a tone curve
     assert untrained["realism"] != rows["CT2X-GAN"]["realism"]  # another initialisation than the model's
     assert metrics["style_references"] == ["0.png", "2.png"]
     index = json.loads((out / "images" / "index.json").read_text(encoding="utf-8"))["methods"]

@@ -21,6 +21,7 @@ from ct2x.evaluation.measures import (
     magnification,
     style_spread,
     styled_drr,
+    untoned_edge_ncc,
 )
 from ct2x.evaluation.methods import EvaluationView, MethodImages, drr_images, view_measures
 from ct2x.geometry import CArm
@@ -126,6 +127,20 @@ def test_blurred_edge_ncc_sees_the_anatomy_through_noise(drrs: np.ndarray) -> No
     assert blurred_edge_ncc(image, 0.5 * image + 0.3) == pytest.approx(1.0, abs=1e-6)
     assert blurred_edge_ncc(noisy, image) > edge_ncc(noisy, image) + 0.1
     assert blurred_edge_ncc(drrs[1, 0], image) < blurred_edge_ncc(noisy, image) - 0.1
+
+
+def test_untoned_edge_ncc_takes_out_a_tone_curve_and_nothing_else(drrs: np.ndarray) -> None:
+    """A steep, uneven monotone tone curve (a film's) scales each edge by its slope: the blurred edge NCC drops
+    although no edge moved; with the tone undone the edges agree again. Another view's anatomy, or the image
+    with its grey levels shuffled, still does not agree."""
+    image = drrs[0, 0]
+    toned = np.where(image < 0.5, 0.2 * image, 0.1 + 1.8 * (image - 0.5)) ** 0.5  # monotone, slopes far apart
+    assert blurred_edge_ncc(toned, image) < 0.95
+    assert untoned_edge_ncc(toned, image) > 0.99
+    assert untoned_edge_ncc(toned, image) > blurred_edge_ncc(toned, image) + 0.03
+    assert untoned_edge_ncc(drrs[1, 0], image) < 0.9
+    shuffled = np.random.default_rng(0).permutation(image.ravel()).reshape(image.shape)
+    assert untoned_edge_ncc(shuffled, image) < 0.5
 
 
 def test_c2st_is_chance_for_one_distribution_and_certain_for_two() -> None:

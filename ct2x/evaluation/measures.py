@@ -9,7 +9,9 @@ detector (same pixel grid), so all distances are in pixels and scale factors are
   style have similar edge maps; :func:`edge_ncc` is the normalised cross-correlation of two
   edge maps (1: the same edges, 0: unrelated); :func:`blurred_edge_ncc` the same after a Gaussian blur of
   :data:`EDGE_BLUR_PX` pixels of both images, so that noise and grain (a radiograph's, not the anatomy's)
-  do not dominate the edge maps.
+  do not dominate the edge maps; :func:`untoned_edge_ncc` the blurred one after the image's grey levels are
+  mapped onto the reference's histogram, so that a style's tone curve (a monotone map that moves no edge but
+  scales each edge by its slope) does not count as lost anatomy either.
 * :func:`content_sensitivity`: how much more an image agrees with the DRR of *its own* CT than
   with the DRRs of other CTs at the same view; about 0 for an image that ignores the CT.
 * :func:`magnification`: the scale ``s`` about the detector centre that best maps a reference
@@ -74,6 +76,16 @@ def blurred_edge_ncc(a: np.ndarray, b: np.ndarray, sigma_px: float = EDGE_BLUR_P
 
     blur = [gaussian_filter(np.asarray(x, np.float64), sigma_px, mode="reflect") for x in (a, b)]
     return edge_ncc(*blur)
+
+
+def untoned_edge_ncc(image: np.ndarray, reference: np.ndarray, sigma_px: float = EDGE_BLUR_PX) -> float:
+    """:func:`blurred_edge_ncc` of ``image`` with its grey levels first mapped onto ``reference``'s histogram
+    (scikit-image ``match_histograms``: monotone, the pixels' order kept) and ``reference``: the agreement of
+    the anatomy's edges with a style's tone curve taken out."""
+    from skimage.exposure import match_histograms
+
+    matched = match_histograms(np.asarray(image, np.float64), np.asarray(reference, np.float64))
+    return blurred_edge_ncc(matched, reference, sigma_px)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -88,6 +88,9 @@ FILM_ROWS = (FLOOR_ROW, OTHER_COLLECTION_ROW)
 #: The imaging chain without learning (:func:`chain_images`): the preset whose physics it renders, and its row.
 CHAIN_PRESET = "mobile_carm_flat_panel"
 CHAIN_ROW = "Imaging chain (fitted style)"
+#: The geometric-fidelity measures of every row against the physics DRR (:mod:`ct2x.evaluation.measures`): edge
+#: NCC, plain, after the blur and with the style's tone curve also undone, and SSIM.
+GEOMETRY_KEYS = ("edge_ncc", "edge_ncc_blurred", "edge_ncc_untoned", "ssim")
 #: Real radiographs are read at this size (pixels a side) for the Inception features (which resize to 299).
 REAL_SIZE = 256
 
@@ -567,27 +570,18 @@ def chain_ct_images(
     return styles.float().cpu().numpy(), scaled.float().cpu().numpy()
 
 
-def _geometry(edge: np.ndarray, blurred: np.ndarray, structure: np.ndarray, views: list[EvaluationView]) -> dict:
-    """Geometric fidelity from ``(CTs, views, styles)`` edge NCC, blurred edge NCC and SSIM: means at the training
-    poses (``seen``) and the unseen views, and per view."""
+def _geometry(scores: dict[str, np.ndarray], views: list[EvaluationView]) -> dict:
+    """Geometric fidelity from ``(CTs, views, styles)`` arrays of each measure by its key (edge NCC, plain, blurred
+    and with the tone undone, and SSIM): means at the training poses (``seen``) and the unseen views, and per
+    view."""
     seen = np.array([view.seen for view in views])
     geometry = {
-        group: {
-            "edge_ncc": float(edge[:, mask].mean()),
-            "edge_ncc_blurred": float(blurred[:, mask].mean()),
-            "ssim": float(structure[:, mask].mean()),
-            "views": int(mask.sum()),
-        }
+        group: {**{key: float(value[:, mask].mean()) for key, value in scores.items()}, "views": int(mask.sum())}
         for group, mask in (("seen", seen), ("unseen", ~seen))
         if mask.any()
     }
     geometry["per_view"] = {
-        view.label: {
-            "edge_ncc": float(edge[:, v].mean()),
-            "edge_ncc_blurred": float(blurred[:, v].mean()),
-            "ssim": float(structure[:, v].mean()),
-            "seen": view.seen,
-        }
+        view.label: {**{key: float(value[:, v].mean()) for key, value in scores.items()}, "seen": view.seen}
         for v, view in enumerate(views)
     }
     return geometry
@@ -608,23 +602,26 @@ def view_measures(method: MethodImages, drrs: MethodImages, views: list[Evaluati
         ncc,
         ssim,
         style_spread,
+        untoned_edge_ncc,
     )
 
     c_count, v_count, r_count = method.images.shape[:3]
     drr_edges = [[edge_map(drrs.images[c, v, 0]) for v in range(v_count)] for c in range(c_count)]
-    edge, structure = np.zeros((c_count, v_count, r_count)), np.zeros((c_count, v_count, r_count))
-    blurred, own, other = np.zeros_like(edge), np.zeros_like(edge), np.zeros_like(edge)
+    scores = {key: np.zeros((c_count, v_count, r_count)) for key in GEOMETRY_KEYS}
+    own, other = np.zeros((c_count, v_count, r_count)), np.zeros((c_count, v_count, r_count))
     for c in range(c_count):
         for v in range(v_count):
+            drr = drrs.images[c, v, 0]
             for r in range(r_count):
                 image = method.images[c, v, r]
                 edges = edge_map(image)
-                edge[c, v, r] = ncc(edges, drr_edges[c][v])
-                blurred[c, v, r] = blurred_edge_ncc(image, drrs.images[c, v, 0])
-                structure[c, v, r] = ssim(image, drrs.images[c, v, 0])
+                scores["edge_ncc"][c, v, r] = ncc(edges, drr_edges[c][v])
+                scores["edge_ncc_blurred"][c, v, r] = blurred_edge_ncc(image, drr)
+                scores["edge_ncc_untoned"][c, v, r] = untoned_edge_ncc(image, drr)
+                scores["ssim"][c, v, r] = ssim(image, drr)
                 if c_count > 1:
                     own[c, v, r], other[c, v, r] = content_sensitivity(edges, [e[v] for e in drr_edges], c)
-    geometry = _geometry(edge, blurred, structure, views)
+    geometry = _geometry(scores, views)
     sensitivity = own - other
     content = (
         {
