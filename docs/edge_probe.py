@@ -10,13 +10,13 @@ Usage: python docs/edge_probe.py REPORT [--row NAME ...]
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ct2x.evaluation.measures import blurred_edge_ncc, untoned_edge_ncc
+from ct2x.evaluation.study import read_index
 
 DRR_ROW = "DRR (physics)"
 ROWS = ("Styled DRR (histogram-matched)", "Imaging chain (fitted style)", "CT2X-GAN")
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("report", type=Path)
     parser.add_argument("--row", action="append", help=f"a row of the report (default: {', '.join(ROWS)})")
     args = parser.parse_args()
-    index = json.loads((args.report / "images" / "index.json").read_text(encoding="utf-8"))["methods"]
+    index = read_index(args.report)[1]
     drrs = [_read(args.report, p) for p in index[DRR_ROW]]
     blurs = " | ".join(f"{b:g} px" for b in BLURS_PX)
     print(f"| row | {blurs} | untoned, 1.5 px | images |\n|---|{'---|' * len(BLURS_PX)}---|---|")

@@ -19,6 +19,7 @@ from PIL import Image
 from ct2x.data.radiographs import find_radiographs, read_radiographs
 from ct2x.evaluation.inception import InceptionFeatures
 from ct2x.evaluation.methods import RealismMetrics, inception_features
+from ct2x.evaluation.study import read_index
 from ct2x.imaging.filters import gaussian_blur
 
 #: Seed of the added grain.
@@ -54,7 +55,7 @@ def main() -> None:
     real = read_radiographs(films, 256, crop=metrics["radiographs"]["crop"])[..., real_rows, real_columns]
     network = InceptionFeatures()
     scores = RealismMetrics(inception_features(network, real), None, seed=0)
-    paths = json.loads((args.report / "images" / "index.json").read_text(encoding="utf-8"))["methods"][args.row]
+    paths = read_index(args.report)[1][args.row]
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(args.report / p), np.float32) / 255)[None]
                           for p in paths])  # fmt: skip
     views, styles = len(metrics["views"]), len(metrics["style_references"])

@@ -76,8 +76,9 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _read_index(report: Path) -> tuple[Path, dict[str, list[str]]]:
-    """The index path and its methods (method -> image files relative to ``report``), every file checked."""
+def read_index(report: Path) -> tuple[Path, dict[str, list[str]]]:
+    """The image index of the ``ct2x evaluate`` report folder ``report``: its path and its methods (method -> image
+    files relative to ``report``), every file checked."""
     path = report / IMAGE_INDEX
     index = _read_json(path, "the image index of the report")
     again = "run ct2x evaluate again to rewrite it"
@@ -132,7 +133,7 @@ def make_study(report: Path, out: Path, per_method: int = 10, seed: int = 0) -> 
     """Write ``out/study.html`` and ``out/key.json`` from the images of ``report`` (module docstring)."""
     if isinstance(per_method, bool) or not isinstance(per_method, int) or per_method < 1:
         raise CT2XError(f"--per-method must be at least 1, got {per_method!r}")
-    index, methods = _read_index(report)
+    index, methods = read_index(report)
     rng = np.random.default_rng(seed)
     drawn: list[tuple[str, str]] = []
     for method, files in methods.items():
