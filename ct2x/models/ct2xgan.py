@@ -156,9 +156,7 @@ class CT2XGAN(nn.Module):
         projections: torch.Tensor | None,
         base: torch.Tensor | None = None,
     ) -> ViewContent:
-        if self.tone_curve is None:
-            base = None
-        elif base is None:
+        if base is None and self.tone_curve is not None:
             base = physics_base(projections, self.config)
         return ViewContent(self._content(f_c_ct, pose, mip), self._projection_features(projections), base)
 
