@@ -1,6 +1,8 @@
 """What moves a row's realism: the saved images of one row of a ``ct2x evaluate`` report, post-processed in a
 few ways (blur, sharpening, more grain, detail and coarse contrast) and split by view, scored like the report
-(FID, KID, C2ST of InceptionV3 features on the scored region, against the report's real set read the same way).
+(FID, KID, C2ST of InceptionV3 features on the scored region, against the report's real set read the same way);
+then, as saved, against the real set cropped to other shares of the films' shorter side (the field a film is
+taken to show at the isocenter), beside the first floor row's films cropped the same way.
 
 Usage: python docs/realism_probe.py REPORT [--row "Imaging chain (fitted style)"]
 (run from where the report's real-set folder is found, as ``ct2x evaluate`` was).
@@ -24,6 +26,8 @@ from ct2x.imaging.filters import gaussian_blur
 
 #: Seed of the added grain.
 SEED = 0
+#: Shares of a film's shorter side tried as the detector's field (the report's is ``radiographs.crop``).
+FILM_CROPS = (0.3, 0.4, 0.5, 0.6)
 
 
 def variants(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -71,6 +75,21 @@ def main() -> None:
     for name, tried_images in tried.items():
         scored = scores.score(inception_features(network, tried_images.clamp(0, 1)[..., rows, columns]))
         print(f"| {name} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {scored.images} |", flush=True)
+    film_field(metrics, network, inception_features(network, images[..., rows, columns]), (real_rows, real_columns))
+
+
+def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, region: tuple[slice, slice]) -> None:
+    """Score the row's features ``row`` against the real set, and the first floor row's films against it, with
+    both sets of films cropped to each share of :data:`FILM_CROPS`; print one table."""
+    floor = next(iter(metrics["floor"].values()))["folder"]
+    print(f"\n| film crop (share of the shorter side) | row: FID | KID | C2ST AUC | floor ({floor}): FID |")
+    print("|---|---|---|---|---|")
+    for crop in FILM_CROPS:
+        real, other = (read_radiographs(find_radiographs(folder).paths, 256, crop=crop)[..., region[0], region[1]]
+                       for folder in (metrics["radiographs"]["folder"], floor))  # fmt: skip
+        scores = RealismMetrics(inception_features(network, real), None, seed=0)
+        scored, floor_fid = scores.score(row), scores.score(inception_features(network, other)).fid
+        print(f"| {crop} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {floor_fid:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
