@@ -325,6 +325,28 @@ def test_the_imaging_chain_counts_in_the_memory_estimate(ct_file: Path, tmp_path
         render_radiographs(ct, carms, "chest_dr_pa", step=1.0, backend="numba")
 
 
+def test_ct2x_drr_counts_the_memory_of_the_one_view_it_renders_at_a_time(
+    ct_file: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``ct2x drr`` renders its views one after the other, so a machine that holds one view through the chain but
+    not two at once still renders both (it was refused when every view's need was summed)."""
+    from ct2x.drr.render import render_memory_bytes
+    from ct2x.imaging import PRESETS
+    from ct2x.imaging.render import chain_geometry
+    from ct2x.volume import read_ct
+
+    ct = read_ct(ct_file)
+    carms = views([0.0, 30.0], [0.0], **chain_geometry("chest_dr_pa", detector_size=(256,)),
+                  isocenter=tuple(ct.center_lps))  # fmt: skip
+    spectrum = PRESETS["chest_dr_pa"].parameters.spectrum
+    one, both = (render_memory_bytes(ct, carms[:n], spectrum, imaging=True) for n in (1, 2))
+    monkeypatch.setattr("ct2x.memory.system_memory", lambda: ((one + both) // 2, (one + both) // 2))
+    out = tmp_path / "out"
+    argv = ["drr", str(ct_file), "--imaging", "chest_dr_pa", "--size", "256", "--angles", "0", "30"]
+    assert main([*argv, "--backend", "numba", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert len(list(out.glob("view*_coverage.png"))) == 2
+
+
 # --------------------------------------------------------------------------------- empty DRRs
 
 

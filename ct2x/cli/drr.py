@@ -145,7 +145,9 @@ def _views(options: DRROptions, volume, spectrum: str, device) -> list:  # noqa:
     )
     carms = views(options.angles, options.secondary, **chain, isocenter=isocenter)
     imaging = options.imaging != IMAGING_RAW
-    check_render_memory(volume, carms, spectrum=spectrum, device=device, backend=options.backend, imaging=imaging)
+    check_render_memory(  # the views are rendered one at a time, all on one detector: one view's need is the peak
+        volume, carms[:1], spectrum=spectrum, device=device, backend=options.backend, imaging=imaging
+    )
     (rows, columns), (row_mm, column_mm) = chain["detector_shape"], chain["pixel_spacing"]
     flags = f"--size {rows} x {columns} / --pixel {row_mm:g} x {column_mm:g} mm"
     check_detector(chain["detector_shape"], chain["pixel_spacing"], flags)  # after the memory check (--size 100000)
@@ -182,7 +184,7 @@ def _renderer(options: DRROptions, volume, parameters, spectrum: str, device, fi
             return render_drr(
                 volume, [carm], step=options.step, spectrum=spectrum, photons=options.raw_photons or None,
                 seed=options.seed + index, device=device, backend=options.backend,
-                check_memory=False,  # checked for all views
+                check_memory=False,  # checked once, before any view
             )[0].cpu().numpy()  # fmt: skip
 
         return render, None
@@ -193,7 +195,7 @@ def _renderer(options: DRROptions, volume, parameters, spectrum: str, device, fi
     def render(carm, index: int):  # noqa: ANN001, ANN202
         return render_radiographs(
             prepared, [carm], parameters, step=options.step, seed=options.seed + index, check_memory=False
-        )[0].numpy()  # memory checked for all views
+        )[0].numpy()  # memory checked once, before any view
 
     return render, parameters
 
