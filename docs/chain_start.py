@@ -12,22 +12,22 @@ with ``ct2x train --init OUT``.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
 
 from ct2x.checkpoint import load_model, save_model
+from ct2x.models.physics_anchor import ToneCurve
 
 
 def main(model: Path, out: Path) -> None:
     """Write the reset copy of ``model`` to ``out``."""
-    load_model(model)  # checks the file and its card
-    weights = load_file(str(model))
-    last = max(int(key.split(".")[2]) for key in weights if key.startswith("generator.layers."))
-    weights["tone_curve.slopes.weight"].zero_()
-    weights["tone_curve.slopes.bias"].fill_(math.log(math.expm1(1.0)))  # softplus = 1: slope 1, the identity
+    network, _ = load_model(model)  # checks the file and its card
+    weights = load_file(str(model))  # with the stored style codes, which the network does not hold
+    for key, value in ToneCurve(network.config).state_dict().items():  # a fresh tone curve is the identity
+        weights[f"tone_curve.{key}"] = value
+    last = len(network.generator.layers) - 1
     weights[f"generator.layers.{last}.conv.weight"].zero_()
     weights[f"generator.layers.{last}.conv.bias"].zero_()
     card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))

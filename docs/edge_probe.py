@@ -10,16 +10,17 @@ Usage: python docs/edge_probe.py REPORT [--row NAME ...]
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ct2x.evaluation.measures import blurred_edge_ncc, untoned_edge_ncc
+from ct2x.evaluation.methods import CHAIN_ROW, DRR_ROW, STYLED_ROW
 from ct2x.evaluation.study import read_index
 
-DRR_ROW = "DRR (physics)"
-ROWS = ("Styled DRR (histogram-matched)", "Imaging chain (fitted style)", "CT2X-GAN")
+ROWS = (STYLED_ROW, CHAIN_ROW)  # and the report's model under test
 BLURS_PX = (1.5, 3.0, 5.0)
 
 
@@ -32,13 +33,15 @@ def main() -> None:
     untoned (1.5 px)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path)
-    parser.add_argument("--row", action="append", help=f"a row of the report (default: {', '.join(ROWS)})")
+    default = f"{', '.join(ROWS)} and the model under test"
+    parser.add_argument("--row", action="append", help=f"a row of the report (default: {default})")
     args = parser.parse_args()
     index = read_index(args.report)[1]
+    model = json.loads((args.report / "metrics.json").read_text(encoding="utf-8"))["model_under_test"]
     drrs = [_read(args.report, p) for p in index[DRR_ROW]]
     blurs = " | ".join(f"{b:g} px" for b in BLURS_PX)
     print(f"| row | {blurs} | untoned, 1.5 px | images |\n|---|{'---|' * len(BLURS_PX)}---|---|")
-    for row in args.row or ROWS:
+    for row in args.row or [*ROWS, model]:
         images = [_read(args.report, p) for p in index[row]]
         styles = len(images) // len(drrs)  # images are stored by CT, view, then style
         pairs = [(image, drrs[n // styles]) for n, image in enumerate(images)]

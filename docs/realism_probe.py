@@ -20,7 +20,7 @@ from PIL import Image
 
 from ct2x.data.radiographs import find_radiographs, read_radiographs
 from ct2x.evaluation.inception import InceptionFeatures
-from ct2x.evaluation.methods import RealismMetrics, inception_features
+from ct2x.evaluation.methods import CHAIN_ROW, REAL_SIZE, RealismMetrics, inception_features
 from ct2x.evaluation.study import read_index
 from ct2x.imaging.filters import gaussian_blur
 
@@ -48,7 +48,7 @@ def main() -> None:
     """Score the variants and the view subsets; print one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path)
-    parser.add_argument("--row", default="Imaging chain (fitted style)")
+    parser.add_argument("--row", default=CHAIN_ROW)
     args = parser.parse_args()
     metrics = json.loads((args.report / "metrics.json").read_text(encoding="utf-8"))
     crop = metrics["scored_region"]["crop"]
@@ -56,7 +56,7 @@ def main() -> None:
     real_rows = slice(*metrics["scored_region"]["real_crop"]["rows"])
     real_columns = slice(*metrics["scored_region"]["real_crop"]["columns"])
     films = find_radiographs(metrics["radiographs"]["folder"]).paths
-    real = read_radiographs(films, 256, crop=metrics["radiographs"]["crop"])[..., real_rows, real_columns]
+    real = read_radiographs(films, REAL_SIZE, crop=metrics["radiographs"]["crop"])[..., real_rows, real_columns]
     network = InceptionFeatures()
     scores = RealismMetrics(inception_features(network, real), None, seed=0)
     paths = read_index(args.report)[1][args.row]
@@ -85,7 +85,7 @@ def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, reg
     print(f"\n| film crop (share of the shorter side) | row: FID | KID | C2ST AUC | floor ({floor}): FID |")
     print("|---|---|---|---|---|")
     for crop in FILM_CROPS:
-        real, other = (read_radiographs(find_radiographs(folder).paths, 256, crop=crop)[..., region[0], region[1]]
+        real, other = (read_radiographs(find_radiographs(folder).paths, REAL_SIZE, crop=crop)[..., region[0], region[1]]
                        for folder in (metrics["radiographs"]["folder"], floor))  # fmt: skip
         scores = RealismMetrics(inception_features(network, real), None, seed=0)
         scored, floor_fid = scores.score(row), scores.score(inception_features(network, other)).fid
