@@ -28,10 +28,11 @@ from ct2x.drr import area_densities, drr_from_area, mip, render_drr
 from ct2x.errors import CT2XError
 from ct2x.evaluation.measures import edge_map
 from ct2x.geometry import CArm, matched_chain, pose_field_of_view_mm
+from ct2x.imaging.filters import gaussian_blur
 from ct2x.losses import edge_loss, edge_maps, histogram_loss
 from ct2x.models import CT2XGAN
 from ct2x.models.inputs import output_image, projection_densities, projection_input
-from ct2x.models.physics_anchor import ToneCurve, physics_base
+from ct2x.models.physics_anchor import ToneCurve, detail_of, physics_base
 from ct2x.synthesize import model_views, synthesize
 from ct2x.train import TrainOptions, train
 from ct2x.volume import read_ct
@@ -257,6 +258,27 @@ def test_anchored_model_adds_g_to_the_toned_base(inputs: dict[str, Path]) -> Non
     assert plain.tone_curve is None
     with pytest.raises(CT2XError, match="projection_inputs"):
         CONFIG.replace(projection_inputs=False)
+
+
+def test_detail_residual_keeps_only_what_is_finer_than_its_scale(inputs: dict[str, Path]) -> None:
+    """With ``residual_detail_px`` G's residual loses every period longer than that: what it adds to the toned
+    base has no low-frequency part left (a wide blur of it is near zero where the whole residual's is not)."""
+    torch.manual_seed(0)
+    detail = CT2XGAN(CONFIG.replace(residual_detail_px=8.0)).eval()
+    batch = _batch(CTViewDataset(inputs["data"], inputs["xray"], CONFIG)[3])
+    with torch.no_grad():
+        content = detail.view_content(batch["volume"], batch["pose"], batch["mip"], batch["projections"])
+        style = detail.style_encoder.xray_style(batch["xray"])
+        added = detail.render(content, style) - detail.tone_curve(content.base, style)
+        residual = detail.generator(content.code, style, content.features)
+    torch.testing.assert_close(added, detail_of(residual, 8.0))
+    inner = (..., slice(16, -16), slice(16, -16))  # away from the replicated edges of both filters
+    coarse = float(gaussian_blur(added, (6.0, 6.0))[inner].abs().mean())
+    assert coarse < 0.05 * float(gaussian_blur(residual, (6.0, 6.0))[inner].abs().mean())
+    with pytest.raises(CT2XError, match="residual_detail_px"):
+        CONFIG.replace(physics_anchor=False, residual_detail_px=2.0)
+    with pytest.raises(CT2XError, match="residual_detail_px"):
+        CONFIG.replace(residual_detail_px=-1.0)
 
 
 def test_edge_and_histogram_terms_can_fail(inputs: dict[str, Path]) -> None:

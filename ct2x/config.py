@@ -62,6 +62,10 @@ Beyond the paper (the ``projected`` preset, see :mod:`ct2x.models.projection` fo
   ``chain_preset``, a key of ``ct2x.imaging.PRESETS``, fitted to the reference:
   :func:`ct2x.imaging.styled`); G's residual and the tone curve come on top, D_X judges the sum.
   The DRR path keeps the physics base.
+* ``residual_detail_px`` (with ``physics_anchor``): G's residual keeps only its detail, the spatial periods
+  shorter than this many pixels of ``image_size`` (:func:`ct2x.models.physics_anchor.detail_of`; 0, the
+  default: the whole residual). Anchored on a base that already has the right layout, G may then add grain,
+  sharpness and fine texture but no glow or blob wider than about this period.
 * ``lambda_edge``: weight of the edge term, 1 - NCC of the Sobel maps of Î_X and of the physics
   image (keeps the anatomy in the X-ray style); ``lambda_hist``: weight of the histogram term,
   the 1-D Wasserstein distance between the intensities of Î_X and of its style reference cropped
@@ -140,6 +144,7 @@ class CT2XConfig:
     physics_spectrum: str = "60KV_AL35"
     chain_anchor: bool = False
     chain_preset: str = "mobile_carm_flat_panel"
+    residual_detail_px: float = 0.0
 
     # ---- losses (eq. 8-19)
     lambda_mae: float = 1.0
@@ -373,6 +378,12 @@ class CT2XConfig:
             not self.chain_anchor or (self.physics_anchor and self.use_style_encoder),
             "chain_anchor",
             "needs physics_anchor and use_style_encoder (the chain's image is the X-ray path's base)",
+        )
+        need(self.residual_detail_px >= 0, "residual_detail_px", "must be 0 (the whole residual) or positive")
+        need(
+            self.residual_detail_px == 0 or self.physics_anchor,
+            "residual_detail_px",
+            "needs physics_anchor (it splits G's residual from the base it is added to)",
         )
         need(self.chain_preset in IMAGING_PRESETS, "chain_preset", f"must be one of {', '.join(IMAGING_PRESETS)}")
         from ct2x.drr.spectrum import parse_name

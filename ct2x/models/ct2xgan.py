@@ -35,7 +35,7 @@ from ct2x.errors import CT2XError
 from ct2x.models.ct_encoder import CTEncoder
 from ct2x.models.discriminator import Discriminator
 from ct2x.models.generator import Generator
-from ct2x.models.physics_anchor import ToneCurve, physics_base
+from ct2x.models.physics_anchor import ToneCurve, detail_of, physics_base
 from ct2x.models.pose_attention import PoseAttentionModule, PoseQuery
 from ct2x.models.projection import ProjectionEncoder
 from ct2x.models.style_encoder import StyleDecouplingEncoder
@@ -169,6 +169,8 @@ class CT2XGAN(nn.Module):
         pixels): G's residual, made at ``S x S``, is then resized to it (bilinear) and the image is
         ``(B, 1, H, W)``: the base's detail, noise and processing stay at the output's resolution."""
         image = self.generator(content.code, style, content.features)
+        if self.config.residual_detail_px > 0:
+            image = detail_of(image, self.config.residual_detail_px)
         if self.tone_curve is not None:
             if image.shape[-2:] != content.base.shape[-2:]:
                 image = F.interpolate(image, size=tuple(content.base.shape[-2:]), mode="bilinear", align_corners=False)

@@ -38,6 +38,7 @@ from torch import nn
 
 from ct2x.config import CT2XConfig
 from ct2x.drr import drr_from_area
+from ct2x.imaging.filters import fourier_filter
 from ct2x.models.inputs import projection_densities, scale_drr
 
 #: Pieces of the tone curve on [-1, 1].
@@ -56,6 +57,14 @@ def area_base(area: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
     ``(B, 1, H, W)`` float32 (``physics_spectrum``), min-max scaled to [-1, 1]
     (:func:`ct2x.models.inputs.scale_drr`, the scale of I_DRR)."""
     return scale_drr(drr_from_area(area.float(), spectrum=config.physics_spectrum))[:, None]
+
+
+def detail_of(residual: torch.Tensor, period_px: float) -> torch.Tensor:
+    """The detail of G's residual ``(B, 1, S, S)``: every spatial period longer than ``period_px`` pixels
+    removed (an ideal high-pass in the Fourier domain, edges replicated by one period so that nothing wraps
+    round). A Gaussian high-pass would leak: a wide blob survives it in proportion to its amplitude."""
+    cutoff = 1.0 / period_px  # cycles per pixel
+    return fourier_filter(residual, (1.0, 1.0), lambda f: (f > cutoff).to(f.dtype), math.ceil(period_px))
 
 
 class ToneCurve(nn.Module):
