@@ -361,7 +361,7 @@ def _method_images(
     untrained control, the model under test, its ablations)."""
     # the styled DRR takes the histogram of the reference at the detector's field of view (the crop of
     # the real set): a whole chest film's darkest pixels are the air around the patient, not the lungs; the
-    # imaging chain fits its look to the same crop
+    # imaging chain fits its look to the film the way users' commands do (ct2x.synthesize.fitted_look)
     cropped_references = read_radiographs(inputs.references, inputs.size, crop=settings.real_crop)[:, 0].numpy()
     stages.lap("styled DRRs")
     share = shares_march(device)  # the DRR is drawn from the area densities the chain needs: march once
@@ -377,7 +377,7 @@ def _method_images(
         stages.bar.set_postfix_str(CHAIN_ROW)
         if not share:
             area, sweep = marched(ct, views, settings.drr_step, device), marched(ct, scale, settings.scale_step, device)
-        images, scaled = chain_ct_images(area, sweep, views, scale, cropped_references, settings.seed)
+        images, scaled = chain_ct_images(ct, area, sweep, views, scale, inputs.references, settings.seed)
         chain_views.append(images)
         chain_scale.append(scaled)
         stages.lap("imaging chain (fitted style)")

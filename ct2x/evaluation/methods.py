@@ -525,7 +525,7 @@ def chain_images(
     cts: list[CTVolume],
     views: list[list[CArm]],
     scale: list[list[CArm]],
-    references: np.ndarray,
+    films: Sequence[str | Path | np.ndarray],
     step: float,
     scale_step: float,
     device: str | torch.device = "cpu",
@@ -536,7 +536,7 @@ def chain_images(
     (``scale_step`` for the scale sweep)."""
     made = [
         chain_ct_images(
-            marched(ct, carms, step, device), marched(ct, sweep, scale_step, device), carms, sweep, references, seed
+            ct, marched(ct, carms, step, device), marched(ct, sweep, scale_step, device), carms, sweep, films, seed
         )
         for ct, carms, sweep in zip(cts, views, scale, strict=True)
     ]
@@ -545,28 +545,30 @@ def chain_images(
 
 @torch.no_grad()
 def chain_ct_images(
+    ct: CTVolume,
     area: torch.Tensor,
     sweep: torch.Tensor,
     views: list[CArm],
     scale: list[CArm],
-    references: np.ndarray,
+    films: Sequence[str | Path | np.ndarray],
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One CT through the imaging chain without learning, in the style of each reference film: the
     :data:`CHAIN_PRESET` preset's physics (:mod:`ct2x.imaging`) at the views' own geometry and detector, its
-    look fitted to each film (:func:`ct2x.imaging.styled`, the path of ``ct2x synthesize``'s chain anchor).
+    look fitted to each film by the one fitting rule users get (:func:`ct2x.synthesize.fitted_look`, that of
+    ``ct2x drr --style``, a chain-anchored model's synthesis and the Slicer panel: once per CT and film, at
+    the AP view of the views' geometry, the film read whole as covering a chest film's field).
 
     ``area`` / ``sweep``: the CT's area densities ``(V, M, S, S)`` at ``views`` and ``(K, M, S, S)`` at the
-    scale sweep ``scale`` (:func:`marched`); ``references``: ``(R, S, S)`` films in [0, 1], cropped like the
-    real set and read at the views' pixels. For each reference the chain's tone curve, band gains, dose and
-    detector MTF are fitted to the film, pooled over the CT's views (one setting of the device for all views
-    of a patient; noise seeded with ``seed + 2 r``). The scale sweep takes the first reference's parameters.
+    scale sweep ``scale`` (:func:`marched`); ``films``: the style references (files, or arrays of any range).
+    Noise seeded with ``seed + 2 r`` for reference ``r``; the scale sweep takes the first reference's look.
     Returns float32 ``(V, R, S, S)`` and ``(K, S, S)`` in [0, 1]."""
-    from ct2x.imaging import simulate, styled
+    from ct2x.imaging import simulate
+    from ct2x.synthesize import fitted_look
 
-    made = [styled(area, views, film, CHAIN_PRESET, seed=seed + 2 * r) for r, film in enumerate(references)]
-    scaled = simulate(sweep, scale, made[0].parameters, seed=seed).image
-    styles = torch.stack([m.image for m in made], dim=1)
+    looks = [fitted_look(ct, views[0], film, CHAIN_PRESET, device=area.device) for film in films]
+    styles = torch.stack([simulate(area, views, look, seed=seed + 2 * r).image for r, look in enumerate(looks)], 1)
+    scaled = simulate(sweep, scale, looks[0], seed=seed).image
     return styles.float().cpu().numpy(), scaled.float().cpu().numpy()
 
 
