@@ -234,3 +234,38 @@ def test_styled_fits_the_body_not_the_air_beside_it() -> None:
     assert body_distance < 0.1 and body_distance < whole_distance / 3, (body_distance, whole_distance)
     assert all(GAIN_LIMITS[0] <= g <= GAIN_LIMITS[1] for g in made.parameters.band_gains)
     assert made.image.shape == (1, 128, 128)
+
+
+def test_a_film_s_look_is_fitted_over_ap_the_obliques_and_the_laterals_of_the_view_s_geometry(monkeypatch) -> None:
+    """``fitted_look`` (the one rule of ``ct2x drr --style``, the Slicer panel, a chain-anchored synthesis and the
+    evaluation's chain row) pools the fit over the views of ``FIT_PRIMARIES_DEG`` at the asked view's distances and
+    isocenter, whatever its angles: two views of one geometry get one look."""
+    from conftest import body_phantom
+
+    import ct2x.synthesize
+    from ct2x.geometry import FIT_PRIMARIES_DEG
+    from ct2x.synthesize import fitted_look
+
+    fitted_over = []
+    real_styled = ct2x.synthesize.styled
+    monkeypatch.setattr(ct2x.synthesize, "styled", lambda area, views, *a, **k: fitted_over.append(views)
+                        or real_styled(area, views, *a, **k))  # fmt: skip
+    ct = body_phantom(size=16, spacing=6.0)
+    film = np.linspace(0.2, 0.9, 48 * 48).reshape(48, 48).astype(np.float32)
+    looks = [
+        fitted_look(
+            ct,
+            CArm(angle, 10.0, 900.0, 480.0, (64, 48), (1.0, 1.0), (2.0, 0.0, 0.0)),
+            film,
+            "mobile_carm_flat_panel",
+            pixels=32,
+        )  # fmt: skip
+        for angle in (30.0, -60.0)
+    ]
+    assert looks[0] == looks[1]
+    for views in fitted_over:
+        assert tuple(v.primary for v in views) == FIT_PRIMARIES_DEG and all(v.secondary == 0.0 for v in views)
+        assert {(v.sdd, v.sid, v.isocenter, v.detector_shape, v.pixel_spacing) for v in views} == {
+            (900.0, 480.0, (2.0, 0.0, 0.0), (32, 32), (1.5, 1.5))
+        }
+    assert len(fitted_over) == 2

@@ -78,8 +78,13 @@ CHEST_FILM_CHAIN = (1800.0, 1900.0, 430.0)
 #: The field a real radiograph is taken to cover at the patient, mm, when it is matched to a view's detector
 #: (films carry no calibrated pixel size; a chest film covers about 400 mm).
 FILM_FIELD_MM = 400.0
-#: An imaging chain's look is fitted to a film at one view of this many pixels a side (:func:`fit_view`).
+#: An imaging chain's look is fitted to a film at views of this many pixels a side (:func:`fit_views`).
 FIT_PIXELS = 256
+#: Primary angles (degrees) of the views a chain's look is fitted over (:func:`fit_views`): AP, the obliques
+#: and the laterals, so that one look suits every view of the geometry. Fitted at AP alone, a film's fine grain
+#: was put down to the detector's structure noise up to its bound on some CTs, burying their anatomy
+#: (docs/evaluation.md, "The chain row as users get it").
+FIT_PRIMARIES_DEG = (0.0, 45.0, -45.0, 90.0, -90.0)
 
 # Camera axes in the AP view, as columns (image right = patient left, image down =
 # inferior, viewing direction = anterior).
@@ -367,6 +372,13 @@ def fit_view(view: CArm, pixels: int = FIT_PIXELS) -> CArm:
     angles."""
     side = min(view.detector_size_mm)
     return CArm(0.0, 0.0, view.sdd, view.sid, (pixels, pixels), (side / pixels, side / pixels), view.isocenter)
+
+
+def fit_views(view: CArm, pixels: int = FIT_PIXELS) -> list[CArm]:
+    """The views an imaging chain's look is fitted over for ``view`` (``ct2x.synthesize.fitted_look``):
+    :func:`fit_view` turned to each primary angle of :data:`FIT_PRIMARIES_DEG` about its isocenter, AP first."""
+    at = fit_view(view, pixels)
+    return [replace(at, primary=angle) for angle in FIT_PRIMARIES_DEG]
 
 
 def matched_chain(sid_mm: float) -> tuple[float, float]:

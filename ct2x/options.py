@@ -228,8 +228,9 @@ class DRROptions:
         default=None,
         metadata=_help(
             "a reference radiograph (PNG, JPEG, DICOM) whose look the imaging chain takes: its tone curve, band "
-            "contrast, dose and detector sharpness are fitted to the film (about a second, no learning) on the "
-            "first view, starting from the --imaging preset (or the randomised draw); every view then uses them"
+            "contrast, dose and detector sharpness are fitted to the film (a few seconds, no learning) over the "
+            "AP, oblique and lateral views of the first view's geometry, starting from the --imaging preset (or "
+            "the randomised draw); every view then uses them"
         ),
     )
     angles: tuple[float, ...] = field(default=DEFAULT_ANGLES, metadata=_help(angles_help()))

@@ -52,7 +52,7 @@ from ct2x.device import torch_device
 from ct2x.drr import Materials, area_densities, materials, mip, render_drr
 from ct2x.drr.render import check_render_memory
 from ct2x.errors import CT2XError
-from ct2x.geometry import FILM_FIELD_MM, FIT_PIXELS, CArm, fit_view, views
+from ct2x.geometry import FILM_FIELD_MM, FIT_PIXELS, CArm, fit_views, views
 from ct2x.imaging import ImagingParameters, simulate, styled
 from ct2x.models import CT2XGAN, ViewContent
 from ct2x.models.inputs import (
@@ -248,15 +248,17 @@ def fitted_look(
     backend: str = "auto",
 ) -> ImagingParameters:
     """The imaging chain's parameters fitted to a reference film (a file, or an array of any range) for the views
-    of one geometry like ``view``, starting from ``base``: fitted once at ``ct2x.geometry.fit_view`` (AP, the
-    central square of the detector, ``pixels`` a side, default ``ct2x.geometry.FIT_PIXELS``) with the film
-    matched to it (``ct2x.data.radiographs.film_on_detector``, taken to cover ``field_mm``),
-    :func:`ct2x.imaging.styled` on the CT's area densities there (step :data:`FIT_STEP_VOXELS`, seed
-    :data:`FIT_SEED`). The one fitting rule of ``ct2x synthesize`` (a chain-anchored model), ``ct2x drr --style``
-    and the Slicer panel; about a second on the CPU. ``ct``: the CT in HU or its ``ct2x.drr.materials``."""
-    at = fit_view(view, pixels or FIT_PIXELS)
-    area = area_densities(ct, [at], step=FIT_STEP_VOXELS, device=torch_device(device), backend=backend)
-    return styled(area, [at], film_on_detector(film, at, field_mm), base, seed=FIT_SEED).parameters
+    of one geometry like ``view``, starting from ``base``: fitted once over ``ct2x.geometry.fit_views`` (AP, the
+    obliques and the laterals about its isocenter, at its distances, over the central square of the detector,
+    ``pixels`` a side, default ``ct2x.geometry.FIT_PIXELS``; pooled, one setting of the device for every view)
+    with the film matched to the AP one (``ct2x.data.radiographs.film_on_detector``, taken to cover
+    ``field_mm``), :func:`ct2x.imaging.styled` on the CT's area densities there (step :data:`FIT_STEP_VOXELS`,
+    seed :data:`FIT_SEED`). The one fitting rule of ``ct2x synthesize`` (a chain-anchored model), ``ct2x drr
+    --style``, the Slicer panel and ``ct2x evaluate``'s chain row; a few seconds on the CPU. ``ct``: the CT in
+    HU or its ``ct2x.drr.materials``."""
+    at = fit_views(view, pixels or FIT_PIXELS)
+    area = area_densities(ct, at, step=FIT_STEP_VOXELS, device=torch_device(device), backend=backend)
+    return styled(area, at, film_on_detector(film, at[0], field_mm), base, seed=FIT_SEED).parameters
 
 
 class _ChainBases:
