@@ -256,14 +256,40 @@ def fitted_look(
     seed :data:`FIT_SEED`). The one fitting rule of ``ct2x synthesize`` (a chain-anchored model), ``ct2x drr
     --style``, the Slicer panel and ``ct2x evaluate``'s chain row; a few seconds on the CPU. ``ct``: the CT in
     HU or its ``ct2x.drr.materials``."""
+    return look_on(fit_area(ct, view, pixels=pixels, device=device, backend=backend), film, base, field_mm)
+
+
+def fit_area(
+    ct: CTVolume | Materials,
+    view: CArm,
+    *,
+    pixels: int | None = None,
+    device: str | torch.device | None = None,
+    backend: str = "auto",
+) -> tuple[list[CArm], torch.Tensor]:
+    """What :func:`fitted_look` fits on, for any number of films of one CT and geometry: the views
+    ``ct2x.geometry.fit_views(view, pixels)`` and the CT's area densities there ``(5, M, P, P)`` g/cm^2 (step
+    :data:`FIT_STEP_VOXELS`)."""
     at = fit_views(view, pixels or FIT_PIXELS)
-    area = area_densities(ct, at, step=FIT_STEP_VOXELS, device=torch_device(device), backend=backend)
+    return at, area_densities(ct, at, step=FIT_STEP_VOXELS, device=torch_device(device), backend=backend)
+
+
+def look_on(
+    fit: tuple[list[CArm], torch.Tensor],
+    film: str | Path | np.ndarray,
+    base: str | ImagingParameters,
+    field_mm: float = FILM_FIELD_MM,
+) -> ImagingParameters:
+    """The look fitted to ``film`` on :func:`fit_area`'s views and area densities (the second half of
+    :func:`fitted_look`): the film matched to the AP view, :func:`ct2x.imaging.styled` from ``base``, seed
+    :data:`FIT_SEED`."""
+    at, area = fit
     return styled(area, at, film_on_detector(film, at[0], field_mm), base, seed=FIT_SEED).parameters
 
 
 class _ChainBases:
     """The chain anchor's X-ray bases of one synthesis: per style, the chain's radiographs of each batch of
-    views in the look fitted to the style's film (:func:`fitted_look`, once per synthesis and style; the
+    views in the look fitted to the style's film (:func:`fitted_look`'s rule, once per synthesis and style; the
     ``chain_preset``'s own look without a film), noise seeded by :data:`CHAIN_SEED` and the batch's first view,
     so a synthesis is deterministic."""
 
@@ -271,14 +297,16 @@ class _ChainBases:
         self.config = config
         self.prepared = prepared
         self.looks: dict[int, ImagingParameters] = {}
+        self.fit: tuple[list[CArm], torch.Tensor] | None = None  # fit_area's march, shared by every style's film
 
     def base(self, area: torch.Tensor, views: list[CArm], choice: StyleChoice, index: int, first: int) -> torch.Tensor:
         look = self.looks.get(index)
         if look is None:
             look = self.config.chain_preset
             if choice.film is not None:
-                look = fitted_look(self.prepared.materials, views[0], choice.film, look,
-                                   field_mm=self.config.radiograph_field_mm, device=area.device)  # fmt: skip
+                if self.fit is None:
+                    self.fit = fit_area(self.prepared.materials, views[0], device=area.device)
+                look = look_on(self.fit, choice.film, look, self.config.radiograph_field_mm)
             self.looks[index] = look
         image = simulate(area, views, look, seed=CHAIN_SEED + first).image
         return display_input(image.float())[:, None]

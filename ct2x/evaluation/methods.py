@@ -556,17 +556,19 @@ def chain_ct_images(
     """One CT through the imaging chain without learning, in the style of each reference film: the
     :data:`CHAIN_PRESET` preset's physics (:mod:`ct2x.imaging`) at the views' own geometry and detector, its
     look fitted to each film by the one fitting rule users get (:func:`ct2x.synthesize.fitted_look`, that of
-    ``ct2x drr --style``, a chain-anchored model's synthesis and the Slicer panel: once per CT and film, at
-    the AP view of the views' geometry, the film read whole as covering a chest film's field).
+    ``ct2x drr --style``, a chain-anchored model's synthesis and the Slicer panel: once per CT and film, pooled
+    over the AP, oblique and lateral views of the views' geometry, the film read whole as covering a chest
+    film's field; the CT is marched at those views once for all films).
 
     ``area`` / ``sweep``: the CT's area densities ``(V, M, S, S)`` at ``views`` and ``(K, M, S, S)`` at the
     scale sweep ``scale`` (:func:`marched`); ``films``: the style references (files, or arrays of any range).
     Noise seeded with ``seed + 2 r`` for reference ``r``; the scale sweep takes the first reference's look.
     Returns float32 ``(V, R, S, S)`` and ``(K, S, S)`` in [0, 1]."""
     from ct2x.imaging import simulate
-    from ct2x.synthesize import fitted_look
+    from ct2x.synthesize import fit_area, look_on
 
-    looks = [fitted_look(ct, views[0], film, CHAIN_PRESET, device=area.device) for film in films]
+    fit = fit_area(ct, views[0], device=area.device)
+    looks = [look_on(fit, film, CHAIN_PRESET) for film in films]
     styles = torch.stack([simulate(area, views, look, seed=seed + 2 * r).image for r, look in enumerate(looks)], 1)
     scaled = simulate(sweep, scale, looks[0], seed=seed).image
     return styles.float().cpu().numpy(), scaled.float().cpu().numpy()
