@@ -54,6 +54,9 @@ def test_randomised_parameters_are_seeded_drawn_from_their_ranges_and_usable():
         values = [getattr(p, name) for p in draws]
         assert all(low <= v <= high for v in values) and len(set(values)) > 5, name
     assert {p.bits for p in draws} <= set(RANGES["bits"])
+    assert {p.devices for p in draws} == set(range(RANGES["devices"][0], RANGES["devices"][1] + 1))
+    assert len({p.devices_seed for p in draws}) > 30
+    assert all(p.devices == 0 for p in (preset.parameters for preset in PRESETS.values()))
     assert any(p.grid_primary_transmission == 1.0 for p in draws) and any(
         p.grid_primary_transmission < 1 for p in draws
     )
@@ -101,6 +104,11 @@ def test_unprocessed_switches_the_console_off_only():
         ({"tone_points": (0.0,) * 300}, "tone_points must be () or 2-257 numbers"),
         ({"tone_points": (0.0, 1.2)}, "tone_points must be a number in [0, 1]"),
         ({"tone_points": (0.0, 0.6, 0.5, 1.0)}, "tone_points must be non-decreasing"),
+        ({"devices": -1}, "devices must be a whole number in [0, 20]"),
+        ({"devices": 21}, "devices must be a whole number in [0, 20]"),
+        ({"devices": 2.5}, "devices must be a whole number"),
+        ({"devices": True}, "devices must be a whole number"),
+        ({"devices_seed": -3}, "devices_seed must be a whole number"),
     ],
 )
 def test_a_bad_parameter_is_a_one_line_error(change, message):

@@ -10,7 +10,8 @@ One 512-pixel view per preset (each preset's own geometry, at the CT's centre) o
 * what the chain adds: the radiograph minus the DRR from the area densities (median of the paired
   differences, each run timing both);
 
-and the chain's stages (primary, water thickness, beam and field, scatter, detector, log, console). The first
+and the chain's stages (primary, water thickness, beam and field, scatter, detector, log, console; and the
+primary with six support devices in the beam, ``--devices 6``, which no preset has by default). The first
 call of a preset also builds SpekPy's tube model for the heel effect (``first call``, once per process and
 tube). GPU rows are added when CUDA is available.
 
@@ -20,6 +21,7 @@ tube). GPU rows are added when CUDA is available.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -72,7 +74,7 @@ def stage_times(area: torch.Tensor, view, name: str, runs: int, device: str) -> 
     """Median seconds of each stage of the chain, run one after the other as ``ct2x.imaging.simulate`` does."""
     p = PRESETS[name].parameters
     views = [view]
-    transmitted = primary(area, p)
+    transmitted = primary(area, views, p)
     thickness = water_equivalent_thickness(transmitted, p.spectrum)
     beam = beam_profile(views, p, device)
     incident = transmitted * beam * field_mask(views, p, device)
@@ -83,7 +85,8 @@ def stage_times(area: torch.Tensor, view, name: str, runs: int, device: str) -> 
     signal = detect(expected, views, p, generator)
     log = log_image(signal, flat_field(beam, views, p, level * p.grid_primary_transmission))
     stages = {
-        "primary": lambda: primary(area, p),
+        "primary": lambda: primary(area, views, p),
+        "primary with 6 support devices": lambda: primary(area, views, dataclasses.replace(p, devices=6)),
         "thickness": lambda: water_equivalent_thickness(transmitted, p.spectrum),
         "beam+field": lambda: (beam_profile(views, p, device), field_mask(views, p, device)),
         "scatter": lambda: scatter(incident, views, thickness, p.scatter_scale),

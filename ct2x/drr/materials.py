@@ -58,12 +58,22 @@ def mass_attenuation(material: str, energies_kev: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _mass_attenuation(material: str, energies_kev: tuple[float, ...]) -> np.ndarray:
+    return _mixture(tuple(COMPOSITIONS[material].items()), energies_kev)
+
+
+def mixture_attenuation(composition: dict[str, float], energies_kev: np.ndarray) -> np.ndarray:
+    """``mu/rho`` in cm^2/g at ``energies_kev`` of a mixture given as fractions by weight per element symbol
+    (normalised to sum 1; xraydb, Elam)."""
+    return np.asarray(_mixture(tuple(composition.items()), tuple(float(e) for e in np.ravel(energies_kev))))
+
+
+@lru_cache(maxsize=64)
+def _mixture(composition: tuple[tuple[str, float], ...], energies_kev: tuple[float, ...]) -> np.ndarray:
     import xraydb
 
     energies_ev = np.asarray(energies_kev) * 1000.0
-    composition = COMPOSITIONS[material]
-    total = sum(composition.values())
-    mu = sum(fraction / total * np.asarray(xraydb.mu_elam(el, energies_ev)) for el, fraction in composition.items())
+    total = sum(fraction for _, fraction in composition)
+    mu = sum(fraction / total * np.asarray(xraydb.mu_elam(el, energies_ev)) for el, fraction in composition)
     mu.setflags(write=False)
     return mu
 

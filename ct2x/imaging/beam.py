@@ -6,6 +6,7 @@ quanta per detector readout pixel.
 
 * **Primary** (:func:`primary`): the DRR's noise-free energy-integrated transmitted fraction
   (:func:`ct2x.drr.render.transmitted_fraction`, DeepDRR's materials, SpekPy spectrum).
+  Support devices in the beam (ECG leads, catheters, tubes: :mod:`ct2x.imaging.devices`) attenuate it too.
 * **Beam profile** (:func:`beam_profile`): SpekPy's fluence off the central ray (Poludniowski G. et al.
   2021, *SpekPy v2.0 - a software toolkit for modeling x-ray tube spectra*, Med Phys 48:3630), whose
   anode self-filtration along the anode-cathode axis is the heel effect (the anode side dims by tens of per
@@ -30,6 +31,7 @@ import torch
 from ct2x.drr.render import transmitted_fraction
 from ct2x.drr.spectrum import BIN_KEV, get_spectrum
 from ct2x.geometry import CArm
+from ct2x.imaging.devices import with_devices
 from ct2x.imaging.filters import view_list
 from ct2x.imaging.parameters import ImagingParameters
 
@@ -40,11 +42,13 @@ HEEL_SAMPLES = 33
 _MM_PER_CM = 10.0
 
 
-def primary(area: torch.Tensor, parameters: ImagingParameters) -> torch.Tensor:
+def primary(area: torch.Tensor, views: Sequence[CArm], parameters: ImagingParameters) -> torch.Tensor:
     """The noise-free energy-integrated primary transmitted fraction ``(V, H, W)`` (1 where nothing
-    attenuates) of area densities ``(V, M, H, W)`` g/cm^2 (:func:`ct2x.drr.area_densities`), for the tube
-    spectrum of ``parameters`` (:attr:`ImagingParameters.spectrum`)."""
-    return transmitted_fraction(area, parameters.spectrum)
+    attenuates) of area densities ``(V, M, H, W)`` g/cm^2 (:func:`ct2x.drr.area_densities`) at ``views``, for
+    the tube spectrum of ``parameters`` (:attr:`ImagingParameters.spectrum`), with its support devices in the
+    beam (:func:`ct2x.imaging.devices.with_devices`)."""
+    body = transmitted_fraction(area, parameters.spectrum)
+    return with_devices(area, body, views, parameters.devices, parameters.devices_seed, parameters.spectrum)
 
 
 @lru_cache(maxsize=8)

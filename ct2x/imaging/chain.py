@@ -78,10 +78,11 @@ def simulate(area: torch.Tensor, views: CArm | Sequence[CArm], parameters: str |
              *, seed: int | None = None) -> ImagingStages:  # fmt: skip
     """Radiographs from area densities, with every stage of the imaging chain (:class:`ImagingStages`).
 
-    Stages: primary (the DRR's physics) -> water-equivalent thickness -> beam profile (heel effect, inverse
-    square, obliquity) and collimated field -> scatter (kernel model) -> grid -> expected quanta (dose)
-    -> focal-spot blur, Poisson noise, detector blur, gain, electronic noise -> flat field and log ->
-    the console's processing. See the modules of :mod:`ct2x.imaging` for each stage's model and sources.
+    Stages: primary (the DRR's physics, with any support devices) -> water-equivalent thickness -> beam
+    profile (heel effect, inverse square, obliquity) and collimated field -> scatter (kernel model) -> grid ->
+    expected quanta (dose) -> focal-spot blur, Poisson noise, detector blur, gain, electronic noise -> flat
+    field and log -> the console's processing. See the modules of :mod:`ct2x.imaging` for each stage's model
+    and sources.
 
     Args:
         area: per-material area densities ``(V, M, H, W)`` g/cm^2 (:func:`ct2x.drr.area_densities`), or
@@ -93,7 +94,7 @@ def simulate(area: torch.Tensor, views: CArm | Sequence[CArm], parameters: str |
     parameters = resolve(parameters)
     area, views, single = _area(area, views)
     device = area.device
-    transmitted = primary(area, parameters)
+    transmitted = primary(area, views, parameters)
     thickness = water_equivalent_thickness(transmitted, parameters.spectrum)
     beam = beam_profile(views, parameters, device)
     field = field_mask(views, parameters, device)

@@ -35,7 +35,7 @@ import numpy as np
 from ct2x.drr.spectrum import KVP_RANGE
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
-from ct2x.options import IMAGING_RANDOMISED
+from ct2x.options import IMAGING_RANDOMISED, MAX_DEVICES
 
 #: Where the anode lies in the image (its side of the field is the dimmer one).
 ANODE_SIDES = ("top", "bottom", "left", "right")
@@ -133,6 +133,10 @@ class ImagingParameters:
             fits them to a film's histogram); ``()`` (the default): the identity.
         bits: bit depth of the stored image.
         marker, marker_corner: a lead side marker (``"L"``, ``"R"`` or ``""``) and its corner.
+    Support devices in the beam (:mod:`ct2x.imaging.devices`):
+        devices: how many ECG leads (with their electrodes), central venous catheters and feeding tubes lie on
+            and in the patient, 0-:data:`MAX_DEVICES` (0: none, every preset's default).
+        devices_seed: which devices and where (one draw for every view of a series).
     """
 
     kvp: int = 125
@@ -165,9 +169,11 @@ class ImagingParameters:
     bits: int = 12
     marker: str = "L"
     marker_corner: str = "top-right"
+    devices: int = 0
+    devices_seed: int = 0
 
     def __post_init__(self) -> None:
-        checked = {**self._beam(), **self._detector(), **self._console()}
+        checked = {**self._beam(), **self._detector(), **self._console(), **self._devices()}
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -226,6 +232,13 @@ class ImagingParameters:
             "marker": _choice("marker", self.marker, MARKERS),
             "marker_corner": _choice("marker_corner", self.marker_corner, MARKER_CORNERS),
         }
+
+    def _devices(self) -> dict[str, object]:
+        for name, high in (("devices", MAX_DEVICES), ("devices_seed", 2**63 - 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= high:
+                raise CT2XError(f"the imaging parameter {name} must be a whole number in [0, {high}], got {value!r}")
+        return {"devices": int(self.devices), "devices_seed": int(self.devices_seed)}
 
     @property
     def spectrum(self) -> str:
@@ -392,7 +405,7 @@ RANGES: dict[str, tuple] = {
     "coarse_band_gains": (0.8, 1.6), "residual_gain": (0.3, 1.0), "compression": (0.5, 1.0),
     "compression_scale": (0.03, 0.3), "unsharp_amount": (0.0, 1.5), "unsharp_radius_mm": (0.5, 3.0),
     "window_low": (0.0, 2.0), "window_high": (98.0, 100.0), "tone_contrast": (0.0, 8.0), "bits": (8, 10, 12, 14),
-    "marker": MARKERS, "marker_corner": MARKER_CORNERS,
+    "marker": MARKERS, "marker_corner": MARKER_CORNERS, "devices": (0, 6),
 }  # fmt: skip
 
 
@@ -410,7 +423,8 @@ def randomised(seed: int) -> ImagingParameters:
     """Parameters with every value drawn from its range in :data:`RANGES` (domain randomisation), reproducibly
     from ``seed``. kVp is drawn in 5 kV steps, filtration in 0.5 mm and the anode angle in whole degrees, so
     that the cached tube spectra are reused; half the draws have a grid, half collimation, 30 % are
-    uncorrected (CR or image intensifier: heel effect and vignetting stay) and 15 % have a round field."""
+    uncorrected (CR or image intensifier: heel effect and vignetting stay), 15 % have a round field, and 0-6
+    support devices lie in the beam."""
     rng = np.random.default_rng(seed)
 
     def uniform(name: str) -> float:
@@ -445,4 +459,6 @@ def randomised(seed: int) -> ImagingParameters:
         window_percentiles=(uniform("window_low"), uniform("window_high")), tone_contrast=uniform("tone_contrast"),
         bits=int(pick("bits")), marker=pick("marker"), marker_corner=pick("marker_corner"),
         structure_noise=uniform("structure_noise"),
+        devices=int(rng.integers(RANGES["devices"][0], RANGES["devices"][1] + 1)),
+        devices_seed=int(rng.integers(2**31)),
     )  # fmt: skip
