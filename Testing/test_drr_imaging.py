@@ -146,6 +146,23 @@ def test_style_fits_the_chain_to_a_film(ct_file: Path, tmp_path: Path) -> None:
         DRROptions(Path("c"), imaging="raw", style=tmp_path / "dark.png")
 
 
+def test_devices_put_the_same_leads_and_lines_in_every_view_drawn_from_the_seed(ct_file: Path, tmp_path: Path) -> None:
+    plain = _pixels(_drr(ct_file, tmp_path / "p"))
+    fitted = _drr(ct_file, tmp_path / "d", "--devices", "6")
+    parameters = ImagingParameters(**json.loads(fitted[0].GetMetaData("ct2x_imaging_parameters")))
+    assert (parameters.devices, parameters.devices_seed) == (6, 0)
+    shadows = _pixels(fitted) - plain  # bright = attenuating
+    assert all(float(view.max()) > 0.05 for view in shadows)  # both views show devices
+    again = render_radiographs(read_ct(ct_file), [_carm(fitted[1])], parameters, step=1.0, seed=1)[0].numpy()
+    np.testing.assert_allclose(again, _pixels(fitted)[1], atol=1e-5)
+    other = _pixels(_drr(ct_file, tmp_path / "s", "--devices", "6", "--seed", "5"))
+    assert not np.allclose(other, _pixels(fitted), atol=0.05)
+    for values, message in (({"devices": -1}, "--devices must be a whole number from 0 to 20"),
+                            ({"devices": 2, "imaging": "raw"}, "--devices puts support devices")):  # fmt: skip
+        with pytest.raises(CT2XError, match=message):
+            DRROptions(Path("c"), **values)
+
+
 def test_a_bad_imaging_name_is_one_line_listing_the_choices(ct_file: Path, tmp_path: Path, capsys) -> None:
     err = one_line_error(["drr", str(ct_file), "--imaging", "fluoro", "--out", str(tmp_path / "o")], capsys)
     assert "--imaging" in err and "'fluoro'" in err and all(name in err for name in IMAGING_MODES)

@@ -55,6 +55,8 @@ IMAGING_PRESETS = ("mobile_carm_flat_panel", "mobile_carm_image_intensifier", "c
 IMAGING_RANDOMISED = "randomised"
 #: ``ct2x drr --imaging``: the physics DRR alone (``-log``, ``--spectrum``, ``--photons``), no imaging chain.
 IMAGING_RAW = "raw"
+#: The most support devices ``ct2x drr --devices`` (``ct2x.imaging.ImagingParameters.devices``) puts in the beam.
+MAX_DEVICES = 20
 #: What ``ct2x drr --imaging`` takes.
 IMAGING_MODES = (*IMAGING_PRESETS, IMAGING_RANDOMISED, IMAGING_RAW)
 #: ``ct2x drr``'s default: the chain of the default C-arm geometry (DeepDRR's mobile C-arm, a flat panel).
@@ -233,6 +235,14 @@ class DRROptions:
             "the randomised draw); every view then uses them"
         ),
     )
+    devices: int | None = field(
+        default=None,
+        metadata=_help(
+            f"support devices in the beam: N ECG leads with their electrodes, central venous catheters or "
+            f"feeding tubes (0-{MAX_DEVICES}) on and in the patient, drawn with --seed, the same in every view, as "
+            "on intensive-care films (default: none; randomised: its draw of 0-6)"
+        ),
+    )
     angles: tuple[float, ...] = field(default=DEFAULT_ANGLES, metadata=_help(angles_help()))
     secondary: tuple[float, ...] = field(default=(0.0,), metadata=_help(secondary_help()))
     sdd: float | None = field(
@@ -308,12 +318,14 @@ class DRROptions:
         positive_finite("--step", self.step, "voxels (e.g. 0.1)", quantity="number of")
         _at_least(self, "seed", 0)
         _one_of(self, "backend", RENDER_BACKENDS)
+        if self.devices is not None and (not is_whole(self.devices) or not 0 <= self.devices <= MAX_DEVICES):
+            raise CT2XError(f"--devices must be a whole number from 0 to {MAX_DEVICES}, got {self.devices!r}")
         if self.imaging == IMAGING_RAW:
-            if self.style is not None:
-                raise CT2XError(
-                    "--style fits the imaging chain's look to a film: --imaging raw has no chain; drop --style, or "
-                    "choose a preset (the default)"
-                )
+            chain_only = {"--style fits the imaging chain's look to a film": self.style,
+                          "--devices puts support devices in the imaging chain's beam": self.devices}  # fmt: skip
+            for what, given in chain_only.items():
+                if given is not None:
+                    raise CT2XError(f"{what}: --imaging raw has no chain; drop it, or choose a preset (the default)")
             return
         chain = f"--imaging {self.imaging}"
         if self.photons is not None:

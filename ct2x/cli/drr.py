@@ -4,6 +4,7 @@ physics DRRs (options: :class:`ct2x.options.DRROptions`)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from ct2x.cli.arguments import (
@@ -74,6 +75,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     add_field(drr, DRROptions, "series", metavar="UID")
     add_field(drr, DRROptions, "imaging", metavar="NAME")
     add_path(drr, DRROptions, "style", metavar="FILM")
+    add_field(drr, DRROptions, "devices", type=int, metavar="N")
     add_geometry_arguments(drr, DRROptions, "defaults: the --imaging preset's")
     physics = drr.add_argument_group("physics")
     add_field(physics, DRROptions, "step", type=float)
@@ -109,6 +111,8 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
 
     raw = options.imaging == IMAGING_RAW
     parameters = None if raw else chosen(options.imaging, options.seed)  # one chain for all views, their noise differs
+    if options.devices is not None:  # drawn once from the seed: the same devices in every view
+        parameters = dataclasses.replace(parameters, devices=options.devices, devices_seed=options.seed)
     spectrum = options.raw_spectrum if raw else parameters.spectrum
     get_spectrum(spectrum)  # an unknown spectrum fails here, before any work
     device = torch_device(options.device)
