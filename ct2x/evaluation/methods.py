@@ -62,6 +62,7 @@ from ct2x.drr import area_densities, coverage, drr_from_area, render_drr
 from ct2x.errors import CT2XError
 from ct2x.evaluation.measures import c2st_auc, frechet_distance
 from ct2x.geometry import CArm
+from ct2x.imaging.parameters import ImagingParameters
 from ct2x.models import CT2XGAN
 from ct2x.models.inputs import drr_image, output_image, projection_densities
 from ct2x.models.physics_anchor import physics_base
@@ -552,12 +553,13 @@ def chain_ct_images(
     scale: list[CArm],
     films: Sequence[str | Path | np.ndarray],
     seed: int = 0,
+    base: str | ImagingParameters = CHAIN_PRESET,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One CT through the imaging chain without learning, in the style of each reference film: the
-    :data:`CHAIN_PRESET` preset's physics (:mod:`ct2x.imaging`) at the views' own geometry and detector, its
-    look fitted to each film by the one fitting rule users get (:func:`ct2x.synthesize.fitted_look`, that of
-    ``ct2x drr --style``, a chain-anchored model's synthesis and the Slicer panel: once per CT and film, pooled
-    over the AP, oblique and lateral views of the views' geometry, the film read whole as covering a chest
+    """One CT through the imaging chain without learning, in the style of each reference film: ``base``'s
+    physics (:mod:`ct2x.imaging`; default the :data:`CHAIN_PRESET` preset's) at the views' own geometry and
+    detector, its look fitted to each film by the one fitting rule users get (:func:`ct2x.synthesize.fitted_look`,
+    that of ``ct2x drr --style``, a chain-anchored model's synthesis and the Slicer panel: once per CT and film,
+    pooled over the AP, oblique and lateral views of the views' geometry, the film read whole as covering a chest
     film's field; the CT is marched at those views once for all films).
 
     ``area`` / ``sweep``: the CT's area densities ``(V, M, S, S)`` at ``views`` and ``(K, M, S, S)`` at the
@@ -568,7 +570,7 @@ def chain_ct_images(
     from ct2x.synthesize import fit_area, look_on
 
     fit = fit_area(ct, views[0], device=area.device)
-    looks = [look_on(fit, film, CHAIN_PRESET) for film in films]
+    looks = [look_on(fit, film, base) for film in films]
     styles = torch.stack([simulate(area, views, look, seed=seed + 2 * r).image for r, look in enumerate(looks)], 1)
     scaled = simulate(sweep, scale, looks[0], seed=seed).image
     return styles.float().cpu().numpy(), scaled.float().cpu().numpy()

@@ -1,0 +1,79 @@
+"""What support devices (ECG leads, catheters, tubes: ``ct2x.imaging.devices``) do to the chain row's realism:
+the imaging-chain row of a ``ct2x evaluate`` report rendered again as the report renders it (the held-out CTs as
+read, the report's views, each style reference's look fitted by the users' rule), once for each device count
+asked, each CT with its own draw of devices (seed = the CT's index), and scored like the report (FID, KID,
+C2ST of InceptionV3 features on the scored region, against the report's real set read the same way).
+
+Usage: python docs/devices_probe.py REPORT [--devices 0 2 4 6] [--sheet sheet.png]
+(run from where the report's folders are found, as ``ct2x evaluate`` was; a few minutes per count on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ct2x.checkpoint import load_card
+from ct2x.data.radiographs import find_radiographs, read_radiographs
+from ct2x.evaluation.inception import InceptionFeatures
+from ct2x.evaluation.methods import (
+    CHAIN_PRESET,
+    REAL_SIZE,
+    RealismMetrics,
+    chain_ct_images,
+    evaluation_views,
+    inception_features,
+    marched,
+    scale_views,
+)
+from ct2x.imaging import PRESETS
+from ct2x.volume import read_ct
+
+
+def main() -> None:
+    """Render and score the chain row at each device count; print one table; save a contact sheet."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--devices", type=int, nargs="+", default=[0, 2, 4, 6])
+    parser.add_argument("--sheet", type=Path, default=Path("devices_probe.png"))
+    args = parser.parse_args()
+    metrics = json.loads((args.report / "metrics.json").read_text(encoding="utf-8"))
+    crop = metrics["scored_region"]["crop"]
+    rows, columns = slice(crop["top"], crop["bottom"]), slice(crop["left"], crop["right"])
+    real_rows = slice(*metrics["scored_region"]["real_crop"]["rows"])
+    real_columns = slice(*metrics["scored_region"]["real_crop"]["columns"])
+    folder = Path(metrics["radiographs"]["folder"])
+    real = read_radiographs(find_radiographs(folder).paths, REAL_SIZE, crop=metrics["radiographs"]["crop"])
+    network = InceptionFeatures()
+    scores = RealismMetrics(inception_features(network, real[..., real_rows, real_columns]), None, seed=0)
+    card, config = load_card(next(iter(metrics["models"].values()))["model"])
+    films = [folder / name for name in metrics["style_references"]]
+    settings = metrics["settings"]
+    cts = [read_ct(entry["source"]) for entry in metrics["data"]["cts"]]
+    views = [[v.carm for v in evaluation_views(config, card, ct)] for ct in cts]
+    areas = [marched(ct, carms, settings["drr_step"], "cpu") for ct, carms in zip(cts, views, strict=True)]
+    sheet = []
+    print("| support devices per CT | FID | KID | C2ST AUC | images |\n|---|---|---|---|---|")
+    for count in args.devices:
+        made = []
+        for index, (ct, carms, area) in enumerate(zip(cts, views, areas, strict=True)):
+            base = dataclasses.replace(PRESETS[CHAIN_PRESET].parameters, devices=count, devices_seed=index)
+            scale = scale_views(config, card, ct)[:1]
+            sweep = marched(ct, scale, settings["scale_step"], "cpu")
+            made.append(chain_ct_images(ct, area, sweep, carms, scale, films, settings["seed"], base)[0])
+        images = torch.from_numpy(np.stack(made)).reshape(-1, 1, *made[0].shape[-2:])
+        scored = scores.score(inception_features(network, images[..., rows, columns]))
+        print(f"| {count} | {scored.fid:.1f} | {scored.kid:.3f} ± {scored.kid_std:.3f} | {scored.c2st_auc:.3f} "
+              f"| {scored.images} |", flush=True)  # fmt: skip
+        sheet.append(torch.cat(list(images[:: max(1, len(images) // 6)][:6, 0]), 1))
+    Image.fromarray((torch.cat(sheet, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)).save(args.sheet)
+
+
+if __name__ == "__main__":
+    main()
