@@ -33,6 +33,7 @@ from CT2XSynthesisLib.dependencies import (
 )
 from CT2XSynthesisLib.display import VIEWS_LAYOUT_ID, show_views, slice_to_ras_for_view, slice_view_names
 from CT2XSynthesisLib.logic import (
+    CHAIN_DEVICES,
     DEFAULT_SEED,
     DEVICES,
     GEOMETRY_FILE,
@@ -97,6 +98,7 @@ from ct2x.options import (
     DEFAULT_IMAGING,
     IMAGING_MODES,
     IMAGING_RAW,
+    MAX_DEVICES,
     DRROptions,
     SynthesizeOptions,
     option_default,
@@ -147,9 +149,11 @@ class CT2XSynthesisParameterNode:
     # change with the model, and from Slicer 5.8 on a ctkComboBox bound to a str needs a fixed Choice list.
     modelStyle: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = SynthesizeOptions.device  # ct2x synthesize's default
-    # Without a model: ct2x drr --imaging's choices and default, and its --seed's default.
+    # Without a model: ct2x drr --imaging's choices and default, its --seed's default, and --devices (-1, shown
+    # as "chain's own": not given, none in a preset, the randomised draw's).
     imaging: Annotated[str, Choice(list(IMAGING_MODES))] = DEFAULT_IMAGING
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = option_default(DRROptions, "seed")
+    devices: Annotated[int, WithinRange(CHAIN_DEVICES, MAX_DEVICES)] = CHAIN_DEVICES
     angles: str = ", ".join(f"{angle:g}" for angle in DEFAULT_ANGLES)
     primary: Annotated[float, WithinRange(-180.0, 180.0)] = 0.0
     secondary: Annotated[float, WithinRange(-90.0, 90.0)] = 0.0
@@ -296,7 +300,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.styleSource == STYLE_VOLUME and p.styleVolume:
             node = p.styleVolume
             styleArray, styleKey = (lambda: style_reference(node)[0]), style_reference_key(node)
-        physics = p.modelSource == MODEL_NONE  # the imaging choice and seed count only without a model
+        physics = p.modelSource == MODEL_NONE  # the imaging choice, seed and devices count only without a model
         choice = RendererChoice(
             model_source=p.modelSource,
             model_file=str(p.modelFile or "") if p.modelSource == MODEL_FILE else "",
@@ -307,17 +311,20 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             device=p.device,
             imaging=p.imaging if physics else DEFAULT_IMAGING,
             seed=p.seed if physics and p.imaging != IMAGING_RAW else DEFAULT_SEED,
+            devices=p.devices if physics and p.imaging != IMAGING_RAW and p.devices != CHAIN_DEVICES else None,
         )
         return choice, styleArray
 
     def _updateImaging(self) -> None:
-        """Show the imaging choice and its seed only where they count, and what Synthesize and the preview make."""
+        """Show the imaging choice, its seed and support devices only where they count, and what Synthesize and the
+        preview make."""
         p = self._parameterNode
-        choice = RendererChoice(p.modelSource, style_source=p.styleSource, imaging=p.imaging)
+        devices = None if p.devices == CHAIN_DEVICES else p.devices
+        choice = RendererChoice(p.modelSource, style_source=p.styleSource, imaging=p.imaging, devices=devices)
         showImaging, showSeed = imaging_controls(choice)
         for widget in (self.ui.imagingLabel, self.ui.imagingComboBox):
             widget.visible = showImaging
-        for widget in (self.ui.seedLabel, self.ui.seedSpinBox):
+        for widget in (self.ui.seedLabel, self.ui.seedSpinBox, self.ui.devicesLabel, self.ui.devicesSpinBox):
             widget.visible = showSeed
         self.ui.modeLabel.text = describe_renderer(choice)
 
@@ -637,10 +644,13 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
         imaging = widget.ui.imagingComboBox
         self.assertEqual([imaging.itemText(i) for i in range(imaging.count)], list(IMAGING_MODES))
         self.assertEqual(imaging.currentText, parameters.imaging)
-        self.assertFalse(imaging.isHidden() or widget.ui.seedSpinBox.isHidden())
+        self.assertFalse(imaging.isHidden() or widget.ui.seedSpinBox.isHidden() or widget.ui.devicesSpinBox.isHidden())
+        parameters.devices = 3
+        self.assertEqual(widget.ui.devicesSpinBox.value, 3)
+        self.assertIn("3 support devices", widget.ui.modeLabel.text)
         parameters.imaging = IMAGING_RAW
         self.assertEqual(imaging.currentText, IMAGING_RAW)
-        self.assertTrue(widget.ui.seedSpinBox.isHidden())
+        self.assertTrue(widget.ui.seedSpinBox.isHidden() and widget.ui.devicesSpinBox.isHidden())
         parameters.modelSource = MODEL_BUNDLED
         self.assertTrue(imaging.isHidden())
 

@@ -333,7 +333,14 @@ def test_the_imaging_choice_is_ct2x_drr_s_on_a_combo_box_and_its_seed_on_a_spin_
     (not repeated): ``imaging``, a str with a Choice, on a QComboBox, which the Choice-only combo-box connector
     binds on every release (it fills the box with the choices and refuses a value outside them); ``seed``
     (``--seed``'s default), a bounded int on a QSpinBox."""
-    from ct2x.options import DEFAULT_IMAGING, IMAGING_MODES
+    from ct2x.options import DEFAULT_IMAGING, IMAGING_MODES, MAX_DEVICES
+
+    logic = ast.parse((ROOT / "CT2XSynthesis" / "CT2XSynthesisLib" / "logic.py").read_text(encoding="utf-8"))
+    chain_devices = next(
+        ast.literal_eval(node.value)
+        for node in logic.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CHAIN_DEVICES"
+    )
 
     script, ui = (ROOT / p for p in MODULES["CT2XSynthesis"])
     parameters = parameters_of(script)
@@ -348,11 +355,21 @@ def test_the_imaging_choice_is_ct2x_drr_s_on_a_combo_box_and_its_seed_on_a_spin_
         if isinstance(node, ast.ImportFrom) and node.module == "ct2x.options"
         for alias in node.names
     }
-    assert {"IMAGING_MODES", "DEFAULT_IMAGING", "DRROptions", "option_default"} <= imported
+    assert {"IMAGING_MODES", "DEFAULT_IMAGING", "DRROptions", "option_default", "MAX_DEVICES"} <= imported
     assert DEFAULT_IMAGING in IMAGING_MODES  # else the connector's write() raises on a new parameter node
     bound = {name: (widget, parameter) for widget, name, parameter in bindings_of(ui)}
     assert bound["imagingComboBox"] == ("QComboBox", "imaging")
     assert bound["seedSpinBox"] == ("QSpinBox", "seed")
+    # --devices: a bounded int on a QSpinBox whose range is the core's (0 .. MAX_DEVICES) below which its
+    # minimum, CHAIN_DEVICES, reads "chain's own" (no --devices), the default
+    assert parameters["devices"].kind == "int" and parameters["devices"].bounded
+    assert source["devices"] == ("Annotated[int, WithinRange(CHAIN_DEVICES, MAX_DEVICES)]", "CHAIN_DEVICES")
+    assert bound["devicesSpinBox"] == ("QSpinBox", "devices")
+    spin = {p.get("name"): p for p in ET.parse(ui).getroot().find(".//widget[@name='devicesSpinBox']")}
+    assert int(spin["minimum"].find("number").text) == chain_devices == -1
+    assert int(spin["maximum"].find("number").text) == MAX_DEVICES
+    assert spin["specialValueText"].find("string").text == "chain's own"
     for release in RELEASES:
         assert create_connector(release, "QComboBox", parameters["imaging"]) == ("QComboBoxToStringableConnector", None)
-        assert create_connector(release, "QSpinBox", parameters["seed"]) == ("QSliderOrSpinBoxToIntConnector", None)
+        for name in ("seed", "devices"):
+            assert create_connector(release, "QSpinBox", parameters[name]) == ("QSliderOrSpinBoxToIntConnector", None)

@@ -498,6 +498,8 @@ def _images(volumes) -> np.ndarray:
 def test_the_no_model_choice_builds_a_chain_renderer_of_the_chosen_imaging():
     """The imaging choices and defaults are ct2x drr --imaging's; each preset and ``randomised`` build a
     ChainRenderer with the preset's (or the seed's) parameters, ``raw`` today's physics DRR renderer."""
+    from dataclasses import replace
+
     from ct2x.imaging import PRESETS, randomised
     from ct2x.options import (
         DEFAULT_IMAGING,
@@ -529,6 +531,18 @@ def test_the_no_model_choice_builds_a_chain_renderer_of_the_chosen_imaging():
     fitted = RendererChoice(MODEL_NONE, imaging="chest_dr_pa", style_source=STYLE_FILE)
     assert describe_renderer(fitted).startswith("Renderer: Radiograph (imaging chain: chest_dr_pa, fitted to the style")
     assert DRR_PHYSICS_MODE in describe_renderer(RendererChoice(MODEL_NONE, imaging=IMAGING_RAW))
+    # support devices (ct2x drr --devices): drawn with the seed, in the base the fit starts from, named in the mode
+    assert RendererChoice().devices is None
+    assert build_renderer(RendererChoice(MODEL_NONE))[0].base_parameters.devices == 0
+    wired, wired_mode = build_renderer(RendererChoice(MODEL_NONE, imaging="chest_dr_pa", seed=4, devices=3))
+    assert (wired.base_parameters.devices, wired.base_parameters.devices_seed) == (3, 4)
+    assert wired.base_parameters == replace(PRESETS["chest_dr_pa"].parameters, devices=3, devices_seed=4)
+    assert wired_mode == chain_mode("chest_dr_pa", devices=3)
+    assert wired_mode == "Radiograph (imaging chain: chest_dr_pa, 3 support devices)"
+    assert "3 support devices" in describe_renderer(RendererChoice(MODEL_NONE, devices=3))
+    assert build_renderer(RendererChoice(MODEL_NONE, imaging="randomised", seed=7, devices=0))[0].base_parameters == (
+        replace(randomised(7), devices=0, devices_seed=7)
+    )
     assert imaging_controls(RendererChoice(MODEL_NONE)) == (True, True)
     assert imaging_controls(RendererChoice(MODEL_NONE, imaging=IMAGING_RAW)) == (True, False)
     assert imaging_controls(RendererChoice(MODEL_BUNDLED)) == (False, False)
@@ -547,6 +561,8 @@ def test_a_bad_chain_choice_is_a_ct2x_error(scene):
         ({"seed": -1}, "the seed must be a whole number >= 0"),
         ({"imaging": "randomised", "seed": None}, "draws its parameters from the seed"),
         ({"fit_pixels": 8}, "32 pixels a side or more"),
+        ({"devices": 21}, "support devices must be a whole number from 0 to 20"),
+        ({"devices": 1.5}, "support devices must be a whole number"),
     ]:
         with pytest.raises(CT2XError, match=message):
             ChainRenderer(**kwargs)

@@ -70,6 +70,7 @@ from ct2x.options import (
     IMAGING_PRESETS,
     IMAGING_RANDOMISED,
     IMAGING_RAW,
+    MAX_DEVICES,
     DRROptions,
     is_whole,
     option_default,
@@ -117,6 +118,10 @@ LEARNED_MODE = "CT2X-GAN"
 IMAGING_CHOICES = IMAGING_MODES
 #: The seed of the chain's noise (view n of a synthesis draws from seed + n) and of ``randomised``: ``ct2x drr``'s.
 DEFAULT_SEED = option_default(DRROptions, "seed")
+
+#: The panel's support-device count that gives none of its own (``ct2x drr`` without ``--devices``): the chain's
+#: (none in a preset, the randomised draw's); shown as "chain's own".
+CHAIN_DEVICES = -1
 
 #: Ray-marching step (voxels) of the live preview: coarser than the synthesis's so it follows the sliders.
 PREVIEW_STEP_VOXELS = 1.0
@@ -454,10 +459,12 @@ def physics_drr_renderer(device: str = DEFAULT_DEVICE, **drr_options: object) ->
     return PhysicsDRRRenderer(device, **drr_options)
 
 
-def chain_mode(imaging: str, fitted: bool = False) -> str:
+def chain_mode(imaging: str, fitted: bool = False, devices: int = 0) -> str:
     """The mode label of the imaging chain ``imaging`` (a preset or ``randomised``), e.g.
-    ``"Radiograph (imaging chain: chest_dr_pa)"``; ``fitted``: its look fitted to a style reference."""
-    return f"Radiograph (imaging chain: {imaging}{', fitted to the style reference' if fitted else ''})"
+    ``"Radiograph (imaging chain: chest_dr_pa)"``; ``fitted``: its look fitted to a style reference;
+    ``devices``: support devices put in the beam."""
+    extras = (", fitted to the style reference" if fitted else "") + (f", {devices} support devices" if devices else "")
+    return f"Radiograph (imaging chain: {imaging}{extras})"
 
 
 class _Fits:
@@ -502,7 +509,9 @@ class ChainRenderer(Renderer):
     synthesis draws its noise from ``seed + n``, as ``ct2x drr`` does, so the same seed gives the same images
     (``None``: fresh noise; ``randomised`` needs a seed). ``step``: ray step, voxels. The detector is the
     views': their distances and pixel spacing count (dose, blur, scatter), as in ``ct2x drr --sdd --sid
-    --size --pixel``.
+    --size --pixel``. ``devices``: support devices in the beam (ECG leads, central lines, feeding tubes;
+    ``ct2x drr --devices``), drawn with the seed (0 with fresh noise), the same in every view; ``None``: the
+    chain's own (none in a preset, the randomised draw's).
 
     ``style``: a reference radiograph (an array such as a 2D volume's voxels, or an image file). The chain's
     look (tone curve, band gains, dose and detector MTF) is then fitted to it (``ct2x.synthesize.fitted_look``)
@@ -523,6 +532,7 @@ class ChainRenderer(Renderer):
         style_label: str = "",
         fit_pixels: int | None = None,
         backend: str = "auto",
+        devices: int | None = None,
     ) -> None:
         chains = (*IMAGING_PRESETS, IMAGING_RANDOMISED)
         if imaging == IMAGING_RAW:
@@ -536,7 +546,10 @@ class ChainRenderer(Renderer):
         fit_pixels = FIT_PIXELS if fit_pixels is None else fit_pixels
         if not is_whole(fit_pixels) or fit_pixels < 32:
             raise CT2XError(f"the chain is fitted at 32 pixels a side or more, got {fit_pixels!r}")
+        if devices is not None and (not is_whole(devices) or not 0 <= devices <= MAX_DEVICES):
+            raise CT2XError(f"the support devices must be a whole number from 0 to {MAX_DEVICES}, got {devices!r}")
         self.imaging = imaging
+        self.devices = devices
         self.device = device
         self.step = step
         self.seed = seed
@@ -549,15 +562,18 @@ class ChainRenderer(Renderer):
 
     @property
     def mode(self) -> str:
-        return chain_mode(self.imaging, fitted=self.style is not None)
+        return chain_mode(self.imaging, fitted=self.style is not None, devices=self.devices or 0)
 
     @property
     def base_parameters(self):  # noqa: ANN201 (ct2x.imaging.ImagingParameters; torch is imported lazily)
-        """The chain's parameters before any fit: the preset's, or those ``randomised`` draws from the seed."""
+        """The chain's parameters before any fit: the preset's, or those ``randomised`` draws from the seed; with
+        ``devices``, that many drawn with the seed."""
         if self._base is None:
             from ct2x.imaging.parameters import chosen
 
             self._base = chosen(self.imaging, self.seed)
+            if self.devices is not None:
+                self._base = replace(self._base, devices=self.devices, devices_seed=self.seed or 0)
         return self._base
 
     def prepare(self, ct: CTVolume) -> object:
@@ -746,8 +762,9 @@ class RendererChoice:
     ``model_source`` is one of :data:`MODEL_SOURCES` and ``style_source`` one of
     :data:`STYLE_SOURCES` (compared by name); ``style_key`` identifies a style volume's voxels
     (its node ID and modified time), whose array is passed beside the choice. Without a model
-    (:data:`MODEL_NONE`), ``imaging`` (one of :data:`IMAGING_CHOICES`) and ``seed`` choose the
-    imaging chain (:class:`ChainRenderer`) or the raw physics DRR; with one they are not used.
+    (:data:`MODEL_NONE`), ``imaging`` (one of :data:`IMAGING_CHOICES`), ``seed`` and ``devices`` (support
+    devices in the beam, 0-:data:`MAX_DEVICES`, or ``None``: the chain's own, as ``ct2x drr`` without
+    ``--devices``) choose the imaging chain (:class:`ChainRenderer`) or the raw physics DRR; with one they are not used.
     """
 
     model_source: str = MODEL_BUNDLED
@@ -759,6 +776,7 @@ class RendererChoice:
     device: str = DEFAULT_DEVICE
     imaging: str = DEFAULT_IMAGING
     seed: int = DEFAULT_SEED
+    devices: int | None = None
 
     def model_path(self) -> Path | None:
         """The chosen model file (it may be missing), or None for the physics renderer or no file yet."""
@@ -850,7 +868,8 @@ def _physics_renderer(choice: RendererChoice, style_array: np.ndarray | None) ->
                 "whose look is then fitted to the reference, or the DRR style"
             )
         return PhysicsDRRRenderer(choice.device), DRR_PHYSICS_MODE
-    renderer = ChainRenderer(choice.imaging, device=choice.device, seed=choice.seed, style=style, style_label=label)
+    renderer = ChainRenderer(choice.imaging, device=choice.device, seed=choice.seed, style=style, style_label=label,
+                             devices=choice.devices)  # fmt: skip
     return renderer, renderer.mode
 
 
@@ -865,12 +884,13 @@ def renderer_mode(choice: RendererChoice) -> str:
         return LEARNED_MODE
     if choice.imaging == IMAGING_RAW:
         return DRR_PHYSICS_MODE
-    return chain_mode(choice.imaging, fitted=choice.style_source in (STYLE_VOLUME, STYLE_FILE))
+    fitted = choice.style_source in (STYLE_VOLUME, STYLE_FILE)
+    return chain_mode(choice.imaging, fitted=fitted, devices=choice.devices or 0)
 
 
 def imaging_controls(choice: RendererChoice) -> tuple[bool, bool]:
-    """Whether the panel shows the imaging choice (without a model) and the seed (without a model, for an
-    imaging chain: the raw DRR is noise-free)."""
+    """Whether the panel shows the imaging choice (without a model), and the seed and support devices (without
+    a model, for an imaging chain: the raw DRR is noise-free and has no devices)."""
     physics = choice.model_source == MODEL_NONE
     return physics, physics and choice.imaging != IMAGING_RAW
 
