@@ -93,9 +93,10 @@ def test_devices_are_drawn_once_for_every_view_and_the_seed_decides_them():
     assert not all(
         len(a.axis) == len(b.axis) and np.allclose(a.axis, b.axis) for a, b in zip(first, other, strict=False)
     )
-    leads = sum(d.kind == "ECG lead" for d in first)
-    assert leads == sum(d.kind == "ECG electrode" for d in first)  # every lead has its electrode
-    assert len(first) - leads == 4  # a lead and its electrode count as one device
+    kinds = [d.kind for d in first]
+    leads = kinds.count("ECG lead")
+    assert leads == kinds.count("ECG electrode") == kinds.count("ECG clip")  # every lead has its electrode
+    assert len(first) - 2 * leads == 4  # a lead, its electrode and clip count as one device
 
 
 def test_no_devices_is_the_physics_and_devices_only_darken_where_they_lie():

@@ -14,9 +14,10 @@ with the body's (:func:`transmitted`): the beam hardened by the body meets the d
 
 Devices, their sizes and materials (typical catalogue values; compositions by weight):
 
-* **ECG lead**: a stranded copper conductor of about 0.3 mm^2 (a solid-copper equivalent of radius
-  0.3 mm) in a PVC jacket of 3 mm, from an electrode on the anterior chest wall out of the field; the
-  electrode's snap stud, nickel-plated brass, as a sphere of 2 mm radius.
+* **ECG lead**: a shielded lead wire (:data:`LEAD_SHELLS`: a stranded copper conductor of about 0.3 mm^2,
+  a solid-copper equivalent of radius 0.3 mm, a braided copper shield, a PVC jacket of 3 mm), from an
+  electrode on the anterior chest wall out of the field; the electrode's snap stud, nickel-plated brass, as
+  a sphere of 2 mm radius, and the lead's snap clip as a ring of :data:`CLIP_RADIUS_MM` in the coronal plane.
 * **Central venous catheter**: 7 Fr (2.3 mm outer, 1.3 mm inner diameter) polyurethane made radio-opaque
   with 20 % barium sulphate, from a neck vein to the superior vena cava.
 * **Feeding tube**: 12 Fr (4 mm outer, 2.6 mm inner diameter) of the same radio-opaque polyurethane, from
@@ -46,6 +47,11 @@ DEVICE_MATERIALS: dict[str, tuple[dict[str, float], float]] = {
     "pvc": ({"C": 0.384, "H": 0.048, "Cl": 0.567}, 1.38),
     "barium polyurethane": ({"C": 0.48, "H": 0.056, "N": 0.08, "O": 0.184 + 0.055, "Ba": 0.118, "S": 0.027}, 1.5),
 }
+#: A shielded ECG lead wire, (material, inner, outer radius mm) from the axis out: a copper conductor, its PVC
+#: insulation, a braided copper shield (about 0.1 mm of copper where the braid covers 85 %), the PVC jacket.
+LEAD_SHELLS = (("copper", 0.0, 0.3), ("pvc", 0.3, 0.9), ("copper", 0.9, 1.0), ("pvc", 1.0, 1.5))
+#: Radius of the lead's snap clip about the electrode's stud, a ring of 0.4 mm wire, mm.
+CLIP_RADIUS_MM = 4.0
 #: Spacing of the points along a device's axis, mm.
 AXIS_STEP_MM = 1.0
 #: Spacing of the projected axis points on the detector, pixels (the distance map's accuracy).
@@ -79,8 +85,13 @@ def _lead(rng: np.random.Generator, centre: np.ndarray) -> list[Device]:
     angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(250, 450)
     end = electrode + length * np.array([np.cos(angle), 0.0, np.sin(angle)])
     control = (electrode + end) / 2 + np.array([rng.uniform(-80, 80), -rng.uniform(0, 30), rng.uniform(-80, 80)])
-    wire = Device("ECG lead", _bezier(electrode, control, end), (("copper", 0.0, 0.3), ("pvc", 0.3, 1.5)))
-    return [wire, Device("ECG electrode", electrode[None], (("brass", 0.0, 2.0),))]
+    turn = np.linspace(0.0, 2 * np.pi, 64)[:, None]
+    ring = electrode + CLIP_RADIUS_MM * (np.cos(turn) * [1.0, 0.0, 0.0] + np.sin(turn) * [0.0, 0.0, 1.0])
+    return [
+        Device("ECG lead", _bezier(electrode, control, end), LEAD_SHELLS),
+        Device("ECG electrode", electrode[None], (("brass", 0.0, 2.0),)),
+        Device("ECG clip", ring, (("brass", 0.0, 0.4),)),
+    ]
 
 
 def _catheter(rng: np.random.Generator, centre: np.ndarray) -> list[Device]:
