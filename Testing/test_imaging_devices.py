@@ -110,3 +110,18 @@ def test_no_devices_is_the_physics_and_devices_only_darken_where_they_lie():
     assert bool(lying[0].any()) and bool(lying[1].any())
     assert bool((fitted.primary[lying] < plain.primary[lying]).all())
     torch.testing.assert_close(fitted.primary[~lying], plain.primary[~lying])
+
+
+def test_only_what_lies_between_the_source_and_the_detector_casts_a_shadow():
+    # source 150 mm behind the isocenter (posterior), detector 150 mm in front of it
+    near = CArm(0.0, 0.0, 300.0, 150.0, (64, 64), (1.0, 1.0))
+    beyond, behind, inside = (Device("electrode", np.array([point]), (("brass", 0.0, 2.0),))
+                              for point in ([0.0, -160.0, 0.0], [0.0, 160.0, 0.0], [0.0, -100.0, 0.0]))  # fmt: skip
+    assert device_paths([beyond, behind], [near]).max() == 0.0
+    assert device_paths([inside], [near]).max() > 3.0
+    # a wire through the detector plane (P = -150 mm) keeps the part in front of it
+    start, end = np.array([-10.0, -100.0, 0.0]), np.array([10.0, -200.0, 0.0])
+    crossing = Device("wire", start + np.linspace(0, 1, 101)[:, None] * (end - start), (("copper", 0.0, 0.3),))
+    columns = np.flatnonzero((device_paths([crossing], [near])[0, 0] > 0).any(0))
+    u_start, u_plane = near.project(np.stack([start, start + 0.5 * (end - start)]))[:, 0]  # halfway: at the plane
+    assert abs(columns.min() - u_start) <= 1.5 and abs(columns.max() - u_plane) <= 1.5

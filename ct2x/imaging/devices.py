@@ -10,7 +10,8 @@ ray's distance from the axis in the object (the distance on the detector divided
 magnification) averaged over the pixel's width there (the detector integrates over its pixel: a wire
 thinner than a pixel keeps its cross-section), lengthened by ``1 / sin`` of the angle between ray and
 axis. The area densities (g/cm^2 per material, per pixel) enter the primary inside the spectrum integral
-with the body's (:func:`transmitted`): the beam hardened by the body meets the device.
+with the body's (:func:`transmitted`): the beam hardened by the body meets the device. What lies beyond the
+detector plane, behind the source or within :data:`NEAR_SOURCE_MM` of it along the beam casts no shadow.
 
 Devices, their sizes and materials (typical catalogue values; compositions by weight):
 
@@ -30,7 +31,7 @@ Which devices and where is drawn from :attr:`ImagingParameters.devices_seed`: a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ CLIP_RADIUS_MM = 4.0
 AXIS_STEP_MM = 1.0
 #: Spacing of the projected axis points on the detector, pixels (the distance map's accuracy).
 PROJECTED_STEP_PX = 0.25
+#: The nearest a device may lie to the focal spot along the beam and cast a shadow, mm (the tube housing and
+#: collimator take the first tens of centimetres).
+NEAR_SOURCE_MM = 100.0
 #: The smallest ``sin`` of the angle between a ray and a device's axis (a ray along a tube meets at most
 #: this much of it: about 20 times the chord).
 MIN_SIN = 0.05
@@ -171,6 +175,16 @@ def _distance(device: Device, view: CArm) -> tuple[np.ndarray, np.ndarray, np.nd
     return nearest.reshape(height, width), obliquity.reshape(height, width), halves.reshape(height, width)
 
 
+def _between_source_and_detector(device: Device, view: CArm) -> list[Device]:
+    """The parts of ``device`` (runs of consecutive axis points) that lie between :data:`NEAR_SOURCE_MM` from the
+    focal spot and the detector plane along ``view``'s axis: what is beyond the detector, behind the source or
+    in the tube housing casts no shadow."""
+    depth = (device.axis - view.source) @ view.viewing_direction
+    inside = np.r_[False, (depth > NEAR_SOURCE_MM) & (depth < view.sdd), False]
+    edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
+    return [replace(device, axis=device.axis[start:stop]) for start, stop in zip(edges[::2], edges[1::2], strict=True)]
+
+
 def _chord(radius: float, distance: np.ndarray, half: np.ndarray) -> np.ndarray:
     """The mean length (mm) of the paths through a circle of ``radius`` mm of rays ``distance - half`` to
     ``distance + half`` mm from its centre (a pixel's footprint across a wire: the detector integrates the path
@@ -195,7 +209,7 @@ def device_paths(devices: Sequence[Device], views: Sequence[CArm]) -> np.ndarray
     height, width = views[0].detector_shape
     paths = np.zeros((len(views), len(names), height, width))
     for v, view in enumerate(views):
-        for device in devices:
+        for device in (part for whole in devices for part in _between_source_and_detector(whole, view)):
             distance, obliquity, half = _distance(device, view)
             for material, inner, outer in device.shells:
                 chord_cm = (_chord(outer, distance, half) - _chord(inner, distance, half)) * obliquity / 10.0
