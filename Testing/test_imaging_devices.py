@@ -125,3 +125,14 @@ def test_only_what_lies_between_the_source_and_the_detector_casts_a_shadow():
     columns = np.flatnonzero((device_paths([crossing], [near])[0, 0] > 0).any(0))
     u_start, u_plane = near.project(np.stack([start, start + 0.5 * (end - start)]))[:, 0]  # halfway: at the plane
     assert abs(columns.min() - u_start) <= 1.5 and abs(columns.max() - u_plane) <= 1.5
+
+
+def test_the_distance_map_is_the_same_drawn_in_chunks(monkeypatch):
+    import ct2x.imaging.devices as devices
+
+    views = [view(0.0, 160), view(50.0, 160)]
+    drawn = draw_devices(5, 3, views[0].isocenter)
+    whole = device_paths(drawn, views)
+    assert whole.max() > 0
+    monkeypatch.setattr(devices, "CHUNK_ENTRIES", 300)  # a few projected points at a time
+    np.testing.assert_array_equal(device_paths(drawn, views), whole)

@@ -57,6 +57,8 @@ CLIP_RADIUS_MM = 4.0
 AXIS_STEP_MM = 1.0
 #: Spacing of the projected axis points on the detector, pixels (the distance map's accuracy).
 PROJECTED_STEP_PX = 0.25
+#: The most (projected point, pixel) pairs one step of the distance map holds (about 100 MB of float64 arrays).
+CHUNK_ENTRIES = 2_000_000
 #: The nearest a device may lie to the focal spot along the beam and cast a shadow, mm (the tube housing and
 #: collimator take the first tens of centimetres).
 NEAR_SOURCE_MM = 100.0
@@ -159,19 +161,21 @@ def _distance(device: Device, view: CArm) -> tuple[np.ndarray, np.ndarray, np.nd
     outer = max(shell[2] for shell in device.shells)
     reach = int(np.ceil(outer * magnification.max() / pitch + 0.5)) + 1
     offsets = np.arange(-reach, reach + 1)
-    rows = np.round(points[:, 1])[:, None, None] + offsets[None, :, None]
-    columns = np.round(points[:, 0])[:, None, None] + offsets[None, None, :]
-    rows, columns = np.broadcast_arrays(rows, columns)
-    half = np.broadcast_to(pitch / (2 * values[:, 0, None, None]), rows.shape)
-    object_mm = np.hypot(rows - points[:, 1, None, None], columns - points[:, 0, None, None]) * 2 * half
-    inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width) & (object_mm < outer + half)
-    flat = (rows * width + columns)[inside].astype(np.int64)
-    nearest = np.full(height * width, np.inf)
-    np.minimum.at(nearest, flat, object_mm[inside])
-    obliquity, halves = np.ones(height * width), np.ones(height * width)
-    hit = object_mm[inside] == nearest[flat]
-    obliquity[flat[hit]] = np.broadcast_to(1.0 / values[:, 1, None, None], rows.shape)[inside][hit]
-    halves[flat[hit]] = half[inside][hit]
+    nearest, obliquity, halves = np.full(height * width, np.inf), np.ones(height * width), np.ones(height * width)
+    per_chunk = max(1, CHUNK_ENTRIES // len(offsets) ** 2)  # bounds the memory of a device seen close up
+    for start in range(0, len(points), per_chunk):
+        at, value = points[start : start + per_chunk], values[start : start + per_chunk]
+        rows = np.round(at[:, 1])[:, None, None] + offsets[None, :, None]
+        columns = np.round(at[:, 0])[:, None, None] + offsets[None, None, :]
+        rows, columns = np.broadcast_arrays(rows, columns)
+        half = np.broadcast_to(pitch / (2 * value[:, 0, None, None]), rows.shape)
+        object_mm = np.hypot(rows - at[:, 1, None, None], columns - at[:, 0, None, None]) * 2 * half
+        inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width) & (object_mm < outer + half)
+        flat = (rows * width + columns)[inside].astype(np.int64)
+        np.minimum.at(nearest, flat, object_mm[inside])
+        hit = object_mm[inside] == nearest[flat]
+        obliquity[flat[hit]] = np.broadcast_to(1.0 / value[:, 1, None, None], rows.shape)[inside][hit]
+        halves[flat[hit]] = half[inside][hit]
     return nearest.reshape(height, width), obliquity.reshape(height, width), halves.reshape(height, width)
 
 
