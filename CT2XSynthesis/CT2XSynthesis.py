@@ -318,9 +318,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateImaging(self) -> None:
         """Show the imaging choice, its seed and support devices only where they count, and what Synthesize and the
         preview make."""
-        p = self._parameterNode
-        devices = None if p.devices == CHAIN_DEVICES else p.devices
-        choice = RendererChoice(p.modelSource, style_source=p.styleSource, imaging=p.imaging, devices=devices)
+        choice, _ = self._rendererChoice()  # the style volume is not copied here
         showImaging, showSeed = imaging_controls(choice)
         for widget in (self.ui.imagingLabel, self.ui.imagingComboBox):
             widget.visible = showImaging

@@ -571,9 +571,7 @@ class ChainRenderer(Renderer):
         if self._base is None:
             from ct2x.imaging.parameters import chosen
 
-            self._base = chosen(self.imaging, self.seed)
-            if self.devices is not None:
-                self._base = replace(self._base, devices=self.devices, devices_seed=self.seed or 0)
+            self._base = chosen(self.imaging, self.seed, self.devices)
         return self._base
 
     def prepare(self, ct: CTVolume) -> object:

@@ -4,7 +4,6 @@ physics DRRs (options: :class:`ct2x.options.DRROptions`)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from ct2x.cli.arguments import (
@@ -110,9 +109,8 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
     from ct2x.volume import read_ct
 
     raw = options.imaging == IMAGING_RAW
-    parameters = None if raw else chosen(options.imaging, options.seed)  # one chain for all views, their noise differs
-    if options.devices is not None:  # drawn once from the seed: the same devices in every view
-        parameters = dataclasses.replace(parameters, devices=options.devices, devices_seed=options.seed)
+    # one chain for all views (its devices too), their noise differs
+    parameters = None if raw else chosen(options.imaging, options.seed, options.devices)
     spectrum = options.raw_spectrum if raw else parameters.spectrum
     get_spectrum(spectrum)  # an unknown spectrum fails here, before any work
     device = torch_device(options.device)

@@ -53,12 +53,7 @@ def hu_to_material_index(hu: torch.Tensor) -> torch.Tensor:
 
 def mass_attenuation(material: str, energies_kev: np.ndarray) -> np.ndarray:
     """``mu/rho`` of ``material`` (one of :data:`MATERIALS`) at ``energies_kev``, cm^2/g (xraydb, Elam)."""
-    return np.asarray(_mass_attenuation(material, tuple(float(e) for e in np.ravel(energies_kev))))
-
-
-@lru_cache(maxsize=64)
-def _mass_attenuation(material: str, energies_kev: tuple[float, ...]) -> np.ndarray:
-    return _mixture(tuple(COMPOSITIONS[material].items()), energies_kev)
+    return mixture_attenuation(COMPOSITIONS[material], energies_kev)
 
 
 def mixture_attenuation(composition: dict[str, float], energies_kev: np.ndarray) -> np.ndarray:

@@ -265,14 +265,18 @@ def area_densities(
     return area
 
 
-def transmitted_fraction(area: torch.Tensor, spectrum: str = "60KV_AL35") -> torch.Tensor:
+def transmitted_fraction(
+    area: torch.Tensor, spectrum: str = "60KV_AL35", mu_rho: np.ndarray | None = None
+) -> torch.Tensor:
     """The noise-free energy-integrated transmitted fraction ``I = sum_E w(E) exp(-sum_m (mu/rho)_m(E) a_m)``
     (1 for an unattenuated ray) from area densities ``(V, M, H, W)`` g/cm^2 (:func:`area_densities`), with
-    ``w`` the energy-integrating detector weights of ``spectrum`` (as for :func:`render_drr`).
-    Returns ``(V, H, W)`` float32 on ``area``'s device."""
+    ``w`` the energy-integrating detector weights of ``spectrum`` (as for :func:`render_drr`). ``mu_rho``: the
+    ``(M, E)`` mass attenuation (cm^2/g) of ``area``'s channels at the spectrum's energies, default the DRR's
+    materials' (:func:`ct2x.drr.materials.attenuation_table`). Returns ``(V, H, W)`` float32 on ``area``'s device."""
     spec = get_spectrum(spectrum)
     device = area.device
-    mu = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)  # (M, E)
+    table = attenuation_table(spec.energies_kev) if mu_rho is None else mu_rho
+    mu = torch.as_tensor(table, dtype=torch.float32, device=device)  # (M, E)
     weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)  # (E,)
     return torch.stack(
         [torch.einsum("e,ehw->hw", weights, torch.exp(-torch.einsum("me,mhw->ehw", mu, a))) for a in area]

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ct2x.drr.materials import attenuation_table, mixture_attenuation
+from ct2x.drr.render import transmitted_fraction
 from ct2x.drr.spectrum import get_spectrum
 from ct2x.geometry import CArm
 
@@ -224,23 +225,19 @@ def device_paths(devices: Sequence[Device], views: Sequence[CArm]) -> np.ndarray
 def transmitted(area: torch.Tensor, paths: torch.Tensor, spectrum: str, body: torch.Tensor) -> torch.Tensor:
     """The primary transmitted fraction ``(V, H, W)`` through the body's area densities ``area`` ``(V, M, H, W)``
     and the devices' ``paths`` ``(V, K, H, W)`` (g/cm^2, :func:`device_paths`) for the energy-integrating
-    detector weights of ``spectrum``: ``body`` (the fraction without devices) where no device lies, else
-    ``sum_E w(E) exp(-sum_m (mu/rho)_m a_m - sum_k (mu/rho)_k p_k)`` computed there."""
-    spec = get_spectrum(spectrum)
-    device = area.device
-    weights = torch.as_tensor(np.array(spec.weights), dtype=torch.float32, device=device)
-    tissue = torch.as_tensor(attenuation_table(spec.energies_kev), dtype=torch.float32, device=device)
-    hardware = torch.as_tensor(
-        np.stack([mixture_attenuation(composition, spec.energies_kev) for composition, _ in DEVICE_MATERIALS.values()]),
-        dtype=torch.float32, device=device,
-    )  # fmt: skip
+    detector weights of ``spectrum``: ``body`` (the fraction without devices) where no device lies, else the
+    DRR's spectrum sum (:func:`ct2x.drr.render.transmitted_fraction`) over the body's materials and the
+    devices' together, computed there."""
     hit = (paths > 0).any(1)  # (V, H, W)
     if not bool(hit.any()):
         return body
-    exponent = torch.einsum("me,mp->ep", tissue, area.permute(1, 0, 2, 3)[:, hit])
-    exponent = exponent + torch.einsum("ke,kp->ep", hardware, paths.permute(1, 0, 2, 3)[:, hit])
+    energies = get_spectrum(spectrum).energies_kev
+    table = np.concatenate(
+        [attenuation_table(energies), [mixture_attenuation(c, energies) for c, _ in DEVICE_MATERIALS.values()]]
+    )
+    crossed = torch.cat([area, paths], 1).permute(1, 0, 2, 3)[:, hit]  # (M + K, P): the pixels a device crosses
     out = body.clone()
-    out[hit] = torch.einsum("e,ep->p", weights, torch.exp(-exponent))
+    out[hit] = transmitted_fraction(crossed[None, :, :, None], spectrum, table)[0, :, 0]
     return out
 
 

@@ -409,14 +409,20 @@ RANGES: dict[str, tuple] = {
 }  # fmt: skip
 
 
-def chosen(imaging: str, seed: int | None = None) -> ImagingParameters:
+def chosen(imaging: str, seed: int | None = None, devices: int | None = None) -> ImagingParameters:
     """The parameters of an imaging choice of ``ct2x drr --imaging`` and the Slicer panel: a preset's name (a key
-    of :data:`PRESETS`), or :data:`ct2x.options.IMAGING_RANDOMISED` (:func:`randomised` from ``seed``)."""
+    of :data:`PRESETS`), or :data:`ct2x.options.IMAGING_RANDOMISED` (:func:`randomised` from ``seed``); with
+    ``devices`` (``--devices``), that many support devices drawn with ``seed`` (0 without one), the same in every
+    view; ``None`` keeps the choice's own (none in a preset, the randomised draw's)."""
     if imaging == IMAGING_RANDOMISED:
         if seed is None:
             raise CT2XError("the randomised imaging chain draws its parameters from the seed: give one")
-        return randomised(seed)
-    return resolve(imaging)
+        parameters = randomised(seed)
+    else:
+        parameters = resolve(imaging)
+    if devices is None:
+        return parameters
+    return dataclasses.replace(parameters, devices=devices, devices_seed=seed or 0)
 
 
 def randomised(seed: int) -> ImagingParameters:
