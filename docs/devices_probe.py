@@ -6,33 +6,23 @@ index), and scored like the report (FID, KID, C2ST of InceptionV3 features on th
 report's real set read the same way).
 
 Usage: python docs/devices_probe.py REPORT [--devices 0 2 4 6] [--presets mobile_carm_flat_panel] [--sheet F]
-(run from where the report's folders are found, as ``ct2x evaluate`` was; a few minutes per count on a CPU).
+(run from where the report's folders are found, as ``ct2x evaluate`` was; a few minutes per count on a CPU; the
+report's scoring is docs/realism_probe.py's ``report_scoring``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from realism_probe import report_scoring  # docs/, beside this script
 
 from ct2x.checkpoint import load_card
-from ct2x.data.radiographs import find_radiographs, read_radiographs
-from ct2x.evaluation.inception import InceptionFeatures
-from ct2x.evaluation.methods import (
-    CHAIN_PRESET,
-    REAL_SIZE,
-    RealismMetrics,
-    chain_ct_images,
-    evaluation_views,
-    inception_features,
-    marched,
-    scale_views,
-)
+from ct2x.evaluation.methods import CHAIN_PRESET, chain_ct_images, evaluation_views, marched, scale_views
 from ct2x.imaging import PRESETS
 from ct2x.volume import read_ct
 
@@ -45,32 +35,26 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=[CHAIN_PRESET], choices=list(PRESETS))
     parser.add_argument("--sheet", type=Path, default=Path("devices_probe.png"))
     args = parser.parse_args()
-    metrics = json.loads((args.report / "metrics.json").read_text(encoding="utf-8"))
-    crop = metrics["scored_region"]["crop"]
-    rows, columns = slice(crop["top"], crop["bottom"]), slice(crop["left"], crop["right"])
-    real_rows = slice(*metrics["scored_region"]["real_crop"]["rows"])
-    real_columns = slice(*metrics["scored_region"]["real_crop"]["columns"])
+    scoring = report_scoring(args.report)  # the report's scored region and real set
+    metrics = scoring.metrics
     folder = Path(metrics["radiographs"]["folder"])
-    real = read_radiographs(find_radiographs(folder).paths, REAL_SIZE, crop=metrics["radiographs"]["crop"])
-    network = InceptionFeatures()
-    scores = RealismMetrics(inception_features(network, real[..., real_rows, real_columns]), None, seed=0)
     card, config = load_card(next(iter(metrics["models"].values()))["model"])
     films = [folder / name for name in metrics["style_references"]]
     settings = metrics["settings"]
     cts = [read_ct(entry["source"]) for entry in metrics["data"]["cts"]]
     views = [[v.carm for v in evaluation_views(config, card, ct)] for ct in cts]
     areas = [marched(ct, carms, settings["drr_step"], "cpu") for ct, carms in zip(cts, views, strict=True)]
+    scales = [scale_views(config, card, ct)[:1] for ct in cts]  # chain_ct_images renders one sweep view too
+    sweeps = [marched(ct, scale, settings["scale_step"], "cpu") for ct, scale in zip(cts, scales, strict=True)]
     sheet = []
     print("| preset | support devices per CT | FID | KID | C2ST AUC | images |\n|---|---|---|---|---|---|")
     for preset, count in ((preset, count) for preset in args.presets for count in args.devices):
         made = []
-        for index, (ct, carms, area) in enumerate(zip(cts, views, areas, strict=True)):
+        for index, (ct, carms, area, scale, sweep) in enumerate(zip(cts, views, areas, scales, sweeps, strict=True)):
             base = dataclasses.replace(PRESETS[preset].parameters, devices=count, devices_seed=index)
-            scale = scale_views(config, card, ct)[:1]
-            sweep = marched(ct, scale, settings["scale_step"], "cpu")
             made.append(chain_ct_images(ct, area, sweep, carms, scale, films, settings["seed"], base)[0])
         images = torch.from_numpy(np.stack(made)).reshape(-1, 1, *made[0].shape[-2:])
-        scored = scores.score(inception_features(network, images[..., rows, columns]))
+        scored = scoring.score(images)
         kid, auc = f"{scored.kid:.3f} ± {scored.kid_std:.3f}", f"{scored.c2st_auc:.3f}"
         print(f"| {preset} | {count} | {scored.fid:.1f} | {kid} | {auc} | {scored.images} |", flush=True)
         sheet.append(torch.cat(list(images[:: max(1, len(images) // 6)][:6, 0]), 1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,21 +45,46 @@ def variants(images: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+@dataclass(frozen=True)
+class ReportScoring:
+    """A ``ct2x evaluate`` report's realism scoring, to score other images the way the report scored its rows:
+    its ``metrics`` (metrics.json), the scored region of the synthetic images (``rows``, ``columns``) and of the
+    real films (``real_region``), the InceptionV3 ``network`` and ``scores`` against the report's real set."""
+
+    metrics: dict
+    rows: slice
+    columns: slice
+    real_region: tuple[slice, slice]
+    network: InceptionFeatures
+    scores: RealismMetrics
+
+    def score(self, images: torch.Tensor):  # noqa: ANN201 (ct2x.evaluation.methods.RealismScores)
+        """FID, KID and C2ST of ``images`` ``(N, 1, H, W)`` in [0, 1] on the scored region."""
+        return self.scores.score(inception_features(self.network, images.clamp(0, 1)[..., self.rows, self.columns]))
+
+
+def report_scoring(report: Path) -> ReportScoring:
+    """Read ``report``'s metrics.json and its real set (run from where its folders are found)."""
+    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
+    region = metrics["scored_region"]
+    crop = region["crop"]
+    real_region = slice(*region["real_crop"]["rows"]), slice(*region["real_crop"]["columns"])
+    films = find_radiographs(metrics["radiographs"]["folder"]).paths
+    real = read_radiographs(films, REAL_SIZE, crop=metrics["radiographs"]["crop"])[..., real_region[0], real_region[1]]
+    network = InceptionFeatures()
+    scores = RealismMetrics(inception_features(network, real), None, seed=0)
+    rows, columns = slice(crop["top"], crop["bottom"]), slice(crop["left"], crop["right"])
+    return ReportScoring(metrics, rows, columns, real_region, network, scores)
+
+
 def main() -> None:
     """Score the variants and the view subsets; print one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path)
     parser.add_argument("--row", default=CHAIN_ROW)
     args = parser.parse_args()
-    metrics = json.loads((args.report / "metrics.json").read_text(encoding="utf-8"))
-    crop = metrics["scored_region"]["crop"]
-    rows, columns = slice(crop["top"], crop["bottom"]), slice(crop["left"], crop["right"])
-    real_rows = slice(*metrics["scored_region"]["real_crop"]["rows"])
-    real_columns = slice(*metrics["scored_region"]["real_crop"]["columns"])
-    films = find_radiographs(metrics["radiographs"]["folder"]).paths
-    real = read_radiographs(films, REAL_SIZE, crop=metrics["radiographs"]["crop"])[..., real_rows, real_columns]
-    network = InceptionFeatures()
-    scores = RealismMetrics(inception_features(network, real), None, seed=0)
+    scoring = report_scoring(args.report)
+    metrics, network = scoring.metrics, scoring.network
     paths = read_index(args.report)[1][args.row]
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(args.report / p), np.float32) / 255)[None]
                           for p in paths])  # fmt: skip
@@ -73,9 +99,10 @@ def main() -> None:
     }}  # fmt: skip
     print(f"| {args.row} | FID | KID | C2ST AUC | images |\n|---|---|---|---|---|")
     for name, tried_images in tried.items():
-        scored = scores.score(inception_features(network, tried_images.clamp(0, 1)[..., rows, columns]))
+        scored = scoring.score(tried_images)
         print(f"| {name} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {scored.images} |", flush=True)
-    film_field(metrics, network, inception_features(network, images[..., rows, columns]), (real_rows, real_columns))
+    row = inception_features(network, images[..., scoring.rows, scoring.columns])
+    film_field(metrics, network, row, scoring.real_region)
 
 
 def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, region: tuple[slice, slice]) -> None:
