@@ -108,6 +108,9 @@ def main() -> None:
 def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, region: tuple[slice, slice]) -> None:
     """Score the row's features ``row`` against the real set, and the first floor row's films against it, with
     both sets of films cropped to each share of :data:`FILM_CROPS`; print one table."""
+    if not metrics.get("floor"):
+        print("\nno film-crop table: the report scored no floor row (ct2x evaluate --floor)")
+        return
     floor = next(iter(metrics["floor"].values()))["folder"]
     print(f"\n| film crop (share of the shorter side) | row: FID | KID | C2ST AUC | floor ({floor}): FID |")
     print("|---|---|---|---|---|")
