@@ -13,7 +13,8 @@ One 512-pixel view per preset (each preset's own geometry, at the CT's centre) o
 and the chain's stages (primary, water thickness, beam and field, scatter, detector, log, console; and the
 primary with six support devices in the beam, ``--devices 6``, which no preset has by default). The first
 call of a preset also builds SpekPy's tube model for the heel effect (``first call``, once per process and
-tube). GPU rows are added when CUDA is available.
+tube). GPU rows are added when CUDA is available. A first line times the CT's couch made air
+(``ct2x.body.without_table``, ``--remove-table``), done once per CT before any view.
 
     .venv/bin/python benchmarks/imaging.py [--runs 5] [--threads 1 2]
 """
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT / "Testing"))
 from conftest import body_phantom  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
+from ct2x.body import without_table  # noqa: E402
 from ct2x.drr import area_densities, drr_from_area  # noqa: E402
 from ct2x.imaging import PRESETS, console, radiograph  # noqa: E402
 from ct2x.imaging.beam import beam_profile, field_mask, primary, quanta_per_pixel  # noqa: E402
@@ -127,6 +129,9 @@ def main() -> None:
     if torch.cuda.is_available():
         print(f"# GPU: {torch.cuda.get_device_name()}")
     print(f"# CT: {label} {'x'.join(map(str, volume.array.shape[::-1]))}; one {args.pixels}-pixel view per preset")
+    torch.set_num_threads(max(args.threads))
+    table = median_seconds(lambda: without_table(volume), args.runs, "cpu")
+    print(f"# the couch made air (--remove-table), once per CT: {table:.2f} s")
     print("| preset | view | device | threads | area densities s | DRR from area s | radiograph from area s "
           "| chain adds s | first call s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")

@@ -72,6 +72,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     )
     add_positional(drr, DRROptions, "ct", type=Path)
     add_field(drr, DRROptions, "series", metavar="UID")
+    add_field(drr, DRROptions, "remove_table", action="store_true")
     add_field(drr, DRROptions, "imaging", metavar="NAME")
     add_path(drr, DRROptions, "style", metavar="FILM")
     add_field(drr, DRROptions, "devices", type=int, metavar="N")
@@ -101,12 +102,12 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
     into ``out``."""
     from tqdm import tqdm
 
+    from ct2x.body import read_patient
     from ct2x.device import torch_device
     from ct2x.drr import coverage
     from ct2x.drr.spectrum import get_spectrum
     from ct2x.imaging.parameters import chosen
     from ct2x.view_files import view_label, write_contact_sheet
-    from ct2x.volume import read_ct
 
     raw = options.imaging == IMAGING_RAW
     # one chain for all views (its devices too), their noise differs
@@ -114,7 +115,7 @@ def render_views(options: DRROptions, out) -> None:  # noqa: ANN001 (ct2x.folder
     spectrum = options.raw_spectrum if raw else parameters.spectrum
     get_spectrum(spectrum)  # an unknown spectrum fails here, before any work
     device = torch_device(options.device)
-    volume = read_ct(options.ct, series_uid=options.series)
+    volume = read_patient(options.ct, options.series, remove_table=options.remove_table)
     carms = _views(options, volume, spectrum, device)
     covered = coverage(volume, carms).numpy()
     render, parameters = _renderer(options, volume, parameters, spectrum, device, carms[0])
@@ -165,6 +166,8 @@ def _header_fields(options: DRROptions, parameters, spectrum: str) -> dict[str, 
     made = {"ct2x_imaging": options.imaging, "ct2x_step_voxels": f"{options.step:g}", "ct2x_seed": str(options.seed)}
     if options.style is not None:
         made["ct2x_style"] = options.style.name  # the parameters below are fitted to it
+    if options.remove_table:
+        made["ct2x_table_removed"] = "outside the body made air (ct2x.body)"
     if parameters is None:
         return made | {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
     return made | {"ct2x_imaging_parameters": json.dumps(dataclasses.asdict(parameters))}

@@ -52,6 +52,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     add_field(synth, SynthesizeOptions, "pixel_mm", type=float, nargs="+", metavar="MM")
     add_isocenter_argument(synth, SynthesizeOptions)
     add_field(synth, SynthesizeOptions, "series", metavar="UID")
+    add_field(synth, SynthesizeOptions, "remove_table", action="store_true")
     add_field(synth, SynthesizeOptions, "format")
     add_path(synth, SynthesizeOptions, "out")
     add_field(synth, SynthesizeOptions, "overwrite", action="store_true")
@@ -71,16 +72,16 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _synthesize_into(options: SynthesizeOptions, out) -> None:  # noqa: ANN001 (OutputFiles)
+    from ct2x.body import read_patient
     from ct2x.checkpoint import load_model
     from ct2x.device import torch_device
     from ct2x.samples import bundled_model
-    from ct2x.volume import read_ct
 
     device = torch_device(options.device)
     geometry = _synthesis_geometry(options)
     path = options.model if options.model is not None else bundled_model()
     model, card = load_model(path, device)
-    ct = read_ct(options.ct, series_uid=options.series)
+    ct = read_patient(options.ct, options.series, remove_table=options.remove_table)
     if options.drr_style:
         style, style_name = {"drr_style": True}, "DRR style"
     elif options.model_style is not None:
