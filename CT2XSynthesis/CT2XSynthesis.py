@@ -140,6 +140,7 @@ class CT2XSynthesisParameterNode:
     """GUI state. Angles in degrees, distances in mm; the angle list is text such as "-30, 0, 30/15"."""
 
     inputVolume: vtkMRMLScalarVolumeNode
+    removeTable: bool = option_default(DRROptions, "remove_table")  # ct2x drr --remove-table's default
     modelSource: Annotated[str, Choice(list(MODEL_SOURCES))] = MODEL_BUNDLED
     modelFile: Path
     styleSource: Annotated[str, Choice(list(STYLE_SOURCES))] = STYLE_DRR
@@ -404,7 +405,8 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.geometrySource != GEOMETRY_PANEL:
             geometry = read_radiograph_geometry(self._likeFile())
             parameters = like_parameters(geometry, isocenter, p.addMarkups)
-            return parameters if angles is None else replace(parameters, angles=angles)
+            parameters = parameters if angles is None else replace(parameters, angles=angles)
+            return replace(parameters, remove_table=p.removeTable)
         return SynthesisParameters(
             angles=angles if angles is not None else parse_angles(p.angles, default_secondary=p.secondary),
             sdd=p.sdd,
@@ -413,6 +415,7 @@ class CT2XSynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             detector_width_mm=p.detectorWidth,
             isocenter_ras=isocenter,
             add_markups=p.addMarkups,
+            remove_table=p.removeTable,
         )
 
     def onModelStyleChanged(self, index: int) -> None:
@@ -626,6 +629,10 @@ class CT2XSynthesisTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(widget.ui.sddSpinBox.value, 1100.0)
         parameters.angles = "10, 20"
         self.assertEqual(widget.ui.anglesLineEdit.text, "10, 20")
+        self.assertFalse(widget.ui.removeTableCheckBox.checked)  # ct2x drr's default: the CT as read
+        widget.ui.removeTableCheckBox.checked = True
+        self.assertTrue(parameters.removeTable and widget._parameters().remove_table)
+        parameters.removeTable = False
         # the stored-style combo box lists the chosen model's styles and follows modelStyle
         parameters.styleSource = STYLE_STORED
         self.assertEqual(widget.ui.styleSourceComboBox.currentText, STYLE_STORED)

@@ -752,3 +752,30 @@ def test_the_chain_is_fitted_to_the_style_reference_once_per_ct_and_style(scene,
     slicer.util.arrayFromVolumeModified(node)  # the CT was edited: a new copy, fitted again
     logic.synthesize(node, SynthesisParameters(angles=((0.0, 0.0),), detector_pixels=CHAIN_PIXELS))
     assert len(fits) == 2
+
+
+def test_remove_table_images_the_ct_without_its_couch_and_leaves_the_node_as_it_was(scene):
+    """The panel's *Remove CT couch* (``SynthesisParameters.remove_table``): the synthesis and the preview image
+    the CT with its couch made air (``ct2x.body.without_table``), as ``ct2x drr --remove-table`` does; the CT
+    node is only read."""
+    from dataclasses import replace
+
+    from test_body import _chest
+
+    with_couch, bare = _add_ct_node(_chest()[0]), _add_ct_node(_chest(couch=False)[0])
+    before = slicer.util.arrayFromVolume(with_couch).copy()
+    renderer = physics_drr_renderer(device="cpu", step=1.0)
+    lateral = SynthesisParameters(angles=((90.0, 0.0),), detector_pixels=32)
+    removed = SynthesisLogic(renderer).synthesize(with_couch, replace(lateral, remove_table=True)).volumes
+    expected = SynthesisLogic(renderer).synthesize(bare, lateral).volumes
+    np.testing.assert_array_equal(_images(removed), _images(expected))
+    kept = SynthesisLogic(renderer).synthesize(with_couch, lateral).volumes
+    assert np.abs(_images(kept) - _images(removed)).max() > 0.1  # the couch's shadow
+    assert removed[0].GetAttribute("CT2X.tableRemoved").startswith("outside the body")
+    assert kept[0].GetAttribute("CT2X.tableRemoved") is None
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(with_couch), before)
+    logic = SynthesisLogic(renderer)
+    as_read = logic.preview_request(with_couch, lateral)
+    request = logic.preview_request(with_couch, replace(lateral, remove_table=True))
+    assert request.key != as_read.key  # the preview worker prepares the couch-free CT anew
+    np.testing.assert_array_equal(request.ct.array, logic.ct_volume(bare).array)

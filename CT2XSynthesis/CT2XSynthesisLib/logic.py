@@ -148,6 +148,8 @@ class SynthesisParameters:
         isocenter_ras: the point the C-arm turns about, RAS mm; ``None`` = centre of the
             CT's bounding box.
         add_markups: also add a fiducial markups node with the sources and the isocenter.
+        remove_table: make everything outside the patient's body air first: the CT's couch
+            (``ct2x.body.without_table``, ``ct2x drr --remove-table``).
     """
 
     angles: tuple[tuple[float, float], ...]
@@ -159,6 +161,7 @@ class SynthesisParameters:
     add_markups: bool = False
     detector_rows: int | None = None
     detector_height_mm: float | None = None
+    remove_table: bool = False
 
     def views(self, ct: CTVolume) -> list[CArm]:
         """One :class:`CArm` per angle pair, in LPS, around the isocenter (default: CT centre)."""
@@ -1084,13 +1087,19 @@ class SynthesisLogic:
             self.preview_mode, self._preview_key = self.mode, (renderer,)
         return self.preview_renderer
 
-    def ct_volume(self, ct_node: slicer.vtkMRMLScalarVolumeNode) -> CTVolume:
-        """:func:`ct_volume_from_node`, cached while :func:`ct_key` is unchanged."""
+    def ct_volume(self, ct_node: slicer.vtkMRMLScalarVolumeNode, remove_table: bool = False) -> CTVolume:
+        """:func:`ct_volume_from_node`, with ``remove_table`` its couch made air (``ct2x.body.without_table``: a
+        second or a few, in this thread), cached while :func:`ct_key` and ``remove_table`` are unchanged."""
         if ct_node is None:
             raise CT2XError("select a CT volume as the input")
-        key = ct_key(ct_node)
+        key = (ct_key(ct_node), remove_table)
         if self._ct_cache is None or self._ct_cache[0] != key:
-            self._ct_cache = (key, ct_volume_from_node(ct_node))
+            volume = ct_volume_from_node(ct_node)
+            if remove_table:
+                from ct2x.body import without_table
+
+                volume = without_table(volume)
+            self._ct_cache = (key, volume)
         return self._ct_cache[1]
 
     def start_synthesis(
@@ -1105,7 +1114,7 @@ class SynthesisLogic:
         or after running it in this thread. The scene is not touched. The job reads only copies:
         the CT's voxels, frozen parameters, and the renderer's own style copy. ``wait_before`` runs
         first in the job's thread (the panel passes the live preview's ``wait_idle``)."""
-        ct = self.ct_volume(ct_node)
+        ct = self.ct_volume(ct_node, parameters.remove_table)
         views = parameters.views(ct)
         labels = [view_name(v.primary, v.secondary) for v in views]
         annotate = _view_annotations(self.renderer, ct)
@@ -1148,6 +1157,8 @@ class SynthesisLogic:
             node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", view_name(view.primary, view.secondary))
             _place_image(node, image, view, mode)
             node.SetAttribute(ATTRIBUTE_PREFIX + "inputVolume", ct_id)
+            if parameters.remove_table:
+                node.SetAttribute(ATTRIBUTE_PREFIX + "tableRemoved", "outside the body made air (ct2x.body)")
             for key, value in fields.items():
                 node.SetAttribute(ATTRIBUTE_PREFIX + key, value)
             _put_in_folder(hierarchy, node, folder)
@@ -1198,10 +1209,11 @@ class SynthesisLogic:
             detector_pixels=max(1, round(parameters.detector_pixels * scale)),
             detector_rows=max(1, round(rows * scale)) if parameters.detector_rows else None,
         )
-        ct = self.ct_volume(ct_node)
+        ct = self.ct_volume(ct_node, parameters.remove_table)
         view = coarse.views(ct)[0]
         label = view_name(view.primary, view.secondary)
-        return PreviewRequest(ct_key(ct_node), ct, view, label, self.preview_renderer, self.preview_mode)
+        key = (ct_key(ct_node), parameters.remove_table)
+        return PreviewRequest(key, ct, view, label, self.preview_renderer, self.preview_mode)
 
 
 def _view_annotations(renderer: Renderer, ct: CTVolume) -> Callable[[int, CArm], dict[str, str]]:
