@@ -145,3 +145,27 @@ def test_ct2x_synthesize_remove_table_gives_the_model_the_ct_without_its_couch(t
     removed = lateral(ct, "removed", "--remove-table")
     np.testing.assert_allclose(removed, lateral(bare, "bare"), atol=1e-5)
     assert np.abs(removed - lateral(ct, "kept")).max() > 1e-3
+
+
+def test_ct2x_prepare_remove_table_stores_the_ct_and_drrs_without_the_couch(tmp_path: Path) -> None:
+    """Training data: with --remove-table the dataset holds the CT grid and the DRRs of the phantom built without a
+    couch, and records the setting; a dataset prepared without it is not extended with it."""
+    from safetensors.numpy import load_file
+
+    couch, bare = tmp_path / "couch", tmp_path / "bare"
+    couch.mkdir(), bare.mkdir()
+    _write(_chest()[0], couch / "chest.nrrd")
+    _write(_chest(couch=False)[0], bare / "chest.nrrd")
+    common = ["--angles", "90", "--size", "16", "--grid", "24", "--step", "1", "--photons", "0", "--workers", "1"]
+
+    def stored(cts: Path, name: str, *extra: str) -> dict[str, np.ndarray]:
+        assert main(["prepare", "--ct", str(cts), "--out", str(tmp_path / name), *common, *extra]) == 0
+        return load_file(next((tmp_path / name / "volumes").glob("*.safetensors")))
+
+    removed, expected = stored(couch, "removed", "--remove-table"), stored(bare, "bare")
+    for name in ("ct", "drr", "mip"):
+        np.testing.assert_array_equal(removed[name], expected[name])
+    assert np.abs(stored(couch, "kept")["drr"] - removed["drr"]).max() > 0.05
+    manifest = (tmp_path / "removed" / "manifest.json").read_text()
+    assert '"remove_table": true' in manifest
+    assert main(["prepare", "--ct", str(couch), "--out", str(tmp_path / "kept"), *common, "--remove-table"]) == 1

@@ -68,7 +68,8 @@ _BACKEND_HELP = (
 )
 _ISOCENTER_HELP = "isocenter in the CT's LPS space, mm (default: the centre of the CT's bounding box)"
 _CT_HELP = "CT: NIfTI, NRRD, MHA/MHD file or a DICOM series folder"
-_REMOVE_TABLE_HELP = (
+#: The help of ``--remove-table`` (``ct2x drr``, ``ct2x synthesize``, ``ct2x prepare``).
+REMOVE_TABLE_HELP = (
     "make everything outside the patient's body air before rendering: the CT couch, its pads and straps, which "
     "no radiograph shows and which cast bright bands beside the body in oblique and lateral views of a wide "
     "field (ct2x.body; a body part apart from the trunk over the whole scan goes too: leave it off for "
@@ -224,7 +225,7 @@ class DRROptions:
     series: str | None = field(
         default=None, metadata=_help("DICOM series instance UID, when the folder holds several series")
     )
-    remove_table: bool = field(default=False, metadata=_help(_REMOVE_TABLE_HELP))
+    remove_table: bool = field(default=False, metadata=_help(REMOVE_TABLE_HELP))
     imaging: str = field(
         default=DEFAULT_IMAGING,
         metadata=_help(
@@ -489,7 +490,7 @@ class SynthesizeOptions:
     )
     isocenter: tuple[float, float, float] | None = field(default=None, metadata=_help(_ISOCENTER_HELP))
     series: str | None = field(default=None, metadata=_help("DICOM series instance UID, when the folder holds several"))
-    remove_table: bool = field(default=False, metadata=_help(_REMOVE_TABLE_HELP))
+    remove_table: bool = field(default=False, metadata=_help(REMOVE_TABLE_HELP))
     format: str = field(
         default=",".join(SYNTHESIS_FORMATS),
         metadata=_help("outputs per view, any of png,nrrd,dcm (default: all)"),

@@ -41,6 +41,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     add_field(prepare, PrepareSettings, "random_views", type=int, metavar="N")
     add_field(prepare, PrepareSettings, "projections", action=argparse.BooleanOptionalAction)
     add_field(prepare, PrepareSettings, "photons", type=float)
+    add_field(prepare, PrepareSettings, "remove_table", action="store_true")
     add_field(prepare, PrepareOptions, "workers", type=int)
     add_device_argument(prepare, PrepareOptions)
     add_backend_argument(prepare, PrepareOptions)

@@ -70,6 +70,7 @@ from ct2x.options import (
     DEFAULT_PHOTONS,
     DEFAULT_SPECTRUM,
     DEFAULT_STEP_VOXELS,
+    REMOVE_TABLE_HELP,
     PrepareOptions,
     angles_help,
     is_real,
@@ -162,6 +163,7 @@ class PrepareSettings:
     primary_range: tuple[float, float] = (-90.0, 90.0)
     secondary_range: tuple[float, float] = (-30.0, 30.0)
     sid_range: tuple[float, float] = (450.0, 1800.0)
+    remove_table: bool = field(default=False, metadata={"help": REMOVE_TABLE_HELP})
     projections: bool = field(
         default=True,
         metadata={
@@ -377,12 +379,13 @@ def prepare_volume(
     cannot fit in memory, with prepare's advice (:data:`MEMORY_FIX`)."""
     import torch
 
+    from ct2x.body import read_patient
     from ct2x.drr import area_densities, drr_from_area, mip, render_drr
     from ct2x.drr.render import check_render_memory
-    from ct2x.volume import preprocess, read_ct
+    from ct2x.volume import preprocess
 
     torch.set_num_threads(max(1, int(os.environ.get("CT2X_THREADS", "1"))))
-    volume = read_ct(source)
+    volume = read_patient(source, remove_table=settings.remove_table)
     grid = preprocess(volume, spacing_mm=settings.grid_spacing_mm, size=settings.grid_size)
     check_grid_coverage(source, volume, grid)
     carms = settings.views(tuple(float(c) for c in grid.center_lps), seed=int(digest[:8], 16))
