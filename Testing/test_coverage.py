@@ -15,7 +15,6 @@ from PIL import Image
 
 from ct2x.cli import main
 from ct2x.drr import coverage
-from ct2x.drr.coverage import long_axis
 from ct2x.geometry import CArm
 from ct2x.volume import CTVolume, read_ct
 
@@ -110,7 +109,7 @@ def test_flipping_or_permuting_the_ct_axes_keeps_the_mask() -> None:
     for flips, swap in (((2,), False), ((0, 2), False), ((0, 1, 2), False), ((), True), ((1,), True)):
         other = _reoriented(slab, flips, swap)
         np.testing.assert_allclose(other.corners_lps.min(axis=0), slab.corners_lps.min(axis=0))
-        assert long_axis(other) == (0 if swap else 2)
+        assert other.long_axis == (0 if swap else 2)
         assert torch.equal(coverage(other, carms), reference), (flips, swap)
 
 

@@ -41,7 +41,7 @@ def body_mask(volume: CTVolume) -> np.ndarray:
 
     Raises CT2XError when no part of the CT above :data:`TISSUE_HU` is thicker than the opening's width.
     """
-    long = _long_axis(volume)
+    long = volume.long_axis
     radius = [0 if axis == long else max(1, round(SEPARATION_MM / float(volume.spacing[axis]))) for axis in range(3)]
     tissue = volume.array > TISSUE_HU
     opened = sitk.BinaryMorphologicalOpening(_image(tissue), radius)
@@ -71,11 +71,6 @@ def read_patient(
     drr`` and ``ct2x synthesize`` read theirs (``--remove-table``)."""
     volume = read_ct(path, series_uid=series_uid)
     return without_table(volume) if remove_table else volume
-
-
-def _long_axis(volume: CTVolume) -> int:
-    """The voxel axis (0 = i, 1 = j, 2 = k) closest to the patient's superior-inferior (LPS S) axis."""
-    return int(np.argmax(np.abs(np.asarray(volume.direction, dtype=np.float64)[2])))
 
 
 def _enclosed(mask: np.ndarray, long: int) -> np.ndarray:

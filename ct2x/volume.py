@@ -100,6 +100,11 @@ class CTVolume:
         return ijk @ self.ijk_to_lps[:3, :3].T + self.ijk_to_lps[:3, 3]
 
     @property
+    def long_axis(self) -> int:
+        """The voxel axis (0 = i, 1 = j, 2 = k) nearest the patient's superior axis (LPS z)."""
+        return int(np.argmax(np.abs(np.asarray(self.direction, dtype=np.float64)[2, :])))
+
+    @property
     def center_lps(self) -> np.ndarray:
         """Centre of the volume's bounding box, LPS mm (the default isocenter)."""
         return self.corners_lps.mean(axis=0)

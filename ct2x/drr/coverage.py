@@ -36,12 +36,6 @@ from ct2x.volume import CTVolume
 _TOLERANCE_VOXELS = 1e-6
 
 
-def long_axis(volume: CTVolume) -> int:
-    """The voxel axis (0 = i, 1 = j, 2 = k) of ``volume`` nearest the patient's superior axis (LPS z)."""
-    direction = np.asarray(volume.direction, dtype=np.float64)
-    return int(np.argmax(np.abs(direction[2, :])))
-
-
 def coverage(volume: CTVolume, carms: CArm | Sequence[CArm]) -> torch.Tensor:
     """Per detector pixel, whether its ray crosses the CT's whole length (see the module docstring).
 
@@ -60,7 +54,7 @@ def coverage(volume: CTVolume, carms: CArm | Sequence[CArm]) -> torch.Tensor:
     shapes = {v.detector_shape for v in views}
     if len(shapes) != 1:
         raise CT2XError(f"the views must share one detector shape, got {sorted(shapes)}")
-    long = long_axis(volume)
+    long = volume.long_axis
     high = np.asarray(volume.shape_ijk, dtype=np.float64) - 0.5
     masks = []
     for view in views:  # one view at a time: the rays' float64 geometry stays one detector's
