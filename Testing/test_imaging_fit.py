@@ -243,12 +243,13 @@ def test_a_film_s_look_is_fitted_over_ap_the_obliques_and_the_laterals_of_the_vi
     from conftest import body_phantom
 
     import ct2x.synthesize
+    from ct2x.drr import coverage
     from ct2x.geometry import FIT_PRIMARIES_DEG
     from ct2x.synthesize import fitted_look
 
     fitted_over = []
     real_styled = ct2x.synthesize.styled
-    monkeypatch.setattr(ct2x.synthesize, "styled", lambda area, views, *a, **k: fitted_over.append(views)
+    monkeypatch.setattr(ct2x.synthesize, "styled", lambda area, views, *a, **k: fitted_over.append((views, k))
                         or real_styled(area, views, *a, **k))  # fmt: skip
     ct = body_phantom(size=16, spacing=6.0)
     film = np.linspace(0.2, 0.9, 48 * 48).reshape(48, 48).astype(np.float32)
@@ -263,9 +264,34 @@ def test_a_film_s_look_is_fitted_over_ap_the_obliques_and_the_laterals_of_the_vi
         for angle in (30.0, -60.0)
     ]
     assert looks[0] == looks[1]
-    for views in fitted_over:
+    for views, keywords in fitted_over:
         assert tuple(v.primary for v in views) == FIT_PRIMARIES_DEG and all(v.secondary == 0.0 for v in views)
+        torch.testing.assert_close(keywords["covered"], coverage(ct, views))  # fitted where the CT covers the field
         assert {(v.sdd, v.sid, v.isocenter, v.detector_shape, v.pixel_spacing) for v in views} == {
             (900.0, 480.0, (2.0, 0.0, 0.0), (32, 32), (1.5, 1.5))
         }
     assert len(fitted_over) == 2
+
+
+def test_the_look_is_fitted_where_the_ct_covers_the_field_not_to_the_ct_s_cut() -> None:
+    """Where a view's field reaches past the CT's ends, those rows show the CT's cut (a step no film has).
+    Fitted where the CT covers the field (``styled(covered=...)``: ``fit_area``'s coverage), the output's band
+    energies there match the film's; fitted over the whole body, the cut's step pulls them off."""
+    from ct2x.imaging import styled
+
+    cut = chest_phantom(VIEW)
+    cut[:, :40] *= 0.15  # rows whose rays leave through the CT's first or last slice
+    cut[:, 216:] *= 0.15
+    covered = torch.zeros(1, 256, 256, dtype=torch.bool)
+    covered[:, 40:216] = True
+    film = simulate(chest_phantom(VIEW, seed=3), VIEW, SHARP, seed=5).image.numpy()
+
+    def levels_there(image: torch.Tensor) -> np.ndarray:
+        return np.array([std for _, std in band_energies(image.reshape(256, 256), VIEW, covered[0].float())[0]])
+
+    wanted = levels_there(torch.from_numpy(film))
+    error = {}
+    for name, where in (("covered", covered), ("body", None)):
+        made = styled(cut[None], [VIEW], film, BASE, seed=0, covered=where).image
+        error[name] = float(np.nanmean(np.abs(np.log(levels_there(made) / wanted))))
+    assert error["covered"] < 0.06 and error["body"] > 2 * error["covered"], error

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from ct2x.config import CT2XConfig
 from ct2x.data.radiographs import film_on_detector, radiograph_from_array, read_radiograph
 from ct2x.device import torch_device
-from ct2x.drr import Materials, area_densities, materials, mip, render_drr
+from ct2x.drr import Materials, area_densities, coverage, materials, mip, render_drr
 from ct2x.drr.render import check_render_memory
 from ct2x.errors import CT2XError
 from ct2x.geometry import FILM_FIELD_MM, FIT_PIXELS, CArm, fit_views, views
@@ -252,10 +252,10 @@ def fitted_look(
     obliques and the laterals about its isocenter, at its distances, over the central square of the detector,
     ``pixels`` a side, default ``ct2x.geometry.FIT_PIXELS``; pooled, one setting of the device for every view)
     with the film matched to the AP one (``ct2x.data.radiographs.film_on_detector``, taken to cover
-    ``field_mm``), :func:`ct2x.imaging.styled` on the CT's area densities there (step :data:`FIT_STEP_VOXELS`,
-    seed :data:`FIT_SEED`). The one fitting rule of ``ct2x synthesize`` (a chain-anchored model), ``ct2x drr
-    --style``, the Slicer panel and ``ct2x evaluate``'s chain row; a few seconds on the CPU. ``ct``: the CT in
-    HU or its ``ct2x.drr.materials``."""
+    ``field_mm``), :func:`ct2x.imaging.styled` on the CT's area densities there, where the rays cross the CT's
+    whole length (step :data:`FIT_STEP_VOXELS`, seed :data:`FIT_SEED`). The one fitting rule of ``ct2x
+    synthesize`` (a chain-anchored model), ``ct2x drr --style``, the Slicer panel and ``ct2x evaluate``'s chain
+    row; a few seconds on the CPU. ``ct``: the CT in HU or its ``ct2x.drr.materials``."""
     return look_on(fit_area(ct, view, pixels=pixels, device=device, backend=backend), film, base, field_mm)
 
 
@@ -266,25 +266,28 @@ def fit_area(
     pixels: int | None = None,
     device: str | torch.device | None = None,
     backend: str = "auto",
-) -> tuple[list[CArm], torch.Tensor]:
+) -> tuple[list[CArm], torch.Tensor, torch.Tensor]:
     """What :func:`fitted_look` fits on, for any number of films of one CT and geometry: the views
-    ``ct2x.geometry.fit_views(view, pixels)`` and the CT's area densities there ``(5, M, P, P)`` g/cm^2 (step
-    :data:`FIT_STEP_VOXELS`)."""
+    ``ct2x.geometry.fit_views(view, pixels)``, the CT's area densities there ``(5, M, P, P)`` g/cm^2 (step
+    :data:`FIT_STEP_VOXELS`) and their CT coverage ``(5, P, P)`` bool (``ct2x.drr.coverage``: the look is fitted
+    only where the rays cross the CT's whole length)."""
     at = fit_views(view, pixels or FIT_PIXELS)
-    return at, area_densities(ct, at, step=FIT_STEP_VOXELS, device=torch_device(device), backend=backend)
+    area = area_densities(ct, at, step=FIT_STEP_VOXELS, device=torch_device(device), backend=backend)
+    return at, area, coverage(ct if isinstance(ct, CTVolume) else ct.volume, at)
 
 
 def look_on(
-    fit: tuple[list[CArm], torch.Tensor],
+    fit: tuple[list[CArm], torch.Tensor, torch.Tensor],
     film: str | Path | np.ndarray,
     base: str | ImagingParameters,
     field_mm: float = FILM_FIELD_MM,
 ) -> ImagingParameters:
-    """The look fitted to ``film`` on :func:`fit_area`'s views and area densities (the second half of
+    """The look fitted to ``film`` on :func:`fit_area`'s views, area densities and coverage (the second half of
     :func:`fitted_look`): the film matched to the AP view, :func:`ct2x.imaging.styled` from ``base``, seed
     :data:`FIT_SEED`."""
-    at, area = fit
-    return styled(area, at, film_on_detector(film, at[0], field_mm), base, seed=FIT_SEED).parameters
+    at, area, covered = fit
+    film_there = film_on_detector(film, at[0], field_mm)
+    return styled(area, at, film_there, base, seed=FIT_SEED, covered=covered).parameters
 
 
 class _ChainBases:
@@ -297,7 +300,7 @@ class _ChainBases:
         self.config = config
         self.prepared = prepared
         self.looks: dict[int, ImagingParameters] = {}
-        self.fit: tuple[list[CArm], torch.Tensor] | None = None  # fit_area's march, shared by every style's film
+        self.fit: tuple[list[CArm], torch.Tensor, torch.Tensor] | None = None  # fit_area's, shared by every film
 
     def base(self, area: torch.Tensor, views: list[CArm], choice: StyleChoice, index: int, first: int) -> torch.Tensor:
         look = self.looks.get(index)

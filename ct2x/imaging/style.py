@@ -44,6 +44,7 @@ def styled(
     base: str | ImagingParameters,
     *,
     seed: int,
+    covered: torch.Tensor | None = None,
 ) -> Styled:
     """The chain's radiographs of ``area`` at ``views``, its look fitted to ``film``.
 
@@ -55,10 +56,17 @@ def styled(
             (:func:`ct2x.imaging.fit.film_image`).
         base: the preset (or parameters) the fit starts from and keeps (tube, scatter, grid, geometry).
         seed: the base run draws its noise from ``seed``, the styled run from ``seed + 1``.
+        covered: ``(V, H, W)`` bool, the pixels whose rays cross the CT's whole length (:func:`ct2x.drr.coverage`):
+            the look is fitted there only, beside the body rule (:data:`BODY_CM`). Where a view's field reaches
+            past the CT's ends, its rows show the CT's cut, an edge no film has, whose contrast the fit would
+            otherwise take for the film's coarse bands (default: every pixel).
     """
     base = resolve(base)
     views, _ = view_list(views)
     stages = simulate(area, views, base, seed=seed)
     films = film if np.ndim(film) == 3 else np.broadcast_to(np.asarray(film), (len(views), *np.shape(film)))
-    parameters = fit_style(films, stages, views, base, region=stages.thickness > BODY_CM)
+    region = stages.thickness > BODY_CM
+    if covered is not None:
+        region = region & covered.to(region.device).reshape(region.shape).bool()
+    parameters = fit_style(films, stages, views, base, region=region)
     return Styled(simulate(area, views, parameters, seed=seed + 1).image, parameters)
