@@ -68,7 +68,7 @@ def read_patient(
     path: str | os.PathLike[str], series_uid: str | None = None, *, remove_table: bool = False
 ) -> CTVolume:
     """The CT at ``path`` (:func:`ct2x.volume.read_ct`), :func:`without_table` when ``remove_table``: how ``ct2x
-    drr`` and ``ct2x synthesize`` read theirs (``--remove-table``)."""
+    drr``, ``ct2x synthesize`` and ``ct2x prepare`` read theirs (``--remove-table``)."""
     volume = read_ct(path, series_uid=series_uid)
     return without_table(volume) if remove_table else volume
 
