@@ -248,9 +248,9 @@ def test_a_film_s_look_is_fitted_over_ap_the_obliques_and_the_laterals_of_the_vi
     from ct2x.synthesize import fitted_look
 
     fitted_over = []
-    real_styled = ct2x.synthesize.styled
-    monkeypatch.setattr(ct2x.synthesize, "styled", lambda area, views, *a, **k: fitted_over.append((views, k))
-                        or real_styled(area, views, *a, **k))  # fmt: skip
+    real_fitted = ct2x.synthesize.fitted
+    monkeypatch.setattr(ct2x.synthesize, "fitted", lambda area, views, *a, **k: fitted_over.append((views, k))
+                        or real_fitted(area, views, *a, **k))  # fmt: skip
     ct = body_phantom(size=16, spacing=6.0)
     film = np.linspace(0.2, 0.9, 48 * 48).reshape(48, 48).astype(np.float32)
     looks = [

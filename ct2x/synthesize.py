@@ -53,7 +53,7 @@ from ct2x.drr import Materials, area_densities, coverage, materials, mip, render
 from ct2x.drr.render import check_render_memory
 from ct2x.errors import CT2XError
 from ct2x.geometry import FILM_FIELD_MM, FIT_PIXELS, CArm, fit_views, views
-from ct2x.imaging import ImagingParameters, simulate, styled
+from ct2x.imaging import ImagingParameters, fitted, simulate
 from ct2x.models import CT2XGAN, ViewContent
 from ct2x.models.inputs import (
     display_input,
@@ -252,7 +252,7 @@ def fitted_look(
     obliques and the laterals about its isocenter, at its distances, over the central square of the detector,
     ``pixels`` a side, default ``ct2x.geometry.FIT_PIXELS``; pooled, one setting of the device for every view)
     with the film matched to the AP one (``ct2x.data.radiographs.film_on_detector``, taken to cover
-    ``field_mm``), :func:`ct2x.imaging.styled` on the CT's area densities there, where the rays cross the CT's
+    ``field_mm``), :func:`ct2x.imaging.fitted` on the CT's area densities there, where the rays cross the CT's
     whole length (step :data:`FIT_STEP_VOXELS`, seed :data:`FIT_SEED`). The one fitting rule of ``ct2x
     synthesize`` (a chain-anchored model), ``ct2x drr --style``, the Slicer panel and ``ct2x evaluate``'s chain
     row; a few seconds on the CPU. ``ct``: the CT in HU or its ``ct2x.drr.materials``."""
@@ -283,11 +283,11 @@ def look_on(
     field_mm: float = FILM_FIELD_MM,
 ) -> ImagingParameters:
     """The look fitted to ``film`` on :func:`fit_area`'s views, area densities and coverage (the second half of
-    :func:`fitted_look`): the film matched to the AP view, :func:`ct2x.imaging.styled` from ``base``, seed
+    :func:`fitted_look`): the film matched to the AP view, :func:`ct2x.imaging.fitted` from ``base``, seed
     :data:`FIT_SEED`."""
     at, area, covered = fit
     film_there = film_on_detector(film, at[0], field_mm)
-    return styled(area, at, film_there, base, seed=FIT_SEED, covered=covered).parameters
+    return fitted(area, at, film_there, base, seed=FIT_SEED, covered=covered)
 
 
 class _ChainBases:

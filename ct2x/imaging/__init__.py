@@ -10,7 +10,7 @@ Entry points:
   scatter, expected quanta, signal, flat field, log image, display image);
 * :func:`console`: the console's processing alone, on a log image;
 * :func:`fit_style`: the parameters that make the chain's output match a reference radiograph (no learning);
-* :func:`styled`: the chain's radiographs in a film's style (run, fit, run again);
+* :func:`styled`: the chain's radiographs in a film's style (run, fit, run again); :func:`fitted` the fit alone;
 * :func:`render_radiographs`: a CT and its views -> radiographs (one march, then the chain): the path of
   ``ct2x drr``, the Slicer module and the evaluation;
 * :class:`ImagingParameters`, :data:`PRESETS` (mobile C-arm flat panel and image intensifier, chest DR
@@ -27,9 +27,9 @@ from ct2x.imaging.console import console
 from ct2x.imaging.fit import fit_style
 from ct2x.imaging.parameters import PRESETS, ImagingParameters, Preset, randomised
 from ct2x.imaging.render import render_radiographs
-from ct2x.imaging.style import Styled, styled
+from ct2x.imaging.style import Styled, fitted, styled
 
 __all__ = [
     "PRESETS", "ImagingParameters", "ImagingStages", "Preset", "Styled", "console", "fit_style", "radiograph",
-    "randomised", "render_radiographs", "simulate", "styled",
+    "randomised", "render_radiographs", "simulate", "styled", "fitted",
 ]  # fmt: skip

@@ -46,7 +46,25 @@ def styled(
     seed: int,
     covered: torch.Tensor | None = None,
 ) -> Styled:
-    """The chain's radiographs of ``area`` at ``views``, its look fitted to ``film``.
+    """The chain's radiographs of ``area`` at ``views``, its look fitted to ``film`` (:func:`fitted`, then the
+    chain run again with the fitted parameters, its noise drawn from ``seed + 1``); the arguments as there."""
+    views, _ = view_list(views)
+    parameters = fitted(area, views, film, base, seed=seed, covered=covered)
+    return Styled(simulate(area, views, parameters, seed=seed + 1).image, parameters)
+
+
+@torch.no_grad()
+def fitted(
+    area: torch.Tensor,
+    views: CArm | Sequence[CArm],
+    film: np.ndarray | torch.Tensor,
+    base: str | ImagingParameters,
+    *,
+    seed: int,
+    covered: torch.Tensor | None = None,
+) -> ImagingParameters:
+    """The chain's parameters for ``area`` at ``views`` with their look fitted to ``film``: the chain run with
+    ``base``, then :func:`ct2x.imaging.fit.fit_style` on the body where the CT covers the field.
 
     Args:
         area: per-material area densities ``(V, M, H, W)`` g/cm^2 (:func:`ct2x.drr.area_densities`).
@@ -55,7 +73,7 @@ def styled(
             pools the views' statistics) or ``(V, H, W)``; [0, 1] or 8/16-bit, bright = attenuating
             (:func:`ct2x.imaging.fit.film_image`).
         base: the preset (or parameters) the fit starts from and keeps (tube, scatter, grid, geometry).
-        seed: the base run draws its noise from ``seed``, the styled run from ``seed + 1``.
+        seed: the base run draws its noise from ``seed``.
         covered: ``(V, H, W)`` bool, the pixels whose rays cross the CT's whole length (:func:`ct2x.drr.coverage`):
             the look is fitted there only, beside the body rule (:data:`BODY_CM`). Where a view's field reaches
             past the CT's ends, its rows show the CT's cut, an edge no film has, whose contrast the fit would
@@ -68,5 +86,4 @@ def styled(
     region = stages.thickness > BODY_CM
     if covered is not None:
         region = region & covered.to(region.device).reshape(region.shape).bool()
-    parameters = fit_style(films, stages, views, base, region=region)
-    return Styled(simulate(area, views, parameters, seed=seed + 1).image, parameters)
+    return fit_style(films, stages, views, base, region=region)
