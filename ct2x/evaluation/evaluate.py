@@ -518,7 +518,10 @@ def _summary(
         "imaging_chain": {
             "preset": CHAIN_PRESET,
             "fitted": ["tone_points", "band_gains", "mas", "mtf_nyquist", "structure_noise"],
-            "fit": "per CT and style reference, pooled over the CT's views; the scale sweep with the first style's",
+            "fit": (
+                "per CT and style reference by ct2x.synthesize.fitted_look: pooled over AP, LAO/RAO 45 and 90 of the "
+                "views' geometry, where the CT covers the field; the scale sweep with the first style's"
+            ),
         },
         "style_references": [str(p.relative_to(inputs.xray)) for p in inputs.references],
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
