@@ -129,7 +129,6 @@ def main() -> None:
     if torch.cuda.is_available():
         print(f"# GPU: {torch.cuda.get_device_name()}")
     print(f"# CT: {label} {'x'.join(map(str, volume.array.shape[::-1]))}; one {args.pixels}-pixel view per preset")
-    torch.set_num_threads(max(args.threads))
     table = median_seconds(lambda: without_table(volume), args.runs, "cpu")
     print(f"# the couch made air (--remove-table), once per CT: {table:.2f} s")
     print("| preset | view | device | threads | area densities s | DRR from area s | radiograph from area s "

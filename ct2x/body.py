@@ -34,6 +34,8 @@ TISSUE_HU = -500.0
 SEPARATION_MM = 3.0
 #: What :func:`without_table` puts outside the body, HU (air).
 AIR_HU = -1000.0
+#: How an image made with the couch removed records it (``ct2x drr``'s NRRD header, the Slicer view's attribute).
+TABLE_REMOVED = "outside the body made air (ct2x.body)"
 
 
 def body_mask(volume: CTVolume) -> np.ndarray:
@@ -61,7 +63,8 @@ def without_table(volume: CTVolume) -> CTVolume:
     """``volume`` with every voxel outside :func:`body_mask` set to :data:`AIR_HU` (a new volume, same
     placement; ``volume`` is not changed)."""
     inside = body_mask(volume)
-    return dataclasses.replace(volume, array=np.where(inside, volume.array, np.float32(AIR_HU)).astype(np.float32))
+    air = np.float32(AIR_HU)
+    return dataclasses.replace(volume, array=np.where(inside, volume.array, air).astype(np.float32, copy=False))
 
 
 def read_patient(

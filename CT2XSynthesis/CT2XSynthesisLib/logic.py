@@ -49,6 +49,7 @@ import numpy as np
 import slicer
 import vtk
 
+from ct2x.body import TABLE_REMOVED, without_table
 from ct2x.contracts import DEVICE_CHOICES as DEVICES
 from ct2x.contracts import MODEL_BUNDLED, MODEL_FILE, MODEL_NONE, MODEL_SOURCES, STYLE_CODE_PREFIX
 from ct2x.errors import CT2XError
@@ -1014,6 +1015,11 @@ def ct_key(ct_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int, int, int]
     )
 
 
+def imaged_ct_key(ct_node: slicer.vtkMRMLScalarVolumeNode, remove_table: bool) -> tuple:
+    """What tells a changed CT as it is imaged: :func:`ct_key` and whether its couch is made air."""
+    return ct_key(ct_node), remove_table
+
+
 def style_reference(node: slicer.vtkMRMLScalarVolumeNode) -> tuple[np.ndarray, str]:
     """A 2D volume's voxels as a style reference: a **copy** (an edit of the node during a synthesis
     cannot reach the worker) and the key that tells a changed node (:func:`style_reference_key`)."""
@@ -1092,12 +1098,10 @@ class SynthesisLogic:
         second or a few, in this thread), cached while :func:`ct_key` and ``remove_table`` are unchanged."""
         if ct_node is None:
             raise CT2XError("select a CT volume as the input")
-        key = (ct_key(ct_node), remove_table)
+        key = imaged_ct_key(ct_node, remove_table)
         if self._ct_cache is None or self._ct_cache[0] != key:
             volume = ct_volume_from_node(ct_node)
             if remove_table:
-                from ct2x.body import without_table
-
                 volume = without_table(volume)
             self._ct_cache = (key, volume)
         return self._ct_cache[1]
@@ -1158,7 +1162,7 @@ class SynthesisLogic:
             _place_image(node, image, view, mode)
             node.SetAttribute(ATTRIBUTE_PREFIX + "inputVolume", ct_id)
             if parameters.remove_table:
-                node.SetAttribute(ATTRIBUTE_PREFIX + "tableRemoved", "outside the body made air (ct2x.body)")
+                node.SetAttribute(ATTRIBUTE_PREFIX + "tableRemoved", TABLE_REMOVED)
             for key, value in fields.items():
                 node.SetAttribute(ATTRIBUTE_PREFIX + key, value)
             _put_in_folder(hierarchy, node, folder)
@@ -1212,7 +1216,7 @@ class SynthesisLogic:
         ct = self.ct_volume(ct_node, parameters.remove_table)
         view = coarse.views(ct)[0]
         label = view_name(view.primary, view.secondary)
-        key = (ct_key(ct_node), parameters.remove_table)
+        key = imaged_ct_key(ct_node, parameters.remove_table)
         return PreviewRequest(key, ct, view, label, self.preview_renderer, self.preview_mode)
 
 

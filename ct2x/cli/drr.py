@@ -167,7 +167,9 @@ def _header_fields(options: DRROptions, parameters, spectrum: str) -> dict[str, 
     if options.style is not None:
         made["ct2x_style"] = options.style.name  # the parameters below are fitted to it
     if options.remove_table:
-        made["ct2x_table_removed"] = "outside the body made air (ct2x.body)"
+        from ct2x.body import TABLE_REMOVED
+
+        made["ct2x_table_removed"] = TABLE_REMOVED
     if parameters is None:
         return made | {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
     return made | {"ct2x_imaging_parameters": json.dumps(dataclasses.asdict(parameters))}
