@@ -137,14 +137,18 @@ def test_ct2x_synthesize_remove_table_gives_the_model_the_ct_without_its_couch(t
     ct = _write(_chest()[0], tmp_path / "chest.nrrd")
     bare = _write(_chest(couch=False)[0], tmp_path / "bare.nrrd")
 
-    def lateral(path: Path, name: str, *extra: str) -> np.ndarray:
+    def lateral(path: Path, name: str, *extra: str) -> sitk.Image:
         argv = ["synthesize", str(path), "--model", str(model), "--drr-style", "--angles", "90", "--format", "nrrd"]
         assert main([*argv, *extra, "--device", "cpu", "--out", str(tmp_path / name)]) == 0
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / "view00_LAO90_CRAN0.nrrd")))
+        return sitk.ReadImage(str(tmp_path / name / "view00_LAO90_CRAN0.nrrd"))
 
-    removed = lateral(ct, "removed", "--remove-table")
-    np.testing.assert_allclose(removed, lateral(bare, "bare"), atol=1e-5)
-    assert np.abs(removed - lateral(ct, "kept")).max() > 1e-3
+    removed, kept = lateral(ct, "removed", "--remove-table"), lateral(ct, "kept")
+    pixels = sitk.GetArrayFromImage(removed)
+    np.testing.assert_allclose(pixels, sitk.GetArrayFromImage(lateral(bare, "bare")), atol=1e-5)
+    assert np.abs(pixels - sitk.GetArrayFromImage(kept)).max() > 1e-3
+    assert removed.GetMetaData("ct2x_table_removed").startswith("outside the body")
+    assert not kept.HasMetaDataKey("ct2x_table_removed")
+    assert removed.GetMetaData("ct2x_model") == "model.safetensors" and removed.GetMetaData("ct2x_style") == "DRR style"
 
 
 def test_ct2x_prepare_remove_table_stores_the_ct_and_drrs_without_the_couch(tmp_path: Path) -> None:

@@ -92,6 +92,9 @@ def test_outputs_carry_the_geometry(files: dict[str, Path], tmp_path: Path) -> N
     image = sitk.ReadImage(str(stem.with_suffix(".nrrd")))
     assert image.GetSpacing() == pytest.approx((pixel, pixel, 1.0)) and image.GetSize() == (64, 64, 1)
     assert image.GetMetaData("ct2x_sdd_mm") == "1100"
+    style = f"style {files['xray'].name}"  # what made the image: the model, the film
+    assert image.GetMetaData("ct2x_model") == files["model"].name and image.GetMetaData("ct2x_style") == style
+    assert ds.SeriesDescription.endswith(style) and not image.HasMetaDataKey("ct2x_table_removed")
     assert (out / "strip.png").is_file() and (out / "views.png").is_file() and stem.with_suffix(".png").is_file()
     assert Image.open(out / "strip.png").size[0] >= 7 * 64
 

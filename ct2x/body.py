@@ -34,8 +34,15 @@ TISSUE_HU = -500.0
 SEPARATION_MM = 3.0
 #: What :func:`without_table` puts outside the body, HU (air).
 AIR_HU = -1000.0
-#: How an image made with the couch removed records it (``ct2x drr``'s NRRD header, the Slicer view's attribute).
+#: How an image made with the couch removed records it (the NRRD header of ``ct2x drr`` and ``ct2x synthesize``,
+#: the Slicer view's attribute).
 TABLE_REMOVED = "outside the body made air (ct2x.body)"
+
+
+def table_field(removed: bool) -> dict[str, str]:
+    """The NRRD header field of an image made from a CT with its couch removed (``ct2x_table_removed``:
+    :data:`TABLE_REMOVED`), none when it was not."""
+    return {"ct2x_table_removed": TABLE_REMOVED} if removed else {}
 
 
 def body_mask(volume: CTVolume) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ct2x.cli.synthesize import STRIP_ANGLES, synthesize_to_folder
+from ct2x.cli.synthesize import STRIP_ANGLES, made_fields, synthesize_to_folder
 from ct2x.errors import CT2XError
 
 #: The columns of style_grid.png: primary angles (degrees) of paper Fig. 6.
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> None:
     geometry = {"primaries": STRIP_ANGLES, "secondaries": [0.0]}
     style = {"style_code": codes[first]}
     with output_run(args.out, "ct2x demo", overwrite=True) as out:  # a re-run replaces the previous run's files
-        synthesize_to_folder(model, card, ct, geometry, style, f"style {first}", {"png", "nrrd", "dcm"}, out)
+        made = made_fields(model_path, f"style {first}")
+        synthesize_to_folder(model, card, ct, geometry, style, made, {"png", "nrrd", "dcm"}, out)
         poses = model_views(model.config, card, ct, STYLE_GRID_ANGLES)
         names = sorted(codes)
         grid = synthesize_codes(model, ct, poses, [codes[n] for n in names])  # (V, R, S, S): projections once

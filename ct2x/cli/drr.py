@@ -163,13 +163,12 @@ def _header_fields(options: DRROptions, parameters, spectrum: str) -> dict[str, 
     import dataclasses
     import json
 
+    from ct2x.body import table_field
+
     made = {"ct2x_imaging": options.imaging, "ct2x_step_voxels": f"{options.step:g}", "ct2x_seed": str(options.seed)}
     if options.style is not None:
         made["ct2x_style"] = options.style.name  # the parameters below are fitted to it
-    if options.remove_table:
-        from ct2x.body import TABLE_REMOVED
-
-        made["ct2x_table_removed"] = TABLE_REMOVED
+    made |= table_field(options.remove_table)
     if parameters is None:
         return made | {"ct2x_spectrum": spectrum, "ct2x_photons": f"{options.raw_photons:g}"}
     return made | {"ct2x_imaging_parameters": json.dumps(dataclasses.asdict(parameters))}

@@ -34,7 +34,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
             "DICOM DX (distances, positioner angles, pixel spacing) and a PNG preview, with the view's CT coverage "
             "(the pixels whose rays cross the CT without leaving through its first or last slice: "
             "VIEW_coverage.nrrd, 1 = covered, and VIEW_coverage.png, white = covered; an overlay plane of the "
-            "uncovered pixels in the DICOM; the covered fraction in the NRRD's header), plus views.png (the "
+            "uncovered pixels in the DICOM; the covered fraction in the NRRD's header, beside the model's file name, "
+            "the style and whether the couch was removed), plus views.png (the "
             "requested views) and strip.png (-90..90 degrees every 30, paper Fig. 8)."
         ),
     )
@@ -89,7 +90,18 @@ def _synthesize_into(options: SynthesizeOptions, out) -> None:  # noqa: ANN001 (
         style, style_name = {"style_code": code}, f"style {options.model_style}"
     else:
         style, style_name = {"style": options.style}, f"style {options.style.name}"
-    synthesize_to_folder(model, card, ct, geometry, style, style_name, options.formats, out)
+    made = made_fields(path, style_name, options.remove_table)
+    synthesize_to_folder(model, card, ct, geometry, style, made, options.formats, out)
+
+
+def made_fields(model: Path, style_name: str, remove_table: bool = False) -> dict[str, str]:
+    """What made a synthesis, for each view's NRRD header: the model file's name (``ct2x_model``), the style
+    (``ct2x_style``: ``style FILM`` with the reference film's file name, ``style NAME`` of a style stored with
+    the model, or ``DRR style``; the DICOM's series description names it too) and, with ``--remove-table``,
+    ``ct2x_table_removed`` (:func:`ct2x.body.table_field`)."""
+    from ct2x.body import table_field
+
+    return {"ct2x_model": model.name, "ct2x_style": style_name} | table_field(remove_table)
 
 
 def _synthesis_geometry(options: SynthesizeOptions) -> dict:
@@ -137,13 +149,14 @@ def synthesize_to_folder(
     ct,
     geometry: dict,
     style: dict,
-    style_name: str,
+    made: dict[str, str],
     formats: set[str],
     out,
 ) -> None:  # noqa: ANN001 (CT2XGAN, CTVolume, OutputFiles: torch is imported lazily)
     """Synthesize the requested views (``geometry``: keyword arguments of ``model_views``) and the
     -90..90 strip in one ``style`` (keyword arguments of ``synthesize``); write each view in
-    ``formats``, views.png and strip.png into ``out`` (a ``ct2x.folder_lock.OutputFiles``).
+    ``formats``, views.png and strip.png into ``out`` (a ``ct2x.folder_lock.OutputFiles``). ``made``: the header
+    fields of :func:`made_fields`.
 
     Each view's CT coverage (:func:`ct2x.drr.coverage`: the pixels whose rays cross the CT without leaving
     through its first or last slice) is written too: ``<view>_coverage.nrrd`` (uint8, 1 = covered) with nrrd,
@@ -166,15 +179,15 @@ def synthesize_to_folder(
     requested = model_views(model.config, card, ct, **geometry)
     strip = model_views(model.config, card, ct, **{**geometry, "primaries": STRIP_ANGLES, "secondaries": [0.0]})
     unique = list(dict.fromkeys(requested + strip))  # the demo asks for the strip's own views
-    made = dict(zip(unique, synthesize(model, ct, unique, **style), strict=True))
-    results, strip = [made[c] for c in requested], [made[c] for c in strip]
+    by_view = dict(zip(unique, synthesize(model, ct, unique, **style), strict=True))
+    results, strip = [by_view[c] for c in requested], [by_view[c] for c in strip]
     masks = coverage(ct, requested).numpy()
     for index, (view, mask) in enumerate(zip(results, masks, strict=True)):
         stem = view_stem(view.carm, index)
         if "nrrd" in formats:
-            write_view_nrrd(out.path(f"{stem}.nrrd"), view.image, view.carm, coverage_fields(mask))
+            write_view_nrrd(out.path(f"{stem}.nrrd"), view.image, view.carm, made | coverage_fields(mask))
         if "dcm" in formats:
-            description = f"CT2X {view_label(view.carm)} {style_name}"
+            description = f"CT2X {view_label(view.carm)} {made['ct2x_style']}"
             write_view_dicom(out.path(f"{stem}.dcm"), view.image, view.carm, description, coverage=mask)
         if "png" in formats:
             write_png(out.path(f"{stem}.png"), view.image)
