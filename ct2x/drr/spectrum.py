@@ -20,10 +20,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from ct2x.drr.tube import spectrum
 from ct2x.errors import CT2XError
 
 #: Energy-bin width of the spectra, keV.
 BIN_KEV = 1.0
+#: Anode angle of the named spectra, degrees (SpekPy's default).
+ANODE_ANGLE_DEG = 12.0
 #: Tube voltages SpekPy models, kVp.
 KVP_RANGE = (30, 300)
 _NAME = re.compile(r"^(\d+)KV_AL(\d+)$")
@@ -65,19 +68,15 @@ def parse_name(name: str) -> tuple[int, float]:
 
 
 def get_spectrum(name: str = "60KV_AL35") -> Spectrum:
-    """The spectrum called ``name`` (see the module docstring); cached per name (SpekPy is slow)."""
+    """The spectrum called ``name`` (see the module docstring); cached per name (SpekPy is slow; its results are
+    kept on disk too, :mod:`ct2x.drr.tube`)."""
     kvp, al_mm = parse_name(name)
     return _compute(kvp, al_mm)
 
 
 @lru_cache(maxsize=16)
 def _compute(kvp: int, al_mm: float) -> Spectrum:
-    import spekpy
-
-    spek = spekpy.Spek(kvp=kvp, th=12, dk=BIN_KEV)
-    if al_mm > 0:
-        spek.filter("Al", al_mm)
-    energies, fluence = (np.asarray(a, dtype=np.float64) for a in spek.get_spectrum())
+    energies, fluence = (a.copy() for a in spectrum(kvp, ANODE_ANGLE_DEG, al_mm, BIN_KEV))
     weights = energies * fluence
     keep = weights >= 1e-6 * weights.max()
     energies, fluence, weights = energies[keep], fluence[keep], weights[keep]

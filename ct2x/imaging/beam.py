@@ -30,6 +30,7 @@ import torch
 
 from ct2x.drr.render import transmitted_fraction
 from ct2x.drr.spectrum import BIN_KEV, get_spectrum
+from ct2x.drr.tube import off_axis_fluence
 from ct2x.geometry import CArm
 from ct2x.imaging.devices import with_devices
 from ct2x.imaging.filters import view_list
@@ -51,25 +52,15 @@ def primary(area: torch.Tensor, views: Sequence[CArm], parameters: ImagingParame
     return with_devices(area, body, views, parameters.devices, parameters.devices_seed, parameters.spectrum)
 
 
-@lru_cache(maxsize=8)
-def _tube(kvp: int, aluminium_mm: float, anode_angle_deg: float):  # noqa: ANN202 (a spekpy.Spek)
-    import spekpy
-
-    tube = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=BIN_KEV)
-    if aluminium_mm > 0:
-        tube.filter("Al", aluminium_mm)
-    return tube
-
-
 @lru_cache(maxsize=64)
 def _heel(kvp: int, aluminium_mm: float, anode_angle_deg: float, sdd_mm: float, half_mm: float) -> np.ndarray:
     """(2, HEEL_SAMPLES): positions along the anode-cathode axis (mm from the central ray, negative toward the
     anode) and SpekPy's fluence there relative to the central ray's (inverse square along that axis included)."""
-    tube = _tube(kvp, aluminium_mm, anode_angle_deg)
     positions = np.linspace(-half_mm, half_mm, HEEL_SAMPLES)
-    z = sdd_mm / _MM_PER_CM
-    fluence = np.array([tube.get_flu(x=x / _MM_PER_CM, y=0.0, z=z) for x in positions])
-    return np.stack([positions, fluence / tube.get_flu(x=0.0, y=0.0, z=z)])
+    relative = off_axis_fluence(
+        kvp, anode_angle_deg, aluminium_mm, BIN_KEV, positions / _MM_PER_CM, sdd_mm / _MM_PER_CM
+    )
+    return np.stack([positions, relative])
 
 
 def _detector_mm(shape: tuple[int, int], spacing: tuple[float, float],
