@@ -72,3 +72,13 @@ def test_an_unusable_cache_folder_costs_only_the_time(tmp_path: Path, monkeypatc
     energies, fluence = tube.spectrum(70, 12.0, 3.5, 1.0)
     assert energies.shape == fluence.shape and fluence.max() > 0
     assert blocked.read_text() == "not a folder"
+
+
+def test_no_home_folder_costs_only_the_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    energies, fluence = tube.spectrum(70, 12.0, 3.5, 1.0)
+    assert energies.shape == fluence.shape and fluence.max() > 0

@@ -75,9 +75,12 @@ def off_axis_fluence(kvp: int, anode_angle_deg: float, aluminium_mm: float, bin_
 
 def _kept(key: tuple, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """``compute()``'s arrays, read from :func:`cache_folder` when a file of ``key`` is there, else computed and
-    stored (atomically; a folder that cannot be written is passed over)."""
+    stored (atomically; a folder that cannot be written, or no home folder to put it in, is passed over)."""
     text = repr(key)
-    path = cache_folder() / f"{key[0]}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.npz"
+    try:
+        path = cache_folder() / f"{key[0]}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.npz"
+    except (RuntimeError, KeyError, metadata.PackageNotFoundError):  # no home folder, or SpekPy not installed
+        return compute()
     try:
         with np.load(path, allow_pickle=False) as stored:
             if str(stored["key"]) == text:
