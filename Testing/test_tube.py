@@ -82,3 +82,13 @@ def test_no_home_folder_costs_only_the_time(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     energies, fluence = tube.spectrum(70, 12.0, 3.5, 1.0)
     assert energies.shape == fluence.shape and fluence.max() > 0
+
+
+def test_a_file_of_another_call_is_not_used(cache: Path) -> None:
+    """A file under the call's name that holds another call's answer (a name collision, an older layout) is
+    computed over."""
+    first = tube.spectrum(70, 12.0, 3.5, 1.0)
+    (stored,) = cache.iterdir()
+    zeros = np.zeros_like(first[1])
+    np.savez(stored, key=np.array("('spectrum', 90, 12.0, 3.5, 1.0)"), energies=zeros, fluence=zeros)
+    np.testing.assert_array_equal(tube.spectrum(70, 12.0, 3.5, 1.0)[1], first[1])
