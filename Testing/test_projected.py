@@ -9,6 +9,7 @@ the plumbing and the geometry, never image quality; no number from them is repor
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,25 @@ def test_detail_residual_keeps_only_what_is_finer_than_its_scale(inputs: dict[st
         CONFIG.replace(physics_anchor=False, residual_detail_px=2.0)
     with pytest.raises(CT2XError, match="residual_detail_px"):
         CONFIG.replace(residual_detail_px=-1.0)
+
+
+def test_detail_filter_removes_long_periods_keeps_short_ones_and_rises_smoothly_between() -> None:
+    """``detail_of`` at 16 px on horizontal stripes (the lattice an ideal high-pass let G draw at its cutoff):
+    periods of 16 px and longer are removed, those of 8 px and shorter kept whole, and in between the gain rises
+    with frequency as a raised cosine (half at the middle of the octave: an ideal filter would pass it whole)."""
+    rows = torch.arange(256, dtype=torch.float64)[:, None].expand(256, 256)
+
+    def gain(period_px: float) -> float:
+        stripes = torch.cos(2 * math.pi * rows / period_px)[None, None]
+        inner = (..., slice(48, -48), slice(48, -48))  # away from the replicated edges
+        kept = detail_of(stripes, 16.0)[inner]
+        return float((kept * stripes[inner]).mean() / (stripes[inner] ** 2).mean())
+
+    assert abs(gain(32.0)) < 0.01 and abs(gain(16.0)) < 0.02
+    assert gain(8.0) == pytest.approx(1.0, abs=0.02) and gain(4.0) == pytest.approx(1.0, abs=0.02)
+    assert gain(1 / (1.5 / 16)) == pytest.approx(0.5, abs=0.05)  # the middle of the rise
+    between = [gain(16.0 / (1 + k / 8)) for k in range(9)]  # 16 px down to 8 px
+    assert all(b <= a + 0.02 for b, a in zip(between, between[1:], strict=False))  # no bump: rises throughout
 
 
 def test_edge_and_histogram_terms_can_fail(inputs: dict[str, Path]) -> None:

@@ -63,7 +63,8 @@ Beyond the paper (the ``projected`` preset, see :mod:`ct2x.models.projection` fo
   :func:`ct2x.imaging.styled`); G's residual and the tone curve come on top, D_X judges the sum.
   The DRR path keeps the physics base.
 * ``residual_detail_px`` (with ``physics_anchor``): G's residual keeps only its detail, the spatial periods
-  shorter than this many pixels of ``image_size`` (:func:`ct2x.models.physics_anchor.detail_of`; 0, the
+  shorter than this many pixels of ``image_size``, whole from half of it down (a raised-cosine high-pass,
+  :func:`ct2x.models.physics_anchor.detail_of`; 0, the
   default: the whole residual). Anchored on a base that already has the right layout, G may then add grain,
   sharpness and fine texture but no glow or blob wider than about this period.
 * ``lambda_edge``: weight of the edge term, 1 - NCC of the Sobel maps of Î_X and of the physics

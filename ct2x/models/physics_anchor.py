@@ -60,11 +60,19 @@ def area_base(area: torch.Tensor, config: CT2XConfig) -> torch.Tensor:
 
 
 def detail_of(residual: torch.Tensor, period_px: float) -> torch.Tensor:
-    """The detail of G's residual ``(B, 1, S, S)``: every spatial period longer than ``period_px`` pixels
-    removed (an ideal high-pass in the Fourier domain, edges replicated by one period so that nothing wraps
-    round). A Gaussian high-pass would leak: a wide blob survives it in proportion to its amplitude."""
+    """The detail of G's residual ``(B, 1, S, S)``: every spatial period of ``period_px`` pixels or longer removed,
+    those of half that or shorter kept whole, a raised cosine of the radial frequency in between (in the Fourier
+    domain, edges replicated by one period so that nothing wraps round). A Gaussian high-pass would leak: a wide
+    blob survives it in proportion to its amplitude. An ideal high-pass at ``period_px`` does not leak, but G,
+    denied the coarse content it wants, put its energy at the nearest period let through, the cutoff itself, and
+    drew stripes of that period as training went on (docs/training.md); the ramp gives it nothing there."""
     cutoff = 1.0 / period_px  # cycles per pixel
-    return fourier_filter(residual, (1.0, 1.0), lambda f: (f > cutoff).to(f.dtype), math.ceil(period_px))
+
+    def ramp(frequency: torch.Tensor) -> torch.Tensor:  # 0 up to the cutoff, 1 from an octave above
+        rise = ((frequency - cutoff) / cutoff).clamp(0.0, 1.0)
+        return 0.5 - 0.5 * torch.cos(math.pi * rise)
+
+    return fourier_filter(residual, (1.0, 1.0), ramp, math.ceil(period_px))
 
 
 class ToneCurve(nn.Module):
