@@ -13,8 +13,9 @@ One 512-pixel view per preset (each preset's own geometry, at the CT's centre) o
 and the chain's stages (primary, water thickness, beam and field, scatter, detector, log, console; and the
 primary with six support devices in the beam, ``--devices 6``, which no preset has by default). The first
 call of a preset also asks SpekPy for the heel effect (``first call``; SpekPy's answers are kept on disk,
-``ct2x.drr.tube``, so it builds its tube model only when they are not there yet). GPU rows are added when CUDA is available. A first line times the CT's couch made air
-(``ct2x.body.without_table``, ``--remove-table``), done once per CT before any view.
+``ct2x.drr.tube``, so it builds its tube model only when they are not there yet). GPU rows are added when
+CUDA is available. A first line times the CT's couch made air (``ct2x.body.without_table``,
+``--remove-table``), done once per CT before any view.
 
     .venv/bin/python benchmarks/imaging.py [--runs 5] [--threads 1 2]
 """
