@@ -14,14 +14,17 @@ from ct2x.drr import tube
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache root for the test (``$XDG_CACHE_HOME``)."""
+    """An empty cache root for the test (``$XDG_CACHE_HOME``), and no SpekPy model kept in this process."""
+    tube._tube.cache_clear()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tube.cache_folder()
 
 
 def _without_spekpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``import spekpy`` fail, so that only a result read from the disk can be returned."""
+    """Make ``import spekpy`` fail and forget the SpekPy models built in this process, so that only a result read
+    from the disk can be returned."""
     monkeypatch.setitem(sys.modules, "spekpy", None)
+    tube._tube.cache_clear()
 
 
 def test_a_spectrum_is_spekpys_and_is_read_back_without_spekpy(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

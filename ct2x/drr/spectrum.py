@@ -76,7 +76,7 @@ def get_spectrum(name: str = "60KV_AL35") -> Spectrum:
 
 @lru_cache(maxsize=16)
 def _compute(kvp: int, al_mm: float) -> Spectrum:
-    energies, fluence = (a.copy() for a in spectrum(kvp, ANODE_ANGLE_DEG, al_mm, BIN_KEV))
+    energies, fluence = spectrum(kvp, ANODE_ANGLE_DEG, al_mm, BIN_KEV)
     weights = energies * fluence
     keep = weights >= 1e-6 * weights.max()
     energies, fluence, weights = energies[keep], fluence[keep], weights[keep]

@@ -20,6 +20,7 @@ import hashlib
 import os
 import zipfile
 from collections.abc import Callable
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def cache_folder() -> Path:
     return root / "ct2x" / f"spekpy-{metadata.version('spekpy')}"
 
 
+@lru_cache(maxsize=8)
 def _tube(kvp: int, anode_angle_deg: float, aluminium_mm: float, bin_kev: float):  # noqa: ANN202 (a spekpy.Spek)
+    """SpekPy's model of that tube, built once per process (about 0.25 s each) for the answers not on disk."""
     import spekpy
 
     tube = spekpy.Spek(kvp=kvp, th=anode_angle_deg, dk=bin_kev)
