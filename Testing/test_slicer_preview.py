@@ -73,7 +73,7 @@ def _view(primary: float) -> SynthesisParameters:
 def test_slider_moves_during_a_slow_render_stay_cheap_and_only_the_last_value_is_rendered(ct_node):
     logic, renderer = SynthesisLogic(), GatedRenderer()
     worker = PreviewWorker(renderer)
-    logic.ct_volume(ct_node)  # the CT copy is made once per CT change (here: before the first move)
+    logic.imaged_ct(ct_node)  # the CT copy is made once per CT change (here: before the first move)
     assert worker.request(logic.preview_request(ct_node, _view(0.0)))
     assert renderer.started.wait(10), "the first preview did not start"
     per_move = []
@@ -153,8 +153,8 @@ def test_a_failing_synthesis_keeps_its_traceback(ct_node):
         def render(self, prepared, views):
             raise RuntimeError("out of film")
 
-    job = SynthesisJob(SynthesisLogic().ct_volume(ct_node), _view(0.0).views(SynthesisLogic().ct_volume(ct_node)),
-                       Broken(), ["LAO 0"])  # fmt: skip
+    ct = SynthesisLogic().imaged_ct(ct_node)
+    job = SynthesisJob(ct, _view(0.0).views(ct.placement), Broken(), ["LAO 0"])
     job.run()
     status = job.status()
     assert status.error == "RuntimeError: out of film"

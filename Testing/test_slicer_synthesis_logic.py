@@ -323,7 +323,7 @@ def test_learned_renderer_places_bundled_model_views_on_the_detector(scene):
         assert image.shape == (1, 48, 48) and image.dtype == np.float32
         assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.01
         assert out.GetAttribute("CT2X.mode") == LEARNED_MODE
-        expected = params.views(logic.ct_volume(node))[volumes.index(out)]
+        expected = params.views(logic.imaged_ct(node).volume())[volumes.index(out)]
         np.testing.assert_allclose(view_from_attributes(out).detector_center, expected.detector_center)
     ramp = np.tile(np.linspace(0.0, 4000.0, 40), (1, 30, 1))  # a one-slice "2D volume", any intensity range
     styled = SynthesisLogic(learned_renderer(style=ramp), mode=LEARNED_MODE).synthesize(node, params).volumes
@@ -595,7 +595,7 @@ def test_chain_views_are_ct2x_drr_s_radiographs_and_record_the_chain(scene, tmp_
     renderer = logic.choose_renderer(RendererChoice(MODEL_NONE, imaging=preset, seed=seed, device="cpu"))
     assert isinstance(renderer, ChainRenderer) and logic.mode == chain_mode(preset)
     result = logic.synthesize(node, _chain_parameters())
-    ct = logic.ct_volume(node)
+    ct = logic.imaged_ct(node).volume()
     views = _chain_parameters().views(ct)
     parameters = PRESETS[preset].parameters
     module = _images(result.volumes)
@@ -654,8 +654,8 @@ def test_the_raw_choice_is_today_s_physics_drr_not_the_chain(scene, tmp_path):
     raw = logic.choose_renderer(RendererChoice(MODEL_NONE, imaging="raw", device="cpu"))
     assert type(raw) is PhysicsDRRRenderer and logic.mode == DRR_PHYSICS_MODE
     volumes = logic.synthesize(node, _chain_parameters()).volumes
-    views = _chain_parameters().views(logic.ct_volume(node))
-    today = render_drr(logic.ct_volume(node), views, device="cpu").numpy()  # render_drr's defaults, no noise
+    views = _chain_parameters().views(logic.imaged_ct(node).volume())
+    today = render_drr(logic.imaged_ct(node).volume(), views, device="cpu").numpy()  # render_drr's defaults, no noise
     np.testing.assert_array_equal(_images(volumes), today)
     before = SynthesisLogic(physics_drr_renderer("cpu")).synthesize(node, _chain_parameters()).volumes
     np.testing.assert_array_equal(_images(before), today)
@@ -685,7 +685,7 @@ def test_the_preview_renders_the_chain_of_the_choice_at_its_coarser_step(scene, 
     placed = place_preview(scene, worker.take_result())
     worker.close(10)
     assert placed.GetAttribute("CT2X.mode") == chain_mode("chest_dr_pa")
-    expected = render_radiographs(request.ct, [request.view], "chest_dr_pa", step=PREVIEW_STEP_VOXELS, seed=2)
+    expected = render_radiographs(request.ct.volume(), [request.view], "chest_dr_pa", step=PREVIEW_STEP_VOXELS, seed=2)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(placed)[0], expected[0].numpy())
 
     drr = logic.choose_preview_renderer(RendererChoice(MODEL_BUNDLED, device="cpu"))
@@ -709,7 +709,7 @@ def test_the_chain_is_fitted_to_the_style_reference_once_per_ct_and_style(scene,
     monkeypatch.setattr(ct2x.imaging.style, "fit_style", lambda *a, **k: fits.append(a) or real_fit(*a, **k))
     _, node = _chain_scene(tmp_path)
     logic = SynthesisLogic()
-    ct = logic.ct_volume(node)
+    ct = logic.imaged_ct(node).volume()
     at = fit_view(_chain_parameters().views(ct)[0], 64)
     assert (at.primary, at.secondary, at.detector_shape) == (0.0, 0.0, (64, 64))
     # the reference: this CT as a bedside CR film shows it, loaded as a 2D volume (0-4000)
@@ -778,4 +778,47 @@ def test_remove_table_images_the_ct_without_its_couch_and_leaves_the_node_as_it_
     as_read = logic.preview_request(with_couch, lateral)
     request = logic.preview_request(with_couch, replace(lateral, remove_table=True))
     assert request.key != as_read.key  # the preview worker prepares the couch-free CT anew
-    np.testing.assert_array_equal(request.ct.array, logic.ct_volume(bare).array)
+    np.testing.assert_array_equal(request.ct.volume().array, logic.imaged_ct(bare).volume().array)
+
+
+def test_the_couch_is_removed_once_in_a_worker_thread_never_in_the_gui_thread(scene, monkeypatch):
+    """Removing the couch takes seconds on a full CT (4-5 s at 512 x 512 x 133): ``preview_request`` and
+    ``start_synthesis``, called in Slicer's GUI thread, return while it runs in the synthesis job's thread, whose
+    progress says so; the preview that comes next images the same couch-free CT without removing it again."""
+    import threading
+    import time
+    from dataclasses import replace
+
+    import CT2XSynthesisLib.background as background
+    from test_body import _chest
+
+    real, gate, threads = background.without_table, threading.Event(), []
+
+    def slow_removal(volume: CTVolume) -> CTVolume:
+        threads.append(threading.current_thread())
+        assert gate.wait(30), "the test never let the removal finish"
+        return real(volume)
+
+    monkeypatch.setattr(background, "without_table", slow_removal)
+    with_couch, bare = _add_ct_node(_chest()[0]), _add_ct_node(_chest(couch=False)[0])
+    renderer = physics_drr_renderer(device="cpu", step=1.0)
+    lateral = SynthesisParameters(angles=((90.0, 0.0),), detector_pixels=32, remove_table=True)
+    logic = SynthesisLogic(renderer)
+    request = logic.preview_request(with_couch, lateral)
+    job = logic.start_synthesis(with_couch, lateral)
+    for _ in range(300):
+        if job.status().text == "Removing the CT couch":
+            break
+        time.sleep(0.01)
+    assert job.status().text == "Removing the CT couch" and not job.status().finished
+    gate.set()
+    assert job.wait(60) and job.status().error is None
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    expected = SynthesisLogic(renderer).synthesize(bare, replace(lateral, remove_table=False)).volumes
+    np.testing.assert_array_equal(_images(logic.finish_synthesis(job).volumes), _images(expected))
+    worker = PreviewWorker(renderer)
+    assert worker.request(request) and worker.wait_idle(60)
+    result = worker.take_result()
+    worker.close(10)
+    assert result.error is None and len(threads) == 1  # the preview took the job's couch-free CT
+    np.testing.assert_array_equal(request.ct.volume().array, logic.imaged_ct(bare).volume().array)

@@ -1,11 +1,12 @@
 """Synthesize in a worker thread while Slicer's GUI thread stays free.
 
-:class:`SynthesisJob` renders the views of one *Synthesize* click in a daemon thread: the
-renderer prepares the CT once (the learned model resamples it to its grid), then renders one
-view at a time. The GUI thread starts the job, then polls :meth:`SynthesisJob.status` (in
-Slicer from a ``qt.QTimer``) for the progress bar, and, once the job has finished, places the
-finished images in the scene itself (``SynthesisLogic.finish_synthesis``): the worker never
-touches the MRML scene, which is not thread-safe.
+:class:`SynthesisJob` renders the views of one *Synthesize* click in a daemon thread: it removes the
+CT's couch when asked (:class:`ImagedCT`: seconds on a full CT), the renderer prepares the CT once (the
+learned model resamples it to its grid), then it renders one view at a time. The GUI thread starts
+the job, then polls :meth:`SynthesisJob.status` (in Slicer from a ``qt.QTimer``) for the progress bar,
+and, once the job has finished, places the finished images in the scene itself
+(``SynthesisLogic.finish_synthesis``): the worker never touches the MRML scene, which is not
+thread-safe.
 
 *Cancel* (:meth:`SynthesisJob.cancel`) takes effect between views: the view in progress when
 it arrives is dropped, and the views finished before it are kept. An error in the worker is
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ct2x.body import without_table
 from ct2x.errors import CT2XError
 from ct2x.geometry import CArm
 from ct2x.volume import CTVolume
@@ -60,6 +62,38 @@ class JobStatus:
         return self.done / self.total if self.total else 1.0
 
 
+class ImagedCT:
+    """The CT a synthesis or a live preview images (LPS, HU): the copy of the CT node, or, with
+    ``remove_table``, that copy with everything outside the patient's body made air
+    (``ct2x.body.without_table``, a few seconds on a full CT). The couch is removed by the first
+    worker thread that asks for :meth:`volume`, never by the thread that made this object (Slicer's GUI
+    thread), and once: later calls, from any thread, get the same volume.
+
+    :attr:`placement` places the views (its bounding box centres them): removing the couch changes
+    voxels, not where they lie, so the copy serves before the couch is gone.
+    """
+
+    def __init__(self, copy: CTVolume, remove_table: bool) -> None:
+        self.placement = copy
+        self.remove_table = remove_table
+        self._lock = threading.Lock()
+        self._volume = None if remove_table else copy
+
+    @property
+    def ready(self) -> bool:
+        """:meth:`volume` returns at once (no couch left to remove)."""
+        with self._lock:
+            return self._volume is not None
+
+    def volume(self) -> CTVolume:
+        """The CT to image (waits while another thread removes the couch)."""
+        with self._lock:
+            if self._volume is None:
+                self._volume = without_table(self.placement)
+                self.placement = self._volume  # the same placement; the copy with its couch is let go
+            return self._volume
+
+
 def error_message(error: BaseException) -> str:
     """One line for the user: a CT2XError's own message, else the exception's type and text."""
     if isinstance(error, CT2XError):
@@ -84,7 +118,8 @@ def render_one(renderer, prepared: object, view: CArm, label: str, index: int = 
 
 
 class SynthesisJob:
-    """Render ``views`` of ``ct`` with ``renderer`` (see the module docstring).
+    """Render ``views`` of ``ct`` (its :meth:`ImagedCT.volume`, taken in the job's thread) with ``renderer`` (see
+    the module docstring).
 
     ``labels`` name the views in the progress text. ``progress(done, total, text)``, if given,
     is called from the thread that runs the job; so is ``wait_before()``, before anything else, and
@@ -94,7 +129,7 @@ class SynthesisJob:
 
     def __init__(
         self,
-        ct: CTVolume,
+        ct: ImagedCT,
         views: Sequence[CArm],
         renderer,  # noqa: ANN001 (a logic.Renderer: prepare(ct), render(prepared, views))
         labels: Sequence[str],
@@ -174,8 +209,11 @@ class SynthesisJob:
             if self._wait_before is not None:
                 self._report("Waiting for the live preview")
                 self._wait_before()
+            if not self.ct.ready:
+                self._report("Removing the CT couch")
+            volume = self.ct.volume()
             self._report("Preparing the CT")
-            prepared = self.renderer.prepare(self.ct)
+            prepared = self.renderer.prepare(volume)
             for index, (view, label) in enumerate(zip(self.views, self.labels, strict=True)):
                 if self._cancel.is_set():
                     break

@@ -49,7 +49,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ct2x.body import TABLE_REMOVED, without_table
+from ct2x.body import TABLE_REMOVED
 from ct2x.contracts import DEVICE_CHOICES as DEVICES
 from ct2x.contracts import MODEL_BUNDLED, MODEL_FILE, MODEL_NONE, MODEL_SOURCES, STYLE_CODE_PREFIX
 from ct2x.errors import CT2XError
@@ -78,7 +78,7 @@ from ct2x.options import (
 )
 from ct2x.radiograph_geometry import RadiographGeometry
 from ct2x.volume import CTVolume, check_finite
-from CT2XSynthesisLib.background import SynthesisJob
+from CT2XSynthesisLib.background import ImagedCT, SynthesisJob
 from CT2XSynthesisLib.preview import PreviewRequest, PreviewResult, PreviewWorker
 
 # The model choices (MODEL_SOURCES), the device choices (DEVICES) and STYLE_CODE_PREFIX are defined once in
@@ -472,8 +472,8 @@ def chain_mode(imaging: str, fitted: bool = False, devices: int = 0) -> str:
 
 
 class _Fits:
-    """Chain parameters fitted to one style reference, by CT (its :class:`CTVolume` object, the logic's cached
-    copy of the node) and fitting view; shared by a :class:`ChainRenderer` and its coarser copies, so the
+    """Chain parameters fitted to one style reference, by CT (its :class:`CTVolume` object, the volume of the
+    logic's kept :class:`ImagedCT`) and fitting view; shared by a :class:`ChainRenderer` and its coarser copies, so the
     synthesis and the live preview fit once. The CTs are held weakly; the last few fits are kept."""
 
     KEPT = 4
@@ -1061,7 +1061,7 @@ class SynthesisLogic:
         #: The live preview's renderer and mode (:meth:`choose_preview_renderer`); None: the preview worker's own.
         self.preview_renderer: Renderer | None = None
         self.preview_mode: str | None = None
-        self._ct_cache: tuple[tuple[str, int, int, int], CTVolume] | None = None
+        self._ct_cache: tuple[tuple, ImagedCT] | None = None
         self._renderer_key: tuple | None = None
         self._preview_key: tuple | None = None
 
@@ -1093,17 +1093,16 @@ class SynthesisLogic:
             self.preview_mode, self._preview_key = self.mode, (renderer,)
         return self.preview_renderer
 
-    def ct_volume(self, ct_node: slicer.vtkMRMLScalarVolumeNode, remove_table: bool = False) -> CTVolume:
-        """:func:`ct_volume_from_node`, with ``remove_table`` its couch made air (``ct2x.body.without_table``: a
-        second or a few, in this thread), cached while :func:`ct_key` and ``remove_table`` are unchanged."""
+    def imaged_ct(self, ct_node: slicer.vtkMRMLScalarVolumeNode, remove_table: bool = False) -> ImagedCT:
+        """The CT to image: :func:`ct_volume_from_node` (copied here, in the GUI thread: the scene is read only
+        there), its couch to be made air in the worker's thread with ``remove_table`` (:class:`ImagedCT`); kept
+        while :func:`ct_key` and ``remove_table`` are unchanged, so the couch is removed once for the preview and
+        the syntheses."""
         if ct_node is None:
             raise CT2XError("select a CT volume as the input")
         key = imaged_ct_key(ct_node, remove_table)
         if self._ct_cache is None or self._ct_cache[0] != key:
-            volume = ct_volume_from_node(ct_node)
-            if remove_table:
-                volume = without_table(volume)
-            self._ct_cache = (key, volume)
+            self._ct_cache = (key, ImagedCT(ct_volume_from_node(ct_node), remove_table))
         return self._ct_cache[1]
 
     def start_synthesis(
@@ -1118,8 +1117,8 @@ class SynthesisLogic:
         or after running it in this thread. The scene is not touched. The job reads only copies:
         the CT's voxels, frozen parameters, and the renderer's own style copy. ``wait_before`` runs
         first in the job's thread (the panel passes the live preview's ``wait_idle``)."""
-        ct = self.ct_volume(ct_node, parameters.remove_table)
-        views = parameters.views(ct)
+        ct = self.imaged_ct(ct_node, parameters.remove_table)
+        views = parameters.views(ct.placement)
         labels = [view_name(v.primary, v.secondary) for v in views]
         annotate = _view_annotations(self.renderer, ct)
         job = SynthesisJob(ct, views, self.renderer, labels, progress, wait_before, annotate=annotate)
@@ -1213,22 +1212,23 @@ class SynthesisLogic:
             detector_pixels=max(1, round(parameters.detector_pixels * scale)),
             detector_rows=max(1, round(rows * scale)) if parameters.detector_rows else None,
         )
-        ct = self.ct_volume(ct_node, parameters.remove_table)
-        view = coarse.views(ct)[0]
+        ct = self.imaged_ct(ct_node, parameters.remove_table)
+        view = coarse.views(ct.placement)[0]
         label = view_name(view.primary, view.secondary)
         key = imaged_ct_key(ct_node, parameters.remove_table)
         return PreviewRequest(key, ct, view, label, self.preview_renderer, self.preview_mode)
 
 
-def _view_annotations(renderer: Renderer, ct: CTVolume) -> Callable[[int, CArm], dict[str, str]]:
-    """What the synthesis job records per finished view (in its thread): the fraction of the view's pixels whose
-    rays cross the whole CT (``coverageFraction``, :func:`coverage_fraction`) and what made the view
-    (:meth:`Renderer.view_attributes`; a plain callable renderer records nothing)."""
+def _view_annotations(renderer: Renderer, ct: ImagedCT) -> Callable[[int, CArm], dict[str, str]]:
+    """What the synthesis job records per finished view (in its thread, of the CT it imaged): the fraction of the
+    view's pixels whose rays cross the whole CT (``coverageFraction``, :func:`coverage_fraction`) and what made
+    the view (:meth:`Renderer.view_attributes`; a plain callable renderer records nothing)."""
     describe = getattr(renderer, "view_attributes", None)
 
     def annotate(index: int, view: CArm) -> dict[str, str]:
-        fields = {"coverageFraction": f"{coverage_fraction(ct, view):.6g}"}
-        return fields | (describe(ct, view, index) if describe is not None else {})
+        volume = ct.volume()
+        fields = {"coverageFraction": f"{coverage_fraction(volume, view):.6g}"}
+        return fields | (describe(volume, view, index) if describe is not None else {})
 
     return annotate
 

@@ -5,7 +5,8 @@ it stores the request and wakes the worker, a few microseconds) and, from a time
 the newest finished image (:meth:`PreviewWorker.take_result`) to place it in the scene. One
 daemon thread does the work:
 
-* it prepares the CT once per CT key and renderer (for the physics renderers: Hounsfield units to
+* it prepares the CT once per CT key and renderer (removing its couch first when asked,
+  :class:`~CT2XSynthesisLib.background.ImagedCT`; for the physics renderers: Hounsfield units to
   material densities of the whole CT, the costly part) and keeps the prepared CT while the key, which
   names the node and its modification times, and the renderer are unchanged; a request may carry its
   own renderer (the panel's choice, ``SynthesisLogic.choose_preview_renderer``), else the worker's is used;
@@ -29,17 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ct2x.geometry import CArm
-from ct2x.volume import CTVolume
-from CT2XSynthesisLib.background import error_message, render_one
+from CT2XSynthesisLib.background import ImagedCT, error_message, render_one
 
 
 @dataclass(frozen=True)
 class PreviewRequest:
-    """One preview to render: the CT (LPS, HU; its ``key`` names the node and its modification times), the view;
-    the renderer to use (None: the worker's) and the mode label its image is placed with (None: the default)."""
+    """One preview to render: the CT (LPS, HU; its ``key`` names the node, its modification times and whether the
+    couch is removed), the view; the renderer to use (None: the worker's) and the mode label its image is placed
+    with (None: the default)."""
 
     key: Hashable
-    ct: CTVolume
+    ct: ImagedCT
     view: CArm
     label: str
     renderer: object = None
@@ -126,7 +127,7 @@ class PreviewWorker:
     def _prepare(self, request: PreviewRequest, renderer) -> object:  # noqa: ANN001 (a logic.Renderer)
         if self._prepared is None or self._prepared[0] != request.key or self._prepared[1] is not renderer:
             self._prepared = None  # free the old CT's materials before preparing the new one
-            self._prepared = (request.key, renderer, renderer.prepare(request.ct))
+            self._prepared = (request.key, renderer, renderer.prepare(request.ct.volume()))
         return self._prepared[2]
 
     def _run(self) -> None:
