@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 from conftest import one_line_error
 
-from ct2x.body import AIR_HU, body_mask, without_table
+from ct2x.body import AIR_HU, _morphology, body_mask, without_table
 from ct2x.cli import main
 from ct2x.errors import CT2XError
 from ct2x.volume import CTVolume
@@ -79,6 +79,28 @@ def test_lung_vessels_stay_where_a_crop_cuts_through_the_lung() -> None:
     vessels = parts["vessels"][:, :, :49]
     assert vessels[:, :, 40:].any()  # the cut lung's vessels are in the crop
     np.testing.assert_array_equal(without_table(cropped).array[vessels], 40.0)
+
+
+@pytest.mark.parametrize("radius", [[4, 4, 0], [2, 3, 0], [1, 1, 0], [5, 2, 0], [0, 3, 2], [2, 0, 4]])
+def test_the_opening_and_the_dilation_are_simpleitk_s_to_the_voxel(radius: list[int]) -> None:
+    """ct2x.body's erosion and dilation by ITK's ball (rows of running minima or maxima) against SimpleITK's own
+    BinaryErode, BinaryDilate and BinaryMorphologicalOpening, on blobs touching the array's faces, every pair of
+    in-plane axes, round and elongated balls."""
+    rng = np.random.default_rng(sum(radius))
+    mask = np.zeros((23, 41, 37), dtype=bool)
+    mask[rng.random(mask.shape) > 0.93] = True
+    mask = mask | np.roll(mask, 1, axis=2) | np.roll(mask, 1, axis=1)  # blobs of a few voxels
+    mask[:, :9, :] = True  # a slab against one face: what lies outside the array must not erode it
+
+    def itk(image_filter) -> np.ndarray:  # noqa: ANN001
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        return sitk.GetArrayFromImage(image_filter(image, radius)).astype(bool)
+
+    eroded = _morphology(mask, radius, erode=True)
+    np.testing.assert_array_equal(eroded, itk(sitk.BinaryErode))
+    np.testing.assert_array_equal(_morphology(mask, radius, erode=False), itk(sitk.BinaryDilate))
+    np.testing.assert_array_equal(_morphology(eroded, radius, erode=False), itk(sitk.BinaryMorphologicalOpening))
+    assert eroded.sum() < mask.sum() < _morphology(mask, radius, erode=False).sum()  # neither is the identity
 
 
 def test_a_ct_with_no_body_is_refused_in_one_line() -> None:

@@ -782,7 +782,7 @@ def test_remove_table_images_the_ct_without_its_couch_and_leaves_the_node_as_it_
 
 
 def test_the_couch_is_removed_once_in_a_worker_thread_never_in_the_gui_thread(scene, monkeypatch):
-    """Removing the couch takes seconds on a full CT (4-5 s at 512 x 512 x 133): ``preview_request`` and
+    """Removing the couch takes a second or two on a full CT (1.8 s at 512 x 512 x 133): ``preview_request`` and
     ``start_synthesis``, called in Slicer's GUI thread, return while it runs in the synthesis job's thread, whose
     progress says so; the preview that comes next images the same couch-free CT without removing it again."""
     import threading

@@ -1,7 +1,7 @@
 """Synthesize in a worker thread while Slicer's GUI thread stays free.
 
 :class:`SynthesisJob` renders the views of one *Synthesize* click in a daemon thread: it removes the
-CT's couch when asked (:class:`ImagedCT`: seconds on a full CT), the renderer prepares the CT once (the
+CT's couch when asked (:class:`ImagedCT`: up to a second or two), the renderer prepares the CT once (the
 learned model resamples it to its grid), then it renders one view at a time. The GUI thread starts
 the job, then polls :meth:`SynthesisJob.status` (in Slicer from a ``qt.QTimer``) for the progress bar,
 and, once the job has finished, places the finished images in the scene itself
@@ -65,7 +65,7 @@ class JobStatus:
 class ImagedCT:
     """The CT a synthesis or a live preview images (LPS, HU): the copy of the CT node, or, with
     ``remove_table``, that copy with everything outside the patient's body made air
-    (``ct2x.body.without_table``, a few seconds on a full CT). The couch is removed by the first
+    (``ct2x.body.without_table``, up to a second or two on a full CT). The couch is removed by the first
     worker thread that asks for :meth:`volume`, never by the thread that made this object (Slicer's GUI
     thread), and once: later calls, from any thread, get the same volume.
 
