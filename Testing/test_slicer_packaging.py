@@ -51,6 +51,7 @@ from CT2XSynthesisLib.dependencies import (  # noqa: E402
     TRAINING_REQUIREMENTS,
     Requirement,
     ensure_dependencies,
+    installed_pins,
     may_install,
     plan_dependencies,
     warning_in_testing_mode,
@@ -311,8 +312,19 @@ def test_first_use_installs_the_core_dependencies_except_slicer_and_pytorch_ones
     declared = {_name(r) for r in re.findall(r'"([^"]+)"', block)}
     assert {"torch", "numpy", "spekpy"} <= declared
     pip = {_name(r.pip) for r in PIP_REQUIREMENTS}
-    assert not pip & PROTECTED_DISTRIBUTIONS, "never pip-install numpy, vtk, SimpleITK, torch or torchvision"
+    assert not pip & PROTECTED_DISTRIBUTIONS, "never pip-install numpy, scipy, vtk, SimpleITK, torch or torchvision"
     assert pip | (declared & PROTECTED_DISTRIBUTIONS) == declared, "first use must cover every core dependency"
+
+
+def test_installs_pin_slicer_s_numpy_and_scipy_where_present():
+    """pip installs the missing packages with Slicer's numpy and SciPy pinned to the versions there, so that a
+    package needing a newer one (numba, scikit-image) is taken at a version that fits instead of upgrading them."""
+    import numpy
+    import scipy
+
+    assert installed_pins(lambda name: True) == (f"numpy=={numpy.__version__}", f"scipy=={scipy.__version__}")
+    assert installed_pins(lambda name: name == "numpy") == (f"numpy=={numpy.__version__}",)
+    assert installed_pins(lambda name: False) == ()
 
 
 def test_plan_dependencies():
@@ -363,8 +375,11 @@ def test_each_module_asks_for_its_own_requirements(module, requirements):
 # The Synthesis module's import graph: what its panel and logic import, and the core modules they use.
 SYNTHESIS_CORE_MODULES = ("ct2x.synthesize", "ct2x.checkpoint", "ct2x.drr", "ct2x.samples", "ct2x.radiograph_geometry",
                           "ct2x.volume", "ct2x.geometry", "ct2x.device", "ct2x.errors")  # fmt: skip
-#: Packages of Slicer itself (and the PyTorch extension's module that plan_dependencies looks for).
-SLICER_OWN_MODULES = frozenset({"numpy", "vtk", "SimpleITK", "slicer", "qt", "ctk", "SampleData", "PyTorchUtils"})
+#: Packages of Slicer itself (and the PyTorch extension's module that plan_dependencies looks for); SciPy is
+#: built with Slicer by default (Slicer_USE_SCIPY ON in Slicer's CMakeLists.txt at v5.8.0 and v5.10.0).
+SLICER_OWN_MODULES = frozenset(
+    {"numpy", "scipy", "vtk", "SimpleITK", "slicer", "qt", "ctk", "SampleData", "PyTorchUtils"}
+)
 #: Third-party imports inside core functions that synthesis never calls, with the reason.
 NOT_ON_THE_SYNTHESIS_PATH = {
     ("yaml", "ct2x.config"): "YAML training configs (CT2XConfig.from_file/save); model cards are JSON",
@@ -379,12 +394,12 @@ def _not_covered(packages, requirements) -> set[str]:
 
 
 def test_synthesis_requirements_cover_what_importing_synthesis_pulls_in():
-    """Import the synthesis modules in a fresh interpreter (after Slicer's numpy, SimpleITK and torch, whose own
-    imports are theirs): every third-party package that lands in ``sys.modules`` is in SYNTHESIS_REQUIREMENTS."""
+    """Import the synthesis modules in a fresh interpreter (after Slicer's numpy, SciPy, SimpleITK and torch, whose
+    own imports are theirs): every third-party package that lands in ``sys.modules`` is in SYNTHESIS_REQUIREMENTS."""
     modules = (*SYNTHESIS_CORE_MODULES, "CT2XSynthesisLib.background", "CT2XSynthesisLib.dependencies")
     script = (
         "import importlib, json, sys\n"
-        "for name in ('numpy', 'SimpleITK', 'torch'):\n    importlib.import_module(name)\n"
+        "for name in ('numpy', 'scipy.ndimage', 'SimpleITK', 'torch'):\n    importlib.import_module(name)\n"
         "before = {n.split('.')[0] for n in sys.modules}\n"
         f"for name in {modules!r}:\n    importlib.import_module(name)\n"
         "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} - before)))\n"
@@ -475,6 +490,24 @@ def _fake_slicer(testing: bool) -> types.ModuleType:
     fake.util = types.SimpleNamespace(errorDisplay=forbidden, confirmOkCancelDisplay=forbidden, pip_install=forbidden,
                                       WaitCursor=forbidden)  # fmt: skip
     return fake
+
+
+def test_first_use_pip_installs_what_is_missing_with_slicer_s_numpy_and_scipy_pinned(monkeypatch):
+    import contextlib
+
+    import numpy
+    import scipy
+
+    installed, asked = [], []
+    fake = _fake_slicer(testing=False)
+    fake.util.confirmOkCancelDisplay = lambda text, **kwargs: asked.append(text) or True
+    fake.util.pip_install = installed.append
+    fake.util.WaitCursor = contextlib.nullcontext
+    monkeypatch.setitem(sys.modules, "slicer", fake)
+    absent = Requirement("ct2x-no-such-package>=1", "ct2x_no_such_package")
+    assert ensure_dependencies((*SYNTHESIS_REQUIREMENTS, absent)) is True
+    assert installed == [f"ct2x-no-such-package>=1 numpy=={numpy.__version__} scipy=={scipy.__version__}"]
+    assert "ct2x-no-such-package>=1" in asked[0] and "SciPy" in asked[0]
 
 
 def test_testing_mode_installs_nothing_and_logs_what_is_missing(monkeypatch, caplog):

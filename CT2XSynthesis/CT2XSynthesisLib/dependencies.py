@@ -16,8 +16,9 @@ Rules:
 * ``torch`` and ``torchvision`` come from the **PyTorch** extension
   (``PyTorchUtils.PyTorchUtilsLogic().installTorch``); if that extension is absent, the
   user is told to install it from the Extensions Manager.
-* Slicer's own ``numpy``, ``vtk`` and ``SimpleITK`` (and PyTorch's ``torch`` and
-  ``torchvision``) are never pip-installed or upgraded.
+* Slicer's own ``numpy``, ``scipy``, ``vtk`` and ``SimpleITK`` (and PyTorch's ``torch`` and
+  ``torchvision``) are never pip-installed or upgraded. Slicer bundles SciPy by default
+  (``Slicer_USE_SCIPY`` is ON in its top-level CMakeLists.txt at v5.4.0, v5.8.0 and v5.10.0).
 * Every other package a module needs is pip-installed, after a confirmation dialog, only when
   it cannot be imported (a package Slicer already bundles, such as ``pydicom``, is left alone).
 * In Slicer's testing mode (``Slicer --testing``: ``slicer.app.testingEnabled()``) nothing is
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Distributions that belong to Slicer itself or to the PyTorch extension (lower case).
-PROTECTED_DISTRIBUTIONS = frozenset({"numpy", "vtk", "simpleitk", "torch", "torchvision"})
+PROTECTED_DISTRIBUTIONS = frozenset({"numpy", "scipy", "vtk", "simpleitk", "torch", "torchvision"})
 
 #: The oldest Slicer release (major, minor) the modules run in: they bind their ``.ui`` widgets
 #: with ``slicer.parameterNodeWrapper``'s ``connectGui`` (the 5.4 scripted-module pattern),
@@ -80,7 +81,7 @@ PYTORCH_EXTENSION_REQUIREMENTS = (TORCH, TORCHVISION)
 #: What the CT2XSynthesis module runs (``ct2x.synthesize``, ``ct2x.checkpoint``, ``ct2x.drr``,
 #: ``ct2x.samples``, ``ct2x.radiograph_geometry``, ``ct2x.volume``, ``ct2x.geometry``,
 #: ``ct2x.device`` and the core modules they import, at the top or inside functions) needs,
-#: besides Slicer's numpy and SimpleITK: torch (not torchvision), safetensors (model files),
+#: besides Slicer's numpy, SciPy and SimpleITK: torch (not torchvision), safetensors (model files),
 #: Pillow (radiograph images), pydicom (DICOM CTs and radiograph geometry), numba (the DRR ray
 #: marcher), spekpy (X-ray spectra) and xraydb (attenuation). Not PyYAML (YAML training configs
 #: only) nor tqdm (``ct2x prepare`` only; torch uses it if present). A test checks this list
@@ -116,6 +117,16 @@ TRAINING_REQUIREMENTS: tuple[Requirement, ...] = (
 PIP_REQUIREMENTS: tuple[Requirement, ...] = tuple(
     r for r in TRAINING_REQUIREMENTS if r.distribution not in PROTECTED_DISTRIBUTIONS
 )
+
+
+def installed_pins(importable: Callable[[str], bool]) -> tuple[str, ...]:
+    """``name==version`` of each of Slicer's own scientific packages that pip could otherwise upgrade while
+    installing what needs them (numpy for numba, SciPy for scikit-image), for those present."""
+    pins = []
+    for module in ("numpy", "scipy"):
+        if importable(module):
+            pins.append(f"{module}=={importlib.import_module(module).__version__}")
+    return tuple(pins)
 
 
 def module_importable(name: str) -> bool:
@@ -250,12 +261,10 @@ def ensure_dependencies(requirements: tuple[Requirement, ...] = TRAINING_REQUIRE
         if not slicer.util.confirmOkCancelDisplay(
             "CT2X needs these Python packages, which will now be downloaded and installed:\n\n"
             + "\n".join(plan.pip_requirements)
-            + "\n\nSlicer's own numpy, vtk, SimpleITK and PyTorch's torch are not touched.",
+            + "\n\nSlicer's own numpy, SciPy, vtk, SimpleITK and PyTorch's torch are not touched.",
             windowTitle="CT2X: install Python packages",
         ):
             return False
-        import numpy
-
-        with slicer.util.WaitCursor():  # pinning Slicer's numpy: pip picks versions that fit it (numba is picky)
-            slicer.util.pip_install(" ".join(plan.pip_requirements) + f" numpy=={numpy.__version__}")
+        with slicer.util.WaitCursor():  # pinning Slicer's numpy and SciPy: pip picks versions that fit them
+            slicer.util.pip_install(" ".join(plan.pip_requirements + installed_pins(module_importable)))
     return True
