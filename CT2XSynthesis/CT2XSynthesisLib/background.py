@@ -75,15 +75,13 @@ class ImagedCT:
 
     def __init__(self, copy: CTVolume, remove_table: bool) -> None:
         self.placement = copy
-        self.remove_table = remove_table
         self._lock = threading.Lock()
         self._volume = None if remove_table else copy
 
     @property
     def ready(self) -> bool:
-        """:meth:`volume` returns at once (no couch left to remove)."""
-        with self._lock:
-            return self._volume is not None
+        """No couch is left to remove (read without waiting for a removal under way)."""
+        return self._volume is not None
 
     def volume(self) -> CTVolume:
         """The CT to image (waits while another thread removes the couch)."""
