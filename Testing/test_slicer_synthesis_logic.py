@@ -822,3 +822,24 @@ def test_the_couch_is_removed_once_in_a_worker_thread_never_in_the_gui_thread(sc
     worker.close(10)
     assert result.error is None and len(threads) == 1  # the preview took the job's couch-free CT
     np.testing.assert_array_equal(request.ct.volume().array, logic.imaged_ct(bare).volume().array)
+
+
+def test_removing_the_couch_of_a_ct_with_no_body_ends_the_job_with_one_line_and_adds_nothing(scene):
+    """The removal runs in the job's thread now: its refusal (``ct2x.body``: no body in the CT) comes back as the
+    job's one-line error, ``finish_synthesis`` raises it, the scene gets no node and the preview reports it too."""
+    from dataclasses import replace
+
+    empty = _add_ct_node(CTVolume(np.full((8, 16, 16), -1000.0, np.float32), np.ones(3), np.zeros(3), np.eye(3)))
+    parameters = replace(SynthesisParameters(angles=((0.0, 0.0),), detector_pixels=16), remove_table=True)
+    logic = SynthesisLogic(physics_drr_renderer(device="cpu", step=1.0))
+    count = scene.GetNumberOfNodes()
+    job = logic.start_synthesis(empty, parameters)
+    assert job.wait(60) and job.status().error.startswith("no body found in the CT")
+    with pytest.raises(CT2XError, match="no body found.*--remove-table"):
+        logic.finish_synthesis(job)
+    assert scene.GetNumberOfNodes() == count
+    worker = PreviewWorker(logic.renderer)
+    assert worker.request(logic.preview_request(empty, parameters)) and worker.wait_idle(60)
+    result = worker.take_result()
+    worker.close(10)
+    assert result.image is None and result.error.startswith("no body found in the CT")
