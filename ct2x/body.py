@@ -113,19 +113,19 @@ def _morphology(mask: np.ndarray, radius: list[int], *, erode: bool) -> np.ndarr
     for offset in range(-r_shift, r_shift + 1):
         rows[offset] = min(r_line, int((r_line + 0.5) * np.sqrt(1.0 - (offset / (r_shift + 0.5)) ** 2) + 1e-9))
     running = ndimage.minimum_filter1d if erode else ndimage.maximum_filter1d
-    lines = {w: running(mask.view(np.uint8), 2 * w + 1, axis=line_axis, mode="nearest") for w in set(rows.values())}
-    out = lines[rows[0]].copy()
     combine = np.minimum if erode else np.maximum
-    count = out.shape[shift_axis]
-    for offset, half_width in rows.items():  # out[x] combined with the segment's line at x + offset
-        if offset == 0:
-            continue
-        into = [slice(None)] * 3
-        into[shift_axis] = slice(max(0, -offset), count - max(0, offset))
-        source = [slice(None)] * 3
-        source[shift_axis] = slice(max(0, offset), count - max(0, -offset))
-        target = out[tuple(into)]
-        combine(target, lines[half_width][tuple(source)], out=target)
+    out = None
+    count = mask.shape[shift_axis]
+    for half_width in sorted(set(rows.values()), key=lambda w: w != rows[0]):  # the centre row's first; one at a time
+        line = running(mask.view(np.uint8), 2 * half_width + 1, axis=line_axis, mode="nearest")
+        out = line.copy() if out is None else out
+        for offset in (o for o, w in rows.items() if w == half_width and o != 0):  # out[x] with line[x + offset]
+            into = [slice(None)] * 3
+            into[shift_axis] = slice(max(0, -offset), count - max(0, offset))
+            source = [slice(None)] * 3
+            source[shift_axis] = slice(max(0, offset), count - max(0, -offset))
+            target = out[tuple(into)]
+            combine(target, line[tuple(source)], out=target)
     return out.view(bool)
 
 
