@@ -29,7 +29,6 @@ import os
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ct2x.errors import CT2XError
 from ct2x.volume import CTVolume, read_ct
@@ -112,11 +111,13 @@ def _morphology(mask: np.ndarray, radius: list[int], *, erode: bool) -> np.ndarr
     rows = {}  # offset along the shift axis -> the segment's half-width along the line
     for offset in range(-r_shift, r_shift + 1):
         rows[offset] = min(r_line, int((r_line + 0.5) * np.sqrt(1.0 - (offset / (r_shift + 0.5)) ** 2) + 1e-9))
+    from scipy import ndimage  # on first use: the Slicer Synthesis module imports ct2x.body when Slicer starts
+
     running = ndimage.minimum_filter1d if erode else ndimage.maximum_filter1d
     combine = np.minimum if erode else np.maximum
     out = None
     count = mask.shape[shift_axis]
-    for half_width in sorted(set(rows.values()), key=lambda w: w != rows[0]):  # the centre row's first; one at a time
+    for half_width in sorted(set(rows.values()), reverse=True):  # the widest, the centre row's, first; one at a time
         line = running(mask.view(np.uint8), 2 * half_width + 1, axis=line_axis, mode="nearest")
         out = line.copy() if out is None else out
         for offset in (o for o, w in rows.items() if w == half_width and o != 0):  # out[x] with line[x + offset]
