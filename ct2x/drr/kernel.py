@@ -19,8 +19,9 @@ numba's threads (one ray per loop iteration):
   the fractional position and ``w_c`` products of ``X`` or ``1 - X`` (likewise Y, Z).
   Along the ray ``X = X_0 + u d_x`` for the ``m`` consecutive samples ``u = 0 .. m - 1``
   that fall in one cell, so the sum of those samples is ``sum_c W_c v_c`` with ``W_c`` the
-  sum over ``u`` of the cubic ``w_c``, which the power sums ``sum u^p = m, m(m-1)/2,
-  (m-1)m(2m-1)/6, (m(m-1)/2)^2`` give in closed form. Every cell a ray crosses costs one
+  sum over ``u`` of the cubic ``w_c``, in closed form: about the cell's mean sample the odd
+  central moments of ``u`` vanish, so a sum of products of ``X, Y, Z`` is ``m`` times the product
+  at the mean plus ``m(m^2-1)/12`` times products of two steps ``d``. Every cell a ray crosses costs one
   evaluation, however many samples fall in it (about ten at the default step of 0.1
   voxel), and the result is the sum of the samples themselves, not an approximation of it
   (it differs from sample-by-sample summation by float rounding only; the tests hold it
@@ -205,20 +206,16 @@ def _cell_weights(
 ) -> tuple[float, float, float, float, float, float, float, float]:
     """``W_q``: the trilinear weights of corner ``q`` summed over the ``m`` samples ``(X, Y, Z) = p + u d``,
     ``u = 0 .. m - 1``, of one cell, with the corner's ``(i, j, k)`` offsets as bits 0, 1, 2 of ``q``."""
-    # Sums over u of the monomials of (X, Y, Z).
-    s1 = m * (m - 1) * 0.5
-    s2 = (m - 1) * m * (2 * m - 1) * (1.0 / 6.0)
-    s3 = s1 * s1
-    gx, gy, gz = m * px + di * s1, m * py + dj * s1, m * pz + dk * s1
-    gxy = m * px * py + (px * dj + py * di) * s1 + di * dj * s2
-    gxz = m * px * pz + (px * dk + pz * di) * s1 + di * dk * s2
-    gyz = m * py * pz + (py * dk + pz * dj) * s1 + dj * dk * s2
-    gxyz = (
-        m * px * py * pz
-        + (px * py * dk + px * pz * dj + py * pz * di) * s1
-        + (px * dj * dk + py * di * dk + pz * di * dj) * s2
-        + di * dj * dk * s3
-    )
+    # About the cell's mean sample (x, y, z) = p + (m - 1) / 2 d the odd central moments of u vanish, so each
+    # sum of a product of (X, Y, Z) is m times the product at the mean plus v = m (m^2 - 1) / 12 (the second
+    # central moment's sum) times the products of two of the steps.
+    half = (m - 1) * 0.5
+    x, y, z = px + di * half, py + dj * half, pz + dk * half
+    v = m * (m * m - 1) * (1.0 / 12.0)
+    vxy, vxz, vyz = v * di * dj, v * di * dk, v * dj * dk
+    gx, gy, gz = m * x, m * y, m * z
+    gxy, gxz, gyz = gx * y + vxy, gx * z + vxz, gy * z + vyz
+    gxyz = gxy * z + vxz * y + vyz * x
     w7, w3, w5, w6 = gxyz, gxy - gxyz, gxz - gxyz, gyz - gxyz
     w1, w2, w4 = gx - gxy - gxz + gxyz, gy - gxy - gyz + gxyz, gz - gxz - gyz + gxyz
     w0 = m - gx - gy - gz + gxy + gxz + gyz - gxyz
