@@ -50,6 +50,20 @@ def test_kernel_matches_the_torch_marcher(volume):
         np.testing.assert_allclose(*mips, atol=0.1)  # HU, of values up to 1000
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 10, 57])
+def test_a_cells_weights_are_the_sums_of_its_samples_trilinear_weights(m):
+    """The closed form of ``_cell_weights`` against the samples' own trilinear weights, summed one by one."""
+    from ct2x.drr.kernel import _cell_weights
+
+    rng = np.random.default_rng(m)
+    for _ in range(20):
+        p, d = rng.uniform(0.0, 1.0, 3), rng.uniform(-1.0, 1.0, 3) / m
+        u = np.arange(m)[:, None]
+        x = p + u * d  # (m, 3): the samples' fractional positions in the cell
+        expected = [np.prod(np.where([(q >> a) & 1 for a in range(3)], x, 1.0 - x), axis=1).sum() for q in range(8)]
+        np.testing.assert_allclose(_cell_weights(m, *p, *d), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_material_cells_are_deepdrrs_materials():
     from ct2x.drr.kernel import material_cells
     from ct2x.drr.materials import hu_to_density, hu_to_material_index
