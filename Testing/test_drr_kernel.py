@@ -65,15 +65,42 @@ def test_a_cells_weights_are_the_sums_of_its_samples_trilinear_weights(m):
 
 
 def test_material_cells_are_deepdrrs_materials():
-    from ct2x.drr.kernel import material_cells
+    from ct2x.drr.kernel import LABEL, material_cells
     from ct2x.drr.materials import hu_to_density, hu_to_material_index
 
     hu = np.concatenate([np.linspace(-1100, 2000, 3101), [-800, -799.9, 350, 350.1]]).astype(np.float32)
     hu = hu.reshape(1, 1, -1)
     density, material = material_cells(hu)
+    material = material & LABEL  # without the uniform-cell bit
     np.testing.assert_array_equal(material, hu_to_material_index(torch.from_numpy(hu)).numpy())
     np.testing.assert_allclose(density, hu_to_density(torch.from_numpy(hu)).numpy(), rtol=1e-6, atol=1e-7)
     assert material.dtype == np.uint8 and set(np.unique(material)) == {0, 1, 2}
+
+
+def test_a_cell_is_uniform_where_its_eight_corners_share_one_label():
+    from ct2x.drr.kernel import LABEL, UNIFORM, cell_labels
+
+    rng = np.random.default_rng(3)
+    labels = np.where(rng.random((5, 6, 7)) < 0.15, rng.integers(0, 3, (5, 6, 7)), 1).astype(np.uint8)
+    cells = cell_labels(labels)
+    np.testing.assert_array_equal(cells & LABEL, labels)
+    nk, nj, ni = labels.shape
+    for k, j, i in np.ndindex(labels.shape):  # the cell's corners, clamped to the volume
+        corners = labels[k : min(k + 2, nk), j : min(j + 2, nj), i : min(i + 2, ni)]
+        assert bool(cells[k, j, i] & UNIFORM) == bool((corners == labels[k, j, i]).all()), (k, j, i)
+
+
+def test_uniform_cells_sum_as_the_corner_by_corner_walk():
+    from ct2x.drr.kernel import LABEL, material_cells, project
+    from ct2x.drr.projector import ray_samples
+
+    volume = lopsided_phantom()
+    density, cells = material_cells(volume.array)
+    samples = ray_samples(volume, [VIEW, VIEW.with_angles(-60.0, 5.0)], 0.3)
+    fast = project(density[..., None], samples, False, cells, 3)
+    plain = project(density[..., None], samples, False, cells & LABEL, 3)  # no bit: every cell corner by corner
+    assert (cells & LABEL != cells).mean() > 0.5 and fast[:, 2].max() > 0  # mostly uniform cells, some bone
+    np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-6)
 
 
 def test_kernel_matches_the_torch_marcher_on_a_real_ct():

@@ -31,7 +31,10 @@ numba's threads (one ray per loop iteration):
 * **Labelled fields**: the DRR's per-material densities are zero except in one channel
   per voxel, so the kernel also takes one density per voxel plus a label naming its
   channel (:func:`material_cells`): 5 bytes a voxel instead of 12, and one product per
-  corner instead of three.
+  corner instead of three. The label's top bit (:data:`UNIFORM`, :func:`cell_labels`) marks
+  the voxels whose cell (the voxel and its seven neighbours up each axis) holds one
+  material, as about nine cells in ten of a CT do: there the walk reads that one byte
+  instead of the eight corners' labels.
 * **Maxima, a sample at a time** (:func:`_maximum`): the eight corners of the current
   cell stay in registers while consecutive samples fall in the same cell.
 * **Empty space**: a sample whose eight corners all lie outside the *active box* (the
@@ -58,6 +61,10 @@ import numpy as np
 
 #: Stands for "no labels": each channel of the field is its own output channel.
 NO_LABELS = np.zeros((0, 0, 0), dtype=np.uint8)
+#: The bit of a cell label (:func:`cell_labels`) that marks a cell whose eight corners share one label.
+UNIFORM = np.uint8(0x80)
+#: The label bits of a cell label.
+LABEL = np.uint8(0x7F)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -85,7 +92,8 @@ def _active_range(first: np.ndarray, stride: np.ndarray, n: int, lo: np.ndarray,
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _row_extents(field: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row ``(k, j)``: first and last ``i`` whose value or label differs from voxel 0's (``I``, -1 if none)."""
+    """Per row ``(k, j)``: first and last ``i`` whose value or label (:data:`LABEL` bits) differs from voxel 0's
+    (``I``, -1 if none)."""
     nk, nj, ni, nc = field.shape
     labelled = labels.shape[0] > 0
     first = np.full((nk, nj), ni, dtype=np.int64)
@@ -93,7 +101,7 @@ def _row_extents(field: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     for k in numba.prange(nk):
         for j in range(nj):
             for i in range(ni):
-                differs = labelled and labels[k, j, i] != labels[0, 0, 0]
+                differs = labelled and (labels[k, j, i] & LABEL) != (labels[0, 0, 0] & LABEL)
                 for c in range(nc):
                     differs = differs or field[k, j, i, c] != field[0, 0, 0, c]
                 if differs:
@@ -103,7 +111,8 @@ def _row_extents(field: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def active_box(field: np.ndarray, labels: np.ndarray = NO_LABELS) -> tuple[np.ndarray, np.ndarray]:
-    """``(lo, hi)``: index bounds ``(i, j, k)`` of the voxels unlike voxel 0; ``lo > hi`` if there are none."""
+    """``(lo, hi)``: index bounds ``(i, j, k)`` of the voxels unlike voxel 0 (in value or in ``labels & LABEL``);
+    ``lo > hi`` if there are none."""
     first, last = _row_extents(field, labels)
     rows = last >= 0
     if not rows.any():
@@ -249,7 +258,7 @@ def _integrate(
         acc = np.zeros(out.shape[1], dtype=np.float64)
         outside = n - (stop - start)
         if labelled:
-            acc[flat_labels[0]] = outside * np.float64(values[0, 0])
+            acc[flat_labels[0] & LABEL] = outside * np.float64(values[0, 0])
         else:
             for c in range(nc):
                 acc[c] = outside * np.float64(values[0, c])
@@ -274,22 +283,20 @@ def _integrate(
                 s += m
                 continue
             lab = flat_labels[q0]
-            same = lab == flat_labels[q1] and lab == flat_labels[q2] and lab == flat_labels[q3]
-            same = same and lab == flat_labels[q4] and lab == flat_labels[q5]
-            if same and lab == flat_labels[q6] and lab == flat_labels[q7]:
-                acc[lab] += (
+            if lab & UNIFORM:
+                acc[lab ^ UNIFORM] += (
                     w0 * values[q0, 0] + w1 * values[q1, 0] + w2 * values[q2, 0] + w3 * values[q3, 0]
                     + w4 * values[q4, 0] + w5 * values[q5, 0] + w6 * values[q6, 0] + w7 * values[q7, 0]
                 )  # fmt: skip
             else:  # a cell across a material boundary
-                acc[flat_labels[q0]] += w0 * values[q0, 0]
-                acc[flat_labels[q1]] += w1 * values[q1, 0]
-                acc[flat_labels[q2]] += w2 * values[q2, 0]
-                acc[flat_labels[q3]] += w3 * values[q3, 0]
-                acc[flat_labels[q4]] += w4 * values[q4, 0]
-                acc[flat_labels[q5]] += w5 * values[q5, 0]
-                acc[flat_labels[q6]] += w6 * values[q6, 0]
-                acc[flat_labels[q7]] += w7 * values[q7, 0]
+                acc[lab] += w0 * values[q0, 0]
+                acc[flat_labels[q1] & LABEL] += w1 * values[q1, 0]
+                acc[flat_labels[q2] & LABEL] += w2 * values[q2, 0]
+                acc[flat_labels[q3] & LABEL] += w3 * values[q3, 0]
+                acc[flat_labels[q4] & LABEL] += w4 * values[q4, 0]
+                acc[flat_labels[q5] & LABEL] += w5 * values[q5, 0]
+                acc[flat_labels[q6] & LABEL] += w6 * values[q6, 0]
+                acc[flat_labels[q7] & LABEL] += w7 * values[q7, 0]
             s += m
         for c in range(out.shape[1]):
             out[r, c] = acc[c] * weight[r]
@@ -356,6 +363,31 @@ def _maximum(
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
+def _cell_labels(labels: np.ndarray, out: np.ndarray) -> None:
+    nk, nj, ni = labels.shape
+    for k in numba.prange(nk):
+        k1 = min(k + 1, nk - 1)
+        for j in range(nj):
+            j1 = min(j + 1, nj - 1)
+            for i in range(ni):
+                i1 = min(i + 1, ni - 1)
+                lab = labels[k, j, i]
+                same = lab == labels[k, j, i1] and lab == labels[k, j1, i] and lab == labels[k, j1, i1]
+                same = same and lab == labels[k1, j, i] and lab == labels[k1, j, i1]
+                same = same and lab == labels[k1, j1, i] and lab == labels[k1, j1, i1]
+                out[k, j, i] = lab | UNIFORM if same else lab
+
+
+def cell_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` ``(K, J, I)`` uint8 (below :data:`UNIFORM`) with bit :data:`UNIFORM` set on each voxel whose
+    cell, the voxels ``(i .. i + 1, j .. j + 1, k .. k + 1)`` clamped to the volume, holds one label: the
+    cell walk then reads one byte, not eight, to know that every corner counts in the same channel."""
+    out = np.empty(labels.shape, dtype=np.uint8)
+    _cell_labels(np.ascontiguousarray(labels, dtype=np.uint8), out)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _material_cells(hu: np.ndarray, fits: np.ndarray, thresholds: np.ndarray, density: np.ndarray, label: np.ndarray):
     nk, nj, ni = hu.shape
     for k in numba.prange(nk):
@@ -370,9 +402,10 @@ def material_cells(hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DeepDRR's materials of a ``(K, J, I)`` HU array as a labelled field for :func:`project`.
 
     Returns ``(density (K, J, I) float32 g/cm^3, material (K, J, I) uint8)``, the index
-    into :data:`ct2x.drr.materials.MATERIALS`: the same numbers, in the same float32
-    arithmetic, as :func:`ct2x.drr.materials.hu_to_density` and
-    :func:`ct2x.drr.materials.hu_to_material_index`, in 5 bytes a voxel.
+    into :data:`ct2x.drr.materials.MATERIALS` (its :data:`LABEL` bits) with the uniform-cell
+    bit of :func:`cell_labels`: the same numbers, in the same float32 arithmetic, as
+    :func:`ct2x.drr.materials.hu_to_density` and :func:`ct2x.drr.materials.hu_to_material_index`,
+    in 5 bytes a voxel.
     """
     from ct2x.drr.materials import DENSITY_FITS, HU_THRESHOLDS
 
@@ -382,7 +415,7 @@ def material_cells(hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     label = np.empty(hu.shape, dtype=np.uint8)
     fits = np.array([a1, b1, a2, b2], dtype=np.float32)
     _material_cells(hu, fits, np.array(HU_THRESHOLDS, dtype=np.float32), density, label)
-    return density, label
+    return density, cell_labels(label)
 
 
 def project(
@@ -395,9 +428,10 @@ def project(
     """``(R, C)`` float32 line integrals (or maxima) of a ``(K, J, I, C)`` float32 field along the rays.
 
     ``samples`` is ``(first, stride, counts, weight)`` as
-    :func:`ct2x.drr.projector.ray_samples` returns it. With ``labels`` (sums only) the
-    field has one channel, each voxel counting in channel ``labels[voxel]`` of
-    ``channels``. A ray without samples gets 0 (sum) or the background (max).
+    :func:`ct2x.drr.projector.ray_samples` returns it. With ``labels`` (sums only; cell
+    labels, :func:`cell_labels`) the field has one channel, each voxel counting in channel
+    ``labels[voxel] & LABEL`` of ``channels``. A ray without samples gets 0 (sum) or the
+    background (max).
     """
     first, stride, counts, weight = samples
     field = np.ascontiguousarray(field, dtype=np.float32)

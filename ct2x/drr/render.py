@@ -134,7 +134,8 @@ def _hu(volume: CTVolume, device: torch.device) -> torch.Tensor:
 class Materials:
     """A CT as the polyenergetic DRR reads it (:func:`materials`): DeepDRR's density (g/cm^3) and
     material index per voxel, ``(K, J, I)`` like ``volume.array``, on ``density.device``, for the
-    ray marcher ``marcher``. Rendering many views one call at a time from one ``Materials``
+    ray marcher ``marcher`` (for ``"numba"``, the kernel's cell labels: the index with a uniform-cell
+    bit, :func:`ct2x.drr.kernel.material_cells`). Rendering many views one call at a time from one ``Materials``
     converts the CT once."""
 
     volume: CTVolume
