@@ -364,18 +364,23 @@ def _maximum(
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _cell_labels(labels: np.ndarray, out: np.ndarray) -> None:
+    # Branch-free along each row so that numba vectorises it; the last voxel of a row has no neighbour up i.
     nk, nj, ni = labels.shape
     for k in numba.prange(nk):
         k1 = min(k + 1, nk - 1)
         for j in range(nj):
             j1 = min(j + 1, nj - 1)
-            for i in range(ni):
-                i1 = min(i + 1, ni - 1)
+            for i in range(ni - 1):
                 lab = labels[k, j, i]
-                same = lab == labels[k, j, i1] and lab == labels[k, j1, i] and lab == labels[k, j1, i1]
-                same = same and lab == labels[k1, j, i] and lab == labels[k1, j, i1]
-                same = same and lab == labels[k1, j1, i] and lab == labels[k1, j1, i1]
-                out[k, j, i] = lab | UNIFORM if same else lab
+                same = (
+                    (lab == labels[k, j, i + 1]) & (lab == labels[k, j1, i]) & (lab == labels[k, j1, i + 1])
+                    & (lab == labels[k1, j, i]) & (lab == labels[k1, j, i + 1])
+                    & (lab == labels[k1, j1, i]) & (lab == labels[k1, j1, i + 1])
+                )  # fmt: skip
+                out[k, j, i] = lab | (UNIFORM * np.uint8(same))
+            end = labels[k, j, ni - 1]
+            same_end = (end == labels[k, j1, ni - 1]) & (end == labels[k1, j, ni - 1]) & (end == labels[k1, j1, ni - 1])
+            out[k, j, ni - 1] = end | (UNIFORM * np.uint8(same_end))
 
 
 def cell_labels(labels: np.ndarray) -> np.ndarray:
