@@ -135,8 +135,8 @@ class Materials:
     """A CT as the polyenergetic DRR reads it (:func:`materials`): DeepDRR's density (g/cm^3) and
     material index per voxel, ``(K, J, I)`` like ``volume.array``, on ``density.device``, for the
     ray marcher ``marcher`` (for ``"numba"``, the kernel's cell labels: the index with a uniform-cell
-    bit, :func:`ct2x.drr.kernel.material_cells`). Rendering many views one call at a time from one ``Materials``
-    converts the CT once."""
+    bit, :func:`ct2x.drr.kernel.material_cells`). Rendering many views one call at a time from one
+    ``Materials`` converts the CT once."""
 
     volume: CTVolume
     density: torch.Tensor
