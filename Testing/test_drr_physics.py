@@ -96,6 +96,23 @@ def test_water_slab_matches_analytic_beer_lambert(thickness_mm):
     assert drr[0, 2, 2].item() == pytest.approx(expected, rel=0.01)
 
 
+def test_the_spectral_sum_over_chunks_of_pixels_is_each_pixels_own(monkeypatch):
+    """Each pixel's energy-integrated transmission, however the view's pixels are split into chunks (a chunk
+    size that divides neither the row nor the view, two views)."""
+    from ct2x.drr import render
+
+    monkeypatch.setattr(render, "SPECTRUM_PIXELS", 1000)
+    area = (
+        torch.rand(2, 3, 37, 41, generator=torch.Generator().manual_seed(1))
+        * torch.tensor([0.01, 30.0, 5.0])[None, :, None, None]
+    )
+    spec = get_spectrum("60KV_AL35")
+    mu = attenuation_table(spec.energies_kev)  # (M, E) cm^2/g
+    exponents = np.einsum("me,vmhw->vehw", mu.astype(np.float64), area.double().numpy())
+    expected = np.einsum("e,vehw->vhw", np.asarray(spec.weights, np.float64), np.exp(-exponents))
+    np.testing.assert_allclose(render.transmitted_fraction(area).numpy(), expected, rtol=1e-5, atol=1e-12)
+
+
 def test_beam_hardening_lowers_attenuation_per_mm_with_thickness():
     view = CArm(**SMALL)
     thin = render_drr(slab(0.0, 10.0), view)[0, 2, 2].item() / 10.0

@@ -597,13 +597,13 @@ def check_views_memory(settings: PrepareSettings, workers: int = 1) -> None:
     rays and the spectral sum alone (``ct2x.drr.render.render_memory_bytes`` without the CT's voxels,
     which each CT's own check adds), in each of ``workers`` processes at once; warn when more than is
     free now (``ct2x.memory.check_memory``). The advice names prepare's options (:data:`MEMORY_FIX`)."""
-    from ct2x.drr.render import BYTES_PER_PIXEL_ENERGY, BYTES_PER_RAY
+    from ct2x.drr.render import BYTES_PER_RAY, spectrum_sum_bytes
     from ct2x.drr.spectrum import get_spectrum
     from ct2x.memory import check_memory
 
     count, size = settings.random_views or len(settings.angles), settings.detector_size
     energies = len(get_spectrum(settings.spectrum).energies_kev)
-    need = workers * size * size * (BYTES_PER_RAY * count + BYTES_PER_PIXEL_ENERGY * energies)
+    need = workers * (size * size * BYTES_PER_RAY * count + spectrum_sum_bytes(energies, size * size))
     at_once = f", in {workers} workers at once" if workers > 1 else ""
     check_memory(need, f"rendering {count} views of {size} x {size} pixels per CT{at_once}", MEMORY_FIX)
 
