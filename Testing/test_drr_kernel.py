@@ -77,11 +77,12 @@ def test_material_cells_are_deepdrrs_materials():
     assert material.dtype == np.uint8 and set(np.unique(material)) == {0, 1, 2}
 
 
-def test_a_cell_is_uniform_where_its_eight_corners_share_one_label():
+@pytest.mark.parametrize("shape", [(5, 6, 7), (1, 1, 1), (1, 4, 1), (3, 1, 5), (2, 3, 1)])
+def test_a_cell_is_uniform_where_its_eight_corners_share_one_label(shape):
     from ct2x.drr.kernel import LABEL, UNIFORM, cell_labels
 
     rng = np.random.default_rng(3)
-    labels = np.where(rng.random((5, 6, 7)) < 0.15, rng.integers(0, 3, (5, 6, 7)), 1).astype(np.uint8)
+    labels = np.where(rng.random(shape) < 0.15, rng.integers(0, 3, shape), 1).astype(np.uint8)
     cells = cell_labels(labels)
     np.testing.assert_array_equal(cells & LABEL, labels)
     nk, nj, ni = labels.shape
