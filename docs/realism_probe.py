@@ -2,7 +2,10 @@
 few ways (blur, sharpening, more grain, detail and coarse contrast) and split by view, scored like the report
 (FID, KID, C2ST of InceptionV3 features on the scored region, against the report's real set read the same way);
 then, as saved, against the real set cropped to other shares of the films' shorter side (the field a film is
-taken to show at the isocenter), beside the first floor row's films cropped the same way.
+taken to show at the isocenter), beside the first floor row's films cropped the same way; then every row and
+every floor row with the films read at fewer pixels than the report's (:data:`READ_SIZES`; a film whose crop is
+smaller than the report's pixel count is upsampled to it, the synthetic images are not), the synthetic images
+area-averaged to the same count.
 
 Usage: python docs/realism_probe.py REPORT [--row "Imaging chain (fitted style)"]
 (run from where the report's real-set folder is found, as ``ct2x evaluate`` was).
@@ -29,6 +32,8 @@ from ct2x.imaging.filters import gaussian_blur
 SEED = 0
 #: Shares of a film's shorter side tried as the detector's field (the report's is ``radiographs.crop``).
 FILM_CROPS = (0.3, 0.4, 0.5, 0.6)
+#: Pixels a side the films and images are read at in the last table (a 640 x 524 film's 0.4 crop is 210 pixels).
+READ_SIZES = (210,)
 
 
 def variants(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -103,6 +108,7 @@ def main() -> None:
         print(f"| {name} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {scored.images} |", flush=True)
     row = inception_features(network, images[..., scoring.rows, scoring.columns])
     film_field(metrics, network, row, scoring.real_region)
+    read_size(args.report, scoring)
 
 
 def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, region: tuple[slice, slice]) -> None:
@@ -120,6 +126,36 @@ def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, reg
         scores = RealismMetrics(inception_features(network, real), None, seed=0)
         scored, floor_fid = scores.score(row), scores.score(inception_features(network, other)).fid
         print(f"| {crop} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {floor_fid:.1f} |", flush=True)
+
+
+def _films_at(folder: str, size: int, crop: float, rows: slice) -> torch.Tensor:
+    """The films of ``folder`` read at ``size`` pixels a side (cropped to ``crop``), the scored ``rows``."""
+    return read_radiographs(find_radiographs(folder).paths, size, crop=crop)[..., rows, :]
+
+
+def _images_at(report: Path, paths: list[str], size: int, rows: slice) -> torch.Tensor:
+    """A row's saved images area-averaged to ``size`` pixels a side, the scored ``rows``, in [0, 1]."""
+    saved = [np.asarray(Image.open(report / p).convert("L"), np.float32) / 255 for p in paths]
+    images = [Image.fromarray(image).resize((size, size), Image.Resampling.BOX) for image in saved]
+    return torch.stack([torch.from_numpy(np.array(image, np.float32))[None] for image in images])[..., rows, :]
+
+
+def read_size(report: Path, scoring: ReportScoring) -> None:
+    """Score every row of ``report`` and its floor rows with the films read at each of :data:`READ_SIZES` pixels a
+    side (the scored rows scaled alike) and the saved images area-averaged to it; print one table."""
+    metrics, crop = scoring.metrics, scoring.metrics["radiographs"]["crop"]
+    floor = {name: entry["folder"] for name, entry in metrics.get("floor", {}).items()}
+    methods = read_index(report)[1]
+    for size in READ_SIZES:
+        rows = slice(*(round(edge * size / REAL_SIZE) for edge in (scoring.rows.start, scoring.rows.stop)))
+        real = _films_at(metrics["radiographs"]["folder"], size, crop, rows)
+        scores = RealismMetrics(inception_features(scoring.network, real), None, seed=0)
+        print(f"\n| read at {size} px (rows {rows.start}-{rows.stop}) | FID | KID | C2ST AUC |\n|---|---|---|---|")
+        rows_scored = {**{name: _films_at(folder, size, crop, rows) for name, folder in floor.items()},
+                       **{name: _images_at(report, paths, size, rows) for name, paths in methods.items()}}  # fmt: skip
+        for name, images in rows_scored.items():
+            scored = scores.score(inception_features(scoring.network, images.clamp(0, 1)))
+            print(f"| {name} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
