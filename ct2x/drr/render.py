@@ -34,11 +34,12 @@ _MM_PER_CM = 10.0
 
 #: Working memory of :func:`render_drr` (measured peaks, rounded up): per ray (its float64 geometry in
 #: ``ray_samples``), per pixel and energy of the spectral sum's chunk (float32, twice), per CT voxel
-#: by ray marcher (numba: the 5-byte material cells and a float32 copy; torch: HU, density, material
-#: index and the per-material atlas), plus the torch marcher's chunk of samples (``memory_bytes``).
+#: by ray marcher (numba: the 5-byte material cells, the labels once more while their cells' bits are set,
+#: and a float32 copy; torch: HU, density, material index and the per-material atlas), plus the torch
+#: marcher's chunk of samples (``memory_bytes``).
 BYTES_PER_RAY = 200
 BYTES_PER_PIXEL_ENERGY = 8
-BYTES_PER_VOXEL = {"numba": 9, "torch": 36}
+BYTES_PER_VOXEL = {"numba": 10, "torch": 36}
 #: Pixels of a view whose spectral sum :func:`transmitted_fraction` takes at once: their ``(energies,
 #: pixels)`` exponentials, a few MB, stay in the CPU's cache and in memory the allocator reuses; the
 #: whole view at once was 4-5 times slower (a 512^2 view's 48 energies: 97 ms against 21 ms, one thread).
