@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ct2x.data.radiographs import find_radiographs, read_radiographs
+from ct2x.data.radiographs import find_radiographs, read_radiographs, square_resize
 from ct2x.evaluation.inception import InceptionFeatures
 from ct2x.evaluation.methods import CHAIN_ROW, REAL_SIZE, RealismMetrics, inception_features
 from ct2x.evaluation.study import read_index
@@ -68,14 +68,26 @@ class ReportScoring:
         return self.scores.score(inception_features(self.network, images.clamp(0, 1)[..., self.rows, self.columns]))
 
 
+def films_at(folder: str, size: int, crop: float, region: tuple[slice, slice]) -> torch.Tensor:
+    """The films of ``folder`` read as the report reads its real set, at ``size`` pixels a side (cropped to
+    ``crop`` of the shorter side), the scored ``region`` (rows, columns)."""
+    return read_radiographs(find_radiographs(folder).paths, size, crop=crop)[..., region[0], region[1]]
+
+
+def saved_images(report: Path, paths: list[str], size: int) -> torch.Tensor:
+    """A row's saved images ``(N, 1, size, size)`` in [0, 1], area-averaged to ``size`` pixels a side
+    (``ct2x.data.radiographs.square_resize``; unchanged at their own size)."""
+    saved = [np.asarray(Image.open(report / p).convert("L"), np.float32) / 255 for p in paths]
+    return torch.stack([torch.from_numpy(square_resize(image, size))[None] for image in saved])
+
+
 def report_scoring(report: Path) -> ReportScoring:
     """Read ``report``'s metrics.json and its real set (run from where its folders are found)."""
     metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
     region = metrics["scored_region"]
     crop = region["crop"]
     real_region = slice(*region["real_crop"]["rows"]), slice(*region["real_crop"]["columns"])
-    films = find_radiographs(metrics["radiographs"]["folder"]).paths
-    real = read_radiographs(films, REAL_SIZE, crop=metrics["radiographs"]["crop"])[..., real_region[0], real_region[1]]
+    real = films_at(metrics["radiographs"]["folder"], REAL_SIZE, metrics["radiographs"]["crop"], real_region)
     network = InceptionFeatures()
     scores = RealismMetrics(inception_features(network, real), None, seed=0)
     rows, columns = slice(crop["top"], crop["bottom"]), slice(crop["left"], crop["right"])
@@ -91,8 +103,7 @@ def main() -> None:
     scoring = report_scoring(args.report)
     metrics, network = scoring.metrics, scoring.network
     paths = read_index(args.report)[1][args.row]
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(args.report / p), np.float32) / 255)[None]
-                          for p in paths])  # fmt: skip
+    images = saved_images(args.report, paths, REAL_SIZE)
     views, styles = len(metrics["views"]), len(metrics["style_references"])
     per_view = images.reshape(-1, views, styles, *images.shape[1:])
     names = [view["label"] for view in metrics["views"]]
@@ -120,24 +131,12 @@ def film_field(metrics: dict, network: InceptionFeatures, row: torch.Tensor, reg
     floor = next(iter(metrics["floor"].values()))["folder"]
     print(f"\n| film crop (share of the shorter side) | row: FID | KID | C2ST AUC | floor ({floor}): FID |")
     print("|---|---|---|---|---|")
+    folders = metrics["radiographs"]["folder"], floor
     for crop in FILM_CROPS:
-        real, other = (read_radiographs(find_radiographs(folder).paths, REAL_SIZE, crop=crop)[..., region[0], region[1]]
-                       for folder in (metrics["radiographs"]["folder"], floor))  # fmt: skip
+        real, other = (films_at(folder, REAL_SIZE, crop, region) for folder in folders)
         scores = RealismMetrics(inception_features(network, real), None, seed=0)
         scored, floor_fid = scores.score(row), scores.score(inception_features(network, other)).fid
         print(f"| {crop} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} | {floor_fid:.1f} |", flush=True)
-
-
-def _films_at(folder: str, size: int, crop: float, rows: slice) -> torch.Tensor:
-    """The films of ``folder`` read at ``size`` pixels a side (cropped to ``crop``), the scored ``rows``."""
-    return read_radiographs(find_radiographs(folder).paths, size, crop=crop)[..., rows, :]
-
-
-def _images_at(report: Path, paths: list[str], size: int, rows: slice) -> torch.Tensor:
-    """A row's saved images area-averaged to ``size`` pixels a side, the scored ``rows``, in [0, 1]."""
-    saved = [np.asarray(Image.open(report / p).convert("L"), np.float32) / 255 for p in paths]
-    images = [Image.fromarray(image).resize((size, size), Image.Resampling.BOX) for image in saved]
-    return torch.stack([torch.from_numpy(np.array(image, np.float32))[None] for image in images])[..., rows, :]
 
 
 def read_size(report: Path, scoring: ReportScoring) -> None:
@@ -148,11 +147,13 @@ def read_size(report: Path, scoring: ReportScoring) -> None:
     methods = read_index(report)[1]
     for size in READ_SIZES:
         rows = slice(*(round(edge * size / REAL_SIZE) for edge in (scoring.rows.start, scoring.rows.stop)))
-        real = _films_at(metrics["radiographs"]["folder"], size, crop, rows)
+        region = rows, slice(None)
+        real = films_at(metrics["radiographs"]["folder"], size, crop, region)
         scores = RealismMetrics(inception_features(scoring.network, real), None, seed=0)
         print(f"\n| read at {size} px (rows {rows.start}-{rows.stop}) | FID | KID | C2ST AUC |\n|---|---|---|---|")
-        rows_scored = {**{name: _films_at(folder, size, crop, rows) for name, folder in floor.items()},
-                       **{name: _images_at(report, paths, size, rows) for name, paths in methods.items()}}  # fmt: skip
+        films = {name: films_at(folder, size, crop, region) for name, folder in floor.items()}
+        synthetic = {name: saved_images(report, paths, size)[..., rows, :] for name, paths in methods.items()}
+        rows_scored = {**films, **synthetic}
         for name, images in rows_scored.items():
             scored = scores.score(inception_features(scoring.network, images.clamp(0, 1)))
             print(f"| {name} | {scored.fid:.1f} | {scored.kid:.3f} | {scored.c2st_auc:.3f} |", flush=True)

@@ -284,7 +284,7 @@ def _integrate(
                 continue
             lab = flat_labels[q0]
             if lab & UNIFORM:
-                acc[lab ^ UNIFORM] += (
+                acc[lab & LABEL] += (
                     w0 * values[q0, 0] + w1 * values[q1, 0] + w2 * values[q2, 0] + w3 * values[q3, 0]
                     + w4 * values[q4, 0] + w5 * values[q5, 0] + w6 * values[q6, 0] + w7 * values[q7, 0]
                 )  # fmt: skip
